@@ -1,0 +1,113 @@
+"""Row values in and out of remote documents, in one place.
+
+Rows travel as their SQLite values (``None``, ``int``, ``float``, ``str``,
+``bytes``) keyed by column name, so no peewee conversion runs in the sync loop.
+Stores with richer types (Firestore) map these through the models' field
+types; JSON-backed stores tag bytes as base64.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import decimal
+import uuid
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import peewee
+
+from .errors import RemoteDataError
+
+
+def encode_json(data: Mapping[str, Any]) -> str:
+    """Encode a document's data as JSON, with bytes tagged as base64."""
+
+    def default(value: Any) -> Any:
+        if isinstance(value, bytes | bytearray | memoryview):
+            return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
+        raise TypeError(f"{type(value).__name__} is not a document value")
+
+    return json.dumps(data, default=default, separators=(",", ":"), sort_keys=True)
+
+
+def decode_json(text: str | bytes) -> Any:
+    def hook(obj: dict[str, Any]) -> Any:
+        if len(obj) == 1 and "$bytes" in obj:
+            return base64.b64decode(obj["$bytes"])
+        return obj
+
+    return json.loads(text, object_hook=hook)
+
+
+_INT_FIELDS = (peewee.IntegerField, peewee.BooleanField, peewee.AutoField)
+_REAL_FIELDS = (peewee.FloatField, peewee.DoubleField, peewee.DecimalField)
+_TEXT_FIELDS = (
+    peewee.CharField,
+    peewee.TextField,
+    peewee.DateTimeField,
+    peewee.DateField,
+    peewee.TimeField,
+    peewee.UUIDField,
+)
+
+
+def _storage_field(field: peewee.Field) -> peewee.Field:
+    while isinstance(field, peewee.ForeignKeyField):
+        field = field.rel_field
+    return field
+
+
+def check_value(collection: str, doc_id: str, field: peewee.Field, value: Any) -> Any:
+    """Return ``value`` fit for the field's column, or raise RemoteDataError."""
+    if value is None:
+        if not field.null and not field.primary_key:
+            raise RemoteDataError(collection, doc_id, f"{field.column_name} is null")
+        return None
+    target = _storage_field(field)
+    if isinstance(target, _INT_FIELDS):
+        if isinstance(value, bool):
+            return int(value)
+        if isinstance(value, int):
+            return value
+    elif isinstance(target, _REAL_FIELDS):
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return value
+        if isinstance(target, peewee.DecimalField) and isinstance(value, str):
+            return value
+    elif isinstance(target, peewee.BlobField):
+        if isinstance(value, bytes | bytearray):
+            return bytes(value)
+    elif isinstance(target, _TEXT_FIELDS):
+        if isinstance(value, str):
+            return value
+    elif isinstance(value, str | int | float | bytes):
+        return value
+    raise RemoteDataError(
+        collection,
+        doc_id,
+        f"{field.column_name} holds a {type(value).__name__} where the "
+        f"{type(target).__name__} expects another type",
+    )
+
+
+def to_sqlite(value: Any) -> Any:
+    """A Python value as SQLite stores it (peewee's text forms for dates, decimals, UUIDs)."""
+    if value is None or isinstance(value, str | int | float | bytes):
+        return int(value) if isinstance(value, bool) else value
+    if isinstance(value, _dt.datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, _dt.date | _dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal | uuid.UUID):
+        return str(value)
+    return value
+
+
+def missing_value(field: peewee.Field) -> Any:
+    """The value of a column a remote document lacks (written before the column existed)."""
+    if field.column_name in ("createdOn", "updatedOn", "updatedBy"):
+        return None
+    default = field.default() if callable(field.default) else field.default
+    return None if default is None else to_sqlite(field.db_value(default))

@@ -1,0 +1,62 @@
+"""The state one sync carries through its phases."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import peewee
+
+from .local import LocalState
+from .model import collection_name
+from .report import Progress, Resolution, RowError, _Counts
+from .stores.base import DeviceRecord, RemoteStore
+
+ConflictStrategy = Callable[[str, dict[str, Any], dict[str, Any], "dict[str, Any] | None"], Any]
+
+
+@attrs.define
+class SyncContext:
+    db: peewee.SqliteDatabase
+    local: LocalState
+    remote: RemoteStore
+    models: list[type[peewee.Model]]  # parents before children
+    strategy: Any
+    me: str
+    page_size: int
+    app_version: str
+    on_progress: Callable[[Progress], None] | None = None
+    on_conflict: Callable[[Resolution], None] | None = None
+    counts: _Counts = attrs.field(factory=_Counts)
+    conflicts: list[Resolution] = attrs.field(factory=list)
+    rejected: list[RowError] = attrs.field(factory=list)
+    by_collection: dict[str, type[peewee.Model]] = attrs.field(factory=dict)
+    children: dict[type[peewee.Model], list[tuple[type[peewee.Model], peewee.ForeignKeyField]]] = (
+        attrs.field(factory=dict)
+    )
+
+    def __attrs_post_init__(self) -> None:
+        self.by_collection = {collection_name(m): m for m in self.models}
+        self.children = {m: [] for m in self.models}
+        for m in self.models:
+            for fk in m._meta.refs:
+                self.children[fk.rel_model].append((m, fk))
+
+    def progress(self, phase: str, collection: str | None, done: int, total: int | None = None) -> None:
+        if self.on_progress is not None:
+            self.on_progress(Progress(phase, collection, done, total))
+
+    def resolved(self, resolution: Resolution) -> None:
+        self.conflicts.append(resolution)
+        if self.on_conflict is not None:
+            self.on_conflict(resolution)
+
+    def device_record(self) -> DeviceRecord:
+        return DeviceRecord(
+            installation_id=self.me,
+            name=self.local.device_name,
+            platform=self.local.platform,
+            app_version=self.app_version,
+            watermarks=self.local.trackers(),
+        )

@@ -1,0 +1,41 @@
+"""Download phase (seed 002 §2): apply what other devices uploaded.
+
+1. Ask the Devices collection whether any other device uploaded after the
+   position this device last caught up with. If none, stop: one remote read.
+2. Otherwise, per collection, parents before children, page through the
+   changes after the collection's ``downloadedTill`` cursor, skipping this
+   device's own writes, and apply each page together with its new cursor in
+   one local transaction. A crash between pages loses nothing: the next sync
+   resumes after the last committed page.
+"""
+
+from __future__ import annotations
+
+from .apply import apply_remote
+from .context import SyncContext
+from .model import collection_name
+
+
+def download(ctx: SyncContext) -> bool:
+    """Run the phase; return whether any other device had uploaded."""
+    latest = ctx.remote.uploads_after(ctx.local.seen_position, exclude=ctx.me)
+    if latest is None:
+        return False
+    for model in ctx.models:
+        coll = collection_name(model)
+        cursor = ctx.local.tracker(coll)
+        done = 0
+        while True:
+            page = ctx.remote.pull(coll, cursor, ctx.page_size, exclude_by=ctx.me)
+            with ctx.local.applying():
+                for doc in page.docs:
+                    apply_remote(ctx, model, doc)
+                if page.cursor is not None and page.cursor != cursor:
+                    ctx.local.set_tracker(coll, page.cursor)
+            cursor = page.cursor
+            done += len(page.docs)
+            ctx.progress("download", coll, done)
+            if not page.more:
+                break
+    ctx.local.set_device(seen_position=latest)
+    return True

@@ -1,0 +1,137 @@
+"""The one error tree of replicator.
+
+Every error replicator raises derives from :class:`ReplicatorError`. Errors from
+drivers and client libraries (sqlite3, google-cloud-firestore, botocore) are
+translated at the store boundary with ``raise Mapped(...) from exc``; the
+original is kept as ``.orig``. Each error says what happened and, in ``.hint``,
+what to do. ``.retryable`` tells a scheduler whether running the same sync
+again later can succeed without anyone changing anything.
+
+::
+
+    ReplicatorError
+    ├── ConfigurationError        wrong arguments, models or options
+    ├── SchemaError               local tables do not match the models
+    ├── RemoteError               anything the remote store said or did not say
+    │   ├── OfflineError          store unreachable (retryable)
+    │   ├── TransientError        busy, aborted, timed out (retryable)
+    │   ├── PreconditionFailed    a conditional write lost a race (internal, retried)
+    │   ├── RemoteDataError       a remote document is malformed (names collection/id)
+    │   └── DocumentTooLargeError a row would not fit in one remote document
+    ├── ConflictError             conflicts kept recurring; sync again (retryable)
+    └── SnapshotError             snapshot problems (see replicator.snapshot)
+
+A failed sync never leaves the local database half-applied: every page of
+downloaded changes is applied with its watermark in one transaction, and a row
+is marked clean only after the remote confirmed it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class ReplicatorError(Exception):
+    """Root of every error replicator raises."""
+
+    retryable: bool = False
+    default_hint: str = ""
+
+    def __init__(self, message: str, *, hint: str | None = None, orig: BaseException | None = None):
+        self.message = message
+        self.hint = hint if hint is not None else self.default_hint
+        self.orig = orig
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message} ({self.hint})"
+        return self.message
+
+
+class ConfigurationError(ReplicatorError):
+    """Replicator was given arguments it cannot work with."""
+
+
+class SchemaError(ReplicatorError):
+    """A local table does not match its model, or a model is not a SyncModel."""
+
+    default_hint = "create the tables with database.create_tables(models) or migrate them"
+
+
+class RemoteError(ReplicatorError):
+    """The remote store failed or returned something unusable."""
+
+
+class OfflineError(RemoteError):
+    """The remote store could not be reached. Nothing local was changed."""
+
+    retryable = True
+    default_hint = "check the network or the remote's address and sync again; no data was lost"
+
+
+class TransientError(RemoteError):
+    """The remote store was busy, aborted the request or timed out."""
+
+    retryable = True
+    default_hint = "sync again later; no data was lost"
+
+
+class PreconditionFailed(RemoteError):
+    """A conditional write found the remote document changed since it was read.
+
+    The engine handles this itself (it fetches the remote version, resolves the
+    conflict and retries); it reaches callers only from the store API.
+    ``keys`` lists the ``(collection, id)`` pairs whose precondition failed, or
+    is empty when the store cannot tell which write of the batch failed.
+    """
+
+    retryable = True
+
+    def __init__(self, message: str, keys: Sequence[tuple[str, str]] = (), **kw: object):
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.keys = list(keys)
+
+
+class RemoteDataError(RemoteError):
+    """A remote document cannot be applied locally (malformed or inconsistent)."""
+
+    default_hint = (
+        "fix or delete the remote document; pages before it were applied and the "
+        "next sync resumes at it"
+    )
+
+    def __init__(self, collection: str, doc_id: str, reason: str, **kw: object):
+        super().__init__(
+            f"remote document {collection}/{doc_id} is malformed: {reason}",
+            **kw,  # type: ignore[arg-type]
+        )
+        self.collection = collection
+        self.doc_id = doc_id
+        self.reason = reason
+
+
+class DocumentTooLargeError(RemoteError):
+    """A row is larger than the remote store accepts for one document."""
+
+    default_hint = "shrink the row (move large values to a blob); it stays dirty locally"
+
+    def __init__(self, collection: str, doc_id: str, size: int, limit: int):
+        super().__init__(
+            f"row {collection}/{doc_id} encodes to {size} bytes, over the store's limit of {limit}"
+        )
+        self.collection = collection
+        self.doc_id = doc_id
+        self.size = size
+        self.limit = limit
+
+
+class ConflictError(ReplicatorError):
+    """Uploads kept meeting fresh remote changes; the rows stay dirty."""
+
+    retryable = True
+    default_hint = "another device is writing the same rows right now; sync again"
+
+
+class SnapshotError(ReplicatorError):
+    """Base of the snapshot errors; the local database is untouched."""

@@ -1,0 +1,236 @@
+"""replicator's own tables inside the application's database.
+
+* ``replicator_device``: this installation's identity and its view of the
+  Devices collection. Device-local: never synced, never in a snapshot.
+* ``replicator_control``: the ``applying`` flag that silences change capture
+  while the engine writes remote changes (see ``model.py``).
+* ``DownloadedTracker``: per collection, ``downloadedTill``, the cursor of the
+  last applied remote change. It moves in the same transaction as the page
+  of changes it covers.
+* ``replicator_tombstones``: deleted rows. ``pending = 1`` until the delete is
+  uploaded; kept afterwards so a late change to a deleted row is recognised
+  (deletes win) and an orphaned child is recognised as such.
+* ``replicator_base``: per row, the remote version and data this device last
+  agreed on: the precondition of the next upload and the common ancestor of a
+  three-way merge.
+"""
+
+from __future__ import annotations
+
+import platform as _platform
+import socket
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import peewee
+
+from .codec import decode_json, encode_json
+from .errors import ConfigurationError
+from .model import new_id
+
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS replicator_device (
+        singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+        installation_id TEXT NOT NULL,
+        name TEXT NOT NULL DEFAULT '',
+        platform TEXT NOT NULL DEFAULT '',
+        seen_position TEXT,
+        last_upload TEXT,
+        last_sync TEXT,
+        registered INTEGER NOT NULL DEFAULT 0
+    )""",
+    """CREATE TABLE IF NOT EXISTS replicator_control (
+        singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+        applying INTEGER NOT NULL DEFAULT 0
+    )""",
+    "INSERT OR IGNORE INTO replicator_control (singleton, applying) VALUES (1, 0)",
+    """CREATE TABLE IF NOT EXISTS "DownloadedTracker" (
+        collection TEXT PRIMARY KEY,
+        "downloadedTill" TEXT,
+        "updatedOn" TEXT
+    )""",
+    """CREATE TABLE IF NOT EXISTS replicator_tombstones (
+        collection TEXT NOT NULL,
+        id TEXT NOT NULL,
+        deleted_on TEXT,
+        deleted_by TEXT,
+        pending INTEGER NOT NULL DEFAULT 1,
+        PRIMARY KEY (collection, id)
+    )""",
+    "CREATE INDEX IF NOT EXISTS replicator_tombstones_pending"
+    " ON replicator_tombstones (pending) WHERE pending = 1",
+    """CREATE TABLE IF NOT EXISTS replicator_base (
+        collection TEXT NOT NULL,
+        id TEXT NOT NULL,
+        version TEXT NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (collection, id)
+    )""",
+]
+
+#: tables that describe this installation only and must not travel in a snapshot
+DEVICE_LOCAL_TABLES = ("replicator_device",)
+
+
+class LocalState:
+    """Typed access to replicator's tables; every method runs on the caller's connection."""
+
+    def __init__(self, db: peewee.Database, *, device_name: str | None = None) -> None:
+        if not isinstance(db, peewee.SqliteDatabase):
+            raise ConfigurationError(
+                f"replicator needs a peewee SqliteDatabase, got {type(db).__name__}"
+            )
+        self.db = db
+        with db.atomic():
+            for sql in _SCHEMA:
+                db.execute_sql(sql)
+            row = db.execute_sql("SELECT installation_id FROM replicator_device").fetchone()
+            if row is None:
+                self._create_identity(device_name)
+            elif device_name is not None:
+                db.execute_sql("UPDATE replicator_device SET name = ?", (device_name,))
+
+    def _create_identity(self, device_name: str | None) -> None:
+        self.db.execute_sql(
+            "INSERT INTO replicator_device (singleton, installation_id, name, platform)"
+            " VALUES (1, ?, ?, ?)",
+            (new_id(), device_name or socket.gethostname(), _platform.platform(terse=True)),
+        )
+
+    def new_identity(self) -> str:
+        """Forget this database's installation id and take a fresh one (after a restore)."""
+        with self.db.atomic():
+            name_row = self.db.execute_sql("SELECT name FROM replicator_device").fetchone()
+            self.db.execute_sql("DELETE FROM replicator_device")
+            self._create_identity(name_row[0] if name_row else None)
+        return self.installation_id
+
+    # -- identity ---------------------------------------------------------------
+
+    def _device(self, column: str) -> Any:
+        row = self.db.execute_sql(f"SELECT {column} FROM replicator_device").fetchone()
+        return row[0] if row else None
+
+    @property
+    def installation_id(self) -> str:
+        return str(self._device("installation_id"))
+
+    @property
+    def device_name(self) -> str:
+        return str(self._device("name"))
+
+    @property
+    def platform(self) -> str:
+        return str(self._device("platform"))
+
+    @property
+    def seen_position(self) -> str | None:
+        value = self._device("seen_position")
+        return None if value is None else str(value)
+
+    @property
+    def registered(self) -> bool:
+        return bool(self._device("registered"))
+
+    def set_device(self, **values: Any) -> None:
+        sets = ", ".join(f"{k} = ?" for k in values)
+        self.db.execute_sql(f"UPDATE replicator_device SET {sets}", tuple(values.values()))
+
+    # -- the applying gate --------------------------------------------------------
+
+    @contextmanager
+    def applying(self) -> Iterator[None]:
+        """One IMMEDIATE transaction in which the engine's writes are not captured."""
+        with self.db.atomic(lock_type="IMMEDIATE"):
+            self.db.execute_sql("UPDATE replicator_control SET applying = 1")
+            try:
+                yield
+            finally:
+                self.db.execute_sql("UPDATE replicator_control SET applying = 0")
+
+    # -- DownloadedTracker ----------------------------------------------------------
+
+    def trackers(self) -> dict[str, str]:
+        rows = self.db.execute_sql('SELECT collection, "downloadedTill" FROM "DownloadedTracker"')
+        return {c: t for c, t in rows.fetchall() if t is not None}
+
+    def tracker(self, collection: str) -> str | None:
+        row = self.db.execute_sql(
+            'SELECT "downloadedTill" FROM "DownloadedTracker" WHERE collection = ?', (collection,)
+        ).fetchone()
+        return None if row is None else row[0]
+
+    def set_tracker(self, collection: str, cursor: str | None) -> None:
+        self.db.execute_sql(
+            'INSERT INTO "DownloadedTracker" (collection, "downloadedTill", "updatedOn")'
+            " VALUES (?, ?, strftime('%Y-%m-%d %H:%M:%f', 'now'))"
+            ' ON CONFLICT (collection) DO UPDATE SET "downloadedTill" = excluded."downloadedTill",'
+            ' "updatedOn" = excluded."updatedOn"',
+            (collection, cursor),
+        )
+
+    # -- tombstones ----------------------------------------------------------------
+
+    def tombstone(self, collection: str, doc_id: str) -> bool | None:
+        """``None`` if the row is not known deleted, else whether the delete is still pending."""
+        row = self.db.execute_sql(
+            "SELECT pending FROM replicator_tombstones WHERE collection = ? AND id = ?",
+            (collection, doc_id),
+        ).fetchone()
+        return None if row is None else bool(row[0])
+
+    def add_tombstone(self, collection: str, doc_id: str, *, pending: bool, by: str) -> None:
+        self.db.execute_sql(
+            "INSERT INTO replicator_tombstones (collection, id, deleted_on, deleted_by, pending)"
+            " VALUES (?, ?, strftime('%Y-%m-%d %H:%M:%f', 'now'), ?, ?)"
+            " ON CONFLICT (collection, id) DO UPDATE SET pending = excluded.pending",
+            (collection, doc_id, by, int(pending)),
+        )
+
+    def pending_tombstones(self, collection: str) -> list[tuple[str, str | None, str | None]]:
+        return list(
+            self.db.execute_sql(
+                "SELECT id, deleted_on, deleted_by FROM replicator_tombstones"
+                " WHERE collection = ? AND pending = 1 ORDER BY id",
+                (collection,),
+            ).fetchall()
+        )
+
+    def count_pending_tombstones(self) -> dict[str, int]:
+        rows = self.db.execute_sql(
+            "SELECT collection, COUNT(*) FROM replicator_tombstones WHERE pending = 1"
+            " GROUP BY collection"
+        )
+        return dict(rows.fetchall())
+
+    # -- base versions ---------------------------------------------------------------
+
+    def base(self, collection: str, doc_id: str) -> tuple[str, dict[str, Any]] | None:
+        row = self.db.execute_sql(
+            "SELECT version, data FROM replicator_base WHERE collection = ? AND id = ?",
+            (collection, doc_id),
+        ).fetchone()
+        return None if row is None else (row[0], decode_json(row[1]))
+
+    def base_versions(self, collection: str) -> dict[str, str]:
+        rows = self.db.execute_sql(
+            "SELECT b.id, b.version FROM replicator_base b"
+            f' JOIN "{collection}" t ON t.id = b.id'
+            ' WHERE b.collection = ? AND t."isDirty" = 1',
+            (collection,),
+        )
+        return dict(rows.fetchall())
+
+    def set_base(self, collection: str, doc_id: str, version: str, data: Mapping[str, Any]) -> None:
+        self.db.execute_sql(
+            "INSERT INTO replicator_base (collection, id, version, data) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (collection, id) DO UPDATE SET version = excluded.version,"
+            " data = excluded.data",
+            (collection, doc_id, version, encode_json(data)),
+        )
+
+    def drop_base(self, collection: str, doc_id: str) -> None:
+        self.db.execute_sql(
+            "DELETE FROM replicator_base WHERE collection = ? AND id = ?", (collection, doc_id)
+        )

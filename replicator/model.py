@@ -1,0 +1,183 @@
+"""SyncModel: the sync columns, and change capture that sees every write path.
+
+Change capture lives in the database, not in Python: ``install_capture``
+creates three SQLite triggers per synced table. A trigger sees every write,
+whether it comes from ``Model.save()``, ``Model.update().execute()``,
+``insert_many``, ``delete_instance``, ``Model.delete()``, raw SQL through
+``database.execute_sql``, or another program (the ``sqlite3`` shell) writing
+the same file. On every local insert or update the triggers set ``isDirty``,
+``updatedOn`` (UTC, the device clock), ``updatedBy`` (this installation) and
+give ``syncRev`` a fresh random value (so "unchanged since read" is a plain
+comparison, even across ``INSERT OR REPLACE``); every local delete leaves a tombstone for the upload.
+
+The engine applies remote changes with the ``replicator_control.applying``
+flag raised inside its own transaction, so its writes are not captured; no
+other connection can observe the raised flag, because SQLite isolates the
+uncommitted transaction, and a crash rolls the flag back with the data.
+The triggers assume SQLite's default ``recursive_triggers = OFF``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import peewee
+
+from .errors import SchemaError
+
+#: columns that describe local sync state and never travel to the remote
+LOCAL_COLUMNS = frozenset({"isDirty", "serverId", "syncRev"})
+#: sync columns every SyncModel table holds
+SYNC_COLUMNS = ("isDirty", "serverId", "syncRev", "createdOn", "updatedOn", "updatedBy")
+
+_NOW_SQL = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+_TRIGGER_VERSION = "v1"
+
+
+def new_id() -> str:
+    """A client-generated id: a random UUID, unique across devices without coordination."""
+    return str(uuid.uuid4())
+
+
+def utcnow() -> _dt.datetime:
+    """Naive UTC now, the form peewee stores and the triggers write."""
+    return _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
+
+
+class SyncModel(peewee.Model):
+    """Base class of every synced table.
+
+    Rows get a UUID ``id`` generated on the device, so ``Model(...).save()``
+    inserts a new row the first time (peewee would otherwise issue an UPDATE
+    for a model whose primary key is already set). The sync columns are
+    maintained by triggers; values assigned to them from Python are overwritten
+    on the next write.
+    """
+
+    id = peewee.CharField(primary_key=True, max_length=36, default=new_id)
+    server_id = peewee.CharField(column_name="serverId", null=True, max_length=36)
+    # SQL defaults too, so rows inserted by raw SQL or other programs are valid
+    is_dirty = peewee.BooleanField(
+        column_name="isDirty", default=True, constraints=[peewee.SQL("DEFAULT 1")]
+    )
+    sync_rev = peewee.IntegerField(
+        column_name="syncRev", default=0, constraints=[peewee.SQL("DEFAULT 0")]
+    )
+    created_on = peewee.DateTimeField(column_name="createdOn", null=True, default=utcnow)
+    updated_on = peewee.DateTimeField(column_name="updatedOn", null=True, default=utcnow)
+    updated_by = peewee.CharField(column_name="updatedBy", null=True, max_length=64)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        loaded = bool(kwargs.get("__no_default__"))
+        super().__init__(*args, **kwargs)
+        self._replicator_new = not loaded and "id" not in kwargs
+
+    def save(self, force_insert: bool = False, only: Any = None) -> Any:
+        if getattr(self, "_replicator_new", False):
+            force_insert = True
+        result = super().save(force_insert=force_insert, only=only)
+        self._replicator_new = False
+        return result
+
+
+def collection_name(model: type[peewee.Model]) -> str:
+    """The remote collection of a model: its table name."""
+    return str(model._meta.table_name)
+
+
+def columns(model: type[peewee.Model]) -> list[str]:
+    return [f.column_name for f in model._meta.sorted_fields]
+
+
+def remote_columns(model: type[peewee.Model]) -> list[str]:
+    """The columns that travel: every column but the local sync state."""
+    return [c for c in columns(model) if c not in LOCAL_COLUMNS]
+
+
+def sort_models(models: Iterable[type[peewee.Model]]) -> list[type[peewee.Model]]:
+    """Parents before children, from the models' foreign keys (peewee's own sort)."""
+    return list(peewee.sort_models(list(models)))
+
+
+def check_models(models: Sequence[type[peewee.Model]]) -> None:
+    names: set[str] = set()
+    for model in models:
+        if not (isinstance(model, type) and issubclass(model, SyncModel)):
+            raise SchemaError(
+                f"{model!r} is not a SyncModel subclass",
+                hint="derive every synced model from replicator.SyncModel",
+            )
+        name = collection_name(model)
+        if name in names:
+            raise SchemaError(f"two models use the table {name!r}")
+        names.add(name)
+        for fk in model._meta.refs:
+            if fk.rel_model not in models and fk.rel_model is not model:
+                raise SchemaError(
+                    f"{name}.{fk.column_name} refers to {collection_name(fk.rel_model)!r},"
+                    " which is not synced",
+                    hint="pass the referenced model to Replicator too",
+                )
+
+
+def _table_columns(db: peewee.Database, table: str) -> set[str]:
+    return {row[1] for row in db.execute_sql(f'PRAGMA table_info("{table}")').fetchall()}
+
+
+def install_capture(db: peewee.Database, models: Sequence[type[SyncModel]]) -> None:
+    """Create missing tables and (re)create the change-capture triggers. Idempotent."""
+    for model in models:
+        table = collection_name(model)
+        existing = _table_columns(db, table)
+        if not existing:
+            with db.bind_ctx([model], bind_refs=False, bind_backrefs=False):
+                model.create_table(safe=True)
+            existing = _table_columns(db, table)
+        missing = [c for c in columns(model) if c not in existing]
+        if missing:
+            raise SchemaError(
+                f"table {table!r} lacks the column(s) {', '.join(missing)}",
+                hint="add them with playhouse.migrate (a newer app version added them?)",
+            )
+        db.execute_sql(
+            f'CREATE INDEX IF NOT EXISTS "replicator_{table}_dirty" ON "{table}" ("isDirty")'
+            ' WHERE "isDirty" = 1'
+        )
+        for sql in _trigger_sql(table):
+            db.execute_sql(sql)
+
+
+def _trigger_sql(table: str) -> list[str]:
+    me = "(SELECT installation_id FROM replicator_device WHERE singleton = 1)"
+    gate = "(SELECT applying FROM replicator_control WHERE singleton = 1) = 0"
+    name = f"replicator_{table}"
+    v = _TRIGGER_VERSION
+    return [
+        f'DROP TRIGGER IF EXISTS "{name}_ins_{v}"',
+        f'DROP TRIGGER IF EXISTS "{name}_upd_{v}"',
+        f'DROP TRIGGER IF EXISTS "{name}_del_{v}"',
+        f"""CREATE TRIGGER "{name}_ins_{v}" AFTER INSERT ON "{table}" WHEN {gate}
+        BEGIN
+            UPDATE "{table}" SET "isDirty" = 1, "syncRev" = random(),
+                "createdOn" = COALESCE(NEW."createdOn", {_NOW_SQL}),
+                "updatedOn" = {_NOW_SQL}, "updatedBy" = {me}
+            WHERE id = NEW.id;
+            DELETE FROM replicator_tombstones
+            WHERE collection = '{table}' AND id = NEW.id AND pending = 1;
+        END""",
+        f"""CREATE TRIGGER "{name}_upd_{v}" AFTER UPDATE ON "{table}" WHEN {gate}
+        BEGIN
+            UPDATE "{table}" SET "isDirty" = 1, "syncRev" = random(),
+                "updatedOn" = {_NOW_SQL}, "updatedBy" = {me}
+            WHERE id = NEW.id;
+        END""",
+        f"""CREATE TRIGGER "{name}_del_{v}" AFTER DELETE ON "{table}" WHEN {gate}
+        BEGIN
+            INSERT INTO replicator_tombstones (collection, id, deleted_on, deleted_by, pending)
+            VALUES ('{table}', OLD.id, {_NOW_SQL}, {me}, 1)
+            ON CONFLICT (collection, id) DO NOTHING;
+        END""",
+    ]

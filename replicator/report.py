@@ -1,0 +1,125 @@
+"""SyncReport: what one sync did, as a value.
+
+Every conflict resolution, every rejected row and every billable remote
+operation of a sync is in its report; nothing the engine decided is silent.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from .stores.base import Usage
+
+
+@attrs.frozen
+class Resolution:
+    """One conflict and how it was resolved.
+
+    ``outcome`` is ``"local"`` (the device's version kept and uploaded),
+    ``"remote"`` (the remote version applied), ``"merged"`` (a new version
+    combining both, uploaded), or ``"deleted"`` (deletes win: the row is gone).
+    """
+
+    collection: str
+    id: str
+    outcome: str
+    local: Mapping[str, Any] | None
+    remote: Mapping[str, Any] | None
+    base: Mapping[str, Any] | None
+    result: Mapping[str, Any] | None
+    strategy: str
+
+
+@attrs.frozen
+class RowError:
+    """A row the sync could not upload; it stays dirty and is retried next time."""
+
+    collection: str
+    id: str
+    error: Exception
+
+
+@attrs.frozen
+class Progress:
+    """Passed to ``on_progress`` while a long phase runs."""
+
+    phase: str  # "download", "upload", "register", "snapshot", "restore"
+    collection: str | None
+    done: int
+    total: int | None = None
+
+
+@attrs.define
+class _Counts:
+    downloaded: dict[str, int] = attrs.field(factory=dict)
+    deleted: dict[str, int] = attrs.field(factory=dict)
+    uploaded: dict[str, int] = attrs.field(factory=dict)
+    uploaded_deletes: dict[str, int] = attrs.field(factory=dict)
+
+    @staticmethod
+    def bump(counter: dict[str, int], collection: str, n: int = 1) -> None:
+        if n:
+            counter[collection] = counter.get(collection, 0) + n
+
+
+@attrs.frozen
+class SyncReport:
+    """The outcome of ``Replicator.sync()``.
+
+    ``idle`` is true when the Devices check found no other device's upload and
+    there was nothing to upload: such a sync costs one remote read.
+    """
+
+    installation_id: str
+    started_at: _dt.datetime
+    finished_at: _dt.datetime
+    idle: bool
+    downloaded: Mapping[str, int]
+    deleted: Mapping[str, int]
+    uploaded: Mapping[str, int]
+    uploaded_deletes: Mapping[str, int]
+    conflicts: tuple[Resolution, ...]
+    rejected: tuple[RowError, ...]
+    usage: Usage
+    registered: bool
+    snapshot: str | None = None
+
+    @property
+    def total_downloaded(self) -> int:
+        return sum(self.downloaded.values()) + sum(self.deleted.values())
+
+    @property
+    def total_uploaded(self) -> int:
+        return sum(self.uploaded.values()) + sum(self.uploaded_deletes.values())
+
+    def summary(self) -> str:
+        """One readable line, e.g. for logs and the CLI."""
+        if self.idle:
+            head = "idle: nothing new"
+        else:
+            head = (
+                f"downloaded {_fmt(self.downloaded)}, deleted {_fmt(self.deleted)}, "
+                f"uploaded {_fmt(self.uploaded)}, uploaded deletes {_fmt(self.uploaded_deletes)}"
+            )
+        parts = [head]
+        if self.conflicts:
+            outcomes: dict[str, int] = {}
+            for c in self.conflicts:
+                outcomes[c.outcome] = outcomes.get(c.outcome, 0) + 1
+            parts.append(f"conflicts {_fmt(outcomes)}")
+        if self.rejected:
+            parts.append(f"{len(self.rejected)} row(s) rejected")
+        parts.append(f"{self.usage.reads} reads, {self.usage.writes} writes")
+        if self.snapshot:
+            parts.append(f"snapshot {self.snapshot}")
+        return "; ".join(parts)
+
+
+def _fmt(counts: Mapping[str, int]) -> str:
+    if not counts:
+        return "0"
+    return ", ".join(f"{n} {c}" for c, n in sorted(counts.items()))

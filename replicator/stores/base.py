@@ -1,0 +1,186 @@
+"""The I/O seams: what a remote store must do, stated as protocols.
+
+A :class:`RemoteStore` holds one user's replicated collections and the Devices
+collection. The engine never looks inside a store; it relies only on the
+contract written in these docstrings, and ``tests/contract`` checks every store
+against it.
+
+Positions and versions are opaque strings owned by the store:
+
+* a **cursor** orders the changes of one collection. Every write gets a cursor
+  greater than the cursor of every write committed before it, and two writes
+  never share one (a store whose clock ties breaks the tie, e.g. with the
+  document name), so paging after a cursor never skips or repeats a change;
+* a **version** identifies one state of one document; any write changes it.
+  Conditional writes compare versions;
+* a **position** orders uploads across collections; ``push`` returns the
+  position of its commit and records it as the device's ``last_upload``.
+
+Documents carry the row's columns as plain JSON-like values: ``None``, ``bool``,
+``int``, ``float``, ``str``, ``bytes``, and for stores that have them, lists and
+maps. Device clocks (``updatedOn``) are data only; ordering never uses them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+
+@attrs.frozen
+class RemoteDoc:
+    """One document as the remote store holds it."""
+
+    collection: str
+    id: str
+    data: Mapping[str, Any]
+    deleted: bool
+    version: str
+    cursor: str
+
+    @property
+    def updated_by(self) -> str | None:
+        value = self.data.get("updatedBy")
+        return value if isinstance(value, str) else None
+
+
+@attrs.frozen
+class Write:
+    """One document write of an atomic batch.
+
+    ``base_version`` is the precondition: ``None`` means the document must not
+    exist yet (a create), a string means its current version must equal it.
+    ``unconditional`` skips the check (tombstones: deletes always win).
+    ``data`` is merged over the stored document, so fields the writer does not
+    know (written by a newer app version) survive.
+    """
+
+    collection: str
+    id: str
+    data: Mapping[str, Any]
+    deleted: bool = False
+    base_version: str | None = None
+    unconditional: bool = False
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.collection, self.id)
+
+
+@attrs.frozen
+class Page:
+    """A page of changes: ``docs`` in cursor order, ``cursor`` after the last one examined.
+
+    ``cursor`` may be past the last returned doc when changes were filtered out
+    (a device's own writes); ``more`` says whether another page may follow.
+    """
+
+    docs: Sequence[RemoteDoc]
+    cursor: str | None
+    more: bool
+
+
+@attrs.frozen
+class DeviceRecord:
+    """One device's entry in the Devices collection."""
+
+    installation_id: str
+    name: str = ""
+    platform: str = ""
+    app_version: str = ""
+    last_sync: str | None = None
+    last_upload: str | None = None
+    watermarks: Mapping[str, str] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class PushResult:
+    """What a committed batch produced: the new version of each written doc and the commit position."""
+
+    versions: Mapping[tuple[str, str], str]
+    position: str
+
+
+@attrs.define
+class Usage:
+    """Running counts of billable work, read by the engine before and after a sync."""
+
+    reads: int = 0
+    writes: int = 0
+    bytes_read: int = 0
+    bytes_written: int = 0
+
+    def copy(self) -> Usage:
+        return Usage(self.reads, self.writes, self.bytes_read, self.bytes_written)
+
+    def minus(self, other: Usage) -> Usage:
+        return Usage(
+            self.reads - other.reads,
+            self.writes - other.writes,
+            self.bytes_read - other.bytes_read,
+            self.bytes_written - other.bytes_written,
+        )
+
+
+@runtime_checkable
+class RemoteStore(Protocol):
+    """A remote that several devices of one user sync through.
+
+    Errors: an unreachable store raises ``OfflineError``; a busy or aborted one
+    ``TransientError`` after its own bounded retries; a failed precondition
+    ``PreconditionFailed`` with nothing written; a document the store cannot
+    decode ``RemoteDataError``. A store never raises a driver's exception.
+    """
+
+    #: most writes one ``push`` accepts (the device write included)
+    max_batch_writes: int
+    #: most bytes one encoded document may take, or 0 for no limit
+    max_document_bytes: int
+    usage: Usage
+
+    def pull(
+        self, collection: str, after: str | None, limit: int, exclude_by: str | None = None
+    ) -> Page:
+        """Changes of ``collection`` with cursor > ``after``, oldest first, at most ``limit``.
+
+        Documents whose ``updatedBy`` equals ``exclude_by`` are skipped but
+        still advance the returned cursor. Tombstones are included (``deleted``).
+        """
+        ...
+
+    def get(self, collection: str, ids: Sequence[str]) -> dict[str, RemoteDoc]:
+        """The current documents of ``ids`` that exist (tombstones included)."""
+        ...
+
+    def push(self, writes: Sequence[Write], device: DeviceRecord) -> PushResult:
+        """Commit ``writes`` and the device's record atomically: all or nothing.
+
+        Raises ``PreconditionFailed`` (nothing written) if any write's
+        precondition fails. Writing the same batch twice (a retry after a
+        lost acknowledgement) never creates a second document: document ids are
+        the rows' ids. The device record's ``last_upload`` is set to the
+        commit's position and ``last_sync`` to the store's time.
+        """
+        ...
+
+    def register(self, device: DeviceRecord) -> None:
+        """Create or update the device's record; ``last_sync`` set to the store's time."""
+        ...
+
+    def uploads_after(self, position: str | None, exclude: str) -> str | None:
+        """The latest ``last_upload`` of devices other than ``exclude`` that is > ``position``.
+
+        ``None`` when no other device uploaded after ``position``. This is the
+        seed's "did anyone upload after me" check and costs one read.
+        """
+        ...
+
+    def devices(self) -> list[DeviceRecord]:
+        """Every device record."""
+        ...
+
+    def max_position(self) -> str | None:
+        """The highest position committed so far (used to stamp snapshots)."""
+        ...

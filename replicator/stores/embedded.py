@@ -1,0 +1,303 @@
+"""EmbeddedRemote: the default remote, one SQLite file shared by every device.
+
+Devices on one machine (or on a shared disk) sync through it without any
+credentials, which makes it the store of the demo, the tests and local
+development. Every write gets the next value of one monotonic sequence, taken
+inside the write transaction (``BEGIN IMMEDIATE``), so the sequence is the
+server's change order: cursors, versions and positions are all sequence
+numbers, unique and never reused, whatever the devices' clocks say.
+
+A connection is opened for each operation, so one store object may be used
+from several threads and several processes may share the file.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..codec import decode_json, encode_json
+from ..errors import OfflineError, PreconditionFailed, RemoteDataError, TransientError
+from .base import DeviceRecord, Page, PushResult, RemoteDoc, Usage, Write
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS docs (
+    collection TEXT NOT NULL,
+    id TEXT NOT NULL,
+    data TEXT NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    updated_by TEXT,
+    seq INTEGER NOT NULL UNIQUE,
+    PRIMARY KEY (collection, id)
+);
+CREATE INDEX IF NOT EXISTS docs_by_seq ON docs (collection, seq);
+CREATE TABLE IF NOT EXISTS devices (
+    installation_id TEXT PRIMARY KEY,
+    record TEXT NOT NULL,
+    last_upload INTEGER,
+    last_sync TEXT
+);
+CREATE INDEX IF NOT EXISTS devices_by_upload ON devices (last_upload);
+CREATE TABLE IF NOT EXISTS sequence (
+    singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+    value INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO sequence (singleton, value) VALUES (1, 0);
+"""
+
+
+class EmbeddedRemote:
+    """A :class:`~replicator.stores.base.RemoteStore` in one SQLite file.
+
+    ``max_document_bytes`` (0: unlimited) lets an app hold rows to the limit
+    of the production store it will move to (Firestore: 1 MiB).
+    """
+
+    max_batch_writes = 500
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        timeout: float = 30.0,
+        max_document_bytes: int = 0,
+        create: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        self.max_document_bytes = max_document_bytes
+        self.usage = Usage()
+        if create:
+            with self._connect() as conn:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.executescript(_SCHEMA)
+
+    def __repr__(self) -> str:
+        return f"EmbeddedRemote({str(self.path)!r})"
+
+    # -- plumbing ---------------------------------------------------------
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        try:
+            if not self.path.parent.is_dir():
+                raise sqlite3.OperationalError("unable to open database file")
+            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise OfflineError(f"cannot open the embedded remote at {self.path}", orig=exc) from exc
+        try:
+            yield conn
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            if "locked" in text or "busy" in text:
+                raise TransientError(
+                    f"the embedded remote at {self.path} stayed locked for {self.timeout}s",
+                    orig=exc,
+                ) from exc
+            raise OfflineError(f"the embedded remote at {self.path} failed: {text}", orig=exc) from exc
+        except sqlite3.DatabaseError as exc:
+            raise OfflineError(f"the embedded remote at {self.path} failed: {exc}", orig=exc) from exc
+        finally:
+            conn.close()
+
+    def _doc(self, collection: str, row: tuple[Any, ...]) -> RemoteDoc:
+        doc_id, text, deleted, seq = row
+        try:
+            data = decode_json(text)
+        except ValueError as exc:
+            raise RemoteDataError(collection, doc_id, f"not valid JSON ({exc})") from exc
+        if not isinstance(data, dict):
+            raise RemoteDataError(collection, doc_id, f"data is a {type(data).__name__}, not a map")
+        return RemoteDoc(collection, doc_id, data, bool(deleted), str(seq), str(seq))
+
+    def _count_reads(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        # billed like Firestore: one read per document examined, at least one per query
+        self.usage.reads += max(1, len(rows))
+        self.usage.bytes_read += sum(len(r[1]) for r in rows)
+
+    # -- RemoteStore --------------------------------------------------------
+
+    def pull(
+        self, collection: str, after: str | None, limit: int, exclude_by: str | None = None
+    ) -> Page:
+        start = int(after) if after else 0
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT id, data, deleted, seq, updated_by FROM docs"
+                " WHERE collection = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (collection, start, limit),
+            ).fetchall()
+        self._count_reads(rows)
+        if not rows:
+            return Page([], after, False)
+        docs = [self._doc(collection, r[:4]) for r in rows if exclude_by is None or r[4] != exclude_by]
+        return Page(docs, str(rows[-1][3]), len(rows) == limit)
+
+    def get(self, collection: str, ids: Sequence[str]) -> dict[str, RemoteDoc]:
+        found: dict[str, RemoteDoc] = {}
+        with self._connect() as conn:
+            for i in range(0, len(ids), 500):
+                chunk = list(ids[i : i + 500])
+                marks = ",".join("?" * len(chunk))
+                for row in conn.execute(
+                    f"SELECT id, data, deleted, seq FROM docs WHERE collection = ? AND id IN ({marks})",
+                    (collection, *chunk),
+                ):
+                    found[row[0]] = self._doc(collection, row)
+                    self._count_reads([row])
+        if not found:
+            self.usage.reads += 1
+        return found
+
+    def push(self, writes: Sequence[Write], device: DeviceRecord) -> PushResult:
+        if len(writes) + 1 > self.max_batch_writes:
+            raise ValueError(
+                f"a batch holds at most {self.max_batch_writes - 1} writes plus the device record"
+            )
+        versions: dict[tuple[str, str], str] = {}
+        written = 0
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                (seq,) = conn.execute("SELECT value FROM sequence").fetchone()
+                keys = [w.key for w in writes]
+                current = self._current(conn, keys)
+                failed = [
+                    w.key
+                    for w in writes
+                    if not w.unconditional
+                    and (current.get(w.key, (None, None))[0] != w.base_version)
+                ]
+                if failed:
+                    raise PreconditionFailed(
+                        f"{len(failed)} document(s) changed remotely since they were read",
+                        failed,
+                    )
+                for w in writes:
+                    seq += 1
+                    _, old = current.get(w.key, (None, None))
+                    merged = dict(decode_json(old)) if old else {}
+                    merged.update(w.data)
+                    text = encode_json(merged)
+                    written += len(text)
+                    conn.execute(
+                        "INSERT INTO docs (collection, id, data, deleted, updated_by, seq)"
+                        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (collection, id) DO UPDATE SET"
+                        " data = excluded.data, deleted = excluded.deleted,"
+                        " updated_by = excluded.updated_by, seq = excluded.seq",
+                        (w.collection, w.id, text, int(w.deleted), merged.get("updatedBy"), seq),
+                    )
+                    versions[w.key] = str(seq)
+                seq += 1  # the device record is a write too, and marks the commit's position
+                self._put_device(conn, device, last_upload=seq)
+                conn.execute("UPDATE sequence SET value = ?", (seq,))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        self.usage.writes += len(writes) + 1
+        self.usage.bytes_written += written
+        return PushResult(versions, str(seq))
+
+    def _current(
+        self, conn: sqlite3.Connection, keys: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[str, str]]:
+        out: dict[tuple[str, str], tuple[str, str]] = {}
+        by_collection: dict[str, list[str]] = {}
+        for collection, doc_id in keys:
+            by_collection.setdefault(collection, []).append(doc_id)
+        for collection, ids in by_collection.items():
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                for doc_id, seq, data in conn.execute(
+                    f"SELECT id, seq, data FROM docs WHERE collection = ? AND id IN ({marks})",
+                    (collection, *chunk),
+                ):
+                    out[(collection, doc_id)] = (str(seq), data)
+        return out
+
+    def _put_device(
+        self, conn: sqlite3.Connection, device: DeviceRecord, last_upload: int | None
+    ) -> None:
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        row = conn.execute(
+            "SELECT last_upload FROM devices WHERE installation_id = ?", (device.installation_id,)
+        ).fetchone()
+        if last_upload is None and row is not None:
+            last_upload = row[0]
+        record = {
+            "installationId": device.installation_id,
+            "name": device.name,
+            "platform": device.platform,
+            "appVersion": device.app_version,
+            "watermarks": dict(device.watermarks),
+        }
+        conn.execute(
+            "INSERT INTO devices (installation_id, record, last_upload, last_sync) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (installation_id) DO UPDATE SET record = excluded.record,"
+            " last_upload = excluded.last_upload, last_sync = excluded.last_sync",
+            (device.installation_id, json.dumps(record), last_upload, now),
+        )
+
+    def register(self, device: DeviceRecord) -> None:
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._put_device(conn, device, last_upload=None)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        self.usage.writes += 1
+
+    def uploads_after(self, position: str | None, exclude: str) -> str | None:
+        start = int(position) if position else 0
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT MAX(last_upload) FROM devices WHERE last_upload > ? AND installation_id != ?",
+                (start, exclude),
+            ).fetchone()
+        self.usage.reads += 1
+        return None if row[0] is None else str(row[0])
+
+    def devices(self) -> list[DeviceRecord]:
+        out = []
+        with self._connect() as conn:
+            for record, last_upload, last_sync in conn.execute(
+                "SELECT record, last_upload, last_sync FROM devices ORDER BY installation_id"
+            ):
+                r = json.loads(record)
+                out.append(
+                    DeviceRecord(
+                        installation_id=r["installationId"],
+                        name=r.get("name", ""),
+                        platform=r.get("platform", ""),
+                        app_version=r.get("appVersion", ""),
+                        last_sync=last_sync,
+                        last_upload=None if last_upload is None else str(last_upload),
+                        watermarks=r.get("watermarks", {}),
+                    )
+                )
+        self.usage.reads += max(1, len(out))
+        return out
+
+    def max_position(self) -> str | None:
+        with self._connect() as conn:
+            (value,) = conn.execute("SELECT value FROM sequence").fetchone()
+        self.usage.reads += 1
+        return str(value) if value else None
+
+    # -- inspection (tests, CLI) ---------------------------------------------
+
+    def all_docs(self, collection: str) -> dict[str, RemoteDoc]:
+        """Every document of ``collection``, tombstones included (not counted as usage)."""
+        before = self.usage.copy()
+        page = self.pull(collection, None, 1 << 62)
+        self.usage = before
+        return {d.id: d for d in page.docs}

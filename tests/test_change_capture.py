@@ -1,0 +1,131 @@
+"""Every local write path marks rows dirty or leaves a tombstone; engine writes do not."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from replicator.demo import Comment, Note
+
+
+@pytest.fixture
+def device(make_device):
+    return make_device("a")
+
+
+def dirty(device, table="note"):
+    return dict(
+        device.database.execute_sql(f'SELECT id, "isDirty" FROM "{table}"').fetchall()
+    )
+
+
+def tombstones(device):
+    return {
+        (c, i)
+        for c, i in device.database.execute_sql(
+            "SELECT collection, id FROM replicator_tombstones WHERE pending = 1"
+        ).fetchall()
+    }
+
+
+def clean_all(device):
+    device.sync()
+    assert all(v == 0 for v in dirty(device).values())
+
+
+def test_save_insert_and_update(device):
+    with device.bound():
+        note = Note(title="new")
+        note.save()  # a fresh UUID id must insert, not update nothing
+        assert Note.select().count() == 1
+        clean_all(device)
+        note.title = "changed"
+        note.save()
+        row = Note.get_by_id(note.id)
+    assert row.is_dirty and row.updated_by == device.installation_id
+    assert row.updated_on is not None and row.created_on is not None
+
+
+def test_update_query(device):
+    with device.bound():
+        note = Note.create(title="x")
+        clean_all(device)
+        Note.update(body="y").where(Note.id == note.id).execute()
+    assert dirty(device) == {note.id: 1}
+
+
+def test_insert_many(device):
+    with device.bound():
+        Note.insert_many([{"id": f"id-{i}", "title": str(i)} for i in range(3)]).execute()
+    assert dirty(device) == {f"id-{i}": 1 for i in range(3)}
+    rows = device.database.execute_sql('SELECT "updatedBy", "createdOn" FROM note').fetchall()
+    assert all(by == device.installation_id and created for by, created in rows)
+
+
+def test_delete_instance_and_delete_query(device):
+    with device.bound():
+        a = Note.create(title="a")
+        b = Note.create(title="b")
+        Comment.create(note=a, text="child")
+        clean_all(device)
+        a.delete_instance(recursive=True)
+        Note.delete().where(Note.id == b.id).execute()
+    assert {(c, i) for c, i in tombstones(device)} >= {("note", a.id), ("note", b.id)}
+    assert any(c == "comment" for c, _ in tombstones(device))
+
+
+def test_raw_sql(device):
+    with device.bound():
+        note = Note.create(title="x")
+    clean_all(device)
+    device.database.execute_sql("UPDATE note SET title = 'raw' WHERE id = ?", (note.id,))
+    assert dirty(device) == {note.id: 1}
+    device.database.execute_sql("INSERT INTO note (id, title, body) VALUES ('raw-id', 't', '')")
+    assert dirty(device)["raw-id"] == 1
+    device.database.execute_sql("DELETE FROM note WHERE id = 'raw-id'")
+    assert ("note", "raw-id") in tombstones(device)
+
+
+def test_another_program_on_the_same_file(device, tmp_path):
+    with device.bound():
+        note = Note.create(title="x")
+    clean_all(device)
+    device.database.close()
+    script = (
+        "import sqlite3, sys\n"
+        "c = sqlite3.connect(sys.argv[1])\n"
+        "c.execute(\"UPDATE note SET title = 'shell' WHERE id = ?\", (sys.argv[2],))\n"
+        "c.execute(\"INSERT INTO note (id, title, body) VALUES ('from-shell', 's', '')\")\n"
+        "c.commit()\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "a.db"), note.id], check=True)
+    assert dirty(device) == {note.id: 1, "from-shell": 1}
+    rows = dict(device.database.execute_sql('SELECT id, "updatedBy" FROM note').fetchall())
+    assert rows["from-shell"] == device.installation_id
+    report = device.sync()
+    assert report.uploaded == {"note": 2}
+
+
+def test_engine_writes_are_not_captured(make_device):
+    a, b = make_device("a"), make_device("b")
+    with a.bound():
+        note = Note.create(title="x")
+        Comment.create(note=note, text="y")
+    a.sync()
+    b.sync()
+    assert all(v == 0 for v in dirty(b).values())
+    assert all(v == 0 for v in dirty(b, "comment").values())
+    assert tombstones(b) == set()
+    assert b.database.execute_sql("SELECT applying FROM replicator_control").fetchone()[0] == 0
+
+
+def test_delete_then_reinsert_before_upload_cancels_the_tombstone(device):
+    with device.bound():
+        note = Note.create(title="x")
+        clean_all(device)
+        note.delete_instance()
+        assert ("note", note.id) in tombstones(device)
+        Note.create(id=note.id, title="back")
+    assert ("note", note.id) not in tombstones(device)

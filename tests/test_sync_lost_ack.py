@@ -1,0 +1,51 @@
+"""A crash between the upload's commit and mark-clean converges without duplicates."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import snapshot_rows
+
+from replicator import OfflineError
+from replicator.demo import Comment, Note
+from replicator.testing import FaultyRemote
+
+
+def test_lost_acknowledgement_is_retried_without_duplicates(make_device, remote):
+    faulty = FaultyRemote(remote)
+    a = make_device("a", store=faulty)
+    with a.bound():
+        note = Note.create(title="once")
+        Comment.create(note=note, text="only once")
+    faulty.fail("push", after=True)
+    with pytest.raises(OfflineError):
+        a.sync()
+    # committed remotely, but the device never heard: still dirty, no serverId
+    assert len(remote.all_docs("note")) == 1
+    with a.bound():
+        assert Note.get_by_id(note.id).is_dirty
+        assert Note.get_by_id(note.id).server_id is None
+    report = a.sync()
+    assert not report.conflicts
+    with a.bound():
+        assert not Note.get_by_id(note.id).is_dirty
+        assert Note.get_by_id(note.id).server_id == note.id
+    assert len(remote.all_docs("note")) == 1
+    assert len(remote.all_docs("comment")) == 1
+    b = make_device("b")
+    b.sync()
+    assert snapshot_rows(b) == snapshot_rows(a)
+
+
+def test_lost_ack_then_local_edit_uploads_the_edit(make_device, remote):
+    faulty = FaultyRemote(remote)
+    a = make_device("a", store=faulty)
+    with a.bound():
+        note = Note.create(title="v1")
+    faulty.fail("push", after=True)
+    with pytest.raises(OfflineError):
+        a.sync()
+    with a.bound():
+        Note.update(title="v2").where(Note.id == note.id).execute()
+    a.sync()
+    assert remote.all_docs("note")[note.id].data["title"] == "v2"
+    assert a.dirty_counts() == {"note": 0, "comment": 0}

@@ -1,0 +1,60 @@
+"""An unreachable remote raises OfflineError; local data is unchanged; the next sync picks up."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import snapshot_rows
+
+from replicator import EmbeddedRemote, OfflineError
+from replicator.demo import Comment, Note
+from replicator.testing import FaultyRemote
+
+
+def dump(device):
+    return list(device.database.connection().iterdump())
+
+
+def test_unreachable_remote_changes_nothing_locally(make_device, tmp_path):
+    unreachable = EmbeddedRemote(tmp_path / "gone" / "remote.db", create=False)
+    a = make_device("a", store=unreachable)
+    with a.bound():
+        Note.create(title="kept")
+    before = dump(a)
+    with pytest.raises(OfflineError) as info:
+        a.sync()
+    assert info.value.retryable
+    assert "sync again" in str(info.value)
+    assert dump(a) == before
+
+
+def test_offline_mid_download_resumes(make_device, remote):
+    a = make_device("a")
+    with a.bound():
+        for i in range(6):
+            n = Note.create(title=f"n{i}")
+            Comment.create(note=n, text=f"c{i}")
+    a.sync()
+    faulty = FaultyRemote(remote)
+    b = make_device("b", store=faulty, page_size=2)
+    with b.bound():
+        Note.create(title="local, not yet uploaded")
+    pulls = {"n": 0}
+
+    def cut(*args, **kwargs):
+        pulls["n"] += 1
+        if pulls["n"] == 5:
+            faulty.offline = True
+
+    faulty.hooks["pull"] = cut
+    with pytest.raises(OfflineError):
+        b.sync()
+    # the pages applied before the cut are committed with their cursors
+    assert b.local.tracker("note") is not None
+    assert b.dirty_counts()["note"] == 1
+    faulty.offline = False
+    faulty.hooks.clear()
+    b.sync()
+    a.sync()
+    assert snapshot_rows(a) == snapshot_rows(b)
+    with b.bound():
+        assert Note.select().count() == 7
