@@ -64,7 +64,12 @@ def decode_doc(model: type[peewee.Model], doc: RemoteDoc) -> dict[str, Any]:
 
 
 def _write_row(
-    ctx: SyncContext, model: type[peewee.Model], values: Mapping[str, Any], *, exists: bool, dirty: bool
+    ctx: SyncContext,
+    model: type[peewee.Model],
+    values: Mapping[str, Any],
+    *,
+    exists: bool,
+    dirty: bool,
 ) -> None:
     table = collection_name(model)
     vals = dict(values)

@@ -56,7 +56,9 @@ def status(database: Path) -> None:
         click.echo(f"last sync     {last_sync or 'never'}")
         click.echo(f"last upload   {last_upload or 'never'}")
         click.echo(f"caught up to  {seen or 'nothing yet'}")
-        trackers = dict(conn.execute('SELECT collection, "downloadedTill" FROM "DownloadedTracker"'))
+        trackers = dict(
+            conn.execute('SELECT collection, "downloadedTill" FROM "DownloadedTracker"')
+        )
         tombs = dict(
             conn.execute(
                 "SELECT collection, COUNT(*) FROM replicator_tombstones WHERE pending = 1"
@@ -65,13 +67,17 @@ def status(database: Path) -> None:
         )
         tables = [
             r[0]
-            for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+            )
             if "isDirty" in {c[1] for c in conn.execute(f'PRAGMA table_info("{r[0]}")')}
         ]
         click.echo(f"{'collection':<20} {'rows':>7} {'dirty':>7} {'deletes':>8}  downloadedTill")
         for table in tables:
             (rows,) = conn.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()
-            (dirty,) = conn.execute(f'SELECT COUNT(*) FROM "{table}" WHERE "isDirty" = 1').fetchone()
+            (dirty,) = conn.execute(
+                f'SELECT COUNT(*) FROM "{table}" WHERE "isDirty" = 1'
+            ).fetchone()
             click.echo(
                 f"{table:<20} {rows:>7} {dirty:>7} {tombs.get(table, 0):>8}  "
                 f"{trackers.get(table) or '-'}"

@@ -11,8 +11,8 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import decimal
-import uuid
 import json
+import uuid
 from collections.abc import Mapping
 from typing import Any
 

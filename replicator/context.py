@@ -43,7 +43,9 @@ class SyncContext:
             for fk in m._meta.refs:
                 self.children[fk.rel_model].append((m, fk))
 
-    def progress(self, phase: str, collection: str | None, done: int, total: int | None = None) -> None:
+    def progress(
+        self, phase: str, collection: str | None, done: int, total: int | None = None
+    ) -> None:
         if self.on_progress is not None:
             self.on_progress(Progress(phase, collection, done, total))
 

@@ -51,7 +51,8 @@ def contents(device: Replicator) -> list[tuple[Any, ...]]:
             ("note", n.id, n.title, n.body) for n in Note.select().order_by(Note.id)
         ]
         rows += [
-            ("comment", c.id, c.note_id, c.text) for c in Comment.select().order_by(Comment.id)
+            ("comment", c.id, c.__data__["note"], c.text)
+            for c in Comment.select().order_by(Comment.id)
         ]
     return rows
 
@@ -63,7 +64,9 @@ def run(directory: Path | None = None, echo: Callable[[str], None] = print) -> b
             return run(Path(tmp), echo)
     directory.mkdir(parents=True, exist_ok=True)
     remote = EmbeddedRemote(directory / "remote.db")
-    phone, tablet, laptop = (open_device(directory, n, remote) for n in ("phone", "tablet", "laptop"))
+    phone, tablet, laptop = (
+        open_device(directory, n, remote) for n in ("phone", "tablet", "laptop")
+    )
     names = {id(phone): "phone", id(tablet): "tablet", id(laptop): "laptop"}
 
     def sync(device: Replicator) -> None:
@@ -103,13 +106,19 @@ def run(directory: Path | None = None, echo: Callable[[str], None] = print) -> b
     for device in (tablet, laptop, phone, tablet, laptop, phone):
         sync(device)
 
-    views = {name: contents(d) for name, d in zip(("phone", "tablet", "laptop"), (phone, tablet, laptop))}
+    views = {
+        name: contents(d)
+        for name, d in zip(("phone", "tablet", "laptop"), (phone, tablet, laptop), strict=True)
+    }
     converged = views["phone"] == views["tablet"] == views["laptop"]
     echo("5. result")
     for row in views["phone"]:
         kind, rid, *rest = row
         echo(f"  {kind:<8} {rid[:8]}  " + " | ".join(str(v)[:30] for v in rest))
-    dirty = {name: sum(d.dirty_counts().values()) for name, d in zip(views, (phone, tablet, laptop))}
+    dirty = {
+        name: sum(d.dirty_counts().values())
+        for name, d in zip(views, (phone, tablet, laptop), strict=True)
+    }
     echo(f"  dirty rows left: {dirty}")
     echo("all three devices are identical" if converged else "DEVICES DIFFER")
     for d in (phone, tablet, laptop):

@@ -74,7 +74,7 @@ class Replicator:
         self._lock = threading.Lock()
         self.local = LocalState(database, device_name=device_name)
         with database.atomic():
-            install_capture(database, self.models)
+            install_capture(database, self.models)  # type: ignore[arg-type]
 
     def bound(self) -> Any:
         """Context manager binding the models to this database (several databases, one process)."""

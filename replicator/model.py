@@ -4,11 +4,12 @@ Change capture lives in the database, not in Python: ``install_capture``
 creates three SQLite triggers per synced table. A trigger sees every write,
 whether it comes from ``Model.save()``, ``Model.update().execute()``,
 ``insert_many``, ``delete_instance``, ``Model.delete()``, raw SQL through
-``database.execute_sql``, or another program (the ``sqlite3`` shell) writing
-the same file. On every local insert or update the triggers set ``isDirty``,
+``database.execute_sql``, or another program (the ``sqlite3`` shell)
+writing the same file. On every local insert or update the triggers set ``isDirty``,
 ``updatedOn`` (UTC, the device clock), ``updatedBy`` (this installation) and
 give ``syncRev`` a fresh random value (so "unchanged since read" is a plain
-comparison, even across ``INSERT OR REPLACE``); every local delete leaves a tombstone for the upload.
+comparison, even across ``INSERT OR REPLACE``); every local delete leaves a
+tombstone for the upload.
 
 The engine applies remote changes with the ``replicator_control.applying``
 flag raised inside its own transaction, so its writes are not captured; no
@@ -59,8 +60,10 @@ class SyncModel(peewee.Model):
 
     id = peewee.CharField(primary_key=True, max_length=36, default=new_id)
     server_id = peewee.CharField(column_name="serverId", null=True, max_length=36)
-    # SQL defaults too, so rows inserted by raw SQL or other programs are valid
-    is_dirty = peewee.BooleanField(
+    # SQL defaults too, so rows inserted by raw SQL or other programs are valid.
+    # ``is_dirty`` is the seed's name; it shadows peewee's Model.is_dirty() method
+    # (unsaved in-memory changes), which SyncModel instances answer via dirty_fields.
+    is_dirty = peewee.BooleanField(  # type: ignore[assignment]
         column_name="isDirty", default=True, constraints=[peewee.SQL("DEFAULT 1")]
     )
     sync_rev = peewee.IntegerField(
@@ -99,7 +102,8 @@ def remote_columns(model: type[peewee.Model]) -> list[str]:
 
 def sort_models(models: Iterable[type[peewee.Model]]) -> list[type[peewee.Model]]:
     """Parents before children, from the models' foreign keys (peewee's own sort)."""
-    return list(peewee.sort_models(list(models)))
+    sort = peewee.sort_models  # type: ignore[attr-defined]
+    return list(sort(list(models)))
 
 
 def check_models(models: Sequence[type[peewee.Model]]) -> None:

@@ -50,9 +50,7 @@ def collect(ctx: SyncContext) -> list[tuple[Write, Any]]:
             data = dict(zip(cols, row[:-1], strict=True))
             doc_id = data["id"]
             write = Write(coll, doc_id, data, base_version=bases.get(doc_id))
-            parent_held = next(
-                (f"{pc}/{data[c]}" for c, pc in fks if (pc, data[c]) in held), None
-            )
+            parent_held = next((f"{pc}/{data[c]}" for c, pc in fks if (pc, data[c]) in held), None)
             if parent_held is not None:
                 held.add(write.key)
                 ctx.rejected.append(

@@ -16,9 +16,7 @@ def device(make_device):
 
 
 def dirty(device, table="note"):
-    return dict(
-        device.database.execute_sql(f'SELECT id, "isDirty" FROM "{table}"').fetchall()
-    )
+    return dict(device.database.execute_sql(f'SELECT id, "isDirty" FROM "{table}"').fetchall())
 
 
 def tombstones(device):

@@ -72,10 +72,11 @@ def test_remote_change_between_download_and_upload_is_detected(make_device, remo
 
 def test_server_wins_and_client_wins(make_device, tmp_path):
     for strategy, expected in ((ServerWins(), "remote"), (ClientWins(), "local")):
-        a, b, note = two_devices_with_a_note(
-            lambda name, **kw: make_device(f"{name}-{expected}", **kw),
-            conflict_strategy=strategy,
-        )
+
+        def named(name, suffix=expected, **kw):
+            return make_device(f"{name}-{suffix}", **kw)
+
+        a, b, note = two_devices_with_a_note(named, conflict_strategy=strategy)
         with a.bound():
             Note.update(title="a").where(Note.id == note.id).execute()
         with b.bound():

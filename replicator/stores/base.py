@@ -97,7 +97,7 @@ class DeviceRecord:
 
 @attrs.frozen
 class PushResult:
-    """What a committed batch produced: the new version of each written doc and the commit position."""
+    """What a committed batch produced: each written doc's new version, the commit position."""
 
     versions: Mapping[tuple[str, str], str]
     position: str

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -99,9 +99,13 @@ class EmbeddedRemote:
                     f"the embedded remote at {self.path} stayed locked for {self.timeout}s",
                     orig=exc,
                 ) from exc
-            raise OfflineError(f"the embedded remote at {self.path} failed: {text}", orig=exc) from exc
+            raise OfflineError(
+                f"the embedded remote at {self.path} failed: {text}", orig=exc
+            ) from exc
         except sqlite3.DatabaseError as exc:
-            raise OfflineError(f"the embedded remote at {self.path} failed: {exc}", orig=exc) from exc
+            raise OfflineError(
+                f"the embedded remote at {self.path} failed: {exc}", orig=exc
+            ) from exc
         finally:
             conn.close()
 
@@ -135,7 +139,9 @@ class EmbeddedRemote:
         self._count_reads(rows)
         if not rows:
             return Page([], after, False)
-        docs = [self._doc(collection, r[:4]) for r in rows if exclude_by is None or r[4] != exclude_by]
+        docs = [
+            self._doc(collection, r[:4]) for r in rows if exclude_by is None or r[4] != exclude_by
+        ]
         return Page(docs, str(rows[-1][3]), len(rows) == limit)
 
     def get(self, collection: str, ids: Sequence[str]) -> dict[str, RemoteDoc]:
@@ -145,7 +151,8 @@ class EmbeddedRemote:
                 chunk = list(ids[i : i + 500])
                 marks = ",".join("?" * len(chunk))
                 for row in conn.execute(
-                    f"SELECT id, data, deleted, seq FROM docs WHERE collection = ? AND id IN ({marks})",
+                    f"SELECT id, data, deleted, seq FROM docs"
+                    f" WHERE collection = ? AND id IN ({marks})",
                     (collection, *chunk),
                 ):
                     found[row[0]] = self._doc(collection, row)
@@ -239,7 +246,8 @@ class EmbeddedRemote:
             "watermarks": dict(device.watermarks),
         }
         conn.execute(
-            "INSERT INTO devices (installation_id, record, last_upload, last_sync) VALUES (?, ?, ?, ?)"
+            "INSERT INTO devices (installation_id, record, last_upload, last_sync)"
+            " VALUES (?, ?, ?, ?)"
             " ON CONFLICT (installation_id) DO UPDATE SET record = excluded.record,"
             " last_upload = excluded.last_upload, last_sync = excluded.last_sync",
             (device.installation_id, json.dumps(record), last_upload, now),
@@ -260,7 +268,8 @@ class EmbeddedRemote:
         start = int(position) if position else 0
         with self._connect() as conn:
             row = conn.execute(
-                "SELECT MAX(last_upload) FROM devices WHERE last_upload > ? AND installation_id != ?",
+                "SELECT MAX(last_upload) FROM devices"
+                " WHERE last_upload > ? AND installation_id != ?",
                 (start, exclude),
             ).fetchone()
         self.usage.reads += 1

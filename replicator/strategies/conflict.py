@@ -27,9 +27,11 @@ Row = Mapping[str, Any]
 
 def _parse_time(value: Any) -> _dt.datetime | None:
     if isinstance(value, _dt.datetime):
-        return value.replace(tzinfo=None) if value.tzinfo is None else value.astimezone(
-            _dt.timezone.utc
-        ).replace(tzinfo=None)
+        return (
+            value.replace(tzinfo=None)
+            if value.tzinfo is None
+            else value.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+        )
     if isinstance(value, str) and value:
         text = value.replace("T", " ").rstrip("Z")
         try:

@@ -1,0 +1,134 @@
+"""The RemoteStore contract (stores/base.py), run against every remote store."""
+
+from __future__ import annotations
+
+import pytest
+
+from replicator import DeviceRecord, PreconditionFailed, Write
+
+ME = DeviceRecord(installation_id="device-me", name="me")
+OTHER = DeviceRecord(installation_id="device-other", name="other")
+
+
+def w(doc_id, title="t", by="device-me", **kw):
+    return Write("note", doc_id, {"id": doc_id, "title": title, "updatedBy": by}, **kw)
+
+
+def pull_all(store, collection="note", limit=2, exclude_by=None, after=None):
+    seen, cursor = [], after
+    while True:
+        page = store.pull(collection, cursor, limit, exclude_by=exclude_by)
+        seen += page.docs
+        if page.cursor is not None:
+            cursor = page.cursor
+        if not page.more:
+            return seen, cursor
+
+
+def test_pull_pages_in_commit_order_without_gaps_or_repeats(store):
+    # one batch: on stores whose clock is the commit time, all five share a timestamp
+    store.push([w(f"id{i}") for i in range(5)], ME)
+    store.push([w("id1", title="again", base_version=_version(store, "id1"))], ME)
+    docs, cursor = pull_all(store, limit=2)
+    assert [d.id for d in docs] == ["id0", "id2", "id3", "id4", "id1"]
+    assert docs[-1].data["title"] == "again"
+    again, _ = pull_all(store, after=cursor)
+    assert again == []
+
+
+def test_pull_skips_excluded_writer_but_advances(store):
+    store.push([w("mine")], ME)
+    store.push([w("theirs", by="device-other")], OTHER)
+    store.push([w("mine2")], ME)
+    docs, cursor = pull_all(store, exclude_by="device-me", limit=1)
+    assert [d.id for d in docs] == ["theirs"]
+    store.push([w("later", by="device-other")], OTHER)
+    docs, _ = pull_all(store, after=cursor, exclude_by="device-me")
+    assert [d.id for d in docs] == ["later"]
+
+
+def _version(store, doc_id, collection="note"):
+    return store.get(collection, [doc_id])[doc_id].version
+
+
+def test_create_precondition_fails_when_the_document_exists(store):
+    store.push([w("a")], ME)
+    with pytest.raises(PreconditionFailed) as info:
+        store.push([w("b"), w("a", title="dup")], ME)  # a retried create
+    assert info.value.keys in ([("note", "a")], [])
+    docs = store.get("note", ["a", "b"])
+    assert set(docs) == {"a"}, "a failed batch writes nothing"
+    assert docs["a"].data["title"] == "t"
+
+
+def test_update_precondition_compares_versions(store):
+    store.push([w("a")], ME)
+    v1 = _version(store, "a")
+    store.push([w("a", title="two", base_version=v1)], ME)
+    v2 = _version(store, "a")
+    assert v2 != v1
+    with pytest.raises(PreconditionFailed):
+        store.push([w("a", title="stale", base_version=v1)], ME)
+    assert store.get("note", ["a"])["a"].data["title"] == "two"
+
+
+def test_unconditional_tombstone_and_get(store):
+    store.push([w("a"), w("b")], ME)
+    store.push(
+        [Write("note", "a", {"updatedBy": "device-me"}, deleted=True, unconditional=True)], ME
+    )
+    docs = store.get("note", ["a", "b", "missing"])
+    assert set(docs) == {"a", "b"}
+    assert docs["a"].deleted and not docs["b"].deleted
+    assert docs["a"].data["title"] == "t"  # a tombstone keeps the last data
+
+
+def test_writes_merge_over_unknown_fields(store):
+    store.push([Write("note", "a", {"id": "a", "title": "t", "color": "red"})], ME)
+    store.push([w("a", title="new", base_version=_version(store, "a"))], ME)
+    data = store.get("note", ["a"])["a"].data
+    assert data["title"] == "new" and data["color"] == "red"
+
+
+def test_value_types_round_trip(store):
+    values = {"id": "a", "i": 7, "f": 1.5, "s": "é", "b": b"\x00\xff", "n": None, "t": True}
+    store.push([Write("note", "a", values)], ME)
+    assert dict(store.get("note", ["a"])["a"].data) == values
+
+
+def test_uploads_after_sees_other_devices_only(store):
+    assert store.uploads_after(None, exclude="device-me") is None
+    mine = store.push([w("a")], ME).position
+    assert store.uploads_after(None, exclude="device-me") is None
+    theirs = store.push([w("b", by="device-other")], OTHER).position
+    assert store.uploads_after(None, exclude="device-me") == theirs
+    assert store.uploads_after(mine, exclude="device-me") == theirs
+    assert store.uploads_after(theirs, exclude="device-me") is None
+    assert store.uploads_after(None, exclude="device-other") == mine
+
+
+def test_device_records(store):
+    store.register(DeviceRecord("device-me", name="phone", app_version="1.0"))
+    store.push([w("a")], DeviceRecord("device-me", name="phone", watermarks={"note": "x"}))
+    devices = {d.installation_id: d for d in store.devices()}
+    me = devices["device-me"]
+    assert me.name == "phone" and me.last_upload is not None and me.last_sync
+    assert dict(me.watermarks) == {"note": "x"}
+
+
+def test_batch_limit_is_enforced(store):
+    too_many = [w(f"id{i}") for i in range(store.max_batch_writes)]
+    with pytest.raises(ValueError):
+        store.push(too_many, ME)
+    store.push(too_many[:-1], ME)
+    docs, _ = pull_all(store, limit=1000)
+    assert len(docs) == store.max_batch_writes - 1
+
+
+def test_usage_counts_reads_and_writes(store):
+    before = store.usage.copy()
+    store.push([w("a"), w("b")], ME)
+    store.pull("note", None, 10)
+    used = store.usage.minus(before)
+    assert used.writes == 3  # two documents and the device record
+    assert used.reads >= 2 and used.bytes_written > 0

@@ -1,0 +1,46 @@
+"""The README's snippet and every example run as written."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def python_blocks(text):
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+@pytest.mark.parametrize("index", range(len(python_blocks(README))))
+def test_readme_python_blocks_run(index, tmp_path):
+    code = python_blocks(README)[index]
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    if "summary()" in code:
+        assert "uploaded" in result.stdout
+
+
+def test_readme_names_the_commands_ci_runs():
+    assert "bash scripts/test" in README
+    assert "bash scripts/test" in (ROOT / ".ci" / "run").read_text()
+    assert "replicator demo" in README
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "examples").glob("*.py")))
+def test_examples_run(script, tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / script), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()

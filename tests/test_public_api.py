@@ -1,0 +1,21 @@
+"""The public API: everything exported exists, __all__ is sorted, errors form one tree."""
+
+from __future__ import annotations
+
+import replicator
+from replicator import errors
+
+
+def test_all_is_sorted_and_exported():
+    assert list(replicator.__all__) == sorted(replicator.__all__)
+    for name in replicator.__all__:
+        assert hasattr(replicator, name), name
+
+
+def test_every_error_derives_from_the_root():
+    for name in dir(errors):
+        obj = getattr(errors, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, errors.ReplicatorError), name
+            if obj is not errors.ReplicatorError:
+                assert obj.__doc__, f"{name} needs a docstring"

@@ -1,0 +1,133 @@
+"""Unit tests of the pure pieces: strategies, codec, errors, report."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import peewee
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from replicator import (
+    ClientWins,
+    LastWriterWins,
+    OfflineError,
+    RemoteDataError,
+    ReplicatorError,
+    ServerWins,
+)
+from replicator.codec import check_value, decode_json, encode_json
+from replicator.report import Resolution, SyncReport
+from replicator.stores.base import Usage
+
+NOW = dt.datetime(2026, 1, 1, 12, 0, 0)
+
+
+def row(when, by="dev-a", **data):
+    return {"updatedOn": when, "updatedBy": by, **data}
+
+
+def test_lww_later_wins_either_side():
+    lww = LastWriterWins(clock=lambda: NOW)
+    old, new = row("2026-01-01 10:00:00", title="old"), row("2026-01-01 11:00:00", title="new")
+    assert lww("c", old, new, None) is new
+    assert lww("c", new, old, None) is new
+
+
+def test_lww_tie_is_broken_by_installation_id_the_same_way_everywhere():
+    lww = LastWriterWins(clock=lambda: NOW)
+    a, b = row("2026-01-01 10:00:00", "dev-a", v=1), row("2026-01-01 10:00:00", "dev-b", v=2)
+    assert lww("c", a, b, None) is b
+    assert lww("c", b, a, None) is b
+
+
+def test_lww_far_future_clock_does_not_win():
+    lww = LastWriterWins(clock=lambda: NOW, max_clock_skew=dt.timedelta(hours=1))
+    skewed = row("2030-01-01 00:00:00", "dev-z", v="skewed")
+    honest = row("2026-01-01 11:59:00", "dev-a", v="honest")
+    assert lww("c", skewed, honest, None) is honest
+    assert lww("c", honest, skewed, None) is honest
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.datetimes(dt.datetime(2020, 1, 1), dt.datetime(2026, 1, 1)), st.sampled_from("abc")
+        ),
+        min_size=2,
+        max_size=2,
+    ),
+    st.integers(),
+    st.integers(),
+)
+def test_lww_is_symmetric(stamps, v1, v2):
+    lww = LastWriterWins(clock=lambda: NOW)
+    x = row(stamps[0][0].isoformat(sep=" "), stamps[0][1], v=v1)
+    y = row(stamps[1][0].isoformat(sep=" "), stamps[1][1], v=v2)
+    assert lww("c", x, y, None) == lww("c", y, x, None)
+
+
+def test_server_and_client_wins():
+    local, remote = {"v": 1}, {"v": 2}
+    assert ServerWins()("c", local, remote, None) is remote
+    assert ClientWins()("c", local, remote, None) is local
+
+
+@given(
+    st.dictionaries(
+        st.text(min_size=1),
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats(allow_nan=False)
+        | st.text()
+        | st.binary(),
+    )
+)
+def test_json_codec_round_trips(data):
+    assert decode_json(encode_json(data)) == data
+
+
+def test_check_value_accepts_and_rejects():
+    text, num, blob = peewee.TextField(), peewee.IntegerField(null=True), peewee.BlobField()
+    for f, name in ((text, "title"), (num, "n"), (blob, "b")):
+        f.column_name = name
+    assert check_value("c", "i", text, "x") == "x"
+    assert check_value("c", "i", num, None) is None
+    assert check_value("c", "i", num, True) == 1
+    assert check_value("c", "i", blob, b"\x00") == b"\x00"
+    with pytest.raises(RemoteDataError, match="c/i"):
+        check_value("c", "i", num, "seven")
+    with pytest.raises(RemoteDataError, match="title is null"):
+        check_value("c", "i", text, None)
+
+
+def test_errors_say_what_to_do_and_keep_the_cause():
+    cause = OSError("boom")
+    err = OfflineError("cannot reach", orig=cause)
+    assert isinstance(err, ReplicatorError) and err.retryable and err.orig is cause
+    assert "sync again" in str(err)
+    assert not RemoteDataError("c", "i", "bad").retryable
+
+
+def test_report_summary():
+    t = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    report = SyncReport(
+        installation_id="x",
+        started_at=t,
+        finished_at=t,
+        idle=False,
+        downloaded={"note": 2},
+        deleted={},
+        uploaded={"comment": 1},
+        uploaded_deletes={},
+        conflicts=(Resolution("note", "1", "merged", {}, {}, None, {}, "field-merge"),),
+        rejected=(),
+        usage=Usage(reads=3, writes=2),
+        registered=True,
+    )
+    text = report.summary()
+    assert "downloaded 2 note" in text and "uploaded 1 comment" in text
+    assert "conflicts 1 merged" in text and "3 reads, 2 writes" in text
+    assert report.total_downloaded == 2 and report.total_uploaded == 1
