@@ -276,3 +276,109 @@ def _call_strategy(
             f"conflict strategy {strategy!r} returned {type(result).__name__}, not a mapping"
         )
     return result
+
+
+def apply_page(ctx: SyncContext, model: type[peewee.Model], docs: list[RemoteDoc]) -> None:
+    """Apply a page of remote documents: plain inserts and updates in bulk, the rest one by one.
+
+    The bulk path covers what most pages hold: live documents for rows that are
+    clean or absent locally, not known deleted, whose parents are present. Any
+    other document (a tombstone, a conflict, a missing parent) goes through
+    :func:`apply_remote`, after the bulk work before it has been written, so
+    the page is applied in cursor order either way.
+    """
+    coll = collection_name(model)
+    fks = list(model._meta.refs)
+    cols = [c for c in remote_columns(model) if c != "id"]
+    pending: list[tuple[RemoteDoc, dict[str, Any], bool]] = []
+    start = 0
+    while start < len(docs):
+        chunk = docs[start:]
+        ids = [d.id for d in chunk]
+        tombs = _existing(ctx, "replicator_tombstones", ids, extra=("collection", coll))
+        dirty = _row_states(ctx, coll, ids)
+        parents = {
+            fk: _existing(
+                ctx,
+                collection_name(fk.rel_model),
+                [str(d.data.get(fk.column_name)) for d in chunk if d.data.get(fk.column_name)],
+            )
+            for fk in fks
+        }
+        slow_at = None
+        for i, doc in enumerate(chunk):
+            if doc.deleted or doc.id in tombs or dirty.get(doc.id):
+                slow_at = i
+                break
+            values = decode_doc(model, doc)
+            if any(
+                values.get(fk.column_name) is not None and values[fk.column_name] not in parents[fk]
+                for fk in fks
+            ):
+                slow_at = i
+                break
+            pending.append((doc, values, doc.id in dirty))
+        _flush(ctx, coll, cols, pending)
+        pending.clear()
+        if slow_at is None:
+            return
+        apply_remote(ctx, model, chunk[slow_at])
+        start += slow_at + 1
+
+
+def _existing(
+    ctx: SyncContext, table: str, ids: list[str], extra: tuple[str, str] | None = None
+) -> set[str]:
+    found: set[str] = set()
+    where, params = "", ()
+    if extra is not None:
+        where, params = f' AND "{extra[0]}" = ?', (extra[1],)
+    for i in range(0, len(ids), 900):
+        chunk = ids[i : i + 900]
+        marks = ",".join("?" * len(chunk))
+        rows = ctx.db.execute_sql(
+            f'SELECT id FROM "{table}" WHERE id IN ({marks}){where}', (*chunk, *params)
+        ).fetchall()
+        found.update(r[0] for r in rows)
+    return found
+
+
+def _row_states(ctx: SyncContext, table: str, ids: list[str]) -> dict[str, bool]:
+    """id → isDirty for the rows of ``ids`` that exist locally."""
+    out: dict[str, bool] = {}
+    for i in range(0, len(ids), 900):
+        chunk = ids[i : i + 900]
+        marks = ",".join("?" * len(chunk))
+        rows = ctx.db.execute_sql(
+            f'SELECT id, "isDirty" FROM "{table}" WHERE id IN ({marks})', tuple(chunk)
+        ).fetchall()
+        out.update((r[0], bool(r[1])) for r in rows)
+    return out
+
+
+def _flush(
+    ctx: SyncContext,
+    coll: str,
+    cols: list[str],
+    pending: list[tuple[RemoteDoc, dict[str, Any], bool]],
+) -> None:
+    if not pending:
+        return
+    conn = ctx.db.connection()
+    inserts = [p for p in pending if not p[2]]
+    updates = [p for p in pending if p[2]]
+    if inserts:
+        names = ", ".join(f'"{c}"' for c in ["id", *cols, "isDirty", "serverId", "syncRev"])
+        marks = ", ".join("?" * (len(cols) + 4))
+        conn.executemany(
+            f'INSERT INTO "{coll}" ({names}) VALUES ({marks})',
+            [(d.id, *[v[c] for c in cols], 0, d.id, 0) for d, v, _ in inserts],
+        )
+    if updates:
+        sets = ", ".join(f'"{c}" = ?' for c in [*cols, "isDirty", "serverId"])
+        conn.executemany(
+            f'UPDATE "{coll}" SET {sets} WHERE id = ?',
+            [(*[v[c] for c in cols], 0, d.id, d.id) for d, v, _ in updates],
+        )
+    ctx.local.set_bases(coll, [(d.id, d.version, d.data) for d, _, _ in pending])
+    ctx.counts.bump(ctx.counts.downloaded, coll, len(pending))

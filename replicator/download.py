@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from .apply import apply_remote
+from .apply import apply_page
 from .context import SyncContext
 from .model import collection_name
 
@@ -28,8 +28,7 @@ def download(ctx: SyncContext) -> bool:
         while True:
             page = ctx.remote.pull(coll, cursor, ctx.page_size, exclude_by=ctx.me)
             with ctx.local.applying():
-                for doc in page.docs:
-                    apply_remote(ctx, model, doc)
+                apply_page(ctx, model, list(page.docs))
                 if page.cursor is not None and page.cursor != cursor:
                     ctx.local.set_tracker(coll, page.cursor)
             cursor = page.cursor

@@ -230,6 +230,27 @@ class LocalState:
             (collection, doc_id, version, encode_json(data)),
         )
 
+    def set_bases(self, collection: str, entries: list[tuple[str, str, Mapping[str, Any]]]) -> None:
+        self.db.connection().executemany(
+            "INSERT INTO replicator_base (collection, id, version, data) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (collection, id) DO UPDATE SET version = excluded.version,"
+            " data = excluded.data",
+            [(collection, i, v, encode_json(d)) for i, v, d in entries],
+        )
+
+    def bases(self, collection: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """id → base data, for the ids that have a base."""
+        out: dict[str, dict[str, Any]] = {}
+        for i in range(0, len(ids), 900):
+            chunk = ids[i : i + 900]
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute_sql(
+                f"SELECT id, data FROM replicator_base WHERE collection = ? AND id IN ({marks})",
+                (collection, *chunk),
+            ).fetchall()
+            out.update((r[0], decode_json(r[1])) for r in rows)
+        return out
+
     def drop_base(self, collection: str, doc_id: str) -> None:
         self.db.execute_sql(
             "DELETE FROM replicator_base WHERE collection = ? AND id = ?", (collection, doc_id)

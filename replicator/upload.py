@@ -98,26 +98,39 @@ def upload(ctx: SyncContext) -> PushResult | None:
 
 
 def _mark_synced(ctx: SyncContext, batch: list[tuple[Write, Any]], result: PushResult) -> None:
+    conn = ctx.db.connection()
+    by_coll: dict[str, list[tuple[Write, Any]]] = defaultdict(list)
+    for write, rev in batch:
+        by_coll[write.collection].append((write, rev))
     with ctx.local.applying():
-        for write, rev in batch:
-            coll = write.collection
-            if write.deleted:
-                ctx.db.execute_sql(
+        for coll, items in by_coll.items():
+            deletes = [w.id for w, _ in items if w.deleted]
+            rows = [(w, rev) for w, rev in items if not w.deleted]
+            if deletes:
+                conn.executemany(
                     "UPDATE replicator_tombstones SET pending = 0 WHERE collection = ? AND id = ?",
-                    (coll, write.id),
+                    [(coll, i) for i in deletes],
                 )
-                ctx.local.drop_base(coll, write.id)
-                ctx.counts.bump(ctx.counts.uploaded_deletes, coll)
-                continue
-            ctx.db.execute_sql(
-                f'UPDATE "{coll}" SET "isDirty" = 0, "serverId" = id'
-                ' WHERE id = ? AND "syncRev" = ?',
-                (write.id, rev),
-            )
-            base = ctx.local.base(coll, write.id)
-            data = {**(base[1] if base else {}), **write.data}
-            ctx.local.set_base(coll, write.id, result.versions[write.key], data)
-            ctx.counts.bump(ctx.counts.uploaded, coll)
+                conn.executemany(
+                    "DELETE FROM replicator_base WHERE collection = ? AND id = ?",
+                    [(coll, i) for i in deletes],
+                )
+                ctx.counts.bump(ctx.counts.uploaded_deletes, coll, len(deletes))
+            if rows:
+                conn.executemany(
+                    f'UPDATE "{coll}" SET "isDirty" = 0, "serverId" = id'
+                    ' WHERE id = ? AND "syncRev" = ?',
+                    [(w.id, rev) for w, rev in rows],
+                )
+                old = ctx.local.bases(coll, [w.id for w, _ in rows])
+                ctx.local.set_bases(
+                    coll,
+                    [
+                        (w.id, result.versions[w.key], {**old.get(w.id, {}), **w.data})
+                        for w, _ in rows
+                    ],
+                )
+                ctx.counts.bump(ctx.counts.uploaded, coll, len(rows))
         ctx.local.set_device(last_upload=result.position, registered=1)
 
 

@@ -185,6 +185,7 @@ class EmbeddedRemote:
                         f"{len(failed)} document(s) changed remotely since they were read",
                         failed,
                     )
+                rows = []
                 for w in writes:
                     seq += 1
                     _, old = current.get(w.key, (None, None))
@@ -192,14 +193,17 @@ class EmbeddedRemote:
                     merged.update(w.data)
                     text = encode_json(merged)
                     written += len(text)
-                    conn.execute(
-                        "INSERT INTO docs (collection, id, data, deleted, updated_by, seq)"
-                        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (collection, id) DO UPDATE SET"
-                        " data = excluded.data, deleted = excluded.deleted,"
-                        " updated_by = excluded.updated_by, seq = excluded.seq",
-                        (w.collection, w.id, text, int(w.deleted), merged.get("updatedBy"), seq),
+                    rows.append(
+                        (w.collection, w.id, text, int(w.deleted), merged.get("updatedBy"), seq)
                     )
                     versions[w.key] = str(seq)
+                conn.executemany(
+                    "INSERT INTO docs (collection, id, data, deleted, updated_by, seq)"
+                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (collection, id) DO UPDATE SET"
+                    " data = excluded.data, deleted = excluded.deleted,"
+                    " updated_by = excluded.updated_by, seq = excluded.seq",
+                    rows,
+                )
                 seq += 1  # the device record is a write too, and marks the commit's position
                 self._put_device(conn, device, last_upload=seq)
                 conn.execute("UPDATE sequence SET value = ?", (seq,))

@@ -1,0 +1,182 @@
+"""Core benchmarks, printed as ratios against the raw work done in the same run.
+
+1. Local writes: 100k inserts and 100k updates through a SyncModel (change
+   capture on) vs the same plain peewee model.
+2. Upload: a sync of 10k dirty parent/child rows through EmbeddedRemote vs
+   the same rows written straight into a SQLite file with executemany.
+3. Download: a second device pulling those 10k rows vs a raw SELECT of the
+   remote's documents plus executemany into a local table.
+
+usage: python bench/bench_core.py [--rows N]   (N: local-write rows, default 100000)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import peewee
+
+from replicator import EmbeddedRemote, Replicator, SyncModel
+
+
+class SyncItem(SyncModel):
+    name = peewee.TextField()
+    qty = peewee.IntegerField()
+
+    class Meta:
+        table_name = "item"
+
+
+class PlainItem(peewee.Model):
+    id = peewee.CharField(primary_key=True, max_length=36)
+    name = peewee.TextField()
+    qty = peewee.IntegerField()
+
+    class Meta:
+        table_name = "item"
+
+
+class Parent(SyncModel):
+    name = peewee.TextField()
+
+
+class Child(SyncModel):
+    parent = peewee.ForeignKeyField(Parent, on_delete="CASCADE")
+    text = peewee.TextField()
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def local_writes(directory: Path, n: int) -> None:
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+
+    def run(model: type[peewee.Model], db: peewee.SqliteDatabase) -> tuple[float, float]:
+        def inserts() -> None:
+            with db.atomic():
+                for i, pk in enumerate(ids):
+                    model.create(id=pk, name=f"item {i}", qty=i)
+
+        def updates() -> None:
+            with db.atomic():
+                for i, pk in enumerate(ids):
+                    model.update(qty=i + 1).where(model.id == pk).execute()
+
+        with db.bind_ctx([model]):
+            return timed(inserts), timed(updates)
+
+    plain_db = peewee.SqliteDatabase(str(directory / "plain.db"))
+    with plain_db.bind_ctx([PlainItem]):
+        plain_db.create_tables([PlainItem])
+    sync_db = peewee.SqliteDatabase(str(directory / "sync.db"))
+    Replicator(sync_db, [SyncItem], EmbeddedRemote(directory / "r0.db"))
+    p_ins, p_upd = run(PlainItem, plain_db)
+    s_ins, s_upd = run(SyncItem, sync_db)
+    print(f"local writes, {n} rows each")
+    print(f"  inserts: plain {p_ins:.2f}s  SyncModel {s_ins:.2f}s  ratio {s_ins / p_ins:.2f}x")
+    print(f"  updates: plain {p_upd:.2f}s  SyncModel {s_upd:.2f}s  ratio {s_upd / p_upd:.2f}x")
+
+
+def sync_rows(directory: Path, parents: int, children_each: int) -> None:
+    remote = EmbeddedRemote(directory / "remote.db")
+    db = peewee.SqliteDatabase(str(directory / "a.db"), pragmas={"foreign_keys": 1})
+    device = Replicator(db, [Parent, Child], remote, device_name="a")
+    with device.bound(), db.atomic():
+        for i in range(parents):
+            p = Parent.create(name=f"parent {i}")
+            for j in range(children_each):
+                Child.create(parent=p, text=f"child {i}.{j}")
+    total = parents * (1 + children_each)
+    rows = [
+        (t, r[0], json.dumps(dict(zip(cols, r, strict=True))))
+        for t, cols in (
+            ("parent", ["id", "name", "createdOn", "updatedOn", "updatedBy"]),
+            ("child", ["id", "parent_id", "text", "createdOn", "updatedOn", "updatedBy"]),
+        )
+        for r in db.execute_sql(f'SELECT {", ".join(cols)} FROM "{t}"').fetchall()
+    ]
+
+    def raw_upload() -> None:
+        conn = sqlite3.connect(directory / "raw.db", isolation_level=None)
+        conn.execute(
+            "CREATE TABLE docs (collection, id, data, seq INTEGER, PRIMARY KEY (collection, id))"
+        )
+        for start in range(0, len(rows), 499):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("INSERT INTO docs VALUES (?, ?, ?, 0)", rows[start : start + 499])
+            conn.execute("COMMIT")
+        conn.close()
+
+    raw_up = timed(raw_upload)
+    report = None
+
+    def engine_upload() -> None:
+        nonlocal report
+        report = device.sync()
+
+    eng_up = timed(engine_upload)
+    assert report is not None and report.total_uploaded == total, report
+
+    def raw_download() -> None:
+        src = sqlite3.connect(directory / "remote.db")
+        dst = sqlite3.connect(directory / "raw-local.db", isolation_level=None)
+        dst.execute("CREATE TABLE item (id PRIMARY KEY, data)")
+        cursor = 0
+        while True:
+            page = src.execute(
+                "SELECT id, data, seq FROM docs WHERE seq > ? ORDER BY seq LIMIT 500", (cursor,)
+            ).fetchall()
+            if not page:
+                break
+            dst.execute("BEGIN")
+            dst.executemany("INSERT INTO item VALUES (?, ?)", [(r[0], r[1]) for r in page])
+            dst.execute("COMMIT")
+            cursor = page[-1][2]
+        src.close()
+        dst.close()
+
+    raw_down = timed(raw_download)
+    db_b = peewee.SqliteDatabase(str(directory / "b.db"), pragmas={"foreign_keys": 1})
+    b = Replicator(db_b, [Parent, Child], remote, device_name="b")
+    down_report = None
+
+    def engine_download() -> None:
+        nonlocal down_report
+        down_report = b.sync()
+
+    eng_down = timed(engine_download)
+    assert down_report is not None and down_report.total_downloaded == total
+    print(f"sync of {total} dirty parent/child rows through EmbeddedRemote")
+    print(
+        f"  upload:   raw executemany {raw_up:.2f}s  engine {eng_up:.2f}s"
+        f"  ratio {eng_up / raw_up:.2f}x"
+    )
+    print(f"            {report.usage.writes} writes, {report.usage.reads} reads")
+    print(
+        f"  download: raw select+executemany {raw_down:.2f}s  engine {eng_down:.2f}s"
+        f"  ratio {eng_down / raw_down:.2f}x"
+    )
+    print(f"            {down_report.usage.reads} reads, {down_report.usage.writes} writes")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--parents", type=int, default=2_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        local_writes(Path(tmp), args.rows)
+        sync_rows(Path(tmp), args.parents, 4)
+
+
+if __name__ == "__main__":
+    main()
