@@ -330,7 +330,8 @@ def _existing(
     ctx: SyncContext, table: str, ids: list[str], extra: tuple[str, str] | None = None
 ) -> set[str]:
     found: set[str] = set()
-    where, params = "", ()
+    where = ""
+    params: tuple[str, ...] = ()
     if extra is not None:
         where, params = f' AND "{extra[0]}" = ?', (extra[1],)
     for i in range(0, len(ids), 900):
