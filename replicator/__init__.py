@@ -23,7 +23,13 @@ from .model import SyncModel, new_id
 from .report import Progress, Resolution, RowError, SyncReport
 from .stores.base import DeviceRecord, RemoteDoc, RemoteStore, Usage, Write
 from .stores.embedded import EmbeddedRemote
-from .strategies.conflict import ClientWins, LastWriterWins, ServerWins
+from .strategies.conflict import (
+    ClientWins,
+    FieldMerge,
+    LastWriterWins,
+    PerCollection,
+    ServerWins,
+)
 
 __version__ = "0.1.0"
 
@@ -34,8 +40,10 @@ __all__ = [
     "DeviceRecord",
     "DocumentTooLargeError",
     "EmbeddedRemote",
+    "FieldMerge",
     "LastWriterWins",
     "OfflineError",
+    "PerCollection",
     "PreconditionFailed",
     "Progress",
     "RemoteDataError",

@@ -3,7 +3,9 @@
 A phone, a tablet and a laptop each keep their own SQLite file and sync through
 one EmbeddedRemote file. They create, edit and delete notes and comments while
 offline, including an edit of the same note on two devices, then sync in an
-interleaved order; at the end every device holds the same rows.
+interleaved order; at the end every device holds the same rows. Conflicts are
+merged field by field (``FieldMerge``), so the phone's edit of the body and the
+tablet's edit of the title of the same note both survive.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import peewee
 from .engine import Replicator
 from .model import SyncModel
 from .stores.embedded import EmbeddedRemote
+from .strategies.conflict import FieldMerge
 
 
 class Note(SyncModel):
@@ -38,10 +41,19 @@ class Comment(SyncModel):
 
 MODELS = [Note, Comment]
 
+OUTCOMES = {
+    "local": "kept this device's version",
+    "remote": "took the other device's version",
+    "merged": "merged both versions field by field",
+    "deleted": "deleted it: it or its parent was deleted elsewhere (deletes win)",
+}
+
 
 def open_device(directory: Path, name: str, remote: EmbeddedRemote) -> Replicator:
     db = peewee.SqliteDatabase(str(directory / f"{name}.db"), pragmas={"foreign_keys": 1})
-    return Replicator(db, MODELS, remote, device_name=name, app_version="demo")
+    return Replicator(
+        db, MODELS, remote, device_name=name, app_version="demo", conflict_strategy=FieldMerge()
+    )
 
 
 def contents(device: Replicator) -> list[tuple[Any, ...]]:
@@ -73,10 +85,7 @@ def run(directory: Path | None = None, echo: Callable[[str], None] = print) -> b
         report = device.sync()
         echo(f"  {names[id(device)]:<7} sync: {report.summary()}")
         for c in report.conflicts:
-            echo(
-                f"          conflict on {c.collection}/{c.id[:8]}: {c.strategy} kept the"
-                f" {c.outcome} version"
-            )
+            echo(f"          conflict on {c.collection}/{c.id[:8]}: {OUTCOMES[c.outcome]}")
 
     echo("1. offline: the phone writes a shopping list, the laptop a todo list")
     with phone.bound():

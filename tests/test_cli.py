@@ -14,7 +14,8 @@ def test_demo_converges_and_prints_an_account(tmp_path):
     result = CliRunner().invoke(main, ["demo", "--dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "all three devices are identical" in result.output
-    assert "conflict on note/" in result.output
+    assert "conflict on note/" in result.output and "merged both" in result.output
+    assert "Groceries | milk, eggs, coffee" in result.output  # both edits of the note kept
     assert "dirty rows left: {'phone': 0, 'tablet': 0, 'laptop': 0}" in result.output
 
 

@@ -17,6 +17,7 @@ locally and uploaded. Every resolution lands in ``SyncReport.conflicts``.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -94,3 +95,211 @@ class ClientWins:
         return local
 
     __call__ = resolve
+
+
+# -- field-level merges ---------------------------------------------------------
+
+#: a field rule decides one column that both sides changed:
+#: ``rule(local_value, remote_value, base_value, conflict)`` → value to keep
+FieldRule = Callable[[Any, Any, Any, "FieldConflict"], Any]
+
+_SYNC_COLUMNS = ("updatedOn", "updatedBy", "createdOn", "id")
+
+
+@attrs.frozen
+class FieldConflict:
+    """What a field rule may look at besides the three values."""
+
+    collection: str
+    column: str
+    local: Row
+    remote: Row
+    base: Row | None
+    later: str  # "local" or "remote": whose row LastWriterWins would pick
+
+
+def prefer_later(local: Any, remote: Any, base: Any, c: FieldConflict) -> Any:
+    """The value of the row written later (LastWriterWins' order)."""
+    return local if c.later == "local" else remote
+
+
+def prefer_local(local: Any, remote: Any, base: Any, c: FieldConflict) -> Any:
+    return local
+
+
+def prefer_remote(local: Any, remote: Any, base: Any, c: FieldConflict) -> Any:
+    return remote
+
+
+def maximum(local: Any, remote: Any, base: Any = None, c: FieldConflict | None = None) -> Any:
+    """The larger value (``None`` loses): counters that only grow, statuses that only advance."""
+    if local is None or remote is None:
+        return remote if local is None else local
+    return max(local, remote)
+
+
+def minimum(local: Any, remote: Any, base: Any = None, c: FieldConflict | None = None) -> Any:
+    if local is None or remote is None:
+        return remote if local is None else local
+    return min(local, remote)
+
+
+@attrs.frozen
+class FieldMerge:
+    """Three-way merge per column: edits to different fields on two devices both survive.
+
+    For each column: if only one side changed it since ``base``, that side's
+    value is kept; if both changed it (or there is no base), the column's rule
+    in ``fields`` decides, else ``default`` (the later writer's value). Rules
+    for map and JSON columns are in this module too (``map_max``,
+    ``map_last_writer``, ``set_union``, ``best_score``).
+    """
+
+    fields: Mapping[str, FieldRule] = attrs.field(factory=dict)
+    default: FieldRule = prefer_later
+    lww: LastWriterWins = attrs.field(factory=LastWriterWins)
+    name: str = "field-merge"
+
+    def resolve(self, collection: str, local: Row, remote: Row, base: Row | None) -> Row:
+        later = "local" if self.lww.rank(local) > self.lww.rank(remote) else "remote"
+        out: dict[str, Any] = {}
+        for column in sorted(set(local) | set(remote)):
+            lv, rv = local.get(column), remote.get(column)
+            if column in _SYNC_COLUMNS or lv == rv:
+                out[column] = (local if later == "local" else remote).get(column)
+                continue
+            if base is not None and column in base:
+                bv = base[column]
+                if lv == bv:
+                    out[column] = rv
+                    continue
+                if rv == bv:
+                    out[column] = lv
+                    continue
+            else:
+                bv = None
+            rule = self.fields.get(column, self.default)
+            out[column] = rule(
+                lv, rv, bv, FieldConflict(collection, column, local, remote, base, later)
+            )
+        return out
+
+    __call__ = resolve
+
+
+@attrs.frozen
+class PerCollection:
+    """A strategy per collection, and one for the rest (``LastWriterWins()`` unless given)."""
+
+    strategies: Mapping[str, Any]
+    default: Any = attrs.field(factory=LastWriterWins)
+    name: str = "per-collection"
+
+    def resolve(self, collection: str, local: Row, remote: Row, base: Row | None) -> Row:
+        strategy = self.strategies.get(collection, self.default)
+        resolve = getattr(strategy, "resolve", strategy)
+        return resolve(collection, local, remote, base)
+
+    __call__ = resolve
+
+
+# -- map and JSON helpers ----------------------------------------------------------
+#
+# Values of JSON columns arrive as SQLite holds them: JSON text (what playhouse's
+# JSONField and most apps store), or already-decoded maps and lists from stores
+# that keep maps natively. The helpers accept both and answer in the form the
+# local value had, with keys sorted, so every device produces the same bytes.
+
+
+def _load(value: Any) -> Any:
+    if isinstance(value, str | bytes):
+        return json.loads(value) if value else None
+    return value
+
+
+def _form(local: Any, remote: Any) -> Any:
+    return local if local is not None else remote
+
+
+def _dump_like(template: Any, value: Any) -> Any:
+    if isinstance(template, str | bytes) or template is None:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return value
+
+
+def _three_maps(
+    local: Any, remote: Any, base: Any
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    return (_load(local) or {}, _load(remote) or {}, _load(base) or {})
+
+
+def map_max(local: Any, remote: Any, base: Any, c: FieldConflict | None = None) -> Any:
+    """Per-key maximum: a status map where 2 (completed) beats 1 (in progress) beats 0.
+
+    Seed 003's ``content_status`` merges with this: progress never goes backwards,
+    whichever device recorded it.
+    """
+    lm, rm, _ = _three_maps(local, remote, base)
+    merged = {k: maximum(lm.get(k), rm.get(k), None, c) for k in sorted(set(lm) | set(rm))}
+    return _dump_like(_form(local, remote), merged)
+
+
+def map_last_writer(local: Any, remote: Any, base: Any, c: FieldConflict | None = None) -> Any:
+    """Per-key three-way merge: a key changed on one side only keeps that change;
+    a key changed on both takes the later row's value (local on a tie without context).
+    A key deleted on one side and untouched on the other is deleted."""
+    lm, rm, bm = _three_maps(local, remote, base)
+    later_local = c is None or c.later == "local"
+    merged: dict[str, Any] = {}
+    missing = object()
+    for k in sorted(set(lm) | set(rm) | set(bm)):
+        lv, rv, bv = lm.get(k, missing), rm.get(k, missing), bm.get(k, missing)
+        if lv == rv:
+            value = lv
+        elif lv == bv:
+            value = rv
+        elif rv == bv:
+            value = lv
+        else:
+            value = lv if later_local else rv
+        if value is not missing:
+            merged[k] = value
+    return _dump_like(_form(local, remote), merged)
+
+
+def set_union(local: Any, remote: Any, base: Any, c: FieldConflict | None = None) -> Any:
+    """Union of two lists taken as sets (sorted, so both devices agree): tags, attempt ids."""
+    lv, rv = _load(local) or [], _load(remote) or []
+    merged = sorted({json.dumps(x, sort_keys=True) for x in [*lv, *rv]})
+    return _dump_like(_form(local, remote), [json.loads(x) for x in merged])
+
+
+def _score_key(entry: Any) -> tuple[float, float, str]:
+    if not isinstance(entry, Mapping):
+        return (float("-inf"), 0.0, json.dumps(entry, sort_keys=True))
+    score = entry.get("score") or 0
+    max_score = entry.get("max_score") or entry.get("maxScore") or 0
+    ratio = score / max_score if max_score else 0.0
+    return (float(score), ratio, json.dumps(entry, sort_keys=True))
+
+
+def best_score(local: Any, remote: Any, base: Any, c: FieldConflict | None = None) -> Any:
+    """Keep the best attempt: an entry ``{"score": s, "max_score": m, ...}`` with the
+    higher score (then the higher ratio) wins, whole, so a score never travels
+    without its max_score. Works on one entry or on a map of entries per key."""
+    lv, rv = _load(local), _load(remote)
+    if (
+        isinstance(lv, Mapping)
+        and "score" not in lv
+        and isinstance(rv, Mapping)
+        and "score" not in rv
+    ):
+        merged = {}
+        for k in sorted(set(lv) | set(rv)):
+            candidates = [x for x in (lv.get(k), rv.get(k)) if x is not None]
+            merged[k] = max(candidates, key=_score_key)
+        return _dump_like(_form(local, remote), merged)
+    candidates = [x for x in (lv, rv) if x is not None]
+    return (
+        _dump_like(_form(local, remote), max(candidates, key=_score_key)) if candidates else local
+    )
