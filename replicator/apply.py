@@ -191,6 +191,8 @@ def _ensure_parents(
             if depth > 32:
                 raise RemoteDataError(coll, doc.id, "parent chain deeper than 32 or cyclic")
             found = ctx.remote.get(parent_coll, [parent_id]).get(parent_id)
+            if found is not None:
+                found = ctx.incoming(parent, found)
             if found is None:
                 raise RemoteDataError(
                     coll,
@@ -295,7 +297,8 @@ def apply_page(ctx: SyncContext, model: type[peewee.Model], docs: list[RemoteDoc
     while start < len(docs):
         chunk = docs[start:]
         ids = [d.id for d in chunk]
-        tombs = _existing(ctx, "replicator_tombstones", ids, extra=("collection", coll))
+        tombs = ctx.local.tombstones_for(coll, ids)
+        held = ctx.local.versions_for(coll, ids)
         dirty = _row_states(ctx, coll, ids)
         parents = {
             fk: _existing(
@@ -307,6 +310,8 @@ def apply_page(ctx: SyncContext, model: type[peewee.Model], docs: list[RemoteDoc
         }
         slow_at = None
         for i, doc in enumerate(chunk):
+            if held.get(doc.id) == doc.version or (doc.deleted and tombs.get(doc.id) is False):
+                continue  # already applied (a catch-up page re-reads recent changes)
             if doc.deleted or doc.id in tombs or dirty.get(doc.id):
                 slow_at = i
                 break

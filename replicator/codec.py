@@ -27,6 +27,8 @@ def encode_json(data: Mapping[str, Any]) -> str:
     def default(value: Any) -> Any:
         if isinstance(value, bytes | bytearray | memoryview):
             return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
+        if isinstance(value, _dt.datetime | _dt.date):
+            return value.isoformat()
         raise TypeError(f"{type(value).__name__} is not a document value")
 
     return json.dumps(data, default=default, separators=(",", ":"), sort_keys=True)
@@ -111,3 +113,71 @@ def missing_value(field: peewee.Field) -> Any:
         return None
     default = field.default() if callable(field.default) else field.default
     return None if default is None else to_sqlite(field.db_value(default))
+
+
+# -- native-typed stores (Firestore) --------------------------------------------------
+#
+# A store that keeps typed values (``native_types = True``) gets rows converted
+# field by field: datetimes become tz-aware UTC timestamps, booleans bools, JSON
+# columns maps and lists, decimals exact strings; everything else travels as
+# SQLite holds it. Values of columns the model does not know pass through both
+# ways untouched.
+
+_PEEWEE_DT = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def _is_json_field(field: peewee.Field) -> bool:
+    return "JSON" in type(field).__name__ or getattr(field, "replicator_json", False)
+
+
+def to_native(model: type[peewee.Model], data: Mapping[str, Any]) -> dict[str, Any]:
+    fields = {f.column_name: f for f in model._meta.sorted_fields}
+    out: dict[str, Any] = {}
+    for col, value in data.items():
+        field = fields.get(col)
+        if field is None or value is None:
+            out[col] = value
+            continue
+        target = _storage_field(field)
+        if isinstance(target, peewee.DateTimeField) and isinstance(value, str):
+            parsed = _parse_datetime(value)
+            out[col] = parsed.replace(tzinfo=_dt.timezone.utc) if parsed else value
+        elif isinstance(target, peewee.BooleanField) and isinstance(value, int):
+            out[col] = bool(value)
+        elif _is_json_field(target) and isinstance(value, str):
+            try:
+                out[col] = json.loads(value)
+            except ValueError:
+                out[col] = value
+        else:
+            out[col] = value
+    return out
+
+
+def from_native(model: type[peewee.Model], data: Mapping[str, Any]) -> dict[str, Any]:
+    fields = {f.column_name: f for f in model._meta.sorted_fields}
+    out: dict[str, Any] = {}
+    for col, value in data.items():
+        field = fields.get(col)
+        if field is None or value is None:
+            out[col] = value
+            continue
+        target = _storage_field(field)
+        if isinstance(value, _dt.datetime):
+            if value.tzinfo is not None:
+                value = value.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+            out[col] = value.strftime(_PEEWEE_DT)
+        elif _is_json_field(target) and isinstance(value, dict | list):
+            out[col] = json.dumps(value, sort_keys=True, separators=(",", ":"))
+        elif isinstance(value, bool) and not isinstance(target, peewee.BooleanField):
+            out[col] = value
+        else:
+            out[col] = value
+    return out
+
+
+def _parse_datetime(text: str) -> _dt.datetime | None:
+    try:
+        return _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None

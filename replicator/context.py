@@ -8,10 +8,11 @@ from typing import Any
 import attrs
 import peewee
 
+from .codec import from_native, to_native
 from .local import LocalState
 from .model import collection_name
 from .report import Progress, Resolution, RowError, _Counts
-from .stores.base import DeviceRecord, RemoteStore
+from .stores.base import DeviceRecord, RemoteDoc, RemoteStore
 
 ConflictStrategy = Callable[[str, dict[str, Any], dict[str, Any], "dict[str, Any] | None"], Any]
 
@@ -42,6 +43,18 @@ class SyncContext:
         for m in self.models:
             for fk in m._meta.refs:
                 self.children[fk.rel_model].append((m, fk))
+
+    def incoming(self, model: type[peewee.Model], doc: RemoteDoc) -> RemoteDoc:
+        """A remote document with its values in SQLite form."""
+        if not getattr(self.remote, "native_types", False):
+            return doc
+        return attrs.evolve(doc, data=from_native(model, doc.data))
+
+    def outgoing(self, model: type[peewee.Model], data: dict[str, Any]) -> dict[str, Any]:
+        """A row's values in the store's form."""
+        if not getattr(self.remote, "native_types", False):
+            return data
+        return to_native(model, data)
 
     def progress(
         self, phase: str, collection: str | None, done: int, total: int | None = None

@@ -26,13 +26,15 @@ def download(ctx: SyncContext) -> bool:
         cursor = ctx.local.tracker(coll)
         done = 0
         while True:
-            page = ctx.remote.pull(coll, cursor, ctx.page_size, exclude_by=ctx.me)
+            page = ctx.remote.pull(
+                coll, cursor, ctx.page_size, exclude_by=ctx.me, catch_up=done == 0
+            )
             with ctx.local.applying():
-                apply_page(ctx, model, list(page.docs))
+                apply_page(ctx, model, [ctx.incoming(model, d) for d in page.docs])
                 if page.cursor is not None and page.cursor != cursor:
                     ctx.local.set_tracker(coll, page.cursor)
             cursor = page.cursor
-            done += len(page.docs)
+            done += max(1, len(page.docs))
             ctx.progress("download", coll, done)
             if not page.more:
                 break

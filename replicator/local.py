@@ -251,6 +251,35 @@ class LocalState:
             out.update((r[0], decode_json(r[1])) for r in rows)
         return out
 
+    def versions_for(self, collection: str, ids: list[str]) -> dict[str, str]:
+        """id → base version, for the ids that have one."""
+        return dict(
+            self._in(
+                "SELECT id, version FROM replicator_base WHERE collection = ? AND id IN ({})",
+                collection,
+                ids,
+            )
+        )
+
+    def tombstones_for(self, collection: str, ids: list[str]) -> dict[str, bool]:
+        """id → pending, for the ids known deleted."""
+        return {
+            i: bool(p)
+            for i, p in self._in(
+                "SELECT id, pending FROM replicator_tombstones WHERE collection = ? AND id IN ({})",
+                collection,
+                ids,
+            )
+        }
+
+    def _in(self, sql: str, collection: str, ids: list[str]) -> list[tuple[Any, ...]]:
+        out: list[tuple[Any, ...]] = []
+        for i in range(0, len(ids), 900):
+            chunk = ids[i : i + 900]
+            marks = ",".join("?" * len(chunk))
+            out += self.db.execute_sql(sql.format(marks), (collection, *chunk)).fetchall()
+        return out
+
     def drop_base(self, collection: str, doc_id: str) -> None:
         self.db.execute_sql(
             "DELETE FROM replicator_base WHERE collection = ? AND id = ?", (collection, doc_id)

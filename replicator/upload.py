@@ -49,7 +49,7 @@ def collect(ctx: SyncContext) -> list[tuple[Write, Any]]:
         for row in rows:
             data = dict(zip(cols, row[:-1], strict=True))
             doc_id = data["id"]
-            write = Write(coll, doc_id, data, base_version=bases.get(doc_id))
+            write = Write(coll, doc_id, ctx.outgoing(model, data), base_version=bases.get(doc_id))
             parent_held = next((f"{pc}/{data[c]}" for c, pc in fks if (pc, data[c]) in held), None)
             if parent_held is not None:
                 held.add(write.key)
@@ -65,7 +65,7 @@ def collect(ctx: SyncContext) -> list[tuple[Write, Any]]:
                         RowError(coll, doc_id, DocumentTooLargeError(coll, doc_id, size, limit))
                     )
                     continue
-            out.append((write, row[-1]))
+            out.append((write, (row[-1], data)))
     for model in reversed(ctx.models):
         coll = collection_name(model)
         for doc_id, deleted_on, deleted_by in ctx.local.pending_tombstones(coll):
@@ -120,14 +120,14 @@ def _mark_synced(ctx: SyncContext, batch: list[tuple[Write, Any]], result: PushR
                 conn.executemany(
                     f'UPDATE "{coll}" SET "isDirty" = 0, "serverId" = id'
                     ' WHERE id = ? AND "syncRev" = ?',
-                    [(w.id, rev) for w, rev in rows],
+                    [(w.id, rev) for w, (rev, _) in rows],
                 )
                 old = ctx.local.bases(coll, [w.id for w, _ in rows])
                 ctx.local.set_bases(
                     coll,
                     [
-                        (w.id, result.versions[w.key], {**old.get(w.id, {}), **w.data})
-                        for w, _ in rows
+                        (w.id, result.versions[w.key], {**old.get(w.id, {}), **data})
+                        for w, (_, data) in rows
                     ],
                 )
                 ctx.counts.bump(ctx.counts.uploaded, coll, len(rows))
@@ -152,4 +152,4 @@ def _refresh(ctx: SyncContext, keys: list[tuple[str, str]]) -> None:
                     # our base names a document the remote no longer has: create it afresh
                     ctx.local.drop_base(coll, doc_id)
                 else:
-                    apply_remote(ctx, model, doc)
+                    apply_remote(ctx, model, ctx.incoming(model, doc))

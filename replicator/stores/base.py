@@ -141,12 +141,21 @@ class RemoteStore(Protocol):
     usage: Usage
 
     def pull(
-        self, collection: str, after: str | None, limit: int, exclude_by: str | None = None
+        self,
+        collection: str,
+        after: str | None,
+        limit: int,
+        exclude_by: str | None = None,
+        catch_up: bool = False,
     ) -> Page:
         """Changes of ``collection`` with cursor > ``after``, oldest first, at most ``limit``.
 
         Documents whose ``updatedBy`` equals ``exclude_by`` are skipped but
         still advance the returned cursor. Tombstones are included (``deleted``).
+        With ``catch_up`` (the first page of a collection in a sync), a store
+        whose commits can become visible out of cursor order also returns the
+        changes of a short window before ``after``; the engine skips the ones
+        it already holds (same version), so late commits are never lost.
         """
         ...
 

@@ -127,7 +127,12 @@ class EmbeddedRemote:
     # -- RemoteStore --------------------------------------------------------
 
     def pull(
-        self, collection: str, after: str | None, limit: int, exclude_by: str | None = None
+        self,
+        collection: str,
+        after: str | None,
+        limit: int,
+        exclude_by: str | None = None,
+        catch_up: bool = False,
     ) -> Page:
         start = int(after) if after else 0
         with self._connect() as conn:
