@@ -242,7 +242,7 @@ def _resolve(
         outcome = "local"
     else:
         outcome = "merged"
-        merged["updatedOn"] = utcnow().isoformat(sep=" ", timespec="milliseconds")
+        merged["updatedOn"] = utcnow().isoformat(sep=" ")
         merged["updatedBy"] = ctx.me
         _write_row(ctx, model, merged, exists=True, dirty=True)
     ctx.resolved(

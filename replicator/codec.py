@@ -123,8 +123,6 @@ def missing_value(field: peewee.Field) -> Any:
 # SQLite holds it. Values of columns the model does not know pass through both
 # ways untouched.
 
-_PEEWEE_DT = "%Y-%m-%d %H:%M:%S.%f"
-
 
 def _is_json_field(field: peewee.Field) -> bool:
     return "JSON" in type(field).__name__ or getattr(field, "replicator_json", False)
@@ -166,7 +164,8 @@ def from_native(model: type[peewee.Model], data: Mapping[str, Any]) -> dict[str,
         if isinstance(value, _dt.datetime):
             if value.tzinfo is not None:
                 value = value.astimezone(_dt.timezone.utc).replace(tzinfo=None)
-            out[col] = value.strftime(_PEEWEE_DT)
+            # the text the sqlite3 adapter (and so peewee) stores for a datetime
+            out[col] = _dt.datetime(*value.timetuple()[:6], value.microsecond).isoformat(sep=" ")
         elif _is_json_field(target) and isinstance(value, dict | list):
             out[col] = json.dumps(value, sort_keys=True, separators=(",", ":"))
         elif isinstance(value, bool) and not isinstance(target, peewee.BooleanField):

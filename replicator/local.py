@@ -27,7 +27,7 @@ import peewee
 
 from .codec import decode_json, encode_json
 from .errors import ConfigurationError
-from .model import new_id
+from .model import NOW_SQL, new_id
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS replicator_device (
@@ -183,7 +183,7 @@ class LocalState:
     def add_tombstone(self, collection: str, doc_id: str, *, pending: bool, by: str) -> None:
         self.db.execute_sql(
             "INSERT INTO replicator_tombstones (collection, id, deleted_on, deleted_by, pending)"
-            " VALUES (?, ?, strftime('%Y-%m-%d %H:%M:%f', 'now'), ?, ?)"
+            f" VALUES (?, ?, {NOW_SQL}, ?, ?)"
             " ON CONFLICT (collection, id) DO UPDATE SET pending = excluded.pending",
             (collection, doc_id, by, int(pending)),
         )

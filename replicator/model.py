@@ -34,7 +34,14 @@ LOCAL_COLUMNS = frozenset({"isDirty", "serverId", "syncRev"})
 #: sync columns every SyncModel table holds
 SYNC_COLUMNS = ("isDirty", "serverId", "syncRev", "createdOn", "updatedOn", "updatedBy")
 
-_NOW_SQL = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+# The device clock in the text form Python's sqlite3 adapter gives a naive UTC
+# datetime (datetime.isoformat(" ")): microseconds, or none when they are zero,
+# so a timestamp reads the same whichever device or store wrote it.
+NOW_SQL = (
+    "(CASE WHEN strftime('%f', 'now') LIKE '%.000'"
+    " THEN strftime('%Y-%m-%d %H:%M:%S', 'now')"
+    " ELSE strftime('%Y-%m-%d %H:%M:%f', 'now') || '000' END)"
+)
 _TRIGGER_VERSION = "v1"
 
 
@@ -166,8 +173,8 @@ def _trigger_sql(table: str) -> list[str]:
         f"""CREATE TRIGGER "{name}_ins_{v}" AFTER INSERT ON "{table}" WHEN {gate}
         BEGIN
             UPDATE "{table}" SET "isDirty" = 1, "syncRev" = random(),
-                "createdOn" = COALESCE(NEW."createdOn", {_NOW_SQL}),
-                "updatedOn" = {_NOW_SQL}, "updatedBy" = {me}
+                "createdOn" = COALESCE(NEW."createdOn", {NOW_SQL}),
+                "updatedOn" = {NOW_SQL}, "updatedBy" = {me}
             WHERE id = NEW.id;
             DELETE FROM replicator_tombstones
             WHERE collection = '{table}' AND id = NEW.id AND pending = 1;
@@ -175,13 +182,13 @@ def _trigger_sql(table: str) -> list[str]:
         f"""CREATE TRIGGER "{name}_upd_{v}" AFTER UPDATE ON "{table}" WHEN {gate}
         BEGIN
             UPDATE "{table}" SET "isDirty" = 1, "syncRev" = random(),
-                "updatedOn" = {_NOW_SQL}, "updatedBy" = {me}
+                "updatedOn" = {NOW_SQL}, "updatedBy" = {me}
             WHERE id = NEW.id;
         END""",
         f"""CREATE TRIGGER "{name}_del_{v}" AFTER DELETE ON "{table}" WHEN {gate}
         BEGIN
             INSERT INTO replicator_tombstones (collection, id, deleted_on, deleted_by, pending)
-            VALUES ('{table}', OLD.id, {_NOW_SQL}, {me}, 1)
+            VALUES ('{table}', OLD.id, {NOW_SQL}, {me}, 1)
             ON CONFLICT (collection, id) DO NOTHING;
         END""",
     ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,8 +17,56 @@ from replicator.demo import Comment, Note
 MODELS = [Note, Comment]
 
 
+FIRESTORE_PROJECT = "demo-replicator"
+
+
+@pytest.fixture(scope="session")
+def firestore_emulator() -> Iterator[Any]:
+    """The official Firestore emulator, started once per test session."""
+    from support.emulator import Emulator, find_jar
+
+    jar = find_jar()
+    if jar is None:
+        pytest.skip(
+            "FIRESTORE EMULATOR MISSING: install the Debian package "
+            "google-cloud-cli-firestore-emulator (or set REPLICATOR_FIRESTORE_EMULATOR_JAR)"
+        )
+    emulator = Emulator(jar).start()
+    previous = os.environ.get("FIRESTORE_EMULATOR_HOST")
+    os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.host
+    yield emulator
+    emulator.stop()
+    if previous is None:
+        os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
+    else:
+        os.environ["FIRESTORE_EMULATOR_HOST"] = previous
+
+
 @pytest.fixture
-def remote(tmp_path: Path) -> EmbeddedRemote:
+def firestore_client(firestore_emulator: Any) -> Any:
+    from google.cloud import firestore
+
+    firestore_emulator.reset(FIRESTORE_PROJECT)
+    return firestore.Client(project=FIRESTORE_PROJECT)
+
+
+def make_firestore_remote(client: Any, **kw: Any) -> Any:
+    from replicator.stores.firestore import FirestoreRemote
+
+    kw.setdefault("timeout", 10.0)
+    return FirestoreRemote(client, root="users/test-user", **kw)
+
+
+@pytest.fixture(params=["embedded", "firestore"])
+def remote(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """The remote every scenario test runs on: each test runs once per store."""
+    if request.param == "embedded":
+        return EmbeddedRemote(tmp_path / "remote.db")
+    return make_firestore_remote(request.getfixturevalue("firestore_client"))
+
+
+@pytest.fixture
+def embedded_remote(tmp_path: Path) -> EmbeddedRemote:
     return EmbeddedRemote(tmp_path / "remote.db")
 
 

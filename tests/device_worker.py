@@ -1,6 +1,8 @@
 """A device in its own process, for the multi-process tests.
 
 usage: python device_worker.py DB REMOTE NAME ROUNDS [crash-after-push]
+
+REMOTE is the path of an EmbeddedRemote file, or firestore:HOST:PORT:PROJECT:ROOT.
 """
 
 from __future__ import annotations
@@ -17,10 +19,22 @@ from replicator.demo import MODELS, Comment, Note
 from replicator.testing import FaultyRemote
 
 
+def open_remote(spec: str):
+    if not spec.startswith("firestore:"):
+        return EmbeddedRemote(spec)
+    from google.cloud import firestore
+
+    from replicator.stores.firestore import FirestoreRemote
+
+    _, host, port, project, root = spec.split(":")
+    os.environ["FIRESTORE_EMULATOR_HOST"] = f"{host}:{port}"
+    return FirestoreRemote(firestore.Client(project=project), root=root, timeout=30)
+
+
 def main() -> None:
     db_path, remote_path, name, rounds = sys.argv[1:5]
     crash = len(sys.argv) > 5 and sys.argv[5] == "crash-after-push"
-    store = FaultyRemote(EmbeddedRemote(remote_path))
+    store = FaultyRemote(open_remote(remote_path))
     if crash:
         real_push = store.inner.push
 

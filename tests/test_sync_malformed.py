@@ -6,11 +6,22 @@ import sqlite3
 
 import pytest
 
-from replicator import RemoteDataError
+from replicator import EmbeddedRemote, RemoteDataError
 from replicator.demo import Note
 
 
 def corrupt(remote, doc_id, data_text):
+    if not isinstance(remote, EmbeddedRemote):
+        # Firestore documents are always maps: the bad values come as fields
+        fields = {"title": "repaired", "body": ""} if "repaired" in data_text else {}
+        if "42" in data_text:
+            fields["title"] = 42
+        elif "null" in data_text:
+            fields["title"] = None
+        elif not fields:
+            fields["title"] = {"not": "text"}
+        remote._collection("note").document(doc_id).update(fields)
+        return
     conn = sqlite3.connect(remote.path)
     conn.execute("UPDATE docs SET data = ? WHERE id = ?", (data_text, doc_id))
     conn.commit()
@@ -27,6 +38,10 @@ def corrupt(remote, doc_id, data_text):
     ],
 )
 def test_malformed_document_names_collection_and_id(make_device, remote, data, reason):
+    if not isinstance(remote, EmbeddedRemote) and "JSON" in reason:
+        reason = "title holds a dict"  # a map where text belongs
+    elif not isinstance(remote, EmbeddedRemote) and "map" in reason:
+        reason = "title holds a dict"
     a, b = make_device("a"), make_device("b")
     with a.bound():
         good = Note.create(title="good")

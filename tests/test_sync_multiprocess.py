@@ -2,27 +2,36 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 from conftest import snapshot_rows
 
+from replicator import EmbeddedRemote
 from replicator.demo import Comment, Note
 
 WORKER = Path(__file__).with_name("device_worker.py")
 
 
+def spec(remote):
+    if isinstance(remote, EmbeddedRemote):
+        return str(remote.path)
+    host = os.environ["FIRESTORE_EMULATOR_HOST"]
+    return f"firestore:{host}:{remote.client.project}:{remote.root}"
+
+
 def spawn(db, remote, name, rounds, *extra):
     return subprocess.Popen(
-        [sys.executable, str(WORKER), str(db), str(remote), name, str(rounds), *extra],
+        [sys.executable, str(WORKER), str(db), spec(remote), name, str(rounds), *extra],
         stderr=subprocess.PIPE,
         text=True,
     )
 
 
 def test_two_processes_sync_concurrently_and_converge(tmp_path, make_device, remote):
-    procs = [spawn(tmp_path / f"{n}.db", remote.path, n, 15) for n in ("p1", "p2")]
+    procs = [spawn(tmp_path / f"{n}.db", remote, n, 15) for n in ("p1", "p2")]
     for p in procs:
         _, err = p.communicate(timeout=240)
         assert p.returncode == 0, err
@@ -38,7 +47,7 @@ def test_two_processes_sync_concurrently_and_converge(tmp_path, make_device, rem
 
 
 def test_process_killed_after_commit_before_mark_clean(tmp_path, make_device, remote):
-    proc = spawn(tmp_path / "k.db", remote.path, "k", 1, "crash-after-push")
+    proc = spawn(tmp_path / "k.db", remote, "k", 1, "crash-after-push")
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 17, err
     assert len(remote.all_docs("note")) == 1

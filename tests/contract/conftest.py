@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import pytest
+from conftest import make_firestore_remote
 
 from replicator import EmbeddedRemote
 
 
-@pytest.fixture(params=["embedded"])
+@pytest.fixture(params=["embedded", "firestore"])
 def store(request, tmp_path):
     if request.param == "embedded":
         return EmbeddedRemote(tmp_path / "remote.db")
-    raise AssertionError(request.param)
+    return make_firestore_remote(request.getfixturevalue("firestore_client"))

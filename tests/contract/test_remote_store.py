@@ -97,14 +97,20 @@ def test_value_types_round_trip(store):
 
 
 def test_uploads_after_sees_other_devices_only(store):
+    """Positions are opaque: the engine passes back what the check returned."""
     assert store.uploads_after(None, exclude="device-me") is None
-    mine = store.push([w("a")], ME).position
-    assert store.uploads_after(None, exclude="device-me") is None
-    theirs = store.push([w("b", by="device-other")], OTHER).position
-    assert store.uploads_after(None, exclude="device-me") == theirs
-    assert store.uploads_after(mine, exclude="device-me") == theirs
-    assert store.uploads_after(theirs, exclude="device-me") is None
-    assert store.uploads_after(None, exclude="device-other") == mine
+    store.push([w("a")], ME)
+    assert store.uploads_after(None, exclude="device-me") is None  # only my own upload
+    store.push([w("b", by="device-other")], OTHER)
+    seen = store.uploads_after(None, exclude="device-me")
+    assert seen is not None
+    assert store.uploads_after(seen, exclude="device-me") is None  # caught up: idle
+    assert store.uploads_after(None, exclude="device-other") is not None
+    store.register(OTHER)  # a registration is not an upload
+    assert store.uploads_after(seen, exclude="device-me") is None
+    store.push([w("c", by="device-other")], OTHER)
+    newer = store.uploads_after(seen, exclude="device-me")
+    assert newer is not None and store.uploads_after(newer, exclude="device-me") is None
 
 
 def test_device_records(store):

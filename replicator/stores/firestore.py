@@ -1,0 +1,376 @@
+"""FirestoreRemote: the RemoteStore on Google Cloud Firestore.
+
+Layout, under ``root`` (typically ``users/{uid}``)::
+
+    {root}/{collection}/{id}            the row's columns, typed natively,
+                                        plus ``deleted`` and ``changedAt``
+    {root}/devices/{installationId}     the Devices collection
+
+``changedAt`` is ``SERVER_TIMESTAMP``: every write of one batch shares it, so
+download order is ``(changedAt, document name)``, which never ties, and cursors
+carry both. Device clocks (``updatedOn``) never order anything. A document's
+``update_time`` is its version; updates carry it as a precondition and creates
+use ``create()``, so a remote change made since this device read the row fails
+the whole batch (nothing written) instead of being overwritten, and a create
+retried after a lost acknowledgement cannot make a second document (the
+document id is the row's UUID).
+
+Commits and reads are retried on ``Aborted``, ``Unavailable``, deadline and
+internal errors with exponential backoff and jitter, a bounded number of times
+and with explicit timeouts (the client's own default would retry for minutes).
+Then ``Unavailable`` and deadlines become ``OfflineError``, the others
+``TransientError``.
+
+Server timestamps can become visible slightly out of order (the emulator shows
+it under concurrent commits), so a sync's first page of each collection, and
+the Devices check, look ``settle`` seconds back and skip what they already hold.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from ..errors import ConfigurationError, OfflineError, PreconditionFailed, TransientError
+from .base import DeviceRecord, Page, PushResult, RemoteDoc, Usage, Write
+
+try:
+    from google.api_core import exceptions as gexc
+    from google.cloud import firestore
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "FirestoreRemote needs google-cloud-firestore: pip install 'replicator[firestore]'"
+    ) from exc
+
+T = TypeVar("T")
+
+DEVICES = "devices"
+CHANGED_AT = "changedAt"
+DELETED = "deleted"
+MAX_DOCUMENT_BYTES = 1_048_576
+
+_OFFLINE = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.RetryError)
+_TRANSIENT = (gexc.Aborted, gexc.InternalServerError, gexc.TooManyRequests, gexc.Unknown)
+_PRECONDITION = (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.NotFound, gexc.Conflict)
+
+
+def _ts(value: _dt.datetime) -> str:
+    """A timestamp as a sortable string with microseconds, UTC."""
+    return value.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_ts(text: str) -> _dt.datetime:
+    return _dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=_dt.timezone.utc)
+
+
+def value_size(value: Any) -> int:
+    """Bytes a value takes in a Firestore document (the documented storage sizes)."""
+    if value is None or isinstance(value, bool):
+        return 1
+    if isinstance(value, int | float | _dt.datetime):
+        return 8
+    if isinstance(value, str):
+        return len(value.encode("utf-8")) + 1
+    if isinstance(value, bytes | bytearray):
+        return len(value)
+    if isinstance(value, Mapping):
+        return sum(len(str(k).encode("utf-8")) + 1 + value_size(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return sum(value_size(v) for v in value)
+    return len(str(value)) + 1
+
+
+class FirestoreRemote:
+    """A :class:`~replicator.stores.base.RemoteStore` on a ``google.cloud.firestore.Client``.
+
+    ``root`` is the document under which the collections live (``users/{uid}``),
+    or ``""`` for top-level collections. ``timeout`` bounds each call,
+    ``attempts`` the retries of a failing one. Works against production and
+    against the emulator (set ``FIRESTORE_EMULATOR_HOST``).
+    """
+
+    max_batch_writes = 500
+    max_document_bytes = MAX_DOCUMENT_BYTES
+    native_types = True
+
+    def __init__(
+        self,
+        client: firestore.Client,
+        root: str = "",
+        *,
+        timeout: float = 20.0,
+        attempts: int = 5,
+        settle: float = 2.0,
+    ) -> None:
+        parts = [p for p in root.split("/") if p]
+        if len(parts) % 2:
+            raise ConfigurationError(
+                f"root {root!r} names a collection, not a document",
+                hint="use a document path such as 'users/<uid>'",
+            )
+        self.client = client
+        self.root = "/".join(parts)
+        self.timeout = timeout
+        self.attempts = attempts
+        self.settle = _dt.timedelta(seconds=settle)
+        self.usage = Usage()
+
+    def __repr__(self) -> str:
+        return f"FirestoreRemote(root={self.root!r})"
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _collection(self, name: str) -> Any:
+        if self.root:
+            return self.client.document(self.root).collection(name)
+        return self.client.collection(name)
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        delay = 0.1
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return fn()
+            except _PRECONDITION:
+                raise
+            except (*_OFFLINE, *_TRANSIENT) as exc:
+                if attempt == self.attempts:
+                    if isinstance(exc, _OFFLINE):
+                        raise OfflineError(
+                            f"Firestore did not answer {what} after {attempt} attempts", orig=exc
+                        ) from exc
+                    raise TransientError(
+                        f"Firestore kept failing {what} ({type(exc).__name__})", orig=exc
+                    ) from exc
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 2.0)
+            except gexc.GoogleAPICallError as exc:
+                raise TransientError(f"Firestore refused {what}: {exc}", orig=exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _doc(self, collection: str, snap: Any) -> RemoteDoc:
+        data = snap.to_dict() or {}
+        changed = data.pop(CHANGED_AT, None)
+        deleted = bool(data.pop(DELETED, False))
+        cursor = _ts(changed) + "|" + snap.id if isinstance(changed, _dt.datetime) else ""
+        self.usage.bytes_read += value_size(data) + len(snap.id)
+        return RemoteDoc(collection, snap.id, data, deleted, _ts(snap.update_time), cursor)
+
+    def document_size(self, write: Write) -> int:
+        name = len(f"{self.root}/{write.collection}/{write.id}".encode()) + 16
+        return name + value_size(dict(write.data)) + 32 + 2 * 9  # + deleted, changedAt
+
+    # -- RemoteStore --------------------------------------------------------------------
+
+    def pull(
+        self,
+        collection: str,
+        after: str | None,
+        limit: int,
+        exclude_by: str | None = None,
+        catch_up: bool = False,
+    ) -> Page:
+        ref = self._collection(collection)
+        query = ref.order_by(CHANGED_AT).order_by("__name__")
+        if after:
+            stamp, _, name = after.partition("|")
+            when = _parse_ts(stamp)
+            if catch_up:
+                query = query.where(
+                    filter=firestore.FieldFilter(CHANGED_AT, ">=", when - self.settle)
+                )
+            else:
+                query = query.start_after({CHANGED_AT: when, "__name__": ref.document(name)})
+        query = query.limit(limit)
+        snaps = self._call(
+            f"a query of {collection}",
+            lambda: list(query.stream(retry=None, timeout=self.timeout)),
+        )
+        self.usage.reads += max(1, len(snaps))
+        docs = [self._doc(collection, s) for s in snaps]
+        cursor = after
+        if docs and docs[-1].cursor:
+            last = docs[-1].cursor
+            cursor = last if after is None or last > after else after
+        kept = [d for d in docs if exclude_by is None or d.updated_by != exclude_by]
+        return Page(kept, cursor, len(snaps) == limit)
+
+    def get(self, collection: str, ids: Sequence[str]) -> dict[str, RemoteDoc]:
+        ref = self._collection(collection)
+        found: dict[str, RemoteDoc] = {}
+        for i in range(0, len(ids), 300):
+            refs = [ref.document(doc_id) for doc_id in ids[i : i + 300]]
+            snaps = self._call(
+                f"a read of {collection}",
+                lambda refs=refs: list(self.client.get_all(refs, retry=None, timeout=self.timeout)),
+            )
+            self.usage.reads += max(1, len(refs))
+            for snap in snaps:
+                if snap.exists:
+                    found[snap.id] = self._doc(collection, snap)
+        return found
+
+    def _device_fields(self, device: DeviceRecord) -> dict[str, Any]:
+        return {
+            "installationId": device.installation_id,
+            "name": device.name,
+            "platform": device.platform,
+            "appVersion": device.app_version,
+            "watermarks": dict(device.watermarks),
+            "lastSync": firestore.SERVER_TIMESTAMP,
+        }
+
+    def push(self, writes: Sequence[Write], device: DeviceRecord) -> PushResult:
+        if len(writes) + 1 > self.max_batch_writes:
+            raise ValueError(
+                f"a batch holds at most {self.max_batch_writes - 1} writes plus the device record"
+            )
+        batch = self.client.batch()
+        size = 0
+        for w in writes:
+            ref = self._collection(w.collection).document(w.id)
+            data = {**w.data, DELETED: w.deleted, CHANGED_AT: firestore.SERVER_TIMESTAMP}
+            size += value_size(dict(w.data))
+            if w.unconditional:
+                batch.set(ref, data, merge=True)
+            elif w.base_version is None:
+                batch.create(ref, data)
+            else:
+                option = self.client.write_option(last_update_time=_parse_ts(w.base_version))
+                batch.update(ref, _update_paths(data), option=option)
+        device_ref = self._collection(DEVICES).document(device.installation_id)
+        fields = self._device_fields(device)
+        fields["lastUpload"] = firestore.SERVER_TIMESTAMP
+        batch.set(device_ref, fields, merge=True)
+        try:
+            results = self._call("a commit", lambda: batch.commit(retry=None, timeout=self.timeout))
+        except _PRECONDITION as exc:
+            raise PreconditionFailed(
+                "a document changed remotely since it was read", [], orig=exc
+            ) from exc
+        self.usage.writes += len(writes) + 1
+        self.usage.bytes_written += size
+        versions = {w.key: _ts(r.update_time) for w, r in zip(writes, results, strict=False)}
+        return PushResult(versions, _commit_stamp(results[-1]))
+
+    def register(self, device: DeviceRecord) -> None:
+        ref = self._collection(DEVICES).document(device.installation_id)
+        self._call(
+            "a device registration",
+            lambda: ref.set(
+                self._device_fields(device), merge=True, retry=None, timeout=self.timeout
+            ),
+        )
+        self.usage.writes += 1
+
+    def uploads_after(self, position: str | None, exclude: str) -> str | None:
+        """One query: device records whose lastUpload is within ``settle`` before, or after,
+        the position. The position token carries the uploads already seen in that
+        window, so a late-visible upload is never missed and a seen one never repeats."""
+        base: _dt.datetime | None = None
+        seen: set[str] = set()
+        if position:
+            stamp, *pairs = position.split(";")
+            base = _parse_ts(stamp)
+            seen = set(pairs)
+        query = self._collection(DEVICES)
+        if base is not None:
+            query = query.where(
+                filter=firestore.FieldFilter("lastUpload", ">=", base - self.settle)
+            )
+        else:
+            query = query.where(
+                filter=firestore.FieldFilter(
+                    "lastUpload", ">", _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+                )
+            )
+        snaps = self._call(
+            "the Devices check",
+            lambda: list(query.select(["lastUpload"]).stream(retry=None, timeout=self.timeout)),
+        )
+        self.usage.reads += max(1, len(snaps))
+        uploads = {
+            f"{s.id}={_ts(s.get('lastUpload'))}": s.get("lastUpload")
+            for s in snaps
+            if s.id != exclude and isinstance(s.get("lastUpload"), _dt.datetime)
+        }
+        fresh = [k for k in uploads if k not in seen]
+        if not fresh:
+            return None
+        top = max(uploads.values())
+        if base is not None and base > top:
+            top = base
+        window = [k for k, v in uploads.items() if v >= top - self.settle]
+        return ";".join([_ts(top), *sorted(window)])
+
+    def devices(self) -> list[DeviceRecord]:
+        snaps = self._call(
+            "a read of the Devices collection",
+            lambda: list(self._collection(DEVICES).stream(retry=None, timeout=self.timeout)),
+        )
+        self.usage.reads += max(1, len(snaps))
+        out = []
+        for s in sorted(snaps, key=lambda s: s.id):
+            d = s.to_dict() or {}
+            last_sync, last_upload = d.get("lastSync"), d.get("lastUpload")
+            out.append(
+                DeviceRecord(
+                    installation_id=s.id,
+                    name=d.get("name", ""),
+                    platform=d.get("platform", ""),
+                    app_version=d.get("appVersion", ""),
+                    last_sync=_ts(last_sync) if isinstance(last_sync, _dt.datetime) else None,
+                    last_upload=_ts(last_upload) if isinstance(last_upload, _dt.datetime) else None,
+                    watermarks=d.get("watermarks") or {},
+                )
+            )
+        return out
+
+    def max_position(self) -> str | None:
+        query = (
+            self._collection(DEVICES)
+            .order_by("lastUpload", direction=firestore.Query.DESCENDING)
+            .limit(1)
+        )
+        snaps = self._call(
+            "the latest upload", lambda: list(query.stream(retry=None, timeout=self.timeout))
+        )
+        self.usage.reads += 1
+        if not snaps or not isinstance(snaps[0].get("lastUpload"), _dt.datetime):
+            return None
+        return _ts(snaps[0].get("lastUpload"))
+
+    # -- inspection (tests, CLI) ---------------------------------------------------------
+
+    def all_docs(self, collection: str) -> dict[str, RemoteDoc]:
+        """Every document of ``collection``, tombstones included (not counted as usage)."""
+        before = self.usage.copy()
+        snaps = self._call(
+            f"a read of {collection}",
+            lambda: list(self._collection(collection).stream(retry=None, timeout=self.timeout)),
+        )
+        docs = {s.id: self._doc(collection, s) for s in snaps}
+        self.usage = before
+        return docs
+
+
+def _update_paths(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``update()`` reads dots as nested paths; quote names that hold one."""
+    out = {}
+    for key, value in data.items():
+        if "." in key or "`" in key:
+            key = "`" + key.replace("\\", "\\\\").replace("`", "\\`") + "`"
+        out[key] = value
+    return out
+
+
+def _commit_stamp(result: Any) -> str:
+    """The server timestamp a commit gave its transforms (else its update time)."""
+    stamps = []
+    for value in getattr(result, "transform_results", None) or []:
+        stamp = getattr(value, "timestamp_value", None)
+        if isinstance(stamp, _dt.datetime):
+            stamps.append(stamp)
+    return _ts(max(stamps)) if stamps else _ts(result.update_time)
