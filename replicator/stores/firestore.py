@@ -202,10 +202,11 @@ class FirestoreRemote:
         found: dict[str, RemoteDoc] = {}
         for i in range(0, len(ids), 300):
             refs = [ref.document(doc_id) for doc_id in ids[i : i + 300]]
-            snaps = self._call(
-                f"a read of {collection}",
-                lambda refs=refs: list(self.client.get_all(refs, retry=None, timeout=self.timeout)),
-            )
+
+            def read(refs: list[Any] = refs) -> list[Any]:
+                return list(self.client.get_all(refs, retry=None, timeout=self.timeout))
+
+            snaps = self._call(f"a read of {collection}", read)
             self.usage.reads += max(1, len(refs))
             for snap in snaps:
                 if snap.exists:
