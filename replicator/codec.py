@@ -142,6 +142,9 @@ def to_native(model: type[peewee.Model], data: Mapping[str, Any]) -> dict[str, A
             out[col] = parsed.replace(tzinfo=_dt.timezone.utc) if parsed else value
         elif isinstance(target, peewee.BooleanField) and isinstance(value, int):
             out[col] = bool(value)
+        elif isinstance(target, peewee.DecimalField) and isinstance(value, int | float):
+            # exact decimal text remotely; SQLite itself keeps a number
+            out[col] = str(decimal.Decimal(repr(value)))
         elif _is_json_field(target) and isinstance(value, str):
             try:
                 out[col] = json.loads(value)
@@ -166,6 +169,13 @@ def from_native(model: type[peewee.Model], data: Mapping[str, Any]) -> dict[str,
                 value = value.astimezone(_dt.timezone.utc).replace(tzinfo=None)
             # the text the sqlite3 adapter (and so peewee) stores for a datetime
             out[col] = _dt.datetime(*value.timetuple()[:6], value.microsecond).isoformat(sep=" ")
+        elif isinstance(target, peewee.DecimalField) and isinstance(value, str):
+            try:
+                number = decimal.Decimal(value)
+            except decimal.InvalidOperation:
+                out[col] = value  # check_value reports it
+            else:
+                out[col] = int(number) if number == number.to_integral_value() else float(number)
         elif _is_json_field(target) and isinstance(value, dict | list):
             out[col] = json.dumps(value, sort_keys=True, separators=(",", ":"))
         elif isinstance(value, bool) and not isinstance(target, peewee.BooleanField):

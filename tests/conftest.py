@@ -22,7 +22,7 @@ FIRESTORE_PROJECT = "demo-replicator"
 @pytest.fixture(scope="session")
 def firestore_emulator() -> Iterator[Any]:
     """The official Firestore emulator, started once per test session."""
-    from support.emulator import Emulator, find_jar
+    from replicator.testing import FirestoreEmulator, find_jar
 
     jar = find_jar()
     if jar is None:
@@ -30,7 +30,7 @@ def firestore_emulator() -> Iterator[Any]:
             "FIRESTORE EMULATOR MISSING: install the Debian package "
             "google-cloud-cli-firestore-emulator (or set REPLICATOR_FIRESTORE_EMULATOR_JAR)"
         )
-    emulator = Emulator(jar).start()
+    emulator = FirestoreEmulator(jar).start()
     previous = os.environ.get("FIRESTORE_EMULATOR_HOST")
     os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.host
     yield emulator

@@ -14,7 +14,7 @@ README = (ROOT / "README.md").read_text()
 
 
 def python_blocks(text):
-    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)  # "python notest" is skipped
 
 
 @pytest.mark.parametrize("index", range(len(python_blocks(README))))

@@ -54,7 +54,8 @@ MAX_DOCUMENT_BYTES = 1_048_576
 
 _OFFLINE = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.RetryError)
 _TRANSIENT = (gexc.Aborted, gexc.InternalServerError, gexc.TooManyRequests, gexc.Unknown)
-_PRECONDITION = (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.NotFound, gexc.Conflict)
+# (Aborted is a Conflict too: it is matched first, as transient)
+_PRECONDITION = (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.NotFound)
 
 
 def _ts(value: _dt.datetime) -> str:
@@ -117,6 +118,8 @@ class FirestoreRemote:
         self.attempts = attempts
         self.settle = _dt.timedelta(seconds=settle)
         self.usage = Usage()
+        #: calls retried after Aborted/Unavailable/deadline errors (for monitoring)
+        self.retries = 0
 
     def __repr__(self) -> str:
         return f"FirestoreRemote(root={self.root!r})"
@@ -133,8 +136,6 @@ class FirestoreRemote:
         for attempt in range(1, self.attempts + 1):
             try:
                 return fn()
-            except _PRECONDITION:
-                raise
             except (*_OFFLINE, *_TRANSIENT) as exc:
                 if attempt == self.attempts:
                     if isinstance(exc, _OFFLINE):
@@ -144,8 +145,11 @@ class FirestoreRemote:
                     raise TransientError(
                         f"Firestore kept failing {what} ({type(exc).__name__})", orig=exc
                     ) from exc
+                self.retries += 1
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 2.0)
+            except _PRECONDITION:
+                raise
             except gexc.GoogleAPICallError as exc:
                 raise TransientError(f"Firestore refused {what}: {exc}", orig=exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
