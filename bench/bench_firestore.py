@@ -161,9 +161,8 @@ def run(rows: int) -> None:
     )
     print(f"           {report.usage.writes} writes, {report.usage.reads} reads")
     print(f"  download raw query+executemany {t_raw_down:6.2f}s")
-    print(
-        f"           engine sync           {t_engine_down:6.2f}s  {t_engine_down / t_raw_down:.2f}x raw"
-    )
+    ratio = t_engine_down / t_raw_down
+    print(f"           engine sync           {t_engine_down:6.2f}s  {ratio:.2f}x raw")
     print(f"           {down.usage.reads} reads, {down.usage.writes} writes")
     print(f"  idle sync: {idle.usage.reads} read(s), {idle.usage.writes} writes")
 
