@@ -226,6 +226,17 @@ def _resolve(
     base_vals = None
     if base_entry is not None:
         base_vals = {c: base_entry[1].get(c) for c in cols if c in base_entry[1]}
+    same_document = (
+        base_vals is None
+        and local_vals.get("createdOn") is not None
+        and local_vals.get("createdOn") == remote_vals.get("createdOn")
+        and local_vals.get("updatedOn") == remote_vals.get("updatedOn")
+    )
+    if same_document:
+        # Seed 002's fallback: a row restored without serverId whose createdOn and
+        # updatedOn match the remote document is that document, not a new one.
+        _write_row(ctx, model, remote_vals, exists=True, dirty=False)
+        return
     if doc.updated_by == ctx.me or (base_vals is not None and _same(base_vals, remote_vals, cols)):
         # Our own write (its acknowledgement was lost), or nothing we know changed:
         # not a conflict. The row stays dirty unless it already equals the remote.

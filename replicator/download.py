@@ -16,11 +16,17 @@ from .context import SyncContext
 from .model import collection_name
 
 
-def download(ctx: SyncContext) -> bool:
-    """Run the phase; return whether any other device had uploaded."""
-    latest = ctx.remote.uploads_after(ctx.local.seen_position, exclude=ctx.me)
-    if latest is None:
-        return False
+def download(ctx: SyncContext, *, catch_up_only: bool = False) -> bool:
+    """Run the phase; return whether any other device had uploaded.
+
+    ``catch_up_only`` skips the Devices check and pulls every collection (used
+    before a snapshot, to move the cursors past this device's own uploads).
+    """
+    latest = None
+    if not catch_up_only:
+        latest = ctx.remote.uploads_after(ctx.local.seen_position, exclude=ctx.me)
+        if latest is None:
+            return False
     for model in ctx.models:
         coll = collection_name(model)
         cursor = ctx.local.tracker(coll)
@@ -38,5 +44,6 @@ def download(ctx: SyncContext) -> bool:
             ctx.progress("download", coll, done)
             if not page.more:
                 break
-    ctx.local.set_device(seen_position=latest)
+    if latest is not None:
+        ctx.local.set_device(seen_position=latest)
     return True

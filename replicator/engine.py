@@ -21,18 +21,34 @@ from __future__ import annotations
 import datetime as _dt
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+import attrs
 import peewee
 
 from .context import SyncContext
 from .download import download
-from .errors import ConfigurationError
+from .errors import (
+    ConfigurationError,
+    PreconditionFailed,
+    SnapshotNotFoundError,
+    UnsafeRestoreError,
+)
 from .local import LocalState
 from .model import SyncModel, check_models, collection_name, install_capture, sort_models
 from .report import Progress, Resolution, SyncReport
-from .stores.base import RemoteStore
+from .snapshot import (
+    Manifest,
+    clean_leftovers,
+    fetch_and_decrypt,
+    install,
+    publish,
+    read_manifest,
+)
+from .stores.base import BlobStore, RemoteStore
 from .strategies.conflict import LastWriterWins
+from .strategies.snapshot import BigBrother, SnapshotDecision
 from .upload import upload
 
 
@@ -50,7 +66,10 @@ class Replicator:
         database: peewee.SqliteDatabase,
         models: Sequence[type[SyncModel]],
         remote: RemoteStore,
+        blobs: BlobStore | None = None,
+        key: Any = None,
         *,
+        snapshot_strategy: Any = None,
         conflict_strategy: Any = None,
         device_name: str | None = None,
         app_version: str = "",
@@ -66,6 +85,14 @@ class Replicator:
         self.database = database
         self.models = sort_models(models)
         self.remote = remote
+        self.blobs = blobs
+        self.key = key
+        if blobs is not None and key is None:
+            raise ConfigurationError(
+                "snapshots need a key",
+                hint="pass key=SnapshotKey(...) or key=Passphrase('...') with blobs=",
+            )
+        self.snapshot_strategy = snapshot_strategy or BigBrother()
         self.conflict_strategy = conflict_strategy or LastWriterWins()
         self.app_version = app_version
         self.page_size = page_size
@@ -133,6 +160,9 @@ class Replicator:
             self.remote.register(ctx.device_record())
             self.local.set_device(registered=1)
             registered = True
+        snapshot = None
+        if self.blobs is not None:
+            snapshot = self._snapshot_phase(ctx, uploaded=pushed is not None)
         finished = _dt.datetime.now(_dt.timezone.utc)
         self.local.set_device(last_sync=finished.isoformat(timespec="seconds"))
         return SyncReport(
@@ -148,4 +178,156 @@ class Replicator:
             rejected=tuple(ctx.rejected),
             usage=self.remote.usage.minus(before),
             registered=registered,
+            snapshot=snapshot,
         )
+
+    # -- snapshots (Big Brother) ------------------------------------------------------
+
+    def _db_path(self) -> Path:
+        name = self.database.database
+        if not name or name == ":memory:" or str(name).startswith("file:"):
+            raise ConfigurationError(
+                "snapshots need a database file", hint="open the SqliteDatabase on a path"
+            )
+        return Path(name).resolve()
+
+    def _snapshot_phase(self, ctx: SyncContext, *, uploaded: bool) -> str | None:
+        assert self.blobs is not None
+        if sum(self.dirty_counts().values()):
+            return None
+        manifest = read_manifest(self.blobs)
+        if uploaded:
+            # move the cursors past this device's own uploads, so a device that
+            # restores this snapshot does not download them again
+            download(ctx, catch_up_only=True)
+        for _attempt in range(2):
+            decision = SnapshotDecision(
+                watermarks=self.local.trackers(),
+                manifest_watermarks=None if manifest is None else dict(manifest.watermarks),
+                manifest_created=None
+                if manifest is None
+                else _dt.datetime.fromisoformat(manifest.created),
+                dirty=sum(self.dirty_counts().values()),
+                now=_dt.datetime.now(_dt.timezone.utc),
+            )
+            if not self.snapshot_strategy.should_publish(decision):
+                return None
+            ctx.progress("snapshot", None, 0)
+            try:
+                published = publish(
+                    connection=self.database.connection(),
+                    db_path=self._db_path(),
+                    blobs=self.blobs,
+                    key=self.key,
+                    watermarks=decision.watermarks,
+                    seen_position=self.local.seen_position,
+                    device_name=self.local.device_name,
+                    expected=manifest,
+                    keep=getattr(self.snapshot_strategy, "keep", 3),
+                    on_bytes=_byte_counter(ctx, "snapshot"),
+                )
+            except PreconditionFailed:
+                manifest = read_manifest(self.blobs)  # another device won the race: re-decide
+                continue
+            return published.snapshot_id
+        return None
+
+    def is_empty(self) -> bool:
+        """True if no synced table holds a row and nothing was ever downloaded."""
+        if self.local.trackers() or self.local.count_pending_tombstones():
+            return False
+        for model in self.models:
+            row = self.database.execute_sql(
+                f'SELECT 1 FROM "{collection_name(model)}" LIMIT 1'
+            ).fetchone()
+            if row:
+                return False
+        return True
+
+    def latest_snapshot(self) -> Manifest | None:
+        """The blob store's manifest: which snapshot is latest and what it covers."""
+        if self.blobs is None:
+            raise ConfigurationError("no blob store configured", hint="pass blobs= and key=")
+        return read_manifest(self.blobs)
+
+    def restore(self, *, force: bool = False) -> str:
+        """Replace the local database with the latest snapshot; return its id.
+
+        Refuses (``UnsafeRestoreError``) when the database holds unsynced
+        changes, and, unless ``force``, when it holds any synced data. Every
+        check runs before the database file is touched; the file is replaced by
+        an atomic rename. The restored database gets a new installation id.
+        """
+        if self.blobs is None:
+            raise ConfigurationError("no blob store configured", hint="pass blobs= and key=")
+        with self._lock:
+            dirty = sum(self.dirty_counts().values())
+            if dirty:
+                raise UnsafeRestoreError(
+                    f"the database holds {dirty} unsynced change(s); a restore would lose them"
+                )
+            if not force and not self.is_empty():
+                raise UnsafeRestoreError(
+                    "the database already holds synced data",
+                    hint="pass force=True to replace it with the snapshot",
+                )
+            manifest = read_manifest(self.blobs)
+            if manifest is None:
+                raise SnapshotNotFoundError("the blob store holds no snapshot yet")
+            db_path = self._db_path()
+            clean_leftovers(db_path)
+            name = self.local.device_name
+            plain = db_path.with_name(f".{db_path.name}.restore-{manifest.snapshot_id[-8:]}")
+            try:
+                fetch_and_decrypt(
+                    self.blobs,
+                    manifest,
+                    self.key,
+                    plain,
+                    on_bytes=_byte_counter(self._progress_ctx(), "restore", manifest.size),
+                )
+                self.database.close()
+                install(db_path, plain)
+            finally:
+                if plain.exists():
+                    plain.unlink()
+                self.database.connect(reuse_if_open=True)
+            self.local = LocalState(self.database, device_name=name)
+            with self.database.atomic():
+                install_capture(self.database, self.models)  # type: ignore[arg-type]
+                for collection, cursor in manifest.watermarks.items():
+                    self.local.set_tracker(collection, cursor)
+                self.local.set_device(seen_position=manifest.seen_position, registered=0)
+            return manifest.snapshot_id
+
+    def login(self) -> SyncReport:
+        """Start a session on this device: restore the latest snapshot if the
+        database is empty, then sync (downloading only what the snapshot lacks)."""
+        restored = None
+        if self.blobs is not None and self.is_empty():
+            try:
+                restored = self.restore()
+            except SnapshotNotFoundError:
+                restored = None  # the first device: nothing to restore
+        report = self.sync()
+        return attrs.evolve(report, restored=restored)
+
+    def _progress_ctx(self) -> Any:
+        return self
+
+    def progress(
+        self, phase: str, collection: str | None, done: int, total: int | None = None
+    ) -> None:
+        if self.on_progress is not None:
+            self.on_progress(Progress(phase, collection, done, total))
+
+
+def _byte_counter(target: Any, phase: str, total: int | None = None) -> Callable[[int], None]:
+    done = 0
+
+    def count(n: int) -> None:
+        nonlocal done
+        done += n
+        target.progress(phase, None, done, total)
+
+    return count

@@ -16,10 +16,17 @@ again later can succeed without anyone changing anything.
     │   ├── OfflineError          store unreachable (retryable)
     │   ├── TransientError        busy, aborted, timed out (retryable)
     │   ├── PreconditionFailed    a conditional write lost a race (internal, retried)
+    │   ├── BlobNotFoundError     no object under that key in a blob store
     │   ├── RemoteDataError       a remote document is malformed (names collection/id)
     │   └── DocumentTooLargeError a row would not fit in one remote document
     ├── ConflictError             conflicts kept recurring; sync again (retryable)
-    └── SnapshotError             snapshot problems (see replicator.snapshot)
+    └── SnapshotError             the local database is untouched in every case
+        ├── SnapshotNotFoundError no snapshot (or not the one named) in the blob store
+        ├── WrongKeyError         the key or passphrase does not open the snapshot
+        ├── TamperedSnapshotError a byte of the snapshot was changed
+        ├── TruncatedSnapshotError the snapshot ends early
+        ├── UnsupportedSnapshotError not a snapshot, or a newer format version
+        └── UnsafeRestoreError    the database holds changes a restore would lose
 
 A failed sync never leaves the local database half-applied: every page of
 downloaded changes is applied with its watermark in one transaction, and a row
@@ -93,6 +100,10 @@ class PreconditionFailed(RemoteError):
         self.keys = list(keys)
 
 
+class BlobNotFoundError(RemoteError):
+    """The blob store holds no object under that key."""
+
+
 class RemoteDataError(RemoteError):
     """A remote document cannot be applied locally (malformed or inconsistent)."""
 
@@ -135,3 +146,39 @@ class ConflictError(ReplicatorError):
 
 class SnapshotError(ReplicatorError):
     """Base of the snapshot errors; the local database is untouched."""
+
+
+class SnapshotNotFoundError(SnapshotError):
+    """The blob store holds no snapshot (or not the one asked for)."""
+
+    default_hint = "a device publishes one after a sync; this device will sync from scratch"
+
+
+class WrongKeyError(SnapshotError):
+    """The key or passphrase given does not open this snapshot."""
+
+    default_hint = "use the key (or passphrase) the snapshots were made with"
+
+
+class TamperedSnapshotError(SnapshotError):
+    """The snapshot's bytes fail authentication: it was altered or corrupted."""
+
+    default_hint = "do not use this snapshot; restore an older one or sync from scratch"
+
+
+class TruncatedSnapshotError(SnapshotError):
+    """The snapshot ends before its last chunk: an interrupted upload or download."""
+
+    default_hint = "download it again; if it stays short, restore an older one"
+
+
+class UnsupportedSnapshotError(SnapshotError):
+    """Not a replicator snapshot, or made by a newer version of replicator."""
+
+    default_hint = "upgrade replicator on this device"
+
+
+class UnsafeRestoreError(SnapshotError):
+    """The local database holds rows a restore would overwrite."""
+
+    default_hint = "sync first; a restore only replaces an empty or fully synced database"

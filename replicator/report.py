@@ -87,6 +87,7 @@ class SyncReport:
     usage: Usage
     registered: bool
     snapshot: str | None = None
+    restored: str | None = None
 
     @property
     def total_downloaded(self) -> int:
@@ -114,8 +115,10 @@ class SyncReport:
         if self.rejected:
             parts.append(f"{len(self.rejected)} row(s) rejected")
         parts.append(f"{self.usage.reads} reads, {self.usage.writes} writes")
+        if self.restored:
+            parts.insert(0, f"restored snapshot {self.restored}")
         if self.snapshot:
-            parts.append(f"snapshot {self.snapshot}")
+            parts.append(f"published snapshot {self.snapshot}")
         return "; ".join(parts)
 
 

@@ -64,6 +64,48 @@ def remote(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     return make_firestore_remote(request.getfixturevalue("firestore_client"))
 
 
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """moto's S3 in server mode on 127.0.0.1: boto3 talks to it over a real socket."""
+    from moto.server import ThreadedMotoServer
+
+    from replicator.testing import free_port
+
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
+        os.environ.setdefault(name, value)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_blobs(moto_server: str, request: pytest.FixtureRequest) -> Any:
+    import boto3
+
+    from replicator.stores.s3 import S3BlobStore
+
+    client = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    bucket = "b" + os.urandom(6).hex()
+    client.create_bucket(Bucket=bucket)
+    return S3BlobStore(bucket, prefix="users/test-user", client=client)
+
+
+@pytest.fixture(params=["directory", "s3"])
+def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """The blob store snapshot tests run on: each runs once per store."""
+    if request.param == "directory":
+        from replicator.stores.directory import DirectoryBlobStore
+
+        return DirectoryBlobStore(tmp_path / "blobs")
+    return request.getfixturevalue("s3_blobs")
+
+
 @pytest.fixture
 def embedded_remote(tmp_path: Path) -> EmbeddedRemote:
     return EmbeddedRemote(tmp_path / "remote.db")

@@ -193,3 +193,46 @@ class RemoteStore(Protocol):
     def max_position(self) -> str | None:
         """The highest position committed so far (used to stamp snapshots)."""
         ...
+
+
+@attrs.frozen
+class BlobInfo:
+    """An object in a blob store: its size, SHA-256 (hex) and version tag (``etag``)."""
+
+    key: str
+    size: int
+    sha256: str
+    etag: str
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    """Object storage for snapshots and bundles (a directory, S3, anything S3-compatible).
+
+    Contract: ``put`` streams from a binary file object and stores the SHA-256
+    of the bytes with the object; with ``if_none_match`` it fails if the key
+    exists, with ``if_match`` unless the current ``etag`` equals it, raising
+    ``PreconditionFailed`` and writing nothing. ``get`` streams into a binary
+    file object and raises ``BlobNotFoundError`` for a missing key (``head``
+    returns ``None`` instead). ``list`` returns every object
+    under a prefix, sorted by key. ``delete`` of a missing key is not an error.
+    Unreachable storage raises ``OfflineError``.
+    """
+
+    def put(
+        self,
+        key: str,
+        source: Any,
+        *,
+        if_none_match: bool = False,
+        if_match: str | None = None,
+        on_bytes: Any = None,
+    ) -> BlobInfo: ...
+
+    def get(self, key: str, dest: Any, *, on_bytes: Any = None) -> BlobInfo: ...
+
+    def head(self, key: str) -> BlobInfo | None: ...
+
+    def list(self, prefix: str) -> list[BlobInfo]: ...
+
+    def delete(self, key: str) -> None: ...

@@ -25,6 +25,12 @@ from ..codec import decode_json, encode_json
 from ..errors import OfflineError, PreconditionFailed, RemoteDataError, TransientError
 from .base import DeviceRecord, Page, PushResult, RemoteDoc, Usage, Write
 
+
+def _seq(value: int) -> str:
+    """A sequence number as a cursor: zero-padded, so cursors compare as strings."""
+    return f"{value:020d}"
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS docs (
     collection TEXT NOT NULL,
@@ -117,7 +123,7 @@ class EmbeddedRemote:
             raise RemoteDataError(collection, doc_id, f"not valid JSON ({exc})") from exc
         if not isinstance(data, dict):
             raise RemoteDataError(collection, doc_id, f"data is a {type(data).__name__}, not a map")
-        return RemoteDoc(collection, doc_id, data, bool(deleted), str(seq), str(seq))
+        return RemoteDoc(collection, doc_id, data, bool(deleted), _seq(seq), _seq(seq))
 
     def _count_reads(self, rows: Sequence[tuple[Any, ...]]) -> None:
         # billed like Firestore: one read per document examined, at least one per query
@@ -147,7 +153,7 @@ class EmbeddedRemote:
         docs = [
             self._doc(collection, r[:4]) for r in rows if exclude_by is None or r[4] != exclude_by
         ]
-        return Page(docs, str(rows[-1][3]), len(rows) == limit)
+        return Page(docs, _seq(rows[-1][3]), len(rows) == limit)
 
     def get(self, collection: str, ids: Sequence[str]) -> dict[str, RemoteDoc]:
         found: dict[str, RemoteDoc] = {}
@@ -201,7 +207,7 @@ class EmbeddedRemote:
                     rows.append(
                         (w.collection, w.id, text, int(w.deleted), merged.get("updatedBy"), seq)
                     )
-                    versions[w.key] = str(seq)
+                    versions[w.key] = _seq(seq)
                 conn.executemany(
                     "INSERT INTO docs (collection, id, data, deleted, updated_by, seq)"
                     " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (collection, id) DO UPDATE SET"
@@ -218,7 +224,7 @@ class EmbeddedRemote:
                 raise
         self.usage.writes += len(writes) + 1
         self.usage.bytes_written += written
-        return PushResult(versions, str(seq))
+        return PushResult(versions, _seq(seq))
 
     def _current(
         self, conn: sqlite3.Connection, keys: list[tuple[str, str]]
@@ -235,7 +241,7 @@ class EmbeddedRemote:
                     f"SELECT id, seq, data FROM docs WHERE collection = ? AND id IN ({marks})",
                     (collection, *chunk),
                 ):
-                    out[(collection, doc_id)] = (str(seq), data)
+                    out[(collection, doc_id)] = (_seq(seq), data)
         return out
 
     def _put_device(
@@ -282,7 +288,7 @@ class EmbeddedRemote:
                 (start, exclude),
             ).fetchone()
         self.usage.reads += 1
-        return None if row[0] is None else str(row[0])
+        return None if row[0] is None else _seq(row[0])
 
     def devices(self) -> list[DeviceRecord]:
         out = []
@@ -298,7 +304,7 @@ class EmbeddedRemote:
                         platform=r.get("platform", ""),
                         app_version=r.get("appVersion", ""),
                         last_sync=last_sync,
-                        last_upload=None if last_upload is None else str(last_upload),
+                        last_upload=None if last_upload is None else _seq(last_upload),
                         watermarks=r.get("watermarks", {}),
                     )
                 )
@@ -309,7 +315,7 @@ class EmbeddedRemote:
         with self._connect() as conn:
             (value,) = conn.execute("SELECT value FROM sequence").fetchone()
         self.usage.reads += 1
-        return str(value) if value else None
+        return _seq(value) if value else None
 
     # -- inspection (tests, CLI) ---------------------------------------------
 

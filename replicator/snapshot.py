@@ -1,0 +1,309 @@
+"""Encrypted database snapshots in a blob store: publish (Big Brother) and restore.
+
+Blob layout, under the store's prefix::
+
+    snapshots/manifest.json     names the latest snapshot and the watermarks it covers
+    snapshots/kdf.json          scrypt salt and parameters, when a passphrase is used
+    snapshots/{id}.snap         immutable encrypted snapshots (format: crypto.py)
+
+Publishing: a consistent copy of the live database (``VACUUM INTO``) with the
+device-local tables emptied, encrypted to a temporary file, uploaded under a
+new id, then the manifest is swapped with a conditional write against the
+version read before deciding. Of two racing devices, the one whose manifest
+write loses re-reads the manifest and only retries if it still holds newer
+data; otherwise it deletes its upload and skips. The last ``keep`` snapshots
+are kept.
+
+Restoring: plan (read the manifest), download to a temporary file beside the
+database while hashing (SHA-256 checked against the manifest), decrypt to a
+second temporary file (AEAD checked chunk by chunk), ``PRAGMA
+integrity_check``, then install with an atomic rename. Any failure leaves the
+database file as it was.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import io
+import json
+import os
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import attrs
+
+from .crypto import Passphrase, SnapshotKey, decrypt_stream, encrypt_stream, new_kdf_params
+from .errors import (
+    BlobNotFoundError,
+    ConfigurationError,
+    PreconditionFailed,
+    SnapshotNotFoundError,
+    TamperedSnapshotError,
+    TruncatedSnapshotError,
+)
+from .local import DEVICE_LOCAL_TABLES
+from .stores.base import BlobStore
+
+MANIFEST = "snapshots/manifest.json"
+KDF = "snapshots/kdf.json"
+FORMAT = 1
+
+
+@attrs.frozen
+class Manifest:
+    """What the blob store says about its latest snapshot."""
+
+    snapshot_id: str
+    key: str
+    sha256: str
+    size: int
+    created: str
+    watermarks: Mapping[str, str]
+    seen_position: str | None
+    device_name: str
+    history: tuple[str, ...]
+    etag: str = ""
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "format": FORMAT,
+                "latest": self.snapshot_id,
+                "key": self.key,
+                "sha256": self.sha256,
+                "size": self.size,
+                "created": self.created,
+                "watermarks": dict(self.watermarks),
+                "seen_position": self.seen_position,
+                "device_name": self.device_name,
+                "history": list(self.history),
+            },
+            sort_keys=True,
+            indent=1,
+        ).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, etag: str) -> Manifest:
+        try:
+            d = json.loads(data)
+            return cls(
+                snapshot_id=d["latest"],
+                key=d["key"],
+                sha256=d["sha256"],
+                size=int(d["size"]),
+                created=d["created"],
+                watermarks=d.get("watermarks") or {},
+                seen_position=d.get("seen_position"),
+                device_name=d.get("device_name", ""),
+                history=tuple(d.get("history") or ()),
+                etag=etag,
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise TamperedSnapshotError("the snapshot manifest is not readable") from exc
+
+
+def read_manifest(blobs: BlobStore) -> Manifest | None:
+    buf = io.BytesIO()
+    try:
+        info = blobs.get(MANIFEST, buf)
+    except BlobNotFoundError:
+        return None
+    return Manifest.from_json(buf.getvalue(), info.etag)
+
+
+def resolve_key(
+    blobs: BlobStore, key: Any, *, create: bool
+) -> tuple[SnapshotKey, dict[str, Any] | None]:
+    """The KEK for ``key`` (raw bytes, SnapshotKey or Passphrase) and the kdf params, if any."""
+    if isinstance(key, bytes):
+        key = SnapshotKey(key)
+    if isinstance(key, SnapshotKey):
+        return key, None
+    if not isinstance(key, Passphrase):
+        raise ConfigurationError(
+            "snapshot key must be 32 bytes, a SnapshotKey or a Passphrase",
+            hint="pass key=SnapshotKey(...) or key=Passphrase('...') to Replicator",
+        )
+    buf = io.BytesIO()
+    try:
+        blobs.get(KDF, buf)
+        kdf = json.loads(buf.getvalue())
+    except BlobNotFoundError:
+        if not create:
+            raise SnapshotNotFoundError("no passphrase parameters beside the snapshots") from None
+        kdf = new_kdf_params()
+        try:
+            blobs.put(KDF, io.BytesIO(json.dumps(kdf).encode()), if_none_match=True)
+        except PreconditionFailed:  # another device created them first: use theirs
+            buf = io.BytesIO()
+            blobs.get(KDF, buf)
+            kdf = json.loads(buf.getvalue())
+    return key.derive(kdf), kdf
+
+
+@contextmanager
+def _temp_beside(path: Path, tag: str) -> Iterator[Path]:
+    tmp = path.with_name(f".{path.name}.{tag}-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
+    finally:
+        for p in (tmp, Path(f"{tmp}-journal"), Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+            if p.exists():
+                p.unlink()
+
+
+def clean_leftovers(db_path: Path) -> None:
+    """Remove temporary files a killed restore or snapshot left beside the database."""
+    for p in db_path.parent.glob(f".{db_path.name}.*-*"):
+        if p.is_file():
+            p.unlink()
+
+
+def write_plain_copy(conn: sqlite3.Connection | Any, dest: Path) -> None:
+    """A consistent copy of the live database with device-local state removed."""
+    conn.execute("VACUUM INTO ?", (str(dest),))
+    copy = sqlite3.connect(dest)
+    try:
+        copy.execute("PRAGMA secure_delete = ON")
+        for table in DEVICE_LOCAL_TABLES:
+            copy.execute(f'DELETE FROM "{table}"')
+        copy.execute("UPDATE replicator_control SET applying = 0")
+        copy.execute("PRAGMA journal_mode = DELETE")
+        copy.commit()
+    finally:
+        copy.close()
+
+
+def publish(
+    *,
+    connection: Any,
+    db_path: Path,
+    blobs: BlobStore,
+    key: Any,
+    watermarks: Mapping[str, str],
+    seen_position: str | None,
+    device_name: str,
+    expected: Manifest | None,
+    keep: int = 3,
+    on_bytes: Callable[[int], None] | None = None,
+) -> Manifest:
+    """Upload a snapshot and swap the manifest from ``expected`` to it.
+
+    Raises ``PreconditionFailed`` if the manifest changed since ``expected`` was
+    read (the uploaded object is deleted again).
+    """
+    kek, kdf = resolve_key(blobs, key, create=True)
+    created = _dt.datetime.now(_dt.timezone.utc)
+    snapshot_id = created.strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:8]
+    object_key = f"snapshots/{snapshot_id}.snap"
+    with _temp_beside(db_path, "snapshot") as plain, _temp_beside(db_path, "sealed") as sealed:
+        write_plain_copy(connection, plain)
+        meta = {
+            "snapshot_id": snapshot_id,
+            "created": created.isoformat(),
+            "watermarks": dict(watermarks),
+        }
+        with open(plain, "rb") as src, open(sealed, "wb") as dst:
+            encrypt_stream(src, dst, kek, meta, kdf=kdf, on_bytes=on_bytes)
+        with open(sealed, "rb") as src:
+            info = blobs.put(object_key, src)
+    history = (snapshot_id, *(expected.history if expected else ()))
+    manifest = Manifest(
+        snapshot_id=snapshot_id,
+        key=object_key,
+        sha256=info.sha256,
+        size=info.size,
+        created=created.isoformat(),
+        watermarks=dict(watermarks),
+        seen_position=seen_position,
+        device_name=device_name,
+        history=history[:keep],
+    )
+    try:
+        if expected is None:
+            blobs.put(MANIFEST, io.BytesIO(manifest.to_json()), if_none_match=True)
+        else:
+            blobs.put(MANIFEST, io.BytesIO(manifest.to_json()), if_match=expected.etag)
+    except PreconditionFailed:
+        blobs.delete(object_key)
+        raise
+    for old in history[keep:]:
+        blobs.delete(f"snapshots/{old}.snap")
+    return manifest
+
+
+class _Hashing(io.RawIOBase):
+    """A write-only file that hashes what passes through it."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        self.digest.update(b)
+        self.size += len(b)
+        return self.out.write(b)
+
+
+def fetch_and_decrypt(
+    blobs: BlobStore,
+    manifest: Manifest,
+    key: Any,
+    dest: Path,
+    *,
+    on_bytes: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Download ``manifest``'s snapshot and write the verified plaintext database to ``dest``."""
+    kek: Any = key if isinstance(key, Passphrase) else resolve_key(blobs, key, create=False)[0]
+    with _temp_beside(dest, "download") as sealed:
+        with open(sealed, "wb") as raw:
+            hashing = _Hashing(raw)
+            try:
+                blobs.get(manifest.key, hashing, on_bytes=on_bytes)
+            except BlobNotFoundError as exc:
+                raise SnapshotNotFoundError(
+                    f"snapshot {manifest.snapshot_id} named by the manifest is missing"
+                ) from exc
+        if hashing.size < manifest.size:
+            raise TruncatedSnapshotError(
+                f"downloaded {hashing.size} of {manifest.size} bytes of {manifest.snapshot_id}"
+            )
+        if hashing.digest.hexdigest() != manifest.sha256:
+            raise TamperedSnapshotError(
+                f"snapshot {manifest.snapshot_id} does not match its SHA-256 in the manifest"
+            )
+        with open(sealed, "rb") as src, open(dest, "wb") as out:
+            header = decrypt_stream(src, out, kek)
+    check = sqlite3.connect(dest)
+    try:
+        result = check.execute("PRAGMA integrity_check").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise TamperedSnapshotError(f"the restored file is not a SQLite database: {exc}") from exc
+    finally:
+        check.close()
+    if result != "ok":
+        raise TamperedSnapshotError(f"the restored database fails its integrity check: {result}")
+    return header
+
+
+def install(db_path: Path, restored: Path) -> None:
+    """Replace the (closed) database file with ``restored`` by an atomic rename."""
+    for suffix in ("-wal", "-shm", "-journal"):
+        stale = Path(f"{db_path}{suffix}")
+        if stale.exists():
+            stale.unlink()
+    os.replace(restored, db_path)
+    fd = os.open(db_path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,84 @@
+"""When to publish a snapshot: pure decisions over watermark vectors.
+
+A watermark vector maps each collection to its ``downloadedTill`` cursor;
+cursors of one collection compare as strings in the store's change order.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Mapping
+
+import attrs
+
+
+def dominates(mine: Mapping[str, str], theirs: Mapping[str, str]) -> bool:
+    """True if ``mine`` is at or past ``theirs`` everywhere and past it somewhere."""
+    ahead = False
+    for collection in set(mine) | set(theirs):
+        a, b = mine.get(collection) or "", theirs.get(collection) or ""
+        if a < b:
+            return False
+        ahead = ahead or a > b
+    return ahead
+
+
+@attrs.frozen
+class SnapshotDecision:
+    """What the strategy is told after a sync."""
+
+    watermarks: Mapping[str, str]
+    manifest_watermarks: Mapping[str, str] | None  # None: no snapshot yet
+    manifest_created: _dt.datetime | None
+    dirty: int
+    now: _dt.datetime
+
+
+@attrs.frozen
+class BigBrother:
+    """Publish only from the device with the freshest data (the default).
+
+    After a sync that leaves no dirty rows, a device publishes when its
+    watermark vector strictly dominates the current manifest's, and, if set,
+    the last snapshot is at least ``min_interval`` old. ``keep`` snapshots are
+    kept in the blob store.
+    """
+
+    min_interval: _dt.timedelta | None = None
+    keep: int = 3
+    name: str = "big-brother"
+
+    def should_publish(self, d: SnapshotDecision) -> bool:
+        if d.dirty:
+            return False
+        if d.manifest_watermarks is None:
+            return bool(d.watermarks)
+        if not dominates(d.watermarks, d.manifest_watermarks):
+            return False
+        if self.min_interval is not None and d.manifest_created is not None:
+            return d.now - d.manifest_created >= self.min_interval
+        return True
+
+
+@attrs.frozen
+class Always:
+    """Publish after every sync that leaves no dirty rows, unless the manifest is newer."""
+
+    keep: int = 3
+    name: str = "always"
+
+    def should_publish(self, d: SnapshotDecision) -> bool:
+        if d.dirty:
+            return False
+        return d.manifest_watermarks is None or not dominates(d.manifest_watermarks, d.watermarks)
+
+
+@attrs.frozen
+class Never:
+    """Never publish (restores still work from snapshots other devices publish)."""
+
+    keep: int = 3
+    name: str = "never"
+
+    def should_publish(self, d: SnapshotDecision) -> bool:
+        return False
