@@ -5,8 +5,10 @@ with a remote store, and call :meth:`Replicator.sync` whenever the device is
 online. See the README for a first use.
 """
 
+from .crypto import Passphrase, SnapshotKey
 from .engine import Replicator
 from .errors import (
+    BlobNotFoundError,
     ConfigurationError,
     ConflictError,
     DocumentTooLargeError,
@@ -17,11 +19,18 @@ from .errors import (
     ReplicatorError,
     SchemaError,
     SnapshotError,
+    SnapshotNotFoundError,
+    TamperedSnapshotError,
     TransientError,
+    TruncatedSnapshotError,
+    UnsafeRestoreError,
+    UnsupportedSnapshotError,
+    WrongKeyError,
 )
 from .model import SyncModel, new_id
 from .report import Progress, Resolution, RowError, SyncReport
-from .stores.base import DeviceRecord, RemoteDoc, RemoteStore, Usage, Write
+from .stores.base import BlobStore, DeviceRecord, RemoteDoc, RemoteStore, Usage, Write
+from .stores.directory import DirectoryBlobStore
 from .stores.embedded import EmbeddedRemote
 from .strategies.conflict import (
     ClientWins,
@@ -30,19 +39,27 @@ from .strategies.conflict import (
     PerCollection,
     ServerWins,
 )
+from .strategies.snapshot import Always, BigBrother, Never
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Always",
+    "BigBrother",
+    "BlobNotFoundError",
+    "BlobStore",
     "ClientWins",
     "ConfigurationError",
     "ConflictError",
     "DeviceRecord",
+    "DirectoryBlobStore",
     "DocumentTooLargeError",
     "EmbeddedRemote",
     "FieldMerge",
     "LastWriterWins",
+    "Never",
     "OfflineError",
+    "Passphrase",
     "PerCollection",
     "PreconditionFailed",
     "Progress",
@@ -57,11 +74,18 @@ __all__ = [
     "SchemaError",
     "ServerWins",
     "SnapshotError",
+    "SnapshotKey",
+    "SnapshotNotFoundError",
     "SyncModel",
     "SyncReport",
+    "TamperedSnapshotError",
     "TransientError",
+    "TruncatedSnapshotError",
+    "UnsafeRestoreError",
+    "UnsupportedSnapshotError",
     "Usage",
     "Write",
+    "WrongKeyError",
     "__version__",
     "new_id",
 ]

@@ -157,8 +157,16 @@ def install_capture(db: peewee.Database, models: Sequence[type[SyncModel]]) -> N
             f'CREATE INDEX IF NOT EXISTS "replicator_{table}_dirty" ON "{table}" ("isDirty")'
             ' WHERE "isDirty" = 1'
         )
-        for sql in _trigger_sql(table):
-            db.execute_sql(sql)
+        existing_triggers = {
+            name
+            for (name,) in db.execute_sql(
+                "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?", (table,)
+            ).fetchall()
+        }
+        wanted = {f"replicator_{table}_{kind}_{_TRIGGER_VERSION}" for kind in ("ins", "upd", "del")}
+        if not wanted <= existing_triggers:  # leave a database that has them untouched
+            for sql in _trigger_sql(table):
+                db.execute_sql(sql)
 
 
 def _trigger_sql(table: str) -> list[str]:
