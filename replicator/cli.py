@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -41,8 +43,8 @@ def status(database: Path) -> None:
     try:
         try:
             device = conn.execute(
-                "SELECT installation_id, name, platform, last_sync, last_upload, seen_position"
-                " FROM replicator_device"
+                "SELECT installation_id, name, platform, last_sync, last_upload, seen_position,"
+                " last_snapshot FROM replicator_device"
             ).fetchone()
         except sqlite3.OperationalError:
             raise click.ClickException(
@@ -50,12 +52,13 @@ def status(database: Path) -> None:
             ) from None
         if device is None:
             raise click.ClickException(f"{database} has no device identity yet")
-        iid, name, platform, last_sync, last_upload, seen = device
+        iid, name, platform, last_sync, last_upload, seen, last_snapshot = device
         click.echo(f"device        {name} ({platform})")
         click.echo(f"installation  {iid}")
         click.echo(f"last sync     {last_sync or 'never'}")
         click.echo(f"last upload   {last_upload or 'never'}")
         click.echo(f"caught up to  {seen or 'nothing yet'}")
+        click.echo(f"snapshot      {last_snapshot or 'none published or restored here'}")
         trackers = dict(
             conn.execute('SELECT collection, "downloadedTill" FROM "DownloadedTracker"')
         )
@@ -82,6 +85,206 @@ def status(database: Path) -> None:
                 f"{table:<20} {rows:>7} {dirty:>7} {tombs.get(table, 0):>8}  "
                 f"{trackers.get(table) or '-'}"
             )
+    finally:
+        conn.close()
+
+
+# -- snapshots ---------------------------------------------------------------------------
+
+
+def _blob_options(fn: Any) -> Any:
+    options = [
+        click.option("--blobs", type=click.Path(path_type=Path), help="Blob directory."),
+        click.option("--s3", "s3", metavar="BUCKET[/PREFIX]", help="S3 bucket and prefix."),
+        click.option("--endpoint-url", help="S3-compatible endpoint (default: AWS)."),
+        click.option(
+            "--key-file",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="File holding the 32-byte key (raw, or 64 hex digits).",
+        ),
+        click.option(
+            "--passphrase-env",
+            metavar="VAR",
+            help="Environment variable holding the passphrase (else you are asked).",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _open_blobs(blobs: Path | None, s3: str | None, endpoint_url: str | None) -> Any:
+    if (blobs is None) == (s3 is None):
+        raise click.UsageError("name one blob store: --blobs DIR or --s3 BUCKET[/PREFIX]")
+    if blobs is not None:
+        from .stores.directory import DirectoryBlobStore
+
+        if not blobs.is_dir():
+            raise click.ClickException(f"{blobs} is not a directory")
+        return DirectoryBlobStore(blobs, create=False)
+    from .stores.s3 import S3BlobStore
+
+    bucket, _, prefix = (s3 or "").partition("/")
+    return S3BlobStore(bucket, prefix, endpoint_url=endpoint_url)
+
+
+def _read_key(key_file: Path | None, passphrase_env: str | None) -> Any:
+    from .crypto import Passphrase, SnapshotKey
+
+    if key_file is not None:
+        raw = key_file.read_bytes().strip()
+        if len(raw) == 64:
+            raw = bytes.fromhex(raw.decode())
+        return SnapshotKey(raw)
+    if passphrase_env:
+        value = os.environ.get(passphrase_env)
+        if not value:
+            raise click.ClickException(f"${passphrase_env} is empty")
+        return Passphrase(value)
+    return Passphrase(click.prompt("Snapshot passphrase", hide_input=True))
+
+
+@main.group()
+def snapshot() -> None:
+    """List, verify and restore encrypted snapshots."""
+
+
+@snapshot.command("list")
+@_blob_options
+def snapshot_list(
+    blobs: Path | None,
+    s3: str | None,
+    endpoint_url: str | None,
+    key_file: Path | None,
+    passphrase_env: str | None,
+) -> None:
+    """The snapshots in the blob store, the latest marked with *."""
+    from .snapshot import read_manifest
+
+    store = _open_blobs(blobs, s3, endpoint_url)
+    manifest = _guard(lambda: read_manifest(store))
+    objects = _guard(lambda: [i for i in store.list("snapshots/") if i.key.endswith(".snap")])
+    if not objects:
+        click.echo("no snapshots yet")
+        return
+    for info in reversed(objects):
+        sid = info.key.split("/")[-1][: -len(".snap")]
+        mark = "*" if manifest and sid == manifest.snapshot_id else " "
+        click.echo(f"{mark} {sid}  {info.size / 1e6:9.2f} MB  sha256 {info.sha256[:16]}")
+    if manifest:
+        click.echo(f"latest by {manifest.device_name or '?'} at {manifest.created}")
+        for coll, cursor in sorted(manifest.watermarks.items()):
+            click.echo(f"  {coll:<20} {cursor}")
+
+
+def _guard(fn: Any) -> Any:
+    from .errors import ReplicatorError
+
+    try:
+        return fn()
+    except ReplicatorError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+
+
+def _fetch(store: Any, key: Any, dest: Path) -> Any:
+    from .errors import SnapshotNotFoundError
+    from .snapshot import fetch_and_decrypt, read_manifest
+
+    manifest = _guard(lambda: read_manifest(store))
+    if manifest is None:
+        raise click.ClickException(f"SnapshotNotFoundError: {SnapshotNotFoundError.default_hint}")
+    with click.progressbar(length=manifest.size, label="downloading", file=sys.stderr) as bar:
+        _guard(lambda: fetch_and_decrypt(store, manifest, key, dest, on_bytes=bar.update))
+    return manifest
+
+
+@snapshot.command("verify")
+@_blob_options
+def snapshot_verify(
+    blobs: Path | None,
+    s3: str | None,
+    endpoint_url: str | None,
+    key_file: Path | None,
+    passphrase_env: str | None,
+) -> None:
+    """Download the latest snapshot and check checksum, encryption and SQLite integrity."""
+    import tempfile
+
+    store = _open_blobs(blobs, s3, endpoint_url)
+    key = _read_key(key_file, passphrase_env)
+    with tempfile.TemporaryDirectory() as tmp:
+        dest = Path(tmp) / "verify.db"
+        manifest = _fetch(store, key, dest)
+        conn = sqlite3.connect(dest)
+        tables = [
+            r[0]
+            for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            if "isDirty" in {c[1] for c in conn.execute(f'PRAGMA table_info("{r[0]}")')}
+        ]
+        counts = {t: conn.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}
+        conn.close()
+    click.echo(
+        f"snapshot {manifest.snapshot_id} is intact: "
+        + ", ".join(f"{n} {t}" for t, n in sorted(counts.items()))
+    )
+
+
+@snapshot.command("restore")
+@click.argument("database", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Replace a database that holds synced data.")
+@_blob_options
+def snapshot_restore(
+    database: Path,
+    force: bool,
+    blobs: Path | None,
+    s3: str | None,
+    endpoint_url: str | None,
+    key_file: Path | None,
+    passphrase_env: str | None,
+) -> None:
+    """Replace DATABASE with the latest snapshot (never one with unsynced changes)."""
+    from .snapshot import clean_leftovers, install
+
+    if database.exists():
+        dirty, rows = _pending(database)
+        if dirty:
+            raise click.ClickException(
+                f"UnsafeRestoreError: {database} holds {dirty} unsynced change(s); sync first"
+            )
+        if rows and not force:
+            raise click.ClickException(
+                f"UnsafeRestoreError: {database} holds synced data; pass --force to replace it"
+            )
+    store = _open_blobs(blobs, s3, endpoint_url)
+    key = _read_key(key_file, passphrase_env)
+    database = database.resolve()
+    clean_leftovers(database)
+    tmp = database.with_name(f".{database.name}.restore-cli")
+    try:
+        manifest = _fetch(store, key, tmp)
+        install(database, tmp)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    click.echo(f"restored snapshot {manifest.snapshot_id} into {database}")
+
+
+def _pending(database: Path) -> tuple[int, int]:
+    conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        dirty = rows = 0
+        for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+            cols = {c[1] for c in conn.execute(f'PRAGMA table_info("{name}")')}
+            if "isDirty" in cols:
+                dirty += conn.execute(
+                    f'SELECT COUNT(*) FROM "{name}" WHERE "isDirty" = 1'
+                ).fetchone()[0]
+                rows += conn.execute(f'SELECT COUNT(*) FROM "{name}"').fetchone()[0]
+            if name == "replicator_tombstones":
+                dirty += conn.execute(
+                    "SELECT COUNT(*) FROM replicator_tombstones WHERE pending = 1"
+                ).fetchone()[0]
+        return dirty, rows
     finally:
         conn.close()
 

@@ -229,6 +229,7 @@ class Replicator:
             except PreconditionFailed:
                 manifest = read_manifest(self.blobs)  # another device won the race: re-decide
                 continue
+            self.local.set_device(last_snapshot=f"published {published.snapshot_id}")
             return published.snapshot_id
         return None
 
@@ -297,7 +298,11 @@ class Replicator:
                 install_capture(self.database, self.models)  # type: ignore[arg-type]
                 for collection, cursor in manifest.watermarks.items():
                     self.local.set_tracker(collection, cursor)
-                self.local.set_device(seen_position=manifest.seen_position, registered=0)
+                self.local.set_device(
+                    seen_position=manifest.seen_position,
+                    registered=0,
+                    last_snapshot=f"restored {manifest.snapshot_id}",
+                )
             return manifest.snapshot_id
 
     def login(self) -> SyncReport:

@@ -38,7 +38,8 @@ _SCHEMA = [
         seen_position TEXT,
         last_upload TEXT,
         last_sync TEXT,
-        registered INTEGER NOT NULL DEFAULT 0
+        registered INTEGER NOT NULL DEFAULT 0,
+        last_snapshot TEXT
     )""",
     """CREATE TABLE IF NOT EXISTS replicator_control (
         singleton INTEGER PRIMARY KEY CHECK (singleton = 1),

@@ -33,7 +33,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import attrs
 
@@ -237,21 +237,31 @@ def publish(
     return manifest
 
 
-class _Hashing(io.RawIOBase):
-    """A write-only file that hashes what passes through it."""
+class _HashingReader:
+    """Reads a stream while hashing and counting what passes (progress included)."""
 
-    def __init__(self, out: BinaryIO) -> None:
-        self.out = out
+    def __init__(self, stream: Any, on_bytes: Callable[[int], None] | None) -> None:
+        self.stream = stream
+        self.on_bytes = on_bytes
         self.digest = hashlib.sha256()
         self.size = 0
 
-    def writable(self) -> bool:
-        return True
+    def read(self, n: int = -1) -> bytes:
+        data: bytes = self.stream.read(n)
+        while 0 < len(data) < n:  # network streams may return short reads
+            more = self.stream.read(n - len(data))
+            if not more:
+                break
+            data += more
+        self.digest.update(data)
+        self.size += len(data)
+        if self.on_bytes is not None and data:
+            self.on_bytes(len(data))
+        return data
 
-    def write(self, b: Any) -> int:
-        self.digest.update(b)
-        self.size += len(b)
-        return self.out.write(b)
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
 
 
 def fetch_and_decrypt(
@@ -264,25 +274,36 @@ def fetch_and_decrypt(
 ) -> dict[str, Any]:
     """Download ``manifest``'s snapshot and write the verified plaintext database to ``dest``."""
     kek: Any = key if isinstance(key, Passphrase) else resolve_key(blobs, key, create=False)[0]
-    with _temp_beside(dest, "download") as sealed:
-        with open(sealed, "wb") as raw:
-            hashing = _Hashing(raw)
+    try:
+        stream = blobs.open(manifest.key)
+    except BlobNotFoundError as exc:
+        raise SnapshotNotFoundError(
+            f"snapshot {manifest.snapshot_id} named by the manifest is missing"
+        ) from exc
+    # decrypt while downloading: every chunk is authenticated as it arrives, and
+    # the whole object is checked against the manifest's SHA-256 at the end
+    try:
+        reader = _HashingReader(stream, on_bytes)
+        with open(dest, "wb") as out:
             try:
-                blobs.get(manifest.key, hashing, on_bytes=on_bytes)
-            except BlobNotFoundError as exc:
-                raise SnapshotNotFoundError(
-                    f"snapshot {manifest.snapshot_id} named by the manifest is missing"
-                ) from exc
-        if hashing.size < manifest.size:
-            raise TruncatedSnapshotError(
-                f"downloaded {hashing.size} of {manifest.size} bytes of {manifest.snapshot_id}"
-            )
-        if hashing.digest.hexdigest() != manifest.sha256:
-            raise TamperedSnapshotError(
-                f"snapshot {manifest.snapshot_id} does not match its SHA-256 in the manifest"
-            )
-        with open(sealed, "rb") as src, open(dest, "wb") as out:
-            header = decrypt_stream(src, out, kek)
+                header = decrypt_stream(reader, out, kek)  # type: ignore[arg-type]
+            except TruncatedSnapshotError:
+                if manifest.size and reader.size < manifest.size:
+                    raise TruncatedSnapshotError(
+                        f"got {reader.size} of {manifest.size} bytes of {manifest.snapshot_id}"
+                    ) from None
+                raise
+            reader.drain()
+    finally:
+        stream.close()
+    if reader.size < manifest.size:
+        raise TruncatedSnapshotError(
+            f"got {reader.size} of {manifest.size} bytes of {manifest.snapshot_id}"
+        )
+    if reader.digest.hexdigest() != manifest.sha256:
+        raise TamperedSnapshotError(
+            f"snapshot {manifest.snapshot_id} does not match its SHA-256 in the manifest"
+        )
     check = sqlite3.connect(dest)
     try:
         result = check.execute("PRAGMA integrity_check").fetchone()[0]

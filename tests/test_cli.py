@@ -44,3 +44,58 @@ def test_status_on_a_plain_database_says_what_to_do(tmp_path):
     result = CliRunner().invoke(main, ["status", str(path)])
     assert result.exit_code != 0
     assert "create a Replicator on it first" in result.output
+
+
+def _published(tmp_path):
+    import peewee
+
+    from replicator import EmbeddedRemote, Replicator, SnapshotKey
+    from replicator.demo import MODELS, Note
+    from replicator.stores.directory import DirectoryBlobStore
+
+    key = bytes(range(32))
+    (tmp_path / "key").write_text(key.hex())
+    db = peewee.SqliteDatabase(str(tmp_path / "a.db"))
+    device = Replicator(
+        db,
+        MODELS,
+        EmbeddedRemote(tmp_path / "remote.db"),
+        DirectoryBlobStore(tmp_path / "blobs"),
+        SnapshotKey(key),
+    )
+    with device.bound():
+        Note.create(title="in the snapshot")
+    report = device.sync()
+    db.close()
+    return report.snapshot
+
+
+def test_snapshot_list_verify_restore(tmp_path):
+    snapshot_id = _published(tmp_path)
+    store = ["--blobs", str(tmp_path / "blobs"), "--key-file", str(tmp_path / "key")]
+    runner = CliRunner()
+    listed = runner.invoke(main, ["snapshot", "list", *store])
+    assert listed.exit_code == 0, listed.output
+    assert f"* {snapshot_id}" in listed.output
+    verified = runner.invoke(main, ["snapshot", "verify", *store])
+    assert verified.exit_code == 0, verified.output
+    assert "is intact: 0 comment, 1 note" in verified.output
+    restored = runner.invoke(main, ["snapshot", "restore", str(tmp_path / "new.db"), *store])
+    assert restored.exit_code == 0, restored.output
+    status = runner.invoke(main, ["status", str(tmp_path / "new.db")])
+    assert "has no device identity yet" in status.output  # identity is made on first open
+    published = runner.invoke(main, ["status", str(tmp_path / "a.db")])
+    assert f"snapshot      published {snapshot_id}" in published.output
+    refused = runner.invoke(main, ["snapshot", "restore", str(tmp_path / "new.db"), *store])
+    assert refused.exit_code != 0 and "--force" in refused.output
+
+
+def test_snapshot_verify_with_the_wrong_passphrase_says_so(tmp_path, monkeypatch):
+    _published(tmp_path)
+    monkeypatch.setenv("SNAP_PASS", "not the key")
+    result = CliRunner().invoke(
+        main,
+        ["snapshot", "verify", "--blobs", str(tmp_path / "blobs"), "--passphrase-env", "SNAP_PASS"],
+    )
+    assert result.exit_code != 0
+    assert "WrongKeyError" in result.output

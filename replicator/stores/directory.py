@@ -126,6 +126,12 @@ class DirectoryBlobStore:
                     on_bytes(len(block))
         return info
 
+    def open(self, key: str) -> BinaryIO:
+        self._check_root()
+        if self.head(key) is None:
+            raise BlobNotFoundError(f"no blob {key} in {self.root}")
+        return open(self._path(key), "rb")
+
     def list(self, prefix: str) -> list[BlobInfo]:
         self._check_root()
         out = []

@@ -160,6 +160,13 @@ class S3BlobStore:
             raise self._translate(exc, key) from exc
         return info
 
+    def open(self, key: str) -> Any:
+        """The object's body, streamed over one connection (sequential reads)."""
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+        except (ClientError, BotoCoreError) as exc:
+            raise self._translate(exc, key) from exc
+
     def list(self, prefix: str) -> list[BlobInfo]:
         out = []
         paginator = self.client.get_paginator("list_objects_v2")

@@ -25,6 +25,21 @@ def test_put_get_round_trip_with_checksum(blobs):
     assert got.sha256 == info.sha256 and got.etag == blobs.head("snapshots/a.snap").etag
 
 
+def test_open_streams_the_object(blobs):
+    data = os.urandom(2 * 1024 * 1024 + 5)
+    blobs.put("x.bin", io.BytesIO(data))
+    stream = blobs.open("x.bin")
+    try:
+        parts = []
+        while block := stream.read(65536):
+            parts.append(block)
+    finally:
+        stream.close()
+    assert b"".join(parts) == data
+    with pytest.raises(BlobNotFoundError):
+        blobs.open("missing.bin")
+
+
 def test_missing_objects(blobs):
     assert blobs.head("nope") is None
     with pytest.raises(BlobNotFoundError):
