@@ -20,7 +20,13 @@ from pathlib import Path
 import peewee
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from replicator import EmbeddedRemote, FieldMerge, OfflineError, Replicator, SyncModel
 from replicator.strategies import map_max
@@ -72,10 +78,13 @@ def rows(device: Replicator) -> dict[str, list[tuple]]:
 
 
 class Convergence(RuleBasedStateMachine):
+    #: makes the shared remote of one history (the Firestore run swaps it)
+    remote_factory = staticmethod(lambda directory: EmbeddedRemote(directory / "remote.db"))
+
     def __init__(self) -> None:
         super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="replicator-conv-"))
-        self.remote = EmbeddedRemote(self.dir / "remote.db")
+        self.remote = self.remote_factory(self.dir)
         self.devices: list[Replicator] = []
         self.faulty: list[FaultyRemote] = []
         self.owned: dict[tuple[str, int], str] = {}  # (doc id, device) -> last value of f<device>
@@ -277,3 +286,29 @@ Convergence.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 TestConvergence = Convergence.TestCase
+
+
+class FirestoreConvergence(Convergence):
+    pass
+
+
+def test_convergence_on_the_firestore_emulator(firestore_client):
+    """A smaller run of the same property through FirestoreRemote."""
+    import uuid
+
+    from replicator.stores.firestore import FirestoreRemote
+
+    FirestoreConvergence.remote_factory = staticmethod(
+        lambda directory: FirestoreRemote(
+            firestore_client, root=f"users/{uuid.uuid4().hex}", timeout=20
+        )
+    )
+    run_state_machine_as_test(
+        FirestoreConvergence,
+        settings=settings(
+            max_examples=int(os.environ.get("REPLICATOR_FIRESTORE_CONVERGENCE_EXAMPLES", "6")),
+            stateful_step_count=20,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        ),
+    )

@@ -327,3 +327,22 @@ def test_process_killed_during_restore_leaves_the_database_intact(make_device, t
     assert not [p for p in tmp_path.glob(".victim.db.*")]
     assert snapshot_rows(victim) == snapshot_rows(a)
     assert os.path.exists(tmp_path / "victim.db")
+
+
+def test_restore_over_firestore_downloads_only_what_is_new(make_device, firestore_client, blobs):
+    from conftest import make_firestore_remote
+
+    store = make_firestore_remote(firestore_client)
+    a = make_device("a", store=store, blobs=blobs, key=KEY)
+    fill(a, 10)
+    assert a.sync().snapshot is not None
+    b = make_device("b", store=make_firestore_remote(firestore_client), snapshot_strategy=Never())
+    b.sync()
+    fill(b, 2, title="later")
+    b.sync()
+    c = make_device("c", store=make_firestore_remote(firestore_client), blobs=blobs, key=KEY)
+    report = c.login()
+    assert report.restored is not None
+    assert report.downloaded == {"note": 2, "comment": 2}
+    a.sync()
+    assert snapshot_rows(c) == snapshot_rows(a)
