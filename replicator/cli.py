@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
 
+import attrs
 import click
 
 from . import __version__
@@ -93,6 +95,7 @@ def status(database: Path) -> None:
 
 
 def _blob_options(fn: Any) -> Any:
+    """Add the blob store and key options, handed to the command as one ``source``."""
     options = [
         click.option("--blobs", type=click.Path(path_type=Path), help="Blob directory."),
         click.option("--s3", "s3", metavar="BUCKET[/PREFIX]", help="S3 bucket and prefix."),
@@ -108,9 +111,33 @@ def _blob_options(fn: Any) -> Any:
             help="Environment variable holding the passphrase (else you are asked).",
         ),
     ]
+
+    @functools.wraps(fn)
+    def command(**kwargs: Any) -> Any:
+        names = ("blobs", "s3", "endpoint_url", "key_file", "passphrase_env")
+        source = _Source(**{n: kwargs.pop(n) for n in names})
+        return fn(source=source, **kwargs)
+
     for option in reversed(options):
-        fn = option(fn)
-    return fn
+        command = option(command)
+    return command
+
+
+@attrs.frozen
+class _Source:
+    """Where the snapshots are and how to open them, from the command line."""
+
+    blobs: Path | None
+    s3: str | None
+    endpoint_url: str | None
+    key_file: Path | None
+    passphrase_env: str | None
+
+    def store(self) -> Any:
+        return _open_blobs(self.blobs, self.s3, self.endpoint_url)
+
+    def key(self) -> Any:
+        return _read_key(self.key_file, self.passphrase_env)
 
 
 def _open_blobs(blobs: Path | None, s3: str | None, endpoint_url: str | None) -> Any:
@@ -151,17 +178,11 @@ def snapshot() -> None:
 
 @snapshot.command("list")
 @_blob_options
-def snapshot_list(
-    blobs: Path | None,
-    s3: str | None,
-    endpoint_url: str | None,
-    key_file: Path | None,
-    passphrase_env: str | None,
-) -> None:
+def snapshot_list(source: _Source) -> None:
     """The snapshots in the blob store, the latest marked with *."""
     from .snapshot import read_manifest
 
-    store = _open_blobs(blobs, s3, endpoint_url)
+    store = source.store()
     manifest = _guard(lambda: read_manifest(store))
     objects = _guard(lambda: [i for i in store.list("snapshots/") if i.key.endswith(".snap")])
     if not objects:
@@ -200,18 +221,11 @@ def _fetch(store: Any, key: Any, dest: Path) -> Any:
 
 @snapshot.command("verify")
 @_blob_options
-def snapshot_verify(
-    blobs: Path | None,
-    s3: str | None,
-    endpoint_url: str | None,
-    key_file: Path | None,
-    passphrase_env: str | None,
-) -> None:
+def snapshot_verify(source: _Source) -> None:
     """Download the latest snapshot and check checksum, encryption and SQLite integrity."""
     import tempfile
 
-    store = _open_blobs(blobs, s3, endpoint_url)
-    key = _read_key(key_file, passphrase_env)
+    store, key = source.store(), source.key()
     with tempfile.TemporaryDirectory() as tmp:
         dest = Path(tmp) / "verify.db"
         manifest = _fetch(store, key, dest)
@@ -233,15 +247,7 @@ def snapshot_verify(
 @click.argument("database", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Replace a database that holds synced data.")
 @_blob_options
-def snapshot_restore(
-    database: Path,
-    force: bool,
-    blobs: Path | None,
-    s3: str | None,
-    endpoint_url: str | None,
-    key_file: Path | None,
-    passphrase_env: str | None,
-) -> None:
+def snapshot_restore(database: Path, force: bool, source: _Source) -> None:
     """Replace DATABASE with the latest snapshot (never one with unsynced changes)."""
     from .snapshot import clean_leftovers, install
 
@@ -255,8 +261,7 @@ def snapshot_restore(
             raise click.ClickException(
                 f"UnsafeRestoreError: {database} holds synced data; pass --force to replace it"
             )
-    store = _open_blobs(blobs, s3, endpoint_url)
-    key = _read_key(key_file, passphrase_env)
+    store, key = source.store(), source.key()
     database = database.resolve()
     clean_leftovers(database)
     tmp = database.with_name(f".{database.name}.restore-cli")

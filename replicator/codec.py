@@ -13,7 +13,7 @@ import datetime as _dt
 import decimal
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import peewee
@@ -128,61 +128,59 @@ def _is_json_field(field: peewee.Field) -> bool:
     return "JSON" in type(field).__name__ or getattr(field, "replicator_json", False)
 
 
-def to_native(model: type[peewee.Model], data: Mapping[str, Any]) -> dict[str, Any]:
+def _convert(
+    model: type[peewee.Model],
+    data: Mapping[str, Any],
+    one: Callable[[peewee.Field, Any], Any],
+) -> dict[str, Any]:
+    """Apply ``one(storage_field, value)`` to the known, non-null columns of ``data``."""
     fields = {f.column_name: f for f in model._meta.sorted_fields}
     out: dict[str, Any] = {}
     for col, value in data.items():
         field = fields.get(col)
-        if field is None or value is None:
-            out[col] = value
-            continue
-        target = _storage_field(field)
-        if isinstance(target, peewee.DateTimeField) and isinstance(value, str):
-            parsed = _parse_datetime(value)
-            out[col] = parsed.replace(tzinfo=_dt.timezone.utc) if parsed else value
-        elif isinstance(target, peewee.BooleanField) and isinstance(value, int):
-            out[col] = bool(value)
-        elif isinstance(target, peewee.DecimalField) and isinstance(value, int | float):
-            # exact decimal text remotely; SQLite itself keeps a number
-            out[col] = str(decimal.Decimal(repr(value)))
-        elif _is_json_field(target) and isinstance(value, str):
-            try:
-                out[col] = json.loads(value)
-            except ValueError:
-                out[col] = value
-        else:
-            out[col] = value
+        out[col] = value if field is None or value is None else one(_storage_field(field), value)
     return out
+
+
+def to_native(model: type[peewee.Model], data: Mapping[str, Any]) -> dict[str, Any]:
+    return _convert(model, data, _to_native)
 
 
 def from_native(model: type[peewee.Model], data: Mapping[str, Any]) -> dict[str, Any]:
-    fields = {f.column_name: f for f in model._meta.sorted_fields}
-    out: dict[str, Any] = {}
-    for col, value in data.items():
-        field = fields.get(col)
-        if field is None or value is None:
-            out[col] = value
-            continue
-        target = _storage_field(field)
-        if isinstance(value, _dt.datetime):
-            if value.tzinfo is not None:
-                value = value.astimezone(_dt.timezone.utc).replace(tzinfo=None)
-            # the text the sqlite3 adapter (and so peewee) stores for a datetime
-            out[col] = _dt.datetime(*value.timetuple()[:6], value.microsecond).isoformat(sep=" ")
-        elif isinstance(target, peewee.DecimalField) and isinstance(value, str):
-            try:
-                number = decimal.Decimal(value)
-            except decimal.InvalidOperation:
-                out[col] = value  # check_value reports it
-            else:
-                out[col] = int(number) if number == number.to_integral_value() else float(number)
-        elif _is_json_field(target) and isinstance(value, dict | list):
-            out[col] = json.dumps(value, sort_keys=True, separators=(",", ":"))
-        elif isinstance(value, bool) and not isinstance(target, peewee.BooleanField):
-            out[col] = value
-        else:
-            out[col] = value
-    return out
+    return _convert(model, data, _from_native)
+
+
+def _to_native(target: peewee.Field, value: Any) -> Any:
+    if isinstance(target, peewee.DateTimeField) and isinstance(value, str):
+        parsed = _parse_datetime(value)
+        return parsed.replace(tzinfo=_dt.timezone.utc) if parsed else value
+    if isinstance(target, peewee.BooleanField) and isinstance(value, int):
+        return bool(value)
+    if isinstance(target, peewee.DecimalField) and isinstance(value, int | float):
+        return str(decimal.Decimal(repr(value)))  # exact text remotely; SQLite keeps a number
+    if _is_json_field(target) and isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _from_native(target: peewee.Field, value: Any) -> Any:
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+        # the text the sqlite3 adapter (and so peewee) stores for a datetime
+        return _dt.datetime.combine(value.date(), value.time()).isoformat(sep=" ")
+    if isinstance(target, peewee.DecimalField) and isinstance(value, str):
+        try:
+            number = decimal.Decimal(value)
+        except decimal.InvalidOperation:
+            return value  # check_value reports it
+        return int(number) if number == number.to_integral_value() else float(number)
+    if _is_json_field(target) and isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return value
 
 
 def _parse_datetime(text: str) -> _dt.datetime | None:

@@ -122,6 +122,12 @@ def check_models(models: Sequence[type[peewee.Model]]) -> None:
                 hint="derive every synced model from replicator.SyncModel",
             )
         name = collection_name(model)
+        if name == "devices":
+            raise SchemaError(
+                "a synced table cannot be named 'devices': the remote keeps the Devices"
+                " collection under that name",
+                hint="set Meta.table_name to another name",
+            )
         if name in names:
             raise SchemaError(f"two models use the table {name!r}")
         names.add(name)

@@ -69,7 +69,7 @@ def collect(ctx: SyncContext) -> list[tuple[Write, Any]]:
     for model in reversed(ctx.models):
         coll = collection_name(model)
         for doc_id, deleted_on, deleted_by in ctx.local.pending_tombstones(coll):
-            data = {"updatedOn": deleted_on, "updatedBy": deleted_by or ctx.me}
+            data = ctx.outgoing(model, {"updatedOn": deleted_on, "updatedBy": deleted_by or ctx.me})
             out.append((Write(coll, doc_id, data, deleted=True, unconditional=True), None))
     return out
 
