@@ -193,6 +193,8 @@ class Replicator:
 
     def _snapshot_phase(self, ctx: SyncContext, *, uploaded: bool) -> str | None:
         assert self.blobs is not None
+        if not getattr(self.snapshot_strategy, "publishes", True):
+            return None
         if sum(self.dirty_counts().values()):
             return None
         manifest = read_manifest(self.blobs)

@@ -12,6 +12,21 @@ def test_all_is_sorted_and_exported():
         assert hasattr(replicator, name), name
 
 
+def test_a_synced_table_cannot_shadow_the_devices_collection(tmp_path):
+    import peewee
+    import pytest
+
+    class Devices(replicator.SyncModel):
+        name = peewee.TextField()
+
+        class Meta:
+            table_name = "devices"
+
+    db = peewee.SqliteDatabase(str(tmp_path / "x.db"))
+    with pytest.raises(replicator.SchemaError, match="Devices"):
+        replicator.Replicator(db, [Devices], replicator.EmbeddedRemote(tmp_path / "r.db"))
+
+
 def test_every_error_derives_from_the_root():
     for name in dir(errors):
         obj = getattr(errors, name)

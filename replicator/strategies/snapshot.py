@@ -79,6 +79,7 @@ class Never:
 
     keep: int = 3
     name: str = "never"
+    publishes: bool = False  # lets the engine skip the pre-snapshot work entirely
 
     def should_publish(self, d: SnapshotDecision) -> bool:
         return False
