@@ -260,6 +260,8 @@ class Replicator:
         changes, and, unless ``force``, when it holds any synced data. Every
         check runs before the database file is touched; the file is replaced by
         an atomic rename. The restored database gets a new installation id.
+        The file is closed and reopened: call this before other threads open
+        their own connections to the database.
         """
         if self.blobs is None:
             raise ConfigurationError("no blob store configured", hint="pass blobs= and key=")
