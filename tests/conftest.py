@@ -21,9 +21,21 @@ FIRESTORE_PROJECT = "demo-replicator"
 
 @pytest.fixture(scope="session")
 def firestore_emulator() -> Iterator[Any]:
-    """The official Firestore emulator, started once per test session."""
+    """The official Firestore emulator, started once per test session (or the one
+    CI started, named by REPLICATOR_FIRESTORE_EMULATOR_HOST)."""
     from replicator.testing import FirestoreEmulator, find_jar
 
+    running = os.environ.get("REPLICATOR_FIRESTORE_EMULATOR_HOST")
+    if running:
+        external = FirestoreEmulator(find_jar() or "", port=int(running.rsplit(":", 1)[1]))
+        previous = os.environ.get("FIRESTORE_EMULATOR_HOST")
+        os.environ["FIRESTORE_EMULATOR_HOST"] = external.host
+        yield external
+        if previous is None:
+            os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
+        else:
+            os.environ["FIRESTORE_EMULATOR_HOST"] = previous
+        return
     jar = find_jar()
     if jar is None:
         pytest.skip(
@@ -77,6 +89,10 @@ def moto_server() -> Iterator[str]:
         ("AWS_DEFAULT_REGION", "us-east-1"),
     ):
         os.environ.setdefault(name, value)
+    running = os.environ.get("REPLICATOR_S3_ENDPOINT")
+    if running:  # the server CI started
+        yield running
+        return
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -104,6 +105,25 @@ def test_another_program_on_the_same_file(device, tmp_path):
     assert rows["from-shell"] == device.installation_id
     report = device.sync()
     assert report.uploaded == {"note": 2}
+
+
+@pytest.mark.skipif(shutil.which("sqlite3") is None, reason="the sqlite3 shell is not installed")
+def test_the_sqlite3_shell(device, tmp_path):
+    with device.bound():
+        note = Note.create(title="x")
+    clean_all(device)
+    device.database.close()
+    sql = (
+        f"UPDATE note SET body = 'from the shell' WHERE id = '{note.id}';"
+        "DELETE FROM note WHERE id = 'none';"
+        "INSERT INTO note (id, title, body) VALUES ('shell-row', 't', '');"
+    )
+    subprocess.run(["sqlite3", str(tmp_path / "a.db"), sql], check=True)
+    assert dirty(device) == {note.id: 1, "shell-row": 1}
+    subprocess.run(
+        ["sqlite3", str(tmp_path / "a.db"), "DELETE FROM note WHERE id = 'shell-row'"], check=True
+    )
+    assert ("note", "shell-row") in tombstones(device)
 
 
 def test_engine_writes_are_not_captured(make_device):
