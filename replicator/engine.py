@@ -162,6 +162,14 @@ class Replicator:
             registered = True
         snapshot = None
         if self.blobs is not None:
+            moved = sum(ctx.counts.downloaded.values()) + sum(ctx.counts.deleted.values())
+            moved += sum(ctx.counts.uploaded.values()) + sum(ctx.counts.uploaded_deletes.values())
+            if moved:
+                self.database.execute_sql(
+                    "UPDATE replicator_device SET changes_since_snapshot ="
+                    " changes_since_snapshot + ?",
+                    (moved,),
+                )
             snapshot = self._snapshot_phase(ctx, uploaded=pushed is not None)
         finished = _dt.datetime.now(_dt.timezone.utc)
         self.local.set_device(last_sync=finished.isoformat(timespec="seconds"))
@@ -198,6 +206,10 @@ class Replicator:
         if sum(self.dirty_counts().values()):
             return None
         manifest = read_manifest(self.blobs)
+        seen = None if manifest is None else manifest.snapshot_id
+        if seen != self.local._device("manifest_seen"):
+            # a new snapshot appeared (ours or another device's): count afresh from it
+            self.local.set_device(manifest_seen=seen, changes_since_snapshot=0)
         if uploaded:
             # move the cursors past this device's own uploads, so a device that
             # restores this snapshot does not download them again
@@ -211,6 +223,7 @@ class Replicator:
                 else _dt.datetime.fromisoformat(manifest.created),
                 dirty=sum(self.dirty_counts().values()),
                 now=_dt.datetime.now(_dt.timezone.utc),
+                changes=int(self.local._device("changes_since_snapshot") or 0),
             )
             if not self.snapshot_strategy.should_publish(decision):
                 return None
@@ -231,7 +244,11 @@ class Replicator:
             except PreconditionFailed:
                 manifest = read_manifest(self.blobs)  # another device won the race: re-decide
                 continue
-            self.local.set_device(last_snapshot=f"published {published.snapshot_id}")
+            self.local.set_device(
+                last_snapshot=f"published {published.snapshot_id}",
+                manifest_seen=published.snapshot_id,
+                changes_since_snapshot=0,
+            )
             return published.snapshot_id
         return None
 

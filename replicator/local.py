@@ -39,7 +39,9 @@ _SCHEMA = [
         last_upload TEXT,
         last_sync TEXT,
         registered INTEGER NOT NULL DEFAULT 0,
-        last_snapshot TEXT
+        last_snapshot TEXT,
+        manifest_seen TEXT,
+        changes_since_snapshot INTEGER NOT NULL DEFAULT 0
     )""",
     """CREATE TABLE IF NOT EXISTS replicator_control (
         singleton INTEGER PRIMARY KEY CHECK (singleton = 1),

@@ -347,3 +347,23 @@ def test_restore_over_firestore_downloads_only_what_is_new(make_device, firestor
     assert report.downloaded == {"note": 2, "comment": 2}
     a.sync()
     assert snapshot_rows(c) == snapshot_rows(a)
+
+
+def test_big_brother_min_changes_and_interval(make_device, blobs):
+    import datetime as dt
+
+    from replicator import BigBrother
+
+    a = make_device("a", blobs=blobs, key=KEY, snapshot_strategy=BigBrother(min_changes=10))
+    fill(a, 2)  # 4 rows: a first snapshot needs no minimum
+    first = a.sync().snapshot
+    assert first is not None
+    fill(a, 2)
+    assert a.sync().snapshot is None  # 4 rows moved since: under 10
+    fill(a, 3)
+    assert a.sync().snapshot is not None  # 10 rows now
+    b = make_device(
+        "b", blobs=blobs, key=KEY, snapshot_strategy=BigBrother(min_interval=dt.timedelta(hours=1))
+    )
+    fill(b, 1)
+    assert b.sync().snapshot is None  # fresher, but the last snapshot is minutes old

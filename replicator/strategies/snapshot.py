@@ -32,6 +32,8 @@ class SnapshotDecision:
     manifest_created: _dt.datetime | None
     dirty: int
     now: _dt.datetime
+    #: rows this device downloaded or uploaded since the current manifest appeared
+    changes: int = 0
 
 
 @attrs.frozen
@@ -40,11 +42,13 @@ class BigBrother:
 
     After a sync that leaves no dirty rows, a device publishes when its
     watermark vector strictly dominates the current manifest's, and, if set,
-    the last snapshot is at least ``min_interval`` old. ``keep`` snapshots are
-    kept in the blob store.
+    the last snapshot is at least ``min_interval`` old and this device moved at
+    least ``min_changes`` rows since it appeared. ``keep`` snapshots are kept in
+    the blob store.
     """
 
     min_interval: _dt.timedelta | None = None
+    min_changes: int = 0
     keep: int = 3
     name: str = "big-brother"
 
@@ -54,6 +58,8 @@ class BigBrother:
         if d.manifest_watermarks is None:
             return bool(d.watermarks)
         if not dominates(d.watermarks, d.manifest_watermarks):
+            return False
+        if d.changes < self.min_changes:
             return False
         if self.min_interval is not None and d.manifest_created is not None:
             return d.now - d.manifest_created >= self.min_interval
