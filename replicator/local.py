@@ -72,6 +72,13 @@ _SCHEMA = [
     )""",
 ]
 
+#: replicator_device columns added after the first release, with their declarations
+_LATER_DEVICE_COLUMNS = {
+    "last_snapshot": "TEXT",
+    "manifest_seen": "TEXT",
+    "changes_since_snapshot": "INTEGER NOT NULL DEFAULT 0",
+}
+
 #: tables that describe this installation only and must not travel in a snapshot
 DEVICE_LOCAL_TABLES = ("replicator_device",)
 
@@ -88,11 +95,19 @@ class LocalState:
         with db.atomic():
             for sql in _SCHEMA:
                 db.execute_sql(sql)
+            self._add_missing_columns()
             row = db.execute_sql("SELECT installation_id FROM replicator_device").fetchone()
             if row is None:
                 self._create_identity(device_name)
             elif device_name is not None:
                 db.execute_sql("UPDATE replicator_device SET name = ?", (device_name,))
+
+    def _add_missing_columns(self) -> None:
+        """Bring a replicator_device table made by an older replicator up to date."""
+        have = {r[1] for r in self.db.execute_sql("PRAGMA table_info(replicator_device)")}
+        for column, decl in _LATER_DEVICE_COLUMNS.items():
+            if column not in have:
+                self.db.execute_sql(f"ALTER TABLE replicator_device ADD COLUMN {column} {decl}")
 
     def _create_identity(self, device_name: str | None) -> None:
         self.db.execute_sql(
