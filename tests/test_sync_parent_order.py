@@ -48,3 +48,20 @@ def test_parent_written_after_the_parent_pass_is_fetched_first(make_device, remo
     assert snapshot_rows(b) == snapshot_rows(c)
     with b.bound():
         assert {n.title for n in Note.select()} == {"old", "fresh"}
+
+
+def test_changes_sharing_a_timestamp_cross_page_boundaries_once(make_device, remote):
+    """One upload batch shares one server timestamp on Firestore: pages of 2 must still
+    deliver every change exactly once."""
+    a = make_device("a")
+    with a.bound():
+        for i in range(7):
+            Note.create(title=f"same batch {i}")
+    a.sync()
+    seen = []
+    b = make_device("b", page_size=2, on_progress=seen.append)
+    report = b.sync()
+    assert report.downloaded == {"note": 7}
+    assert snapshot_rows(b) == snapshot_rows(a)
+    assert len([p for p in seen if p.phase == "download" and p.collection == "note"]) >= 4
+    assert b.sync().idle
