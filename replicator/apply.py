@@ -32,6 +32,7 @@ from .context import SyncContext
 from .errors import RemoteDataError
 from .model import LOCAL_COLUMNS, collection_name, remote_columns, utcnow
 from .report import Resolution
+from .sql import select_in
 from .stores.base import RemoteDoc
 
 
@@ -342,35 +343,16 @@ def apply_page(ctx: SyncContext, model: type[peewee.Model], docs: list[RemoteDoc
         start += slow_at + 1
 
 
-def _existing(
-    ctx: SyncContext, table: str, ids: list[str], extra: tuple[str, str] | None = None
-) -> set[str]:
-    found: set[str] = set()
-    where = ""
-    params: tuple[str, ...] = ()
-    if extra is not None:
-        where, params = f' AND "{extra[0]}" = ?', (extra[1],)
-    for i in range(0, len(ids), 900):
-        chunk = ids[i : i + 900]
-        marks = ",".join("?" * len(chunk))
-        rows = ctx.db.execute_sql(
-            f'SELECT id FROM "{table}" WHERE id IN ({marks}){where}', (*chunk, *params)
-        ).fetchall()
-        found.update(r[0] for r in rows)
-    return found
+def _existing(ctx: SyncContext, table: str, ids: list[str]) -> set[str]:
+    """The ids of ``ids`` that exist in ``table``."""
+    rows = select_in(ctx.db.execute_sql, f'SELECT id FROM "{table}" WHERE id IN ({{}})', ids)
+    return {r[0] for r in rows}
 
 
 def _row_states(ctx: SyncContext, table: str, ids: list[str]) -> dict[str, bool]:
     """id → isDirty for the rows of ``ids`` that exist locally."""
-    out: dict[str, bool] = {}
-    for i in range(0, len(ids), 900):
-        chunk = ids[i : i + 900]
-        marks = ",".join("?" * len(chunk))
-        rows = ctx.db.execute_sql(
-            f'SELECT id, "isDirty" FROM "{table}" WHERE id IN ({marks})', tuple(chunk)
-        ).fetchall()
-        out.update((r[0], bool(r[1])) for r in rows)
-    return out
+    sql = f'SELECT id, "isDirty" FROM "{table}" WHERE id IN ({{}})'
+    return {r[0]: bool(r[1]) for r in select_in(ctx.db.execute_sql, sql, ids)}
 
 
 def _flush(

@@ -28,6 +28,7 @@ import peewee
 from .codec import decode_json, encode_json
 from .errors import ConfigurationError
 from .model import NOW_SQL, new_id
+from .sql import select_in
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS replicator_device (
@@ -258,16 +259,14 @@ class LocalState:
 
     def bases(self, collection: str, ids: list[str]) -> dict[str, dict[str, Any]]:
         """id → base data, for the ids that have a base."""
-        out: dict[str, dict[str, Any]] = {}
-        for i in range(0, len(ids), 900):
-            chunk = ids[i : i + 900]
-            marks = ",".join("?" * len(chunk))
-            rows = self.db.execute_sql(
-                f"SELECT id, data FROM replicator_base WHERE collection = ? AND id IN ({marks})",
-                (collection, *chunk),
-            ).fetchall()
-            out.update((r[0], decode_json(r[1])) for r in rows)
-        return out
+        return {
+            i: decode_json(data)
+            for i, data in self._in(
+                "SELECT id, data FROM replicator_base WHERE collection = ? AND id IN ({})",
+                collection,
+                ids,
+            )
+        }
 
     def versions_for(self, collection: str, ids: list[str]) -> dict[str, str]:
         """id → base version, for the ids that have one."""
@@ -291,12 +290,7 @@ class LocalState:
         }
 
     def _in(self, sql: str, collection: str, ids: list[str]) -> list[tuple[Any, ...]]:
-        out: list[tuple[Any, ...]] = []
-        for i in range(0, len(ids), 900):
-            chunk = ids[i : i + 900]
-            marks = ",".join("?" * len(chunk))
-            out += self.db.execute_sql(sql.format(marks), (collection, *chunk)).fetchall()
-        return out
+        return select_in(self.db.execute_sql, sql, ids, before=(collection,))
 
     def drop_base(self, collection: str, doc_id: str) -> None:
         self.db.execute_sql(

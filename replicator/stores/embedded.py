@@ -23,6 +23,7 @@ from typing import Any
 
 from ..codec import decode_json, encode_json
 from ..errors import OfflineError, PreconditionFailed, RemoteDataError, TransientError
+from ..sql import select_in
 from .base import DeviceRecord, Page, PushResult, RemoteDoc, Usage, Write
 
 
@@ -158,16 +159,15 @@ class EmbeddedRemote:
     def get(self, collection: str, ids: Sequence[str]) -> dict[str, RemoteDoc]:
         found: dict[str, RemoteDoc] = {}
         with self._connect() as conn:
-            for i in range(0, len(ids), 500):
-                chunk = list(ids[i : i + 500])
-                marks = ",".join("?" * len(chunk))
-                for row in conn.execute(
-                    f"SELECT id, data, deleted, seq FROM docs"
-                    f" WHERE collection = ? AND id IN ({marks})",
-                    (collection, *chunk),
-                ):
-                    found[row[0]] = self._doc(collection, row)
-                    self._count_reads([row])
+            rows = select_in(
+                conn.execute,
+                "SELECT id, data, deleted, seq FROM docs WHERE collection = ? AND id IN ({})",
+                ids,
+                before=(collection,),
+            )
+        for row in rows:
+            found[row[0]] = self._doc(collection, row)
+            self._count_reads([row])
         if not found:
             self.usage.reads += 1
         return found
@@ -234,14 +234,13 @@ class EmbeddedRemote:
         for collection, doc_id in keys:
             by_collection.setdefault(collection, []).append(doc_id)
         for collection, ids in by_collection.items():
-            for i in range(0, len(ids), 500):
-                chunk = ids[i : i + 500]
-                marks = ",".join("?" * len(chunk))
-                for doc_id, seq, data in conn.execute(
-                    f"SELECT id, seq, data FROM docs WHERE collection = ? AND id IN ({marks})",
-                    (collection, *chunk),
-                ):
-                    out[(collection, doc_id)] = (_seq(seq), data)
+            for doc_id, seq, data in select_in(
+                conn.execute,
+                "SELECT id, seq, data FROM docs WHERE collection = ? AND id IN ({})",
+                ids,
+                before=(collection,),
+            ):
+                out[(collection, doc_id)] = (_seq(seq), data)
         return out
 
     def _put_device(
