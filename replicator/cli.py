@@ -70,19 +70,8 @@ def status(database: Path) -> None:
                 " GROUP BY collection"
             )
         )
-        tables = [
-            r[0]
-            for r in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
-            )
-            if "isDirty" in {c[1] for c in conn.execute(f'PRAGMA table_info("{r[0]}")')}
-        ]
         click.echo(f"{'collection':<20} {'rows':>7} {'dirty':>7} {'deletes':>8}  downloadedTill")
-        for table in tables:
-            (rows,) = conn.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()
-            (dirty,) = conn.execute(
-                f'SELECT COUNT(*) FROM "{table}" WHERE "isDirty" = 1'
-            ).fetchone()
+        for table, rows, dirty in _synced_tables(conn):
             click.echo(
                 f"{table:<20} {rows:>7} {dirty:>7} {tombs.get(table, 0):>8}  "
                 f"{trackers.get(table) or '-'}"
@@ -230,12 +219,7 @@ def snapshot_verify(source: _Source) -> None:
         dest = Path(tmp) / "verify.db"
         manifest = _fetch(store, key, dest)
         conn = sqlite3.connect(dest)
-        tables = [
-            r[0]
-            for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            if "isDirty" in {c[1] for c in conn.execute(f'PRAGMA table_info("{r[0]}")')}
-        ]
-        counts = {t: conn.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}
+        counts = {table: rows for table, rows, _ in _synced_tables(conn)}
         conn.close()
     click.echo(
         f"snapshot {manifest.snapshot_id} is intact: "
@@ -274,22 +258,33 @@ def snapshot_restore(database: Path, force: bool, source: _Source) -> None:
     click.echo(f"restored snapshot {manifest.snapshot_id} into {database}")
 
 
+def _synced_tables(conn: sqlite3.Connection) -> list[tuple[str, int, int]]:
+    """(table, rows, dirty rows) for every table that carries replicator's sync columns."""
+    out = []
+    names = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+    for (name,) in names.fetchall():
+        if "isDirty" in {c[1] for c in conn.execute(f'PRAGMA table_info("{name}")')}:
+            (rows,) = conn.execute(f'SELECT COUNT(*) FROM "{name}"').fetchone()
+            (dirty,) = conn.execute(f'SELECT COUNT(*) FROM "{name}" WHERE "isDirty" = 1').fetchone()
+            out.append((name, rows, dirty))
+    return out
+
+
 def _pending(database: Path) -> tuple[int, int]:
+    """(unsynced changes, rows) of a database file: dirty rows plus pending deletes."""
     conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
     try:
-        dirty = rows = 0
-        for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
-            cols = {c[1] for c in conn.execute(f'PRAGMA table_info("{name}")')}
-            if "isDirty" in cols:
-                dirty += conn.execute(
-                    f'SELECT COUNT(*) FROM "{name}" WHERE "isDirty" = 1'
-                ).fetchone()[0]
-                rows += conn.execute(f'SELECT COUNT(*) FROM "{name}"').fetchone()[0]
-            if name == "replicator_tombstones":
-                dirty += conn.execute(
-                    "SELECT COUNT(*) FROM replicator_tombstones WHERE pending = 1"
-                ).fetchone()[0]
-        return dirty, rows
+        tables = _synced_tables(conn)
+        dirty = sum(d for _, _, d in tables)
+        has_tombstones = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'replicator_tombstones'"
+        ).fetchone()
+        if has_tombstones:
+            (deletes,) = conn.execute(
+                "SELECT COUNT(*) FROM replicator_tombstones WHERE pending = 1"
+            ).fetchone()
+            dirty += deletes
+        return dirty, sum(r for _, r, _ in tables)
     finally:
         conn.close()
 
