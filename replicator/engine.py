@@ -162,14 +162,7 @@ class Replicator:
             registered = True
         snapshot = None
         if self.blobs is not None:
-            moved = sum(ctx.counts.downloaded.values()) + sum(ctx.counts.deleted.values())
-            moved += sum(ctx.counts.uploaded.values()) + sum(ctx.counts.uploaded_deletes.values())
-            if moved:
-                self.database.execute_sql(
-                    "UPDATE replicator_device SET changes_since_snapshot ="
-                    " changes_since_snapshot + ?",
-                    (moved,),
-                )
+            self.local.count_changes(ctx.counts.total())
             snapshot = self._snapshot_phase(ctx, uploaded=pushed is not None)
         finished = _dt.datetime.now(_dt.timezone.utc)
         self.local.set_device(last_sync=finished.isoformat(timespec="seconds"))
@@ -207,7 +200,7 @@ class Replicator:
             return None
         manifest = read_manifest(self.blobs)
         seen = None if manifest is None else manifest.snapshot_id
-        if seen != self.local._device("manifest_seen"):
+        if seen != self.local.manifest_seen:
             # a new snapshot appeared (ours or another device's): count afresh from it
             self.local.set_device(manifest_seen=seen, changes_since_snapshot=0)
         if uploaded:
@@ -223,7 +216,7 @@ class Replicator:
                 else _dt.datetime.fromisoformat(manifest.created),
                 dirty=sum(self.dirty_counts().values()),
                 now=_dt.datetime.now(_dt.timezone.utc),
-                changes=int(self.local._device("changes_since_snapshot") or 0),
+                changes=self.local.changes_since_snapshot,
             )
             if not self.snapshot_strategy.should_publish(decision):
                 return None
@@ -306,7 +299,7 @@ class Replicator:
                     manifest,
                     self.key,
                     plain,
-                    on_bytes=_byte_counter(self._progress_ctx(), "restore", manifest.size),
+                    on_bytes=_byte_counter(self, "restore", manifest.size),
                 )
                 self.database.close()
                 install(db_path, plain)
@@ -337,9 +330,6 @@ class Replicator:
                 restored = None  # the first device: nothing to restore
         report = self.sync()
         return attrs.evolve(report, restored=restored)
-
-    def _progress_ctx(self) -> Any:
-        return self
 
     def progress(
         self, phase: str, collection: str | None, done: int, total: int | None = None

@@ -152,6 +152,24 @@ class LocalState:
     def registered(self) -> bool:
         return bool(self._device("registered"))
 
+    @property
+    def manifest_seen(self) -> str | None:
+        """The snapshot the blob store's manifest named when this device last looked."""
+        value = self._device("manifest_seen")
+        return None if value is None else str(value)
+
+    @property
+    def changes_since_snapshot(self) -> int:
+        return int(self._device("changes_since_snapshot") or 0)
+
+    def count_changes(self, moved: int) -> None:
+        """Add rows a sync moved to the count Big Brother's ``min_changes`` reads."""
+        if moved:
+            self.db.execute_sql(
+                "UPDATE replicator_device SET changes_since_snapshot = changes_since_snapshot + ?",
+                (moved,),
+            )
+
     def set_device(self, **values: Any) -> None:
         sets = ", ".join(f"{k} = ?" for k in values)
         self.db.execute_sql(f"UPDATE replicator_device SET {sets}", tuple(values.values()))

@@ -60,6 +60,11 @@ class _Counts:
     uploaded: dict[str, int] = attrs.field(factory=dict)
     uploaded_deletes: dict[str, int] = attrs.field(factory=dict)
 
+    def total(self) -> int:
+        """Rows moved either way: downloaded, deleted, uploaded, deletes uploaded."""
+        counters = (self.downloaded, self.deleted, self.uploaded, self.uploaded_deletes)
+        return sum(sum(c.values()) for c in counters)
+
     @staticmethod
     def bump(counter: dict[str, int], collection: str, n: int = 1) -> None:
         if n:

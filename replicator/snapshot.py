@@ -23,6 +23,7 @@ database file as it was.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import io
@@ -107,13 +108,19 @@ class Manifest:
             raise TamperedSnapshotError("the snapshot manifest is not readable") from exc
 
 
-def read_manifest(blobs: BlobStore) -> Manifest | None:
+def _read_small(blobs: BlobStore, key: str) -> tuple[bytes, str] | None:
+    """A small object's bytes and etag, or None if it does not exist."""
     buf = io.BytesIO()
     try:
-        info = blobs.get(MANIFEST, buf)
+        info = blobs.get(key, buf)
     except BlobNotFoundError:
         return None
-    return Manifest.from_json(buf.getvalue(), info.etag)
+    return buf.getvalue(), info.etag
+
+
+def read_manifest(blobs: BlobStore) -> Manifest | None:
+    found = _read_small(blobs, MANIFEST)
+    return None if found is None else Manifest.from_json(*found)
 
 
 def resolve_key(
@@ -129,20 +136,17 @@ def resolve_key(
             "snapshot key must be 32 bytes, a SnapshotKey or a Passphrase",
             hint="pass key=SnapshotKey(...) or key=Passphrase('...') to Replicator",
         )
-    buf = io.BytesIO()
-    try:
-        blobs.get(KDF, buf)
-        kdf = json.loads(buf.getvalue())
-    except BlobNotFoundError:
+    found = _read_small(blobs, KDF)
+    if found is None:
         if not create:
-            raise SnapshotNotFoundError("no passphrase parameters beside the snapshots") from None
-        kdf = new_kdf_params()
-        try:
-            blobs.put(KDF, io.BytesIO(json.dumps(kdf).encode()), if_none_match=True)
-        except PreconditionFailed:  # another device created them first: use theirs
-            buf = io.BytesIO()
-            blobs.get(KDF, buf)
-            kdf = json.loads(buf.getvalue())
+            raise SnapshotNotFoundError("no passphrase parameters beside the snapshots")
+        # if another device creates them first, its parameters are the ones read back
+        with contextlib.suppress(PreconditionFailed):
+            blobs.put(KDF, io.BytesIO(json.dumps(new_kdf_params()).encode()), if_none_match=True)
+        found = _read_small(blobs, KDF)
+        if found is None:
+            raise SnapshotNotFoundError("the passphrase parameters vanished while being created")
+    kdf = json.loads(found[0])
     return key.derive(kdf), kdf
 
 

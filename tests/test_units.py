@@ -149,4 +149,4 @@ def test_local_state_upgrades_an_older_device_table(tmp_path):
     state = LocalState(db)
     assert state.installation_id == "old-id"
     state.set_device(last_snapshot="x", changes_since_snapshot=3)
-    assert state._device("changes_since_snapshot") == 3
+    assert state.changes_since_snapshot == 3
