@@ -6,17 +6,27 @@ local change unless it is meant to be (a merged row, a cascaded delete).
 
 Rules, in the order they are checked:
 
-1. **Deletes win.** A remote tombstone deletes the row locally, with its
-   children (foreign keys cascade in replication whatever the SQL says), and a
-   remote change to a row this device knows deleted is ignored; if the remote
-   holds it live again, the delete is queued for upload once more.
+1. **Deletes win, under the foreign keys' rules.** A remote tombstone deletes
+   the row locally. Its children follow their foreign key's ``on_delete``:
+   ``CASCADE`` deletes them (and uploads their deletes), ``SET NULL`` /
+   ``SET DEFAULT`` keep them with the key cleared (uploaded as an edit), and
+   ``RESTRICT`` / ``NO ACTION`` (peewee's default) refuse the delete while a
+   child still depends on the row: the row is kept and uploaded live again.
+   A change to a row whose delete this device has not uploaded yet is
+   ignored; a live version written after an acknowledged delete (a restore
+   under ``RESTRICT``) is applied.
 2. **Parents first.** A row whose parent is missing locally gets the parent
-   fetched from the remote and applied first; a row whose parent is deleted is
-   deleted too (and the delete uploaded, so the remote holds no orphan).
+   fetched from the remote and applied first; a row whose parent is deleted
+   follows the same ``on_delete`` rule.
 3. A row that is **clean** locally takes the remote version.
 4. A row that is **dirty** locally is a conflict, given to the strategy, unless
-   the remote version is this device's own write (a lost acknowledgement) or
-   differs from the base only in fields this app version does not know.
+   the remote version is this device's own write (recognised by the digest of
+   what its last upload sent, never by ``updatedBy``), holds the same values,
+   or differs from the base only in fields this app version does not know.
+
+A document that cannot be applied (malformed, or a parent that never came)
+raises ``RemoteDataError``; :func:`apply_page` rolls back just that document
+and sets it aside, so one bad document never blocks a device.
 """
 
 from __future__ import annotations
@@ -27,13 +37,44 @@ from typing import Any
 
 import peewee
 
-from .codec import check_value, missing_value
+from .codec import check_value, digest_matches, missing_value, to_sqlite
 from .context import SyncContext
 from .errors import RemoteDataError
-from .model import LOCAL_COLUMNS, collection_name, remote_columns, utcnow
-from .report import Resolution
+from .model import (
+    CLOCK_TOLERANCE,
+    LOCAL_COLUMNS,
+    NOW_SQL,
+    collection_name,
+    remote_columns,
+    shift_time,
+    utcnow,
+)
+from .report import Resolution, RowError
 from .sql import select_in
 from .stores.base import RemoteDoc
+from .strategies.conflict import store_clock
+
+CASCADE, SET_NULL, RESTRICT = "CASCADE", "SET NULL", "RESTRICT"
+
+
+def delete_rule(fk: peewee.ForeignKeyField) -> str:
+    """How replication treats children of a deleted row: the key's ``on_delete``."""
+    rule = (fk.on_delete or "").upper().strip()
+    if rule == CASCADE:
+        return CASCADE
+    if rule in ("SET NULL", "SET DEFAULT"):
+        return SET_NULL
+    return RESTRICT
+
+
+def _cleared_value(fk: peewee.ForeignKeyField) -> Any:
+    """The value ``SET NULL`` / ``SET DEFAULT`` leave in the key column."""
+    if (fk.on_delete or "").upper().strip() == "SET DEFAULT" and fk.default is not None:
+        default = fk.default() if callable(fk.default) else fk.default
+        if isinstance(default, peewee.Model):
+            default = getattr(default, "id", None)
+        return to_sqlite(default)
+    return None
 
 
 def fetch_row(ctx: SyncContext, model: type[peewee.Model], doc_id: str) -> dict[str, Any] | None:
@@ -48,6 +89,8 @@ def fetch_row(ctx: SyncContext, model: type[peewee.Model], doc_id: str) -> dict[
 def decode_doc(model: type[peewee.Model], doc: RemoteDoc) -> dict[str, Any]:
     """The doc's values for this model's remote columns, checked and defaulted."""
     coll = doc.collection
+    if doc.problem is not None:
+        raise RemoteDataError(coll, doc.id, doc.problem)
     out: dict[str, Any] = {}
     for field in model._meta.sorted_fields:
         col = field.column_name
@@ -95,6 +138,44 @@ def _write_row(
         )
 
 
+def _children(
+    ctx: SyncContext, model: type[peewee.Model], doc_id: str
+) -> list[tuple[type[peewee.Model], peewee.ForeignKeyField, list[str]]]:
+    """Per foreign key pointing at ``model``: the local rows that reference ``doc_id``."""
+    out = []
+    for child_model, fk in ctx.children[model]:
+        ids = [
+            r[0]
+            for r in ctx.db.execute_sql(
+                f'SELECT id FROM "{collection_name(child_model)}" WHERE "{fk.column_name}" = ?',
+                (doc_id,),
+            ).fetchall()
+            if (child_model, r[0]) != (model, doc_id)
+        ]
+        if ids:
+            out.append((child_model, fk, ids))
+    return out
+
+
+def _blockers(
+    ctx: SyncContext, model: type[peewee.Model], doc_id: str, seen: set[tuple[str, str]]
+) -> list[tuple[type[peewee.Model], str]]:
+    """Rows that forbid deleting ``doc_id`` (``RESTRICT`` children, through cascades)."""
+    key = (collection_name(model), doc_id)
+    if key in seen:
+        return []
+    seen.add(key)
+    out: list[tuple[type[peewee.Model], str]] = []
+    for child_model, fk, ids in _children(ctx, model, doc_id):
+        rule = delete_rule(fk)
+        if rule == RESTRICT:
+            out += [(child_model, i) for i in ids]
+        elif rule == CASCADE:
+            for child_id in ids:
+                out += _blockers(ctx, child_model, child_id, seen)
+    return out
+
+
 def delete_local(
     ctx: SyncContext,
     model: type[peewee.Model],
@@ -103,25 +184,23 @@ def delete_local(
     pending: bool,
     remote: RemoteDoc | None = None,
 ) -> None:
-    """Delete a row and its descendants; record tombstones.
+    """Delete a row, applying each child foreign key's rule; record tombstones.
 
     ``pending`` says whether this row's delete must still be uploaded. Children
-    removed by the cascade always get a pending tombstone, cleared when their
+    removed by a cascade always get a pending tombstone, cleared when their
     own remote tombstone arrives, so the remote never keeps an orphan.
+    Callers check :func:`_blockers` first: ``RESTRICT`` children are not
+    touched here.
     """
     coll = collection_name(model)
-    for child_model, fk in ctx.children[model]:
-        child_table = collection_name(child_model)
-        ids = [
-            r[0]
-            for r in ctx.db.execute_sql(
-                f'SELECT id FROM "{child_table}" WHERE "{fk.column_name}" = ?', (doc_id,)
-            ).fetchall()
-        ]
-        for child_id in ids:
-            if (child_model, child_id) == (model, doc_id):
-                continue
-            delete_local(ctx, child_model, child_id, pending=True)
+    for child_model, fk, ids in _children(ctx, model, doc_id):
+        rule = delete_rule(fk)
+        if rule == CASCADE:
+            for child_id in ids:
+                delete_local(ctx, child_model, child_id, pending=True)
+        elif rule == SET_NULL:
+            for child_id in ids:
+                _clear_key(ctx, child_model, fk, child_id, f"{coll}/{doc_id} was deleted")
     row = fetch_row(ctx, model, doc_id)
     if row is not None:
         if row["isDirty"]:
@@ -143,20 +222,104 @@ def delete_local(
     ctx.local.drop_base(coll, doc_id)
 
 
+def _clear_key(
+    ctx: SyncContext, model: type[peewee.Model], fk: peewee.ForeignKeyField, doc_id: str, why: str
+) -> None:
+    """``SET NULL``/``SET DEFAULT`` in replication: clear the key, upload the edit, report it."""
+    row = fetch_row(ctx, model, doc_id)
+    if row is None:
+        return
+    cols = remote_columns(model)
+    before = {c: row[c] for c in cols}
+    value = _cleared_value(fk)
+    _mark_engine_edit(ctx, model, doc_id, {fk.column_name: value})
+    ctx.resolved(
+        Resolution(
+            collection_name(model),
+            doc_id,
+            "set-null" if value is None else "set-default",
+            before,
+            None,
+            None,
+            {**before, fk.column_name: value},
+            f"on_delete: {why}",
+        )
+    )
+
+
+def _mark_engine_edit(
+    ctx: SyncContext, model: type[peewee.Model], doc_id: str, values: Mapping[str, Any]
+) -> None:
+    """Write ``values`` as a change of this device's, to be uploaded (the engine decided it)."""
+    sets = "".join(f', "{c}" = ?' for c in values)
+    ctx.db.execute_sql(
+        f'UPDATE "{collection_name(model)}" SET "isDirty" = 1, "syncRev" = ?,'
+        f' "updatedOn" = {NOW_SQL}, "updatedBy" = ?{sets} WHERE id = ?',
+        (random.getrandbits(62), ctx.me, *values.values(), doc_id),
+    )
+
+
+def _remote_delete(ctx: SyncContext, model: type[peewee.Model], doc: RemoteDoc, depth: int) -> None:
+    """Apply a remote tombstone, unless a ``RESTRICT`` child still depends on the row."""
+    coll = collection_name(model)
+    blockers = _blockers(ctx, model, doc.id, set())
+    if blockers and depth <= 32:
+        # the children may have been deleted or moved remotely too: apply that first
+        by_model: dict[type[peewee.Model], list[str]] = {}
+        for child_model, child_id in blockers:
+            by_model.setdefault(child_model, []).append(child_id)
+        for child_model, ids in by_model.items():
+            child_coll = collection_name(child_model)
+            held = ctx.local.versions_for(child_coll, ids)
+            for child_id, child_doc in ctx.remote.get(child_coll, ids).items():
+                if held.get(child_id) != child_doc.version:
+                    apply_remote(
+                        ctx, child_model, ctx.incoming(child_model, child_doc), depth=depth + 1
+                    )
+        blockers = _blockers(ctx, model, doc.id, set())
+    row = fetch_row(ctx, model, doc.id)
+    if not blockers or row is None:
+        delete_local(ctx, model, doc.id, pending=False, remote=doc)
+        return
+    # RESTRICT: the row stays, and goes up live again over the tombstone it has seen
+    _mark_engine_edit(ctx, model, doc.id, {})
+    ctx.local.set_base(coll, doc.id, doc.version, doc.data)
+    local = {c: row[c] for c in remote_columns(model)}
+    child_model, child_id = blockers[0]
+    ctx.resolved(
+        Resolution(
+            coll,
+            doc.id,
+            "restored",
+            local,
+            dict(doc.data),
+            None,
+            local,
+            f"on_delete: {collection_name(child_model)}/{child_id} still refers to it",
+        )
+    )
+
+
 def apply_remote(
     ctx: SyncContext, model: type[peewee.Model], doc: RemoteDoc, *, depth: int = 0
 ) -> None:
     coll = collection_name(model)
+    if doc.problem is not None:
+        raise RemoteDataError(coll, doc.id, doc.problem)
     if doc.deleted:
-        delete_local(ctx, model, doc.id, pending=False, remote=doc)
+        _remote_delete(ctx, model, doc, depth)
         return
     tomb = ctx.local.tombstone(coll, doc.id)
     if tomb is not None:
-        if not tomb:  # our delete was uploaded, yet the remote holds the row live again
-            ctx.local.add_tombstone(coll, doc.id, pending=True, by=ctx.me)
-        return
+        if tomb:  # our delete is not uploaded yet: it wins when it goes up
+            return
+        # Our delete was acknowledged, yet the row is live again: only a device that
+        # saw the tombstone can write over it (writes are conditional on the version),
+        # so this is a deliberate restore (a RESTRICT child needed the row).
+        ctx.local.drop_tombstone(coll, doc.id)
     values = decode_doc(model, doc)
-    if not _ensure_parents(ctx, model, doc, values, depth):
+    cleared = _ensure_parents(ctx, model, doc, values, depth)
+    if cleared is None:
         return
     row = fetch_row(ctx, model, doc.id)
     if row is None:
@@ -168,19 +331,31 @@ def apply_remote(
     else:
         _resolve(ctx, model, doc, values, row)
     ctx.local.set_base(coll, doc.id, doc.version, doc.data)
+    for fk in cleared:
+        _clear_key(ctx, model, fk, doc.id, f"{collection_name(fk.rel_model)} row is deleted")
 
 
 def _ensure_parents(
     ctx: SyncContext, model: type[peewee.Model], doc: RemoteDoc, values: dict[str, Any], depth: int
-) -> bool:
-    """Make every parent of the row present locally; False if the row was dropped as an orphan."""
+) -> list[peewee.ForeignKeyField] | None:
+    """Make every parent of the row present locally.
+
+    Returns the keys whose parent is deleted under ``SET NULL`` (the caller
+    clears them after writing the row), or ``None`` if the row was dropped
+    (``CASCADE`` from a deleted parent). Raises ``RemoteDataError`` when a
+    parent does not exist remotely or, under ``RESTRICT``, is deleted here:
+    the document is set aside until the parent comes (back).
+    """
     coll = collection_name(model)
+    cleared: list[peewee.ForeignKeyField] = []
     for fk in model._meta.refs:
         parent_id = values.get(fk.column_name)
         if parent_id is None:
             continue
         parent = fk.rel_model
         parent_coll = collection_name(parent)
+        if parent is model and parent_id == doc.id:
+            continue  # a row that is its own parent
         present = ctx.db.execute_sql(
             f'SELECT 1 FROM "{parent_coll}" WHERE id = ?', (parent_id,)
         ).fetchone()
@@ -192,25 +367,35 @@ def _ensure_parents(
             if depth > 32:
                 raise RemoteDataError(coll, doc.id, "parent chain deeper than 32 or cyclic")
             found = ctx.remote.get(parent_coll, [parent_id]).get(parent_id)
-            if found is not None:
-                found = ctx.incoming(parent, found)
             if found is None:
                 raise RemoteDataError(
                     coll,
                     doc.id,
                     f"{fk.column_name} refers to {parent_coll}/{parent_id}, which does not exist",
+                    hint="it is set aside and retried at every sync until its parent arrives",
                 )
-            apply_remote(ctx, parent, found, depth=depth + 1)
+            apply_remote(ctx, parent, ctx.incoming(parent, found), depth=depth + 1)
             if ctx.local.tombstone(parent_coll, parent_id) is None:
                 continue
-        # the parent is deleted: the child goes too, and the remote learns it
+        # the parent is deleted here: the key's rule decides
+        rule = delete_rule(fk)
+        if rule == SET_NULL:
+            cleared.append(fk)
+            continue
+        if rule == RESTRICT:
+            raise RemoteDataError(
+                coll,
+                doc.id,
+                f"{fk.column_name} refers to {parent_coll}/{parent_id}, which is deleted",
+                hint="set aside until the device that wrote it restores its parent",
+            )
         if fetch_row(ctx, model, doc.id) is None:
             ctx.resolved(
                 Resolution(coll, doc.id, "deleted", None, dict(doc.data), None, None, "deletes-win")
             )
         delete_local(ctx, model, doc.id, pending=True, remote=doc)
-        return False
-    return True
+        return None
+    return cleared
 
 
 def _resolve(
@@ -233,18 +418,25 @@ def _resolve(
         and local_vals.get("createdOn") == remote_vals.get("createdOn")
         and local_vals.get("updatedOn") == remote_vals.get("updatedOn")
     )
-    if same_document:
-        # Seed 002's fallback: a row restored without serverId whose createdOn and
-        # updatedOn match the remote document is that document, not a new one.
+    if same_document or _same(local_vals, remote_vals, cols):
+        # Both sides hold the same values (or seed 002's fallback: a row restored
+        # without serverId whose timestamps match the document): nothing to resolve.
         _write_row(ctx, model, remote_vals, exists=True, dirty=False)
+        ctx.local.forget_sent(coll, [doc.id])
         return
-    if doc.updated_by == ctx.me or (base_vals is not None and _same(base_vals, remote_vals, cols)):
-        # Our own write (its acknowledgement was lost), or nothing we know changed:
-        # not a conflict. The row stays dirty unless it already equals the remote.
-        if _same(local_vals, remote_vals, cols):
-            _write_row(ctx, model, remote_vals, exists=True, dirty=False)
+    sent = ctx.local.sent_digest(coll, doc.id)
+    own = sent is not None and digest_matches(sent, remote_vals)
+    if own or (base_vals is not None and _same(base_vals, remote_vals, cols)):
+        # Our own write, whose acknowledgement was lost (the document holds exactly
+        # what we sent), or nothing we know changed: not a conflict. The row stays
+        # dirty and goes up over this version.
         return
-    result = _call_strategy(ctx.strategy, coll, local_vals, remote_vals, base_vals)
+    offset = ctx.local.clock_offset
+    if offset is not None and abs(offset) >= CLOCK_TOLERANCE:
+        # a dirty row carries this device's clock: compare it in the store's time
+        local_vals["updatedOn"] = shift_time(local_vals.get("updatedOn"), offset)
+    with store_clock(offset or 0.0):
+        result = _call_strategy(ctx.strategy, coll, local_vals, remote_vals, base_vals)
     merged = {c: result.get(c, local_vals[c]) for c in cols}
     merged["id"] = doc.id
     if _same(merged, remote_vals, cols):
@@ -299,7 +491,8 @@ def apply_page(ctx: SyncContext, model: type[peewee.Model], docs: list[RemoteDoc
     clean or absent locally, not known deleted, whose parents are present. Any
     other document (a tombstone, a conflict, a missing parent) goes through
     :func:`apply_remote`, after the bulk work before it has been written, so
-    the page is applied in cursor order either way.
+    the page is applied in cursor order either way. A document that raises
+    ``RemoteDataError`` is rolled back alone and set aside (see :func:`settle`).
     """
     coll = collection_name(model)
     fks = list(model._meta.refs)
@@ -323,24 +516,62 @@ def apply_page(ctx: SyncContext, model: type[peewee.Model], docs: list[RemoteDoc
         slow_at = None
         for i, doc in enumerate(chunk):
             if held.get(doc.id) == doc.version or (doc.deleted and tombs.get(doc.id) is False):
-                continue  # already applied (a catch-up page re-reads recent changes)
+                continue  # already applied (our own upload, or a catch-up re-read)
             if doc.deleted or doc.id in tombs or dirty.get(doc.id):
                 slow_at = i
                 break
-            values = decode_doc(model, doc)
+            try:
+                values = decode_doc(model, doc)
+            except RemoteDataError:
+                slow_at = i
+                break
             if any(
-                values.get(fk.column_name) is not None and values[fk.column_name] not in parents[fk]
+                values.get(fk.column_name) is not None
+                and values[fk.column_name] not in parents[fk]
+                and not (fk.rel_model is model and values[fk.column_name] == doc.id)
                 for fk in fks
             ):
                 slow_at = i
                 break
             pending.append((doc, values, doc.id in dirty))
         _flush(ctx, coll, cols, pending)
+        ctx.local.unpark(coll, [d.id for d, _, _ in pending])
         pending.clear()
         if slow_at is None:
             return
-        apply_remote(ctx, model, chunk[slow_at])
+        _apply_or_set_aside(ctx, model, chunk[slow_at])
         start += slow_at + 1
+
+
+def _apply_or_set_aside(ctx: SyncContext, model: type[peewee.Model], doc: RemoteDoc) -> None:
+    coll = collection_name(model)
+    mark = len(ctx.conflicts)
+    try:
+        with ctx.db.atomic():  # a savepoint: a failure undoes this document alone
+            apply_remote(ctx, model, doc)
+    except RemoteDataError as exc:
+        del ctx.conflicts[mark:]
+        ctx.local.park(coll, doc.id, exc.reason)
+        ctx.set_aside.append(RowError(coll, doc.id, exc))
+    else:
+        ctx.local.unpark(coll, [doc.id])
+
+
+def settle(ctx: SyncContext) -> None:
+    """Retry the documents set aside by earlier syncs, parents first, at their current version."""
+    parked = ctx.local.parked()
+    just_now = {(e.collection, e.id) for e in ctx.set_aside}
+    for model in ctx.models:
+        coll = collection_name(model)
+        ids = sorted(i for i in parked.get(coll, {}) if (coll, i) not in just_now)
+        if not ids:
+            continue
+        docs = ctx.remote.get(coll, ids)
+        with ctx.local.applying():
+            ctx.local.unpark(coll, [i for i in ids if i not in docs])  # gone remotely
+            for doc_id in ids:
+                if doc_id in docs:
+                    _apply_or_set_aside(ctx, model, ctx.incoming(model, docs[doc_id]))
 
 
 def _existing(ctx: SyncContext, table: str, ids: list[str]) -> set[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 from collections.abc import Callable
 from typing import Any
 
@@ -27,11 +28,15 @@ class SyncContext:
     me: str
     page_size: int
     app_version: str
+    clock: Callable[[], _dt.datetime] = attrs.field(
+        default=lambda: _dt.datetime.now(_dt.timezone.utc)
+    )
     on_progress: Callable[[Progress], None] | None = None
     on_conflict: Callable[[Resolution], None] | None = None
     counts: _Counts = attrs.field(factory=_Counts)
     conflicts: list[Resolution] = attrs.field(factory=list)
     rejected: list[RowError] = attrs.field(factory=list)
+    set_aside: list[RowError] = attrs.field(factory=list)
     by_collection: dict[str, type[peewee.Model]] = attrs.field(factory=dict)
     children: dict[type[peewee.Model], list[tuple[type[peewee.Model], peewee.ForeignKeyField]]] = (
         attrs.field(factory=dict)
@@ -66,6 +71,21 @@ class SyncContext:
         self.conflicts.append(resolution)
         if self.on_conflict is not None:
             self.on_conflict(resolution)
+
+    def measured_clock(self, before: _dt.datetime, server_time: _dt.datetime | None) -> None:
+        """Record the device clock's offset from a store time stamped between ``before``
+        and now (the midpoint of the round trip stands for the device's reading)."""
+        if server_time is None:
+            return
+        after = self.clock()
+        mid = before + (after - before) / 2
+        self.local.set_device(clock_offset=(server_time - mid).total_seconds())
+
+    def store_now(self) -> _dt.datetime:
+        """The store's time as this device best knows it (naive UTC)."""
+        now = self.clock().astimezone(_dt.timezone.utc).replace(tzinfo=None)
+        offset = self.local.clock_offset
+        return now if offset is None else now + _dt.timedelta(seconds=offset)
 
     def device_record(self) -> DeviceRecord:
         return DeviceRecord(

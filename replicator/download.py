@@ -6,12 +6,14 @@
    changes after the collection's ``downloadedTill`` cursor, skipping this
    device's own writes, and apply each page together with its new cursor in
    one local transaction. A crash between pages loses nothing: the next sync
-   resumes after the last committed page.
+   resumes after the last committed page. This device's own uploads come back
+   too and are skipped by version; ``updatedBy`` is never trusted for that.
+3. Retry the documents earlier syncs set aside (``apply.settle``).
 """
 
 from __future__ import annotations
 
-from .apply import apply_page
+from .apply import apply_page, settle
 from .context import SyncContext
 from .model import collection_name
 
@@ -26,15 +28,14 @@ def download(ctx: SyncContext, *, catch_up_only: bool = False) -> bool:
     if not catch_up_only:
         latest = ctx.remote.uploads_after(ctx.local.seen_position, exclude=ctx.me)
         if latest is None:
+            settle(ctx)  # documents set aside are retried even when nothing is new
             return False
     for model in ctx.models:
         coll = collection_name(model)
         cursor = ctx.local.tracker(coll)
         done = 0
         while True:
-            page = ctx.remote.pull(
-                coll, cursor, ctx.page_size, exclude_by=ctx.me, catch_up=done == 0
-            )
+            page = ctx.remote.pull(coll, cursor, ctx.page_size, catch_up=done == 0)
             with ctx.local.applying():
                 apply_page(ctx, model, [ctx.incoming(model, d) for d in page.docs])
                 if page.cursor is not None and page.cursor != cursor:
@@ -44,6 +45,7 @@ def download(ctx: SyncContext, *, catch_up_only: bool = False) -> bool:
             ctx.progress("download", coll, done)
             if not page.more:
                 break
+    settle(ctx)
     if latest is not None:
         ctx.local.set_device(seen_position=latest)
     return True

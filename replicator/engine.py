@@ -76,6 +76,7 @@ class Replicator:
         page_size: int = 500,
         on_progress: Callable[[Progress], None] | None = None,
         on_conflict: Callable[[Resolution], None] | None = None,
+        clock: Callable[[], _dt.datetime] | None = None,
     ) -> None:
         if not models:
             raise ConfigurationError("Replicator needs at least one model to sync")
@@ -98,6 +99,8 @@ class Replicator:
         self.page_size = page_size
         self.on_progress = on_progress
         self.on_conflict = on_conflict
+        #: the device clock (aware UTC); its offset from the store's is measured each upload
+        self.clock = clock or (lambda: _dt.datetime.now(_dt.timezone.utc))
         self._lock = threading.Lock()
         self.local = LocalState(database, device_name=device_name)
         with database.atomic():
@@ -151,14 +154,19 @@ class Replicator:
             app_version=self.app_version,
             on_progress=self.on_progress,
             on_conflict=self.on_conflict,
+            clock=self.clock,
         )
+        registered = False
+        if self.local.clock_offset is None:
+            # first contact: learn how this device's clock stands against the store's
+            # before any timestamp of it is compared or uploaded
+            self._register(ctx)
+            registered = True
         others = download(ctx)
         pushed = upload(ctx)
-        registered = pushed is not None
+        registered = registered or pushed is not None
         if pushed is None and (others or not self.local.registered):
-            ctx.progress("register", None, 0, 1)
-            self.remote.register(ctx.device_record())
-            self.local.set_device(registered=1)
+            self._register(ctx)
             registered = True
         snapshot = None
         if self.blobs is not None:
@@ -177,10 +185,17 @@ class Replicator:
             uploaded_deletes=dict(ctx.counts.uploaded_deletes),
             conflicts=tuple(ctx.conflicts),
             rejected=tuple(ctx.rejected),
+            set_aside=tuple(ctx.set_aside),
             usage=self.remote.usage.minus(before),
             registered=registered,
             snapshot=snapshot,
         )
+
+    def _register(self, ctx: SyncContext) -> None:
+        ctx.progress("register", None, 0, 1)
+        before = ctx.clock()
+        ctx.measured_clock(before, self.remote.register(ctx.device_record()))
+        self.local.set_device(registered=1)
 
     # -- snapshots (Big Brother) ------------------------------------------------------
 

@@ -13,6 +13,13 @@
 * ``replicator_base``: per row, the remote version and data this device last
   agreed on: the precondition of the next upload and the common ancestor of a
   three-way merge.
+* ``replicator_sent``: per row in flight, a digest of exactly what the last
+  upload sent. When the acknowledgement of a committed batch is lost, the
+  remote document that carries those values is recognised as this device's
+  own write by its content, never by the ``updatedBy`` it claims.
+* ``replicator_parked``: remote documents this device could not apply (a
+  parent that never arrived, a malformed value). They are set aside so that
+  one bad document never blocks a device, reported, and retried each sync.
 """
 
 from __future__ import annotations
@@ -42,7 +49,8 @@ _SCHEMA = [
         registered INTEGER NOT NULL DEFAULT 0,
         last_snapshot TEXT,
         manifest_seen TEXT,
-        changes_since_snapshot INTEGER NOT NULL DEFAULT 0
+        changes_since_snapshot INTEGER NOT NULL DEFAULT 0,
+        clock_offset REAL
     )""",
     """CREATE TABLE IF NOT EXISTS replicator_control (
         singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
@@ -64,6 +72,19 @@ _SCHEMA = [
     )""",
     "CREATE INDEX IF NOT EXISTS replicator_tombstones_pending"
     " ON replicator_tombstones (pending) WHERE pending = 1",
+    """CREATE TABLE IF NOT EXISTS replicator_sent (
+        collection TEXT NOT NULL,
+        id TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        PRIMARY KEY (collection, id)
+    )""",
+    """CREATE TABLE IF NOT EXISTS replicator_parked (
+        collection TEXT NOT NULL,
+        id TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        parked_on TEXT NOT NULL,
+        PRIMARY KEY (collection, id)
+    )""",
     """CREATE TABLE IF NOT EXISTS replicator_base (
         collection TEXT NOT NULL,
         id TEXT NOT NULL,
@@ -78,6 +99,7 @@ _LATER_DEVICE_COLUMNS = {
     "last_snapshot": "TEXT",
     "manifest_seen": "TEXT",
     "changes_since_snapshot": "INTEGER NOT NULL DEFAULT 0",
+    "clock_offset": "REAL",
 }
 
 #: tables that describe this installation only and must not travel in a snapshot
@@ -162,6 +184,12 @@ class LocalState:
     def changes_since_snapshot(self) -> int:
         return int(self._device("changes_since_snapshot") or 0)
 
+    @property
+    def clock_offset(self) -> float | None:
+        """Seconds to add to this device's clock to get the store's, as last measured."""
+        value = self._device("clock_offset")
+        return None if value is None else float(value)
+
     def count_changes(self, moved: int) -> None:
         """Add rows a sync moved to the count Big Brother's ``min_changes`` reads."""
         if moved:
@@ -225,6 +253,12 @@ class LocalState:
             (collection, doc_id, by, int(pending)),
         )
 
+    def drop_tombstone(self, collection: str, doc_id: str) -> None:
+        self.db.execute_sql(
+            "DELETE FROM replicator_tombstones WHERE collection = ? AND id = ?",
+            (collection, doc_id),
+        )
+
     def pending_tombstones(self, collection: str) -> list[tuple[str, str | None, str | None]]:
         return list(
             self.db.execute_sql(
@@ -250,14 +284,19 @@ class LocalState:
         ).fetchone()
         return None if row is None else (row[0], decode_json(row[1]))
 
-    def base_versions(self, collection: str) -> dict[str, str]:
+    def dirty_bases(self, collection: str) -> dict[str, tuple[str, dict[str, Any]]]:
+        """id → (version, data) of the base of every dirty row of ``collection`` that has one.
+
+        Walks the dirty rows (a partial index) and looks each base up by key, so
+        the cost follows the number of dirty rows, not of rows ever synced.
+        """
         rows = self.db.execute_sql(
-            "SELECT b.id, b.version FROM replicator_base b"
-            f' JOIN "{collection}" t ON t.id = b.id'
-            ' WHERE b.collection = ? AND t."isDirty" = 1',
+            f'SELECT b.id, b.version, b.data FROM "{collection}" t'
+            " JOIN replicator_base b ON b.collection = ? AND b.id = t.id"
+            ' WHERE t."isDirty" = 1',
             (collection,),
         )
-        return dict(rows.fetchall())
+        return {i: (v, decode_json(d)) for i, v, d in rows.fetchall()}
 
     def set_base(self, collection: str, doc_id: str, version: str, data: Mapping[str, Any]) -> None:
         self.db.execute_sql(
@@ -309,6 +348,57 @@ class LocalState:
 
     def _in(self, sql: str, collection: str, ids: list[str]) -> list[tuple[Any, ...]]:
         return select_in(self.db.execute_sql, sql, ids, before=(collection,))
+
+    # -- what the last upload sent ------------------------------------------------------
+
+    def record_sent(self, entries: list[tuple[str, str, str]]) -> None:
+        """Remember ``(collection, id, digest)`` of writes about to be pushed."""
+        self.db.connection().executemany(
+            "INSERT INTO replicator_sent (collection, id, digest) VALUES (?, ?, ?)"
+            " ON CONFLICT (collection, id) DO UPDATE SET digest = excluded.digest",
+            entries,
+        )
+
+    def sent_digest(self, collection: str, doc_id: str) -> str | None:
+        row = self.db.execute_sql(
+            "SELECT digest FROM replicator_sent WHERE collection = ? AND id = ?",
+            (collection, doc_id),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def forget_sent(self, collection: str, ids: list[str]) -> None:
+        self.db.connection().executemany(
+            "DELETE FROM replicator_sent WHERE collection = ? AND id = ?",
+            [(collection, i) for i in ids],
+        )
+
+    # -- remote documents set aside -------------------------------------------------------
+
+    def park(self, collection: str, doc_id: str, reason: str) -> None:
+        self.db.execute_sql(
+            "INSERT INTO replicator_parked (collection, id, reason, parked_on)"
+            f" VALUES (?, ?, ?, {NOW_SQL})"
+            " ON CONFLICT (collection, id) DO UPDATE SET reason = excluded.reason",
+            (collection, doc_id, reason),
+        )
+
+    def unpark(self, collection: str, ids: list[str]) -> None:
+        """Forget ``ids`` as set aside (they were applied, or are gone)."""
+        if self.db.execute_sql("SELECT 1 FROM replicator_parked LIMIT 1").fetchone() is None:
+            return
+        self.db.connection().executemany(
+            "DELETE FROM replicator_parked WHERE collection = ? AND id = ?",
+            [(collection, i) for i in ids],
+        )
+
+    def parked(self) -> dict[str, dict[str, str]]:
+        """collection → {id: reason} of the remote documents set aside."""
+        out: dict[str, dict[str, str]] = {}
+        for coll, doc_id, reason in self.db.execute_sql(
+            "SELECT collection, id, reason FROM replicator_parked ORDER BY collection, id"
+        ).fetchall():
+            out.setdefault(coll, {})[doc_id] = reason
+        return out
 
     def drop_base(self, collection: str, doc_id: str) -> None:
         self.db.execute_sql(

@@ -43,6 +43,8 @@ NOW_SQL = (
     " ELSE strftime('%Y-%m-%d %H:%M:%f', 'now') || '000' END)"
 )
 _TRIGGER_VERSION = "v1"
+#: device clock offsets (seconds) smaller than this are measurement noise and not corrected
+CLOCK_TOLERANCE = 2.0
 
 
 def new_id() -> str:
@@ -91,6 +93,19 @@ class SyncModel(peewee.Model):
         result = super().save(force_insert=force_insert, only=only)
         self._replicator_new = False
         return result
+
+
+def shift_time(text: Any, seconds: float) -> Any:
+    """A stored timestamp moved by ``seconds``, in the same text form; other values unchanged."""
+    if not isinstance(text, str):
+        return text
+    try:
+        when = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    if when.tzinfo is not None:
+        return text
+    return (when + _dt.timedelta(seconds=seconds)).isoformat(sep=" ")
 
 
 def collection_name(model: type[peewee.Model]) -> str:

@@ -21,7 +21,11 @@ class Resolution:
 
     ``outcome`` is ``"local"`` (the device's version kept and uploaded),
     ``"remote"`` (the remote version applied), ``"merged"`` (a new version
-    combining both, uploaded), or ``"deleted"`` (deletes win: the row is gone).
+    combining both, uploaded), ``"deleted"`` (deletes win: the row is gone),
+    ``"set-null"`` / ``"set-default"`` (its parent was deleted under that
+    ``on_delete`` rule: the row is kept with the key cleared, and uploaded), or
+    ``"restored"`` (a delete refused under ``RESTRICT``/``NO ACTION``: a child
+    still refers to the row, which is kept and uploaded live again).
     """
 
     collection: str
@@ -93,6 +97,9 @@ class SyncReport:
     registered: bool
     snapshot: str | None = None
     restored: str | None = None
+    #: remote documents this device could not apply (a parent that never came, a
+    #: malformed value): set aside, retried at every sync, never blocking one
+    set_aside: tuple[RowError, ...] = ()
 
     @property
     def total_downloaded(self) -> int:
@@ -119,6 +126,8 @@ class SyncReport:
             parts.append(f"conflicts {_fmt(outcomes)}")
         if self.rejected:
             parts.append(f"{len(self.rejected)} row(s) rejected")
+        if self.set_aside:
+            parts.append(f"{len(self.set_aside)} remote document(s) set aside")
         parts.append(f"{self.usage.reads} reads, {self.usage.writes} writes")
         if self.restored:
             parts.insert(0, f"restored snapshot {self.restored}")

@@ -1,4 +1,4 @@
-"""A malformed remote document stops the sync with an error naming it; nothing is half-applied."""
+"""A malformed remote document is set aside, named and retried; it never blocks the device."""
 
 from __future__ import annotations
 
@@ -48,18 +48,27 @@ def test_malformed_document_names_collection_and_id(make_device, remote, data, r
         bad = Note.create(title="bad")
     a.sync()
     corrupt(remote, bad.id, data)
-    with pytest.raises(RemoteDataError) as info:
-        b.sync()
-    err = info.value
+    with b.bound():
+        mine = Note.create(title="b's own")
+    report = b.sync()  # no raise: the bad document is set aside, the rest applies
+    [entry] = report.set_aside
+    err = entry.error
+    assert isinstance(err, RemoteDataError)
+    assert (entry.collection, entry.id) == ("note", bad.id)
     assert err.collection == "note" and err.doc_id == bad.id
     assert f"note/{bad.id}" in str(err) and reason in str(err)
-    # the page holding the bad document was rolled back with its cursor
+    assert "set aside" in report.summary()
     with b.bound():
-        assert Note.select().count() == 0
-    assert b.local.tracker("note") is None
-    # once the document is repaired, the next sync resumes at it
+        assert {n.title for n in Note.select()} == {good.title, "b's own"}
+    assert mine.id in remote.all_docs("note")  # b's upload still ran
+    assert b.local.parked() == {"note": {bad.id: err.reason}}
+    # still broken: set aside again, nothing else changes
+    assert [e.id for e in b.sync().set_aside] == [bad.id]
+    # once the document is repaired, the next sync applies it
     corrupt(remote, bad.id, '{"title": "repaired", "body": "", "updatedBy": "x"}')
-    b.sync()
+    report = b.sync()
+    assert report.set_aside == ()
+    assert b.local.parked() == {}
     with b.bound():
-        assert {n.title for n in Note.select()} == {good.title, "repaired"}
+        assert {n.title for n in Note.select()} == {good.title, "repaired", "b's own"}
     assert b.database.execute_sql("SELECT applying FROM replicator_control").fetchone()[0] == 0

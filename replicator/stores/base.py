@@ -23,6 +23,7 @@ maps. Device clocks (``updatedOn``) are data only; ordering never uses them.
 
 from __future__ import annotations
 
+import datetime as _dt
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -39,6 +40,9 @@ class RemoteDoc:
     deleted: bool
     version: str
     cursor: str
+    #: why the store could not decode the document (then ``data`` is empty); the
+    #: engine sets such a document aside instead of stopping on it
+    problem: str | None = None
 
     @property
     def updated_by(self) -> str | None:
@@ -97,10 +101,12 @@ class DeviceRecord:
 
 @attrs.frozen
 class PushResult:
-    """What a committed batch produced: each written doc's new version, the commit position."""
+    """What a committed batch produced: each written doc's new version, the commit position,
+    and the store's own time of the commit (``server_time``, UTC), when the store tells it."""
 
     versions: Mapping[tuple[str, str], str]
     position: str
+    server_time: _dt.datetime | None = None
 
 
 @attrs.define
@@ -166,6 +172,9 @@ class RemoteStore(Protocol):
     def push(self, writes: Sequence[Write], device: DeviceRecord) -> PushResult:
         """Commit ``writes`` and the device's record atomically: all or nothing.
 
+        Documents are never filtered by the ``updatedBy`` they carry: a device
+        recognises its own writes by version and content, not by that claim.
+
         Raises ``PreconditionFailed`` (nothing written) if any write's
         precondition fails. Writing the same batch twice (a retry after a
         lost acknowledgement) never creates a second document: document ids are
@@ -174,8 +183,12 @@ class RemoteStore(Protocol):
         """
         ...
 
-    def register(self, device: DeviceRecord) -> None:
-        """Create or update the device's record; ``last_sync`` set to the store's time."""
+    def register(self, device: DeviceRecord) -> _dt.datetime | None:
+        """Create or update the device's record; ``last_sync`` set to the store's time.
+
+        Returns the store's time of the write (UTC), or ``None`` if it cannot tell;
+        the engine measures the device clock's offset from it.
+        """
         ...
 
     def uploads_after(self, position: str | None, exclude: str) -> str | None:

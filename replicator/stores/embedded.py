@@ -13,6 +13,7 @@ from several threads and several processes may share the file.
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import sqlite3
 import time
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..codec import decode_json, encode_json
-from ..errors import OfflineError, PreconditionFailed, RemoteDataError, TransientError
+from ..errors import OfflineError, PreconditionFailed, TransientError
 from ..sql import select_in
 from .base import DeviceRecord, Page, PushResult, RemoteDoc, Usage, Write
 
@@ -118,13 +119,16 @@ class EmbeddedRemote:
 
     def _doc(self, collection: str, row: tuple[Any, ...]) -> RemoteDoc:
         doc_id, text, deleted, seq = row
+        problem = None
         try:
             data = decode_json(text)
-        except ValueError as exc:
-            raise RemoteDataError(collection, doc_id, f"not valid JSON ({exc})") from exc
+        except (ValueError, TypeError, RecursionError) as exc:
+            data, problem = {}, f"not valid JSON ({exc})"
         if not isinstance(data, dict):
-            raise RemoteDataError(collection, doc_id, f"data is a {type(data).__name__}, not a map")
-        return RemoteDoc(collection, doc_id, data, bool(deleted), _seq(seq), _seq(seq))
+            data, problem = {}, f"data is a {type(data).__name__}, not a map"
+        return RemoteDoc(
+            collection, doc_id, data, bool(deleted), _seq(seq), _seq(seq), problem=problem
+        )
 
     def _count_reads(self, rows: Sequence[tuple[Any, ...]]) -> None:
         # billed like Firestore: one read per document examined, at least one per query
@@ -224,7 +228,7 @@ class EmbeddedRemote:
                 raise
         self.usage.writes += len(writes) + 1
         self.usage.bytes_written += written
-        return PushResult(versions, _seq(seq))
+        return PushResult(versions, _seq(seq), _dt.datetime.now(_dt.timezone.utc))
 
     def _current(
         self, conn: sqlite3.Connection, keys: list[tuple[str, str]]
@@ -267,7 +271,7 @@ class EmbeddedRemote:
             (device.installation_id, json.dumps(record), last_upload, now),
         )
 
-    def register(self, device: DeviceRecord) -> None:
+    def register(self, device: DeviceRecord) -> _dt.datetime:
         with self._connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -277,6 +281,7 @@ class EmbeddedRemote:
                 conn.execute("ROLLBACK")
                 raise
         self.usage.writes += 1
+        return _dt.datetime.now(_dt.timezone.utc)
 
     def uploads_after(self, position: str | None, exclude: str) -> str | None:
         start = int(position) if position else 0

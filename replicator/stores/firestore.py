@@ -258,17 +258,21 @@ class FirestoreRemote:
         self.usage.writes += len(writes) + 1
         self.usage.bytes_written += size
         versions = {w.key: _ts(r.update_time) for w, r in zip(writes, results, strict=False)}
-        return PushResult(versions, _commit_stamp(results[-1]))
+        return PushResult(
+            versions, _commit_stamp(results[-1]), _parse_ts(_ts(results[-1].update_time))
+        )
 
-    def register(self, device: DeviceRecord) -> None:
+    def register(self, device: DeviceRecord) -> _dt.datetime | None:
         ref = self._collection(DEVICES).document(device.installation_id)
-        self._call(
+        result = self._call(
             "a device registration",
             lambda: ref.set(
                 self._device_fields(device), merge=True, retry=None, timeout=self.timeout
             ),
         )
         self.usage.writes += 1
+        stamp = getattr(result, "update_time", None)
+        return _parse_ts(_ts(stamp)) if isinstance(stamp, _dt.datetime) else None
 
     def uploads_after(self, position: str | None, exclude: str) -> str | None:
         """One query: device records whose lastUpload is within ``settle`` before, or after,

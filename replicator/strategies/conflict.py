@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import attrs
@@ -42,8 +44,28 @@ def _parse_time(value: Any) -> _dt.datetime | None:
     return None
 
 
+_store_offset: ContextVar[float] = ContextVar("replicator_store_offset", default=0.0)
+
+
 def _utcnow() -> _dt.datetime:
-    return _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
+    """The store's time as the resolving device knows it (naive UTC).
+
+    While the engine resolves a conflict it sets the device clock's measured
+    offset from the store, so a device whose own clock is wrong still judges
+    "in the future" by the store's time.
+    """
+    now = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
+    return now + _dt.timedelta(seconds=_store_offset.get())
+
+
+@contextmanager
+def store_clock(offset: float) -> Iterator[None]:
+    """Run strategies with ``_utcnow()`` corrected by ``offset`` seconds (engine use)."""
+    token = _store_offset.set(offset)
+    try:
+        yield
+    finally:
+        _store_offset.reset(token)
 
 
 @attrs.frozen

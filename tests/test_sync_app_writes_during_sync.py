@@ -1,0 +1,167 @@
+"""An app that writes while a sync runs never makes the remote hold a child without its parent.
+
+The app's transaction (a note and a comment on it, committed together) is
+injected between two statements of the sync's own connection, through
+sqlite3's trace callback, at every statement position of one sync in turn.
+The database runs in WAL mode, as apps that write from several threads do, so
+the app's commit really lands between the engine's statements.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from pathlib import Path
+from typing import Any
+
+import peewee
+import pytest
+
+from replicator import EmbeddedRemote, Replicator
+from replicator.demo import Comment, Note
+
+sqlite3.enable_callback_tracebacks(True)
+
+
+def _device(path: Path, remote: Any, name: str) -> Replicator:
+    db = peewee.SqliteDatabase(str(path), pragmas={"foreign_keys": 1, "journal_mode": "wal"})
+    return Replicator(db, [Note, Comment], remote, device_name=name)
+
+
+def _remote_orphans(remote: Any) -> list[str]:
+    notes = {i for i, d in remote.all_docs("note").items() if not d.deleted}
+    return [
+        i
+        for i, d in remote.all_docs("comment").items()
+        if not d.deleted and d.data.get("note_id") not in notes
+    ]
+
+
+def _sync_with_app_write_at(tmp_path: Path, position: int) -> tuple[bool, Replicator, Any]:
+    """Sync device a while the app commits a note and a comment before statement ``position``."""
+    remote = EmbeddedRemote(tmp_path / "remote.db")
+    a = _device(tmp_path / "a.db", remote, "a")
+    with a.bound():
+        note = Note.create(title="existing")
+        Comment.create(note=note, text="existing comment")
+    app = sqlite3.connect(tmp_path / "a.db", timeout=0, isolation_level=None)
+    seen = {"n": 0, "done": False}
+
+    def trace(sql: str) -> None:
+        seen["n"] += 1
+        if seen["done"] or seen["n"] < position:
+            return
+        try:
+            app.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            return  # the sync holds the write lock here: the app would wait; try the next one
+        note_id, comment_id = str(uuid.uuid4()), str(uuid.uuid4())
+        try:
+            app.execute("INSERT INTO note (id, title, body) VALUES (?, 'app note', '')", (note_id,))
+            app.execute(
+                "INSERT INTO comment (id, note_id, text) VALUES (?, ?, 'app comment')",
+                (comment_id, note_id),
+            )
+            app.execute("COMMIT")
+        except BaseException:
+            app.execute("ROLLBACK")
+            raise
+        seen["done"] = True
+
+    conn = a.database.connection()
+    conn.set_trace_callback(trace)
+    try:
+        a.sync()
+    finally:
+        conn.set_trace_callback(None)
+        app.close()
+    return bool(seen["done"]), a, remote
+
+
+def _statements_in_one_sync(tmp_path: Path) -> int:
+    remote = EmbeddedRemote(tmp_path / "count-remote.db")
+    a = _device(tmp_path / "count.db", remote, "a")
+    with a.bound():
+        Comment.create(note=Note.create(title="x"), text="y")
+    count = {"n": 0}
+    a.database.connection().set_trace_callback(lambda _sql: count.__setitem__("n", count["n"] + 1))
+    a.sync()
+    a.database.close()
+    return count["n"]
+
+
+def test_app_transaction_between_any_two_upload_statements_never_orphans_a_child(tmp_path):
+    total = _statements_in_one_sync(tmp_path)
+    assert total > 5
+    landed = 0
+    for position in range(1, total + 1):
+        run = tmp_path / f"p{position}"
+        run.mkdir()
+        done, a, remote = _sync_with_app_write_at(run, position)
+        landed += done
+        assert _remote_orphans(remote) == [], f"orphan on the remote after a write at {position}"
+        a.sync()  # the app's rows go up now, parents with children
+        assert _remote_orphans(remote) == []
+        b = _device(run / "b.db", remote, "b")
+        b.sync()
+        with a.bound():
+            expected = sorted(n.title for n in Note.select())
+        with b.bound():
+            assert sorted(n.title for n in Note.select()) == expected
+            assert Comment.select().count() == len(expected)
+        a.database.close()
+        b.database.close()
+    assert landed >= total // 2, "the injection never found a moment to write"
+
+
+@pytest.mark.parametrize("remote", ["embedded"], indirect=True)
+def test_a_child_whose_parent_never_arrives_is_set_aside_and_the_upload_still_runs(
+    make_device, remote
+):
+    a, b = make_device("a"), make_device("b")
+    with a.bound():
+        Comment.create(note=Note.create(title="kept"), text="fine")
+    a.sync()
+    # a hostile or buggy writer leaves a comment pointing at a note that does not exist
+    bad = str(uuid.uuid4())
+    remote.push(
+        [
+            _write(
+                "comment",
+                bad,
+                {"note_id": str(uuid.uuid4()), "text": "orphan", "updatedBy": "someone"},
+            )
+        ],
+        _device_record("someone"),
+    )
+    with b.bound():
+        mine = Note.create(title="b's own note")
+    report = b.sync()
+    assert [(e.collection, e.id) for e in report.set_aside] == [("comment", bad)]
+    assert "does not exist" in str(report.set_aside[0].error)
+    assert remote.all_docs("note")[mine.id].data["title"] == "b's own note"  # upload ran
+    with b.bound():
+        assert Note.select().count() == 2 and Comment.select().count() == 1
+    # once the parent exists remotely, the next sync applies the child it set aside
+    note_id = remote.all_docs("comment")[bad].data["note_id"]
+    remote.push(
+        [_write("note", note_id, {"title": "late", "updatedBy": "someone"})],
+        _device_record("someone"),
+    )
+    report = b.sync()
+    assert report.set_aside == ()
+    with b.bound():
+        assert Comment.get_by_id(bad).note_id == note_id
+    assert b.local.parked() == {}
+
+
+def _write(collection: str, doc_id: str, data: dict[str, Any]) -> Any:
+    from replicator import Write
+
+    return Write(collection, doc_id, data)
+
+
+def _device_record(iid: str) -> Any:
+    from replicator import DeviceRecord
+
+    return DeviceRecord(installation_id=iid)
