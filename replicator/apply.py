@@ -55,6 +55,8 @@ from .stores.base import RemoteDoc
 from .strategies.conflict import store_clock
 
 CASCADE, SET_NULL, RESTRICT = "CASCADE", "SET NULL", "RESTRICT"
+#: how many missing ancestors one document may pull in before it is set aside
+MAX_PARENT_DEPTH = 100
 
 
 def delete_rule(fk: peewee.ForeignKeyField) -> str:
@@ -263,7 +265,7 @@ def _remote_delete(ctx: SyncContext, model: type[peewee.Model], doc: RemoteDoc, 
     """Apply a remote tombstone, unless a ``RESTRICT`` child still depends on the row."""
     coll = collection_name(model)
     blockers = _blockers(ctx, model, doc.id, set())
-    if blockers and depth <= 32:
+    if blockers and depth <= MAX_PARENT_DEPTH:
         # the children may have been deleted or moved remotely too: apply that first
         by_model: dict[type[peewee.Model], list[str]] = {}
         for child_model, child_id in blockers:
@@ -364,8 +366,10 @@ def _ensure_parents(
         if ctx.local.tombstone(parent_coll, parent_id) is None:
             # The parent changed after this sync read its collection (or, for a
             # self-reference, later in the same stream): fetch it now.
-            if depth > 32:
-                raise RemoteDataError(coll, doc.id, "parent chain deeper than 32 or cyclic")
+            if depth > MAX_PARENT_DEPTH:
+                raise RemoteDataError(
+                    coll, doc.id, f"parent chain deeper than {MAX_PARENT_DEPTH} or cyclic"
+                )
             found = ctx.remote.get(parent_coll, [parent_id]).get(parent_id)
             if found is None:
                 raise RemoteDataError(
@@ -424,8 +428,7 @@ def _resolve(
         _write_row(ctx, model, remote_vals, exists=True, dirty=False)
         ctx.local.forget_sent(coll, [doc.id])
         return
-    sent = ctx.local.sent_digest(coll, doc.id)
-    own = sent is not None and digest_matches(sent, remote_vals)
+    own = any(digest_matches(d, remote_vals) for d in ctx.local.sent_digests(coll, doc.id))
     if own or (base_vals is not None and _same(base_vals, remote_vals, cols)):
         # Our own write, whose acknowledgement was lost (the document holds exactly
         # what we sent), or nothing we know changed: not a conflict. The row stays
@@ -435,7 +438,7 @@ def _resolve(
     if offset is not None and abs(offset) >= CLOCK_TOLERANCE:
         # a dirty row carries this device's clock: compare it in the store's time
         local_vals["updatedOn"] = shift_time(local_vals.get("updatedOn"), offset)
-    with store_clock(offset or 0.0):
+    with store_clock(ctx.store_now):
         result = _call_strategy(ctx.strategy, coll, local_vals, remote_vals, base_vals)
     merged = {c: result.get(c, local_vals[c]) for c in cols}
     merged["id"] = doc.id
@@ -497,6 +500,7 @@ def apply_page(ctx: SyncContext, model: type[peewee.Model], docs: list[RemoteDoc
     coll = collection_name(model)
     fks = list(model._meta.refs)
     cols = [c for c in remote_columns(model) if c != "id"]
+    docs = _parents_first(model, docs)
     pending: list[tuple[RemoteDoc, dict[str, Any], bool]] = []
     start = 0
     while start < len(docs):
@@ -543,6 +547,32 @@ def apply_page(ctx: SyncContext, model: type[peewee.Model], docs: list[RemoteDoc
         start += slow_at + 1
 
 
+def _parents_first(model: type[peewee.Model], docs: list[RemoteDoc]) -> list[RemoteDoc]:
+    """A page of a self-referencing collection, reordered so a parent precedes its children.
+
+    One commit's documents share a change time and come back in name order, so
+    a tree written in one batch would otherwise arrive children first. The
+    cursor moves once per page, so the order inside a page is free.
+    """
+    keys = [fk.column_name for fk in model._meta.refs if fk.rel_model is model]
+    if not keys or len(docs) < 2:
+        return docs
+    by_id = {d.id: d for d in docs}
+    out: list[RemoteDoc] = []
+    placed: set[str] = set()
+    for doc in docs:
+        chain: list[RemoteDoc] = []
+        node: RemoteDoc | None = doc
+        while node is not None and node.id not in placed and node not in chain:
+            chain.append(node)
+            parents = [node.data.get(k) for k in keys]
+            node = next((by_id[p] for p in parents if isinstance(p, str) and p in by_id), None)
+        for item in reversed(chain):
+            placed.add(item.id)
+            out.append(item)
+    return out
+
+
 def _apply_or_set_aside(ctx: SyncContext, model: type[peewee.Model], doc: RemoteDoc) -> None:
     coll = collection_name(model)
     mark = len(ctx.conflicts)
@@ -569,9 +599,9 @@ def settle(ctx: SyncContext) -> None:
         docs = ctx.remote.get(coll, ids)
         with ctx.local.applying():
             ctx.local.unpark(coll, [i for i in ids if i not in docs])  # gone remotely
-            for doc_id in ids:
-                if doc_id in docs:
-                    _apply_or_set_aside(ctx, model, ctx.incoming(model, docs[doc_id]))
+            found = [ctx.incoming(model, docs[i]) for i in ids if i in docs]
+            for doc in _parents_first(model, found):
+                _apply_or_set_aside(ctx, model, doc)
 
 
 def _existing(ctx: SyncContext, table: str, ids: list[str]) -> set[str]:

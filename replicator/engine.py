@@ -49,6 +49,7 @@ from .snapshot import (
 from .stores.base import BlobStore, RemoteStore
 from .strategies.conflict import LastWriterWins
 from .strategies.snapshot import BigBrother, SnapshotDecision
+from .upgrade import adopt_new_columns
 from .upload import upload
 
 
@@ -105,6 +106,9 @@ class Replicator:
         self.local = LocalState(database, device_name=device_name)
         with database.atomic():
             install_capture(database, self.models)  # type: ignore[arg-type]
+            adopt_new_columns(
+                self.local, self.models, native=bool(getattr(remote, "native_types", False))
+            )
 
     def bound(self) -> Any:
         """Context manager binding the models to this database (several databases, one process)."""

@@ -13,6 +13,9 @@
 * ``replicator_base``: per row, the remote version and data this device last
   agreed on: the precondition of the next upload and the common ancestor of a
   three-way merge.
+* ``replicator_schema``: the columns of each synced table as this device last
+  synced them, so that a column an app upgrade adds is noticed (see
+  ``adopt_new_columns``).
 * ``replicator_sent``: per row in flight, a digest of exactly what the last
   upload sent. When the acknowledgement of a committed batch is lost, the
   remote document that carries those values is recognised as this device's
@@ -72,11 +75,15 @@ _SCHEMA = [
     )""",
     "CREATE INDEX IF NOT EXISTS replicator_tombstones_pending"
     " ON replicator_tombstones (pending) WHERE pending = 1",
+    """CREATE TABLE IF NOT EXISTS replicator_schema (
+        collection TEXT PRIMARY KEY,
+        columns TEXT NOT NULL
+    )""",
     """CREATE TABLE IF NOT EXISTS replicator_sent (
         collection TEXT NOT NULL,
         id TEXT NOT NULL,
         digest TEXT NOT NULL,
-        PRIMARY KEY (collection, id)
+        PRIMARY KEY (collection, id, digest)
     )""",
     """CREATE TABLE IF NOT EXISTS replicator_parked (
         collection TEXT NOT NULL,
@@ -349,22 +356,52 @@ class LocalState:
     def _in(self, sql: str, collection: str, ids: list[str]) -> list[tuple[Any, ...]]:
         return select_in(self.db.execute_sql, sql, ids, before=(collection,))
 
+    # -- app upgrades ---------------------------------------------------------------------
+
+    def known_columns(self, collection: str) -> set[str] | None:
+        row = self.db.execute_sql(
+            "SELECT columns FROM replicator_schema WHERE collection = ?", (collection,)
+        ).fetchone()
+        return None if row is None else set(decode_json(row[0]))
+
+    def set_known_columns(self, collection: str, cols: list[str]) -> None:
+        self.db.execute_sql(
+            "INSERT INTO replicator_schema (collection, columns) VALUES (?, ?)"
+            " ON CONFLICT (collection) DO UPDATE SET columns = excluded.columns",
+            (collection, encode_json(sorted(cols))),  # type: ignore[arg-type]
+        )
+
+    def bases_with(self, collection: str, column: str) -> list[tuple[str, Any]]:
+        """(id, value) of ``column`` in every base of ``collection`` that holds it."""
+        rows = self.db.execute_sql(
+            "SELECT id, data FROM replicator_base WHERE collection = ?", (collection,)
+        )
+        out = []
+        for doc_id, text in rows:
+            data = decode_json(text)
+            if isinstance(data, dict) and column in data:
+                out.append((doc_id, data[column]))
+        return out
+
     # -- what the last upload sent ------------------------------------------------------
 
     def record_sent(self, entries: list[tuple[str, str, str]]) -> None:
-        """Remember ``(collection, id, digest)`` of writes about to be pushed."""
+        """Remember ``(collection, id, digest)`` of writes about to be pushed.
+
+        Every unacknowledged send of a row is kept (a retry after a lost
+        acknowledgement may send newer values than the batch that committed).
+        """
         self.db.connection().executemany(
-            "INSERT INTO replicator_sent (collection, id, digest) VALUES (?, ?, ?)"
-            " ON CONFLICT (collection, id) DO UPDATE SET digest = excluded.digest",
+            "INSERT OR IGNORE INTO replicator_sent (collection, id, digest) VALUES (?, ?, ?)",
             entries,
         )
 
-    def sent_digest(self, collection: str, doc_id: str) -> str | None:
-        row = self.db.execute_sql(
+    def sent_digests(self, collection: str, doc_id: str) -> list[str]:
+        rows = self.db.execute_sql(
             "SELECT digest FROM replicator_sent WHERE collection = ? AND id = ?",
             (collection, doc_id),
-        ).fetchone()
-        return None if row is None else str(row[0])
+        ).fetchall()
+        return [str(r[0]) for r in rows]
 
     def forget_sent(self, collection: str, ids: list[str]) -> None:
         self.db.connection().executemany(

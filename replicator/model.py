@@ -160,7 +160,10 @@ def _table_columns(db: peewee.Database, table: str) -> set[str]:
 
 
 def install_capture(db: peewee.Database, models: Sequence[type[SyncModel]]) -> None:
-    """Create missing tables and (re)create the change-capture triggers. Idempotent."""
+    """Create missing tables, add columns a newer model declares, and (re)create the
+    change-capture triggers. Idempotent."""
+    from playhouse.migrate import SqliteMigrator, migrate
+
     for model in models:
         table = collection_name(model)
         existing = _table_columns(db, table)
@@ -168,12 +171,16 @@ def install_capture(db: peewee.Database, models: Sequence[type[SyncModel]]) -> N
             with db.bind_ctx([model], bind_refs=False, bind_backrefs=False):
                 model.create_table(safe=True)
             existing = _table_columns(db, table)
-        missing = [c for c in columns(model) if c not in existing]
-        if missing:
-            raise SchemaError(
-                f"table {table!r} lacks the column(s) {', '.join(missing)}",
-                hint="add them with playhouse.migrate (a newer app version added them?)",
-            )
+        missing = [f for f in model._meta.sorted_fields if f.column_name not in existing]
+        for field in missing:
+            if not field.null and field.default is None:
+                raise SchemaError(
+                    f"table {table!r} lacks the column {field.column_name!r}, which is NOT NULL"
+                    " without a default, so replicator cannot add it",
+                    hint="give the field a default or null=True, or add the column with"
+                    " playhouse.migrate before creating the Replicator",
+                )
+            migrate(SqliteMigrator(db).add_column(table, field.column_name, field))
         db.execute_sql(
             f'CREATE INDEX IF NOT EXISTS "replicator_{table}_dirty" ON "{table}" ("isDirty")'
             ' WHERE "isDirty" = 1'

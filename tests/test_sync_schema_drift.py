@@ -49,3 +49,47 @@ def test_missing_field_from_an_older_device_takes_the_default(make_device):
     new.sync()
     with new.bound():
         assert NoteV2.get_by_id(note.id).color == "yellow"
+
+
+def test_an_upgraded_device_takes_the_new_column_values_and_never_uploads_the_default(
+    make_device, remote, tmp_path
+):
+    """A v1 device holds rows a v2 device wrote with a value in a new column; after the
+    upgrade (the column added) an edit of another field must not reset that value."""
+    new = make_device("new", models=[NoteV2])
+    old = make_device("old", models=[NoteV1])
+    with new.bound():
+        note = NoteV2.create(title="t", color="red")
+    new.sync()
+    old.sync()
+    old.database.close()
+    # the app is upgraded: the same database file, now with the v2 model
+    upgraded = make_device("old", models=[NoteV2])
+    with upgraded.bound():
+        assert NoteV2.get_by_id(note.id).color == "red"  # adopted from what the remote holds
+        NoteV2.update(title="edited after the upgrade").where(NoteV2.id == note.id).execute()
+    report = upgraded.sync()
+    assert not report.conflicts
+    doc = remote.all_docs("note")[note.id]
+    assert (doc.data["title"], doc.data["color"]) == ("edited after the upgrade", "red")
+    new.sync()
+    with new.bound():
+        assert NoteV2.get_by_id(note.id).color == "red"
+
+
+def test_an_edit_never_writes_a_default_over_a_remote_value_it_has_not_seen(make_device, remote):
+    """Even without the migration, an update sends only what changed since its base."""
+    old = make_device("old", models=[NoteV1])
+    with old.bound():
+        note = NoteV1.create(title="t")
+    old.sync()
+    new = make_device("new", models=[NoteV2])
+    new.sync()
+    with new.bound():
+        NoteV2.update(color="blue").where(NoteV2.id == note.id).execute()
+    new.sync()
+    with old.bound():
+        NoteV1.update(title="v1 edit").where(NoteV1.id == note.id).execute()
+    old.sync()  # old downloads v2's change first, then uploads only the title
+    doc = remote.all_docs("note")[note.id]
+    assert (doc.data["title"], doc.data["color"]) == ("v1 edit", "blue")

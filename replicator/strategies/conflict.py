@@ -44,28 +44,32 @@ def _parse_time(value: Any) -> _dt.datetime | None:
     return None
 
 
-_store_offset: ContextVar[float] = ContextVar("replicator_store_offset", default=0.0)
+_store_now: ContextVar[Callable[[], _dt.datetime] | None] = ContextVar(
+    "replicator_store_now", default=None
+)
 
 
 def _utcnow() -> _dt.datetime:
     """The store's time as the resolving device knows it (naive UTC).
 
-    While the engine resolves a conflict it sets the device clock's measured
-    offset from the store, so a device whose own clock is wrong still judges
-    "in the future" by the store's time.
+    While the engine resolves a conflict it provides the store's time (the
+    device clock corrected by its measured offset), so a device whose own clock
+    is wrong still judges "in the future" by the store's time.
     """
-    now = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
-    return now + _dt.timedelta(seconds=_store_offset.get())
+    now = _store_now.get()
+    if now is not None:
+        return now()
+    return _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
 
 
 @contextmanager
-def store_clock(offset: float) -> Iterator[None]:
-    """Run strategies with ``_utcnow()`` corrected by ``offset`` seconds (engine use)."""
-    token = _store_offset.set(offset)
+def store_clock(now: Callable[[], _dt.datetime]) -> Iterator[None]:
+    """Run strategies with ``_utcnow()`` answering ``now()`` (engine use)."""
+    token = _store_now.set(now)
     try:
         yield
     finally:
-        _store_offset.reset(token)
+        _store_now.reset(token)
 
 
 @attrs.frozen
