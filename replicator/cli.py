@@ -229,32 +229,57 @@ def snapshot_verify(source: _Source) -> None:
 
 @snapshot.command("restore")
 @click.argument("database", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--force", is_flag=True, help="Replace a database that holds synced data.")
+@click.option("--force", is_flag=True, help="Replace synced data the database already holds.")
 @_blob_options
 def snapshot_restore(database: Path, force: bool, source: _Source) -> None:
-    """Replace DATABASE with the latest snapshot (never one with unsynced changes)."""
-    from .snapshot import clean_leftovers, install
+    """Restore the latest snapshot into DATABASE (never over unsynced changes).
 
-    if database.exists():
-        dirty, rows = _pending(database)
-        if dirty:
-            raise click.ClickException(
-                f"UnsafeRestoreError: {database} holds {dirty} unsynced change(s); sync first"
-            )
-        if rows and not force:
-            raise click.ClickException(
-                f"UnsafeRestoreError: {database} holds synced data; pass --force to replace it"
-            )
-    store, key = source.store(), source.key()
-    database = database.resolve()
-    clean_leftovers(database)
-    tmp = database.with_name(f".{database.name}.restore-cli")
+    Only the synced tables and replicator's own are replaced; tables the app
+    keeps for itself stay as they are. DATABASE must be new, empty, or a
+    database replicator manages.
+    """
+    import peewee
+
+    from .restore import check, install, plan
+    from .snapshot import clean_leftovers
+
+    database = database.absolute()
+    if not database.parent.is_dir():
+        raise click.ClickException(f"the directory {database.parent} does not exist")
+    db = peewee.SqliteDatabase(str(database))
     try:
-        manifest = _fetch(store, key, tmp)
-        install(database, tmp)
+        found = _guard(lambda: plan(db))
+        others = [
+            r[0]
+            for r in db.execute_sql(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
+        ]
+        if others and not found.managed:
+            raise click.ClickException(
+                f"{database} holds tables replicator does not manage ({', '.join(others[:5])});"
+                " restore into a new file, or into a database a Replicator has opened"
+            )
+        _guard(lambda: check(found, force=force, path=database))
+        store, key = source.store(), source.key()
+        clean_leftovers(database)
+        tmp = database.with_name(f".{database.name}.restore-cli")
+        try:
+            manifest = _fetch(store, key, tmp)
+            _guard(
+                lambda: install(
+                    db,
+                    tmp,
+                    None,
+                    seen_position=manifest.seen_position,
+                    note=f"restored {manifest.snapshot_id}",
+                )
+            )
+        finally:
+            if tmp.exists():
+                tmp.unlink()
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        db.close()
     click.echo(f"restored snapshot {manifest.snapshot_id} into {database}")
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import attrs
 import peewee
 
+from .codec import missing_value
 from .context import SyncContext
 from .download import download
 from .errors import (
@@ -38,11 +39,11 @@ from .errors import (
 from .local import LocalState
 from .model import SyncModel, check_models, collection_name, install_capture, sort_models
 from .report import Progress, Resolution, SyncReport
+from .restore import install as install_snapshot
 from .snapshot import (
     Manifest,
     clean_leftovers,
     fetch_and_decrypt,
-    install,
     publish,
     read_manifest,
 )
@@ -251,6 +252,7 @@ class Replicator:
                     device_name=self.local.device_name,
                     expected=manifest,
                     keep=getattr(self.snapshot_strategy, "keep", 3),
+                    tables=self.collections,
                     on_bytes=_byte_counter(ctx, "snapshot"),
                 )
             except PreconditionFailed:
@@ -283,14 +285,14 @@ class Replicator:
         return read_manifest(self.blobs)
 
     def restore(self, *, force: bool = False) -> str:
-        """Replace the local database with the latest snapshot; return its id.
+        """Replace the synced tables with the latest snapshot; return its id.
 
         Refuses (``UnsafeRestoreError``) when the database holds unsynced
-        changes, and, unless ``force``, when it holds any synced data. Every
-        check runs before the database file is touched; the file is replaced by
-        an atomic rename. The restored database gets a new installation id.
-        The file is closed and reopened: call this before other threads open
-        their own connections to the database.
+        changes, and, unless ``force``, when it holds any synced data. The
+        snapshot is downloaded, authenticated and checked into a temporary file
+        first; then the synced tables and replicator's metadata are replaced in
+        one transaction. Tables the app keeps for itself are never touched.
+        The restored database gets a new installation id.
         """
         if self.blobs is None:
             raise ConfigurationError("no blob store configured", hint="pass blobs= and key=")
@@ -310,7 +312,6 @@ class Replicator:
                 raise SnapshotNotFoundError("the blob store holds no snapshot yet")
             db_path = self._db_path()
             clean_leftovers(db_path)
-            name = self.local.device_name
             plain = db_path.with_name(f".{db_path.name}.restore-{manifest.snapshot_id[-8:]}")
             try:
                 fetch_and_decrypt(
@@ -320,21 +321,30 @@ class Replicator:
                     plain,
                     on_bytes=_byte_counter(self, "restore", manifest.size),
                 )
-                self.database.close()
-                install(db_path, plain)
+                self.local = install_snapshot(
+                    self.database,
+                    plain,
+                    self.collections,
+                    device_name=self.local.device_name,
+                    seen_position=manifest.seen_position,
+                    note=f"restored {manifest.snapshot_id}",
+                    defaults={
+                        collection_name(m): {
+                            f.column_name: missing_value(f) for f in m._meta.sorted_fields
+                        }
+                        for m in self.models
+                    },
+                )
             finally:
-                if plain.exists():
-                    plain.unlink()
-                self.database.connect(reuse_if_open=True)
-            self.local = LocalState(self.database, device_name=name)
+                for leftover in (plain, Path(f"{plain}-journal")):
+                    if leftover.exists():
+                        leftover.unlink()
             with self.database.atomic():
                 install_capture(self.database, self.models)  # type: ignore[arg-type]
-                for collection, cursor in manifest.watermarks.items():
-                    self.local.set_tracker(collection, cursor)
-                self.local.set_device(
-                    seen_position=manifest.seen_position,
-                    registered=0,
-                    last_snapshot=f"restored {manifest.snapshot_id}",
+                adopt_new_columns(
+                    self.local,
+                    self.models,
+                    native=bool(getattr(self.remote, "native_types", False)),
                 )
             return manifest.snapshot_id
 

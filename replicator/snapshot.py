@@ -14,11 +14,11 @@ write loses re-reads the manifest and only retries if it still holds newer
 data; otherwise it deletes its upload and skips. The last ``keep`` snapshots
 are kept.
 
-Restoring: plan (read the manifest), download to a temporary file beside the
-database while hashing (SHA-256 checked against the manifest), decrypt to a
-second temporary file (AEAD checked chunk by chunk), ``PRAGMA
-integrity_check``, then install with an atomic rename. Any failure leaves the
-database file as it was.
+Restoring: plan (read the manifest), download while hashing (SHA-256 checked
+against the manifest) and decrypting (AEAD checked chunk by chunk) into a
+temporary file beside the database, ``PRAGMA integrity_check``, then install
+the synced tables in one transaction (``restore.py``). Any failure leaves the
+database as it was.
 """
 
 from __future__ import annotations
@@ -28,10 +28,9 @@ import datetime as _dt
 import hashlib
 import io
 import json
-import os
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -168,17 +167,36 @@ def clean_leftovers(db_path: Path) -> None:
             p.unlink()
 
 
-def write_plain_copy(conn: sqlite3.Connection | Any, dest: Path) -> None:
-    """A consistent copy of the live database with device-local state removed."""
+def write_plain_copy(conn: sqlite3.Connection | Any, dest: Path, tables: Sequence[str]) -> None:
+    """A consistent copy of the synced ``tables`` and replicator's metadata.
+
+    Tables the app keeps for itself never leave the device: they are dropped
+    from the copy (with ``secure_delete``, then a ``VACUUM``, so none of their
+    bytes remain), and so is device-local state.
+    """
+    from .restore import CARRIED, DEVICE_ONLY
+
+    keep = {*tables, *CARRIED, *DEVICE_ONLY, *DEVICE_LOCAL_TABLES, "replicator_control"}
     conn.execute("VACUUM INTO ?", (str(dest),))
-    copy = sqlite3.connect(dest)
+    copy = sqlite3.connect(dest, isolation_level=None)
     try:
         copy.execute("PRAGMA secure_delete = ON")
-        for table in DEVICE_LOCAL_TABLES:
+        copy.execute("PRAGMA foreign_keys = OFF")
+        copy.execute("BEGIN")
+        for kind, name in copy.execute(
+            "SELECT type, name FROM sqlite_master WHERE type IN ('table', 'view')"
+            " AND name NOT LIKE 'sqlite_%'"
+        ).fetchall():
+            if kind == "view":
+                copy.execute(f'DROP VIEW "{name}"')
+            elif name not in keep:
+                copy.execute(f'DROP TABLE "{name}"')
+        for table in (*DEVICE_LOCAL_TABLES, *DEVICE_ONLY):
             copy.execute(f'DELETE FROM "{table}"')
         copy.execute("UPDATE replicator_control SET applying = 0")
+        copy.execute("COMMIT")
+        copy.execute("VACUUM")
         copy.execute("PRAGMA journal_mode = DELETE")
-        copy.commit()
     finally:
         copy.close()
 
@@ -195,6 +213,7 @@ def publish(
     expected: Manifest | None,
     keep: int = 3,
     on_bytes: Callable[[int], None] | None = None,
+    tables: Sequence[str] = (),
 ) -> Manifest:
     """Upload a snapshot and swap the manifest from ``expected`` to it.
 
@@ -206,7 +225,7 @@ def publish(
     snapshot_id = created.strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:8]
     object_key = f"snapshots/{snapshot_id}.snap"
     with _temp_beside(db_path, "snapshot") as plain, _temp_beside(db_path, "sealed") as sealed:
-        write_plain_copy(connection, plain)
+        write_plain_copy(connection, plain, tables)
         meta = {
             "snapshot_id": snapshot_id,
             "created": created.isoformat(),
@@ -318,17 +337,3 @@ def fetch_and_decrypt(
     if result != "ok":
         raise TamperedSnapshotError(f"the restored database fails its integrity check: {result}")
     return header
-
-
-def install(db_path: Path, restored: Path) -> None:
-    """Replace the (closed) database file with ``restored`` by an atomic rename."""
-    for suffix in ("-wal", "-shm", "-journal"):
-        stale = Path(f"{db_path}{suffix}")
-        if stale.exists():
-            stale.unlink()
-    os.replace(restored, db_path)
-    fd = os.open(db_path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

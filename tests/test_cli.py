@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import sqlite3
 import subprocess
 import sys
 
@@ -83,7 +85,8 @@ def test_snapshot_list_verify_restore(tmp_path):
     restored = runner.invoke(main, ["snapshot", "restore", str(tmp_path / "new.db"), *store])
     assert restored.exit_code == 0, restored.output
     status = runner.invoke(main, ["status", str(tmp_path / "new.db")])
-    assert "has no device identity yet" in status.output  # identity is made on first open
+    assert f"snapshot      restored {snapshot_id}" in status.output
+    assert re.search(r"note\s+1\s+0\s+0", status.output)  # one row, clean
     published = runner.invoke(main, ["status", str(tmp_path / "a.db")])
     assert f"snapshot      published {snapshot_id}" in published.output
     refused = runner.invoke(main, ["snapshot", "restore", str(tmp_path / "new.db"), *store])
@@ -99,3 +102,26 @@ def test_snapshot_verify_with_the_wrong_passphrase_says_so(tmp_path, monkeypatch
     )
     assert result.exit_code != 0
     assert "WrongKeyError" in result.output
+
+
+def test_snapshot_restore_refuses_files_it_does_not_manage(tmp_path):
+    _published(tmp_path)
+    store = ["--blobs", str(tmp_path / "blobs"), "--key-file", str(tmp_path / "key")]
+    runner = CliRunner()
+    app_db = tmp_path / "app.db"
+    conn = sqlite3.connect(app_db)
+    conn.execute("CREATE TABLE settings (k TEXT, v TEXT)")
+    conn.execute("INSERT INTO settings VALUES ('theme', 'dark')")
+    conn.commit()
+    conn.close()
+    before = app_db.read_bytes()
+    refused = runner.invoke(main, ["snapshot", "restore", str(app_db), *store])
+    assert refused.exit_code == 1 and "does not manage" in refused.output
+    assert "Traceback" not in refused.output and app_db.read_bytes() == before
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not a database at all" * 100)
+    refused = runner.invoke(main, ["snapshot", "restore", str(junk), *store])
+    assert refused.exit_code == 1 and "not a SQLite database" in refused.output
+    assert junk.read_bytes() == b"this is not a database at all" * 100
+    nowhere = runner.invoke(main, ["snapshot", "restore", str(tmp_path / "no" / "x.db"), *store])
+    assert nowhere.exit_code == 1 and "does not exist" in nowhere.output

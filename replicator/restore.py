@@ -1,0 +1,224 @@
+"""Restore: plan, fetch, install: replacing only what replicator owns.
+
+A snapshot holds the synced tables and replicator's metadata, never the
+app's own tables (see ``snapshot.write_plain_copy``). Installing it copies
+those tables into the live database inside one transaction:
+
+* the app's own tables (settings, caches, plain peewee models) are not
+  touched, whatever they hold;
+* a synced table the snapshot lacks (the app added a table since) is left
+  empty, and a column the snapshot lacks (the app added a column) takes its
+  default, then the columns it gained are filled from the rows' bases, as
+  after any app upgrade (``upgrade.adopt_new_columns``);
+* nothing is written until the snapshot has been downloaded, authenticated
+  and integrity-checked into a temporary file, and the copy either commits
+  whole or not at all, so a failed restore leaves the database as it was.
+
+The same :func:`plan` and :func:`install` serve ``Replicator.restore`` and the
+``replicator snapshot restore`` command.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import peewee
+
+from .errors import ConfigurationError, TamperedSnapshotError, UnsafeRestoreError
+from .local import LocalState
+from .model import SYNC_COLUMNS
+
+#: replicator's tables a snapshot carries and a restore installs as they are
+CARRIED = (
+    "DownloadedTracker",
+    "replicator_tombstones",
+    "replicator_base",
+    "replicator_parked",
+    "replicator_schema",
+)
+#: replicator's tables that describe this device only: emptied by a restore
+DEVICE_ONLY = ("replicator_sent",)
+
+
+@attrs.frozen
+class Plan:
+    """What a restore found before touching anything."""
+
+    synced_tables: tuple[str, ...]
+    pending_changes: int
+    synced_rows: int
+    managed: bool  # the database already holds replicator's tables
+
+
+def synced_tables(conn: sqlite3.Connection | peewee.Database) -> list[str]:
+    """Tables carrying every sync column, sorted by name."""
+    execute = conn.execute_sql if isinstance(conn, peewee.Database) else conn.execute
+    names = [r[0] for r in execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    out = []
+    for name in sorted(names):
+        cols = {c[1] for c in execute(f'PRAGMA table_info("{name}")')}
+        if set(SYNC_COLUMNS) <= cols:
+            out.append(name)
+    return out
+
+
+def plan(db: peewee.SqliteDatabase, tables: Sequence[str] | None = None) -> Plan:
+    """Count what a restore would replace: unsynced changes and synced rows."""
+    try:
+        names = {r[0] for r in db.execute_sql("SELECT name FROM sqlite_master")}
+    except peewee.DatabaseError as exc:
+        raise ConfigurationError(
+            f"{db.database} is not a SQLite database ({exc})",
+            hint="name a database file replicator manages, or a new file",
+        ) from exc
+    tables = list(tables) if tables is not None else synced_tables(db)
+    dirty = rows = 0
+    for table in tables:
+        if table in names:
+            (n,) = db.execute_sql(f'SELECT COUNT(*) FROM "{table}"').fetchone()
+            (d,) = db.execute_sql(f'SELECT COUNT(*) FROM "{table}" WHERE "isDirty" = 1').fetchone()
+            rows, dirty = rows + n, dirty + d
+    if "replicator_tombstones" in names:
+        (deletes,) = db.execute_sql(
+            "SELECT COUNT(*) FROM replicator_tombstones WHERE pending = 1"
+        ).fetchone()
+        dirty += deletes
+    return Plan(tuple(tables), dirty, rows, "replicator_device" in names)
+
+
+def check(found: Plan, *, force: bool, path: object) -> None:
+    """Refuse a restore that would lose unsynced changes or, unless ``force``, synced data."""
+    if found.pending_changes:
+        raise UnsafeRestoreError(
+            f"{path} holds {found.pending_changes} unsynced change(s); a restore would lose them"
+        )
+    if found.synced_rows and not force:
+        raise UnsafeRestoreError(
+            f"{path} already holds synced data",
+            hint="pass force=True (--force) to replace it with the snapshot",
+        )
+
+
+def install(
+    db: peewee.SqliteDatabase,
+    snapshot_file: Path,
+    tables: Sequence[str] | None = None,
+    *,
+    device_name: str | None = None,
+    seen_position: str | None = None,
+    note: str = "",
+    defaults: Mapping[str, Mapping[str, Any]] | None = None,
+) -> LocalState:
+    """Copy the synced tables and replicator's metadata from a verified snapshot file.
+
+    ``tables`` are the synced tables to install (the models' tables); ``None``
+    installs every synced table the snapshot holds, creating it from the
+    snapshot's schema where the database lacks it (the CLI, which knows no
+    models). ``defaults`` gives, per table, the value of each column the
+    snapshot lacks (a column a newer app added; peewee defaults live in Python,
+    so SQLite alone cannot fill a ``NOT NULL`` one). Returns the database's
+    ``LocalState`` with a fresh identity.
+    """
+    if db.in_transaction():
+        raise ConfigurationError("a restore cannot run inside a transaction")
+    local = LocalState(db, device_name=device_name)
+    db.execute_sql("ATTACH DATABASE ? AS snap", (str(snapshot_file),))
+    try:
+        snap_tables = set(synced_tables_in(db))
+        wanted = list(tables) if tables is not None else sorted(snap_tables)
+        with local.applying():
+            db.execute_sql("PRAGMA defer_foreign_keys = ON")
+            if tables is None:
+                _create_missing(db, wanted)
+            for table in reversed(_parents_first(db, wanted)):
+                db.execute_sql(f'DELETE FROM main."{table}"')
+            for table in _parents_first(db, wanted):
+                if table in snap_tables:
+                    _copy(db, table, (defaults or {}).get(table, {}))
+            for table in (*CARRIED, *DEVICE_ONLY):
+                db.execute_sql(f'DELETE FROM main."{table}"')
+                if table in CARRIED and _has_table(db, "snap", table):
+                    _copy(db, table)
+            local.new_identity()
+            local.set_device(
+                seen_position=seen_position,
+                registered=0,
+                last_upload=None,
+                last_sync=None,
+                clock_offset=None,
+                last_snapshot=note or None,
+            )
+    finally:
+        db.execute_sql("DETACH DATABASE snap")
+    return local
+
+
+def synced_tables_in(db: peewee.SqliteDatabase) -> list[str]:
+    names = [r[0] for r in db.execute_sql("SELECT name FROM snap.sqlite_master WHERE type='table'")]
+    out = []
+    for name in names:
+        cols = {c[1] for c in db.execute_sql(f'PRAGMA snap.table_info("{name}")')}
+        if set(SYNC_COLUMNS) <= cols:
+            out.append(name)
+    if not _has_table(db, "snap", "DownloadedTracker"):
+        raise TamperedSnapshotError("the snapshot holds no replicator metadata")
+    return out
+
+
+def _has_table(db: peewee.SqliteDatabase, schema: str, table: str) -> bool:
+    sql = f"SELECT 1 FROM {schema}.sqlite_master WHERE type = 'table' AND name = ?"
+    return db.execute_sql(sql, (table,)).fetchone() is not None
+
+
+def _columns(db: peewee.SqliteDatabase, schema: str, table: str) -> list[str]:
+    return [c[1] for c in db.execute_sql(f'PRAGMA {schema}.table_info("{table}")')]
+
+
+def _copy(db: peewee.SqliteDatabase, table: str, defaults: Mapping[str, Any] | None = None) -> None:
+    """Rows of ``snap.table`` into ``main.table``: the columns both have, and ``defaults``
+    for the columns only the database has."""
+    theirs = set(_columns(db, "snap", table))
+    mine = _columns(db, "main", table)
+    common = [c for c in mine if c in theirs]
+    filled = [c for c in mine if c not in theirs and c in (defaults or {})]
+    names = ", ".join(f'"{c}"' for c in (*common, *filled))
+    values = ", ".join([*(f'"{c}"' for c in common), *("?" for _ in filled)])
+    db.execute_sql(
+        f'INSERT INTO main."{table}" ({names}) SELECT {values} FROM snap."{table}"',
+        tuple((defaults or {})[c] for c in filled),
+    )
+
+
+def _create_missing(db: peewee.SqliteDatabase, tables: Sequence[str]) -> None:
+    """Create synced tables the database lacks from the snapshot's schema (table,
+    indexes and triggers)."""
+    for table in tables:
+        if _has_table(db, "main", table):
+            continue
+        rows = db.execute_sql(
+            "SELECT type, sql FROM snap.sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL"
+            " ORDER BY type = 'table' DESC",
+            (table,),
+        ).fetchall()
+        for _kind, sql in rows:
+            db.execute_sql(sql)
+
+
+def _parents_first(db: peewee.SqliteDatabase, tables: Sequence[str]) -> list[str]:
+    """``tables`` ordered so that a table comes after the tables its foreign keys name."""
+    refs = {
+        t: {r[2] for r in db.execute_sql(f'PRAGMA main.foreign_key_list("{t}")')} & set(tables)
+        for t in tables
+        if _has_table(db, "main", t)
+    }
+    out: list[str] = []
+    while len(out) < len(refs):
+        ready = [t for t in refs if t not in out and refs[t] - {t} <= set(out)]
+        if not ready:  # a cycle between tables: any order, foreign keys are deferred
+            ready = [t for t in refs if t not in out]
+        out += sorted(ready)
+    return out
