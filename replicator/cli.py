@@ -15,7 +15,39 @@ import click
 from . import __version__
 
 
-@click.group()
+class _Guarded(click.Group):
+    """A command group whose commands never end in a traceback.
+
+    Errors of the library and of the files and stores it was pointed at become
+    one line on stderr that says what happened and what to do, and exit 1.
+    Set ``REPLICATOR_DEBUG=1`` to see the traceback of an unexpected error.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from .errors import ReplicatorError
+
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except ReplicatorError as exc:
+            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            raise click.ClickException(f"SQLite refused the database: {exc}") from None
+        except OSError as exc:
+            raise click.ClickException(f"{exc.strerror or exc}: {exc.filename or ''}") from None
+        except ImportError as exc:
+            raise click.ClickException(str(exc)) from None
+        except Exception as exc:
+            if os.environ.get("REPLICATOR_DEBUG"):
+                raise
+            raise click.ClickException(
+                f"unexpected {type(exc).__name__}: {exc} (set REPLICATOR_DEBUG=1 for the"
+                " traceback and report it)"
+            ) from None
+
+
+@click.group(cls=_Guarded)
 @click.version_option(__version__, prog_name="replicator")
 def main() -> None:
     """Offline-first replication of peewee/SQLite databases."""
@@ -43,6 +75,10 @@ def status(database: Path) -> None:
     """Show a device's identity, pending changes and download watermarks."""
     conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
     try:
+        try:
+            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")
+        except sqlite3.DatabaseError:
+            raise click.ClickException(f"{database} is not a SQLite database") from None
         try:
             device = conn.execute(
                 "SELECT installation_id, name, platform, last_sync, last_upload, seen_position,"
@@ -138,9 +174,14 @@ def _open_blobs(blobs: Path | None, s3: str | None, endpoint_url: str | None) ->
         if not blobs.is_dir():
             raise click.ClickException(f"{blobs} is not a directory")
         return DirectoryBlobStore(blobs, create=False)
-    from .stores.s3 import S3BlobStore
+    try:
+        from .stores.s3 import S3BlobStore
+    except ImportError:
+        raise click.ClickException("--s3 needs boto3: pip install 'replicator[s3]'") from None
 
     bucket, _, prefix = (s3 or "").partition("/")
+    if not bucket:
+        raise click.UsageError("--s3 needs a bucket name: --s3 BUCKET[/PREFIX]")
     return S3BlobStore(bucket, prefix, endpoint_url=endpoint_url)
 
 
@@ -148,16 +189,58 @@ def _read_key(key_file: Path | None, passphrase_env: str | None) -> Any:
     from .crypto import Passphrase, SnapshotKey
 
     if key_file is not None:
-        raw = key_file.read_bytes().strip()
-        if len(raw) == 64:
-            raw = bytes.fromhex(raw.decode())
-        return SnapshotKey(raw)
+        return SnapshotKey(parse_key_file(key_file.read_bytes(), key_file))
     if passphrase_env:
         value = os.environ.get(passphrase_env)
         if not value:
             raise click.ClickException(f"${passphrase_env} is empty")
         return Passphrase(value)
     return Passphrase(click.prompt("Snapshot passphrase", hide_input=True))
+
+
+def parse_key_file(data: bytes, path: object = "the key file") -> bytes:
+    """The 32-byte key in a key file: exactly 32 raw bytes, or 64 hex digits.
+
+    Raw keys are taken byte for byte (a raw key may begin or end with a byte that
+    looks like whitespace); hex keys may have surrounding whitespace or a newline.
+    """
+    if len(data) == 32:
+        return data
+    text = data.strip()
+    if len(text) == 64:
+        try:
+            return bytes.fromhex(text.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            pass
+    raise click.ClickException(
+        f"{path} holds {len(data)} bytes that are neither a 32-byte raw key nor 64 hex"
+        " digits; make a key with: replicator key generate FILE"
+    )
+
+
+@main.group()
+def key() -> None:
+    """Make the key that encrypts snapshots."""
+
+
+@key.command("generate")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def key_generate(path: Path) -> None:
+    """Write a new random snapshot key to PATH (64 hex digits, readable by you only).
+
+    Keep the file safe and give every device of the user the same key: a
+    snapshot cannot be restored without it.
+    """
+    from .crypto import SnapshotKey
+
+    if path.exists():
+        raise click.ClickException(f"{path} exists; refusing to overwrite a key")
+    if not path.parent.is_dir():
+        raise click.ClickException(f"the directory {path.parent} does not exist")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(SnapshotKey.generate().raw.hex() + "\n")
+    click.echo(f"wrote a new snapshot key to {path}")
 
 
 @main.group()

@@ -48,15 +48,19 @@ def test_status_on_a_plain_database_says_what_to_do(tmp_path):
     assert "create a Replicator on it first" in result.output
 
 
-def _published(tmp_path):
+def _published(tmp_path, key=None):
+    """Publish one snapshot; a given ``key`` is written raw to the key file, else as hex."""
     import peewee
 
     from replicator import EmbeddedRemote, Replicator, SnapshotKey
     from replicator.demo import MODELS, Note
     from replicator.stores.directory import DirectoryBlobStore
 
-    key = bytes(range(32))
-    (tmp_path / "key").write_text(key.hex())
+    if key is None:
+        key = bytes(range(32))
+        (tmp_path / "key").write_text(key.hex())
+    else:
+        (tmp_path / "key").write_bytes(key)
     db = peewee.SqliteDatabase(str(tmp_path / "a.db"))
     device = Replicator(
         db,
