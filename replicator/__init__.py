@@ -25,6 +25,7 @@ from .errors import (
     TruncatedSnapshotError,
     UnsafeRestoreError,
     UnsupportedSnapshotError,
+    UnsupportedValueError,
     WrongKeyError,
 )
 from .model import SyncModel, new_id
@@ -83,6 +84,7 @@ __all__ = [
     "TruncatedSnapshotError",
     "UnsafeRestoreError",
     "UnsupportedSnapshotError",
+    "UnsupportedValueError",
     "Usage",
     "Write",
     "WrongKeyError",

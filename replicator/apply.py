@@ -37,7 +37,7 @@ from typing import Any
 
 import peewee
 
-from .codec import check_value, digest_matches, missing_value, to_sqlite
+from .codec import check_id, check_value, digest_matches, missing_value, to_sqlite
 from .context import SyncContext
 from .errors import RemoteDataError
 from .model import (
@@ -93,6 +93,7 @@ def decode_doc(model: type[peewee.Model], doc: RemoteDoc) -> dict[str, Any]:
     coll = doc.collection
     if doc.problem is not None:
         raise RemoteDataError(coll, doc.id, doc.problem)
+    check_id(coll, doc.id)
     out: dict[str, Any] = {}
     for field in model._meta.sorted_fields:
         col = field.column_name
@@ -308,6 +309,7 @@ def apply_remote(
     coll = collection_name(model)
     if doc.problem is not None:
         raise RemoteDataError(coll, doc.id, doc.problem)
+    check_id(coll, doc.id)
     if doc.deleted:
         _remote_delete(ctx, model, doc, depth)
         return
@@ -581,8 +583,9 @@ def _apply_or_set_aside(ctx: SyncContext, model: type[peewee.Model], doc: Remote
             apply_remote(ctx, model, doc)
     except RemoteDataError as exc:
         del ctx.conflicts[mark:]
-        ctx.local.park(coll, doc.id, exc.reason)
-        ctx.set_aside.append(RowError(coll, doc.id, exc))
+        if exc.doc_id == doc.id:  # an id that is no row id cannot be kept either
+            ctx.local.park(coll, doc.id, exc.reason)
+        ctx.set_aside.append(RowError(coll, exc.doc_id, exc))
     else:
         ctx.local.unpark(coll, [doc.id])
 

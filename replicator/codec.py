@@ -19,7 +19,7 @@ from typing import Any
 
 import peewee
 
-from .errors import RemoteDataError
+from .errors import RemoteDataError, UnsupportedValueError
 
 
 def encode_json(data: Mapping[str, Any]) -> str:
@@ -56,6 +56,9 @@ def decode_json(text: str | bytes) -> Any:
     return json.loads(text, object_hook=hook)
 
 
+#: the integers SQLite (and Firestore) hold
+INT64 = (-(2**63), 2**63 - 1)
+
 _INT_FIELDS = (peewee.IntegerField, peewee.BooleanField, peewee.AutoField)
 _REAL_FIELDS = (peewee.FloatField, peewee.DoubleField, peewee.DecimalField)
 _TEXT_FIELDS = (
@@ -80,6 +83,9 @@ def check_value(collection: str, doc_id: str, field: peewee.Field, value: Any) -
         if not field.null and not field.primary_key:
             raise RemoteDataError(collection, doc_id, f"{field.column_name} is null")
         return None
+    problem = _unusable(value)
+    if problem:
+        raise RemoteDataError(collection, doc_id, f"{field.column_name} {problem}")
     target = _storage_field(field)
     if isinstance(target, _INT_FIELDS):
         if isinstance(value, bool):
@@ -107,6 +113,40 @@ def check_value(collection: str, doc_id: str, field: peewee.Field, value: Any) -
     )
 
 
+def _unusable(value: Any) -> str | None:
+    """Why SQLite cannot store ``value`` as it is, or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
+        return f"holds an integer beyond 64 bits ({str(value)[:24]}…)"
+    if isinstance(value, float) and value != value:
+        return "holds NaN"
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "holds text that is not valid UTF-8"
+    return None
+
+
+def check_id(collection: str, doc_id: Any) -> str:
+    """A remote document id fit for a row: text of 1 to 36 printable characters.
+
+    Ids are client UUIDs (``new_id``); an app may choose its own, but a remote id
+    that could not be a row's primary key is refused, never written.
+    """
+    if (
+        not isinstance(doc_id, str)
+        or not 0 < len(doc_id) <= 36
+        or not doc_id.isprintable()
+        or "/" in doc_id
+        or _unusable(doc_id)
+    ):
+        shown = repr(doc_id)[:60]
+        raise RemoteDataError(collection, shown, "its id is not a row id (text of 1-36 characters)")
+    return doc_id
+
+
 def to_sqlite(value: Any) -> Any:
     """A Python value as SQLite stores it (peewee's text forms for dates, decimals, UUIDs)."""
     if value is None or isinstance(value, str | int | float | bytes):
@@ -131,10 +171,13 @@ def missing_value(field: peewee.Field) -> Any:
 # -- native-typed stores (Firestore) --------------------------------------------------
 #
 # A store that keeps typed values (``native_types = True``) gets rows converted
-# field by field: datetimes become tz-aware UTC timestamps, booleans bools, JSON
+# field by field: naive UTC datetimes become timestamps, booleans bools, JSON
 # columns maps and lists, decimals exact strings; everything else travels as
-# SQLite holds it. Values of columns the model does not know pass through both
-# ways untouched.
+# SQLite holds it. A conversion is used only when converting back gives the very
+# value SQLite held (same type, same bytes); otherwise the value travels as it
+# is (an aware datetime's text keeps its offset, JSON text keeps its spacing),
+# so every value round-trips exactly. Values of columns the model does not know
+# pass through both ways untouched.
 
 
 def _is_json_field(field: peewee.Field) -> bool:
@@ -156,7 +199,38 @@ def _convert(
 
 
 def to_native(model: type[peewee.Model], data: Mapping[str, Any]) -> dict[str, Any]:
-    return _convert(model, data, _to_native)
+    """Row values in a native-typed store's form; raises ``UnsupportedValueError``
+    for a value the store cannot hold (an integer beyond 64 bits)."""
+    out = _convert(model, data, _exact_to_native)
+    for col, value in out.items():
+        problem = _unstorable(value)
+        if problem:
+            raise UnsupportedValueError(col, problem)
+    return out
+
+
+def _exact_to_native(target: peewee.Field, value: Any) -> Any:
+    native = _to_native(target, value)
+    if native is value:
+        return value
+    back = _from_native(target, native)
+    if type(back) is type(value) and back == value:
+        return native
+    return value
+
+
+def _unstorable(value: Any, depth: int = 0) -> str | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
+        return f"the integer {str(value)[:30]}… is beyond 64 bits"
+    if depth > 20:
+        return "nested deeper than 20 levels"
+    if isinstance(value, Mapping):
+        return next((p for v in value.values() if (p := _unstorable(v, depth + 1))), None)
+    if isinstance(value, list | tuple):
+        return next((p for v in value if (p := _unstorable(v, depth + 1))), None)
+    return None
 
 
 def from_native(model: type[peewee.Model], data: Mapping[str, Any]) -> dict[str, Any]:
@@ -166,7 +240,11 @@ def from_native(model: type[peewee.Model], data: Mapping[str, Any]) -> dict[str,
 def _to_native(target: peewee.Field, value: Any) -> Any:
     if isinstance(target, peewee.DateTimeField) and isinstance(value, str):
         parsed = _parse_datetime(value)
-        return parsed.replace(tzinfo=_dt.timezone.utc) if parsed else value
+        if parsed is None:
+            return value
+        if parsed.tzinfo is None:
+            return parsed.replace(tzinfo=_dt.timezone.utc)  # naive values are UTC
+        return parsed.astimezone(_dt.timezone.utc)
     if isinstance(target, peewee.BooleanField) and isinstance(value, int):
         return bool(value)
     if isinstance(target, peewee.DecimalField) and isinstance(value, int | float):

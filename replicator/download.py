@@ -40,10 +40,11 @@ def download(ctx: SyncContext, *, catch_up_only: bool = False) -> bool:
                 apply_page(ctx, model, [ctx.incoming(model, d) for d in page.docs])
                 if page.cursor is not None and page.cursor != cursor:
                     ctx.local.set_tracker(coll, page.cursor)
+            stuck = page.cursor == cursor and done > 0
             cursor = page.cursor
             done += max(1, len(page.docs))
             ctx.progress("download", coll, done)
-            if not page.more:
+            if not page.more or stuck:  # a store that cannot move past a document
                 break
     settle(ctx)
     if latest is not None:

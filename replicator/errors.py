@@ -18,7 +18,8 @@ again later can succeed without anyone changing anything.
     │   ├── PreconditionFailed    a conditional write lost a race (internal, retried)
     │   ├── BlobNotFoundError     no object under that key in a blob store
     │   ├── RemoteDataError       a remote document is malformed (names collection/id)
-    │   └── DocumentTooLargeError a row would not fit in one remote document
+    │   ├── DocumentTooLargeError a row would not fit in one remote document
+    │   └── UnsupportedValueError a row holds a value the store cannot hold
     ├── ConflictError             conflicts kept recurring; sync again (retryable)
     └── SnapshotError             the local database is untouched in every case
         ├── SnapshotNotFoundError no snapshot (or not the one named) in the blob store
@@ -135,6 +136,21 @@ class DocumentTooLargeError(RemoteError):
         self.doc_id = doc_id
         self.size = size
         self.limit = limit
+
+
+class UnsupportedValueError(RemoteError):
+    """A row holds a value the remote store cannot represent (e.g. an integer beyond
+    64 bits on Firestore). The row is not uploaded and stays dirty."""
+
+    default_hint = "change the value (e.g. store a huge number as text); the row stays dirty"
+
+    def __init__(self, column: str, reason: str, collection: str = "", doc_id: str = ""):
+        where = f"row {collection}/{doc_id} column {column}" if collection else f"column {column}"
+        super().__init__(f"{where}: {reason}")
+        self.collection = collection
+        self.doc_id = doc_id
+        self.column = column
+        self.reason = reason
 
 
 class ConflictError(ReplicatorError):

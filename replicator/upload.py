@@ -21,7 +21,12 @@ import peewee
 from .apply import apply_remote
 from .codec import encode_json, missing_value, values_digest
 from .context import SyncContext
-from .errors import ConflictError, DocumentTooLargeError, PreconditionFailed, RemoteDataError
+from .errors import (
+    ConflictError,
+    DocumentTooLargeError,
+    PreconditionFailed,
+    UnsupportedValueError,
+)
 from .model import CLOCK_TOLERANCE, collection_name, remote_columns, shift_time
 from .report import RowError
 from .stores.base import PushResult, Write
@@ -124,12 +129,7 @@ def _collect(ctx: SyncContext) -> list[Outgoing]:
                 data["updatedOn"] = shift_time(data["updatedOn"], shift)
             base = bases.get(doc_id)
             sent = data if base is None else _changed(model, data, base[1])
-            write = Write(
-                coll,
-                doc_id,
-                ctx.outgoing(model, sent),
-                base_version=None if base is None else base[0],
-            )
+            write = Write(coll, doc_id, sent, base_version=None if base is None else base[0])
             parent_held = next((f"{pc}/{data[c]}" for c, pc in fks if (pc, data[c]) in held), None)
             if parent_held is not None:
                 held.add(write.key)
@@ -139,9 +139,10 @@ def _collect(ctx: SyncContext) -> list[Outgoing]:
                 continue
             try:
                 full = ctx.outgoing(model, data)
-            except RemoteDataError as exc:  # a value the store cannot hold
+            except UnsupportedValueError as exc:  # a value the store cannot hold
                 held.add(write.key)
-                ctx.rejected.append(RowError(coll, doc_id, exc))
+                error = UnsupportedValueError(exc.column, exc.reason, coll, doc_id)
+                ctx.rejected.append(RowError(coll, doc_id, error))
                 continue
             if limit:
                 size = measure(attrs.evolve(write, data=full))
@@ -151,6 +152,7 @@ def _collect(ctx: SyncContext) -> list[Outgoing]:
                         RowError(coll, doc_id, DocumentTooLargeError(coll, doc_id, size, limit))
                     )
                     continue
+            write = attrs.evolve(write, data={k: v for k, v in full.items() if k in sent})
             out.append(Outgoing(write, row[-1], data, values_digest(sent)))
     for model in reversed(ctx.models):
         coll = collection_name(model)

@@ -287,8 +287,8 @@ class EmbeddedRemote:
         start = int(position) if position else 0
         with self._connect() as conn:
             row = conn.execute(
-                "SELECT MAX(last_upload) FROM devices"
-                " WHERE last_upload > ? AND installation_id != ?",
+                "SELECT MAX(last_upload) FROM devices WHERE typeof(last_upload) = 'integer'"
+                " AND last_upload > ? AND installation_id != ?",
                 (start, exclude),
             ).fetchone()
         self.usage.reads += 1
@@ -297,21 +297,11 @@ class EmbeddedRemote:
     def devices(self) -> list[DeviceRecord]:
         out = []
         with self._connect() as conn:
-            for record, last_upload, last_sync in conn.execute(
-                "SELECT record, last_upload, last_sync FROM devices ORDER BY installation_id"
+            for iid, record, last_upload, last_sync in conn.execute(
+                "SELECT installation_id, record, last_upload, last_sync FROM devices"
+                " ORDER BY installation_id"
             ):
-                r = json.loads(record)
-                out.append(
-                    DeviceRecord(
-                        installation_id=r["installationId"],
-                        name=r.get("name", ""),
-                        platform=r.get("platform", ""),
-                        app_version=r.get("appVersion", ""),
-                        last_sync=last_sync,
-                        last_upload=None if last_upload is None else _seq(last_upload),
-                        watermarks=r.get("watermarks", {}),
-                    )
-                )
+                out.append(_device_record(iid, record, last_upload, last_sync))
         self.usage.reads += max(1, len(out))
         return out
 
@@ -329,3 +319,31 @@ class EmbeddedRemote:
         page = self.pull(collection, None, 1 << 62)
         self.usage = before
         return {d.id: d for d in page.docs}
+
+
+def _device_record(iid: Any, record: Any, last_upload: Any, last_sync: Any) -> DeviceRecord:
+    """A Devices row as a record; fields another writer damaged read as unknown."""
+    try:
+        r = json.loads(record) if isinstance(record, str | bytes) else {}
+    except ValueError:
+        r = {}
+    if not isinstance(r, dict):
+        r = {}
+
+    def text(value: Any) -> str:
+        return value if isinstance(value, str) else ""
+
+    marks = r.get("watermarks")
+    return DeviceRecord(
+        installation_id=str(iid),
+        name=text(r.get("name")),
+        platform=text(r.get("platform")),
+        app_version=text(r.get("appVersion")),
+        last_sync=last_sync if isinstance(last_sync, str) else None,
+        last_upload=_seq(last_upload)
+        if isinstance(last_upload, int) and last_upload >= 0
+        else None,
+        watermarks={k: v for k, v in marks.items() if isinstance(v, str)}
+        if isinstance(marks, dict)
+        else {},
+    )

@@ -157,10 +157,18 @@ class FirestoreRemote:
     def _doc(self, collection: str, snap: Any) -> RemoteDoc:
         data = snap.to_dict() or {}
         changed = data.pop(CHANGED_AT, None)
-        deleted = bool(data.pop(DELETED, False))
-        cursor = _ts(changed) + "|" + snap.id if isinstance(changed, _dt.datetime) else ""
+        deleted = data.pop(DELETED, False)
+        problem = None
+        if not isinstance(deleted, bool):
+            problem, deleted = f"{DELETED} holds a {type(deleted).__name__}, not a bool", False
+        if isinstance(changed, _dt.datetime):
+            cursor = _ts(changed) + "|" + snap.id
+        else:
+            cursor = ""
+            problem = f"{CHANGED_AT} holds a {type(changed).__name__}, not a server timestamp"
         self.usage.bytes_read += value_size(data) + len(snap.id)
-        return RemoteDoc(collection, snap.id, data, deleted, _ts(snap.update_time), cursor)
+        version = _ts(snap.update_time)
+        return RemoteDoc(collection, snap.id, data, deleted, version, cursor, problem=problem)
 
     def document_size(self, write: Write) -> int:
         name = len(f"{self.root}/{write.collection}/{write.id}".encode()) + 16
@@ -195,8 +203,9 @@ class FirestoreRemote:
         self.usage.reads += max(1, len(snaps))
         docs = [self._doc(collection, s) for s in snaps]
         cursor = after
-        if docs and docs[-1].cursor:
-            last = docs[-1].cursor
+        # a document whose change time is damaged has no cursor: page on by the others
+        last = next((d.cursor for d in reversed(docs) if d.cursor), None)
+        if last is not None:
             cursor = last if after is None or last > after else after
         kept = [d for d in docs if exclude_by is None or d.updated_by != exclude_by]
         return Page(kept, cursor, len(snaps) == limit)
@@ -324,15 +333,18 @@ class FirestoreRemote:
         for s in sorted(snaps, key=lambda s: s.id):
             d = s.to_dict() or {}
             last_sync, last_upload = d.get("lastSync"), d.get("lastUpload")
+            marks = d.get("watermarks")
             out.append(
                 DeviceRecord(
                     installation_id=s.id,
-                    name=d.get("name", ""),
-                    platform=d.get("platform", ""),
-                    app_version=d.get("appVersion", ""),
+                    name=_text(d.get("name")),
+                    platform=_text(d.get("platform")),
+                    app_version=_text(d.get("appVersion")),
                     last_sync=_ts(last_sync) if isinstance(last_sync, _dt.datetime) else None,
                     last_upload=_ts(last_upload) if isinstance(last_upload, _dt.datetime) else None,
-                    watermarks=d.get("watermarks") or {},
+                    watermarks={k: v for k, v in marks.items() if isinstance(v, str)}
+                    if isinstance(marks, dict)
+                    else {},
                 )
             )
         return out
@@ -363,6 +375,10 @@ class FirestoreRemote:
         docs = {s.id: self._doc(collection, s) for s in snaps}
         self.usage = before
         return docs
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def _update_paths(data: Mapping[str, Any]) -> dict[str, Any]:
