@@ -213,7 +213,7 @@ def _exact_to_native(target: peewee.Field, value: Any) -> Any:
     native = _to_native(target, value)
     if native is value:
         return value
-    back = _from_native(target, native)
+    back = to_sqlite(_from_native(target, native))  # as SQLite would hold it
     if type(back) is type(value) and back == value:
         return native
     return value
