@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ from .snapshot import (
     publish,
     read_manifest,
 )
-from .stores.base import BlobStore, RemoteStore
+from .stores.base import BlobStore, Deadlined, RemoteStore
 from .strategies.conflict import LastWriterWins
 from .strategies.snapshot import BigBrother, SnapshotDecision
 from .upgrade import adopt_new_columns
@@ -135,15 +136,30 @@ class Replicator:
             counts[coll] = n + tombs.get(coll, 0)
         return counts
 
-    def sync(self) -> SyncReport:
-        """Download, upload, register. Raises a ``ReplicatorError`` on failure."""
+    def sync(self, *, timeout: float | None = None) -> SyncReport:
+        """Download, upload, register. Raises a ``ReplicatorError`` on failure.
+
+        ``timeout`` (seconds) is one deadline for the whole sync's remote calls,
+        on stores that support it (``Deadlined``): past it, the sync stops with
+        ``OfflineError``, having lost nothing, instead of waiting out each call's
+        own timeout and retries.
+        """
         if self.database.in_transaction():
             raise ConfigurationError(
                 "sync() cannot run inside a transaction",
                 hint="commit or leave the atomic() block first",
             )
+        if timeout is not None and timeout <= 0:
+            raise ConfigurationError(f"timeout must be positive, got {timeout}")
+        store = self.remote if timeout is not None and isinstance(self.remote, Deadlined) else None
         with self._lock:
-            return self._sync()
+            if store is not None and timeout is not None:
+                store.set_deadline(time.monotonic() + timeout)
+            try:
+                return self._sync()
+            finally:
+                if store is not None:
+                    store.set_deadline(None)
 
     def _sync(self) -> SyncReport:
         started = _dt.datetime.now(_dt.timezone.utc)

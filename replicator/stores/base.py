@@ -208,6 +208,18 @@ class RemoteStore(Protocol):
         ...
 
 
+@runtime_checkable
+class Deadlined(Protocol):
+    """Optional capability of a store: give up at an absolute deadline.
+
+    ``at`` is a ``time.monotonic()`` value, or ``None`` for no deadline. Once it
+    has passed, every call raises ``OfflineError`` instead of waiting or
+    retrying, so a sync on a dead or half-open network ends in bounded time.
+    """
+
+    def set_deadline(self, at: float | None) -> None: ...
+
+
 @attrs.frozen
 class BlobInfo:
     """An object in a blob store: its size, SHA-256 (hex) and version tag (``etag``)."""

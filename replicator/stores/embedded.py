@@ -80,6 +80,7 @@ class EmbeddedRemote:
         self.timeout = timeout
         self.max_document_bytes = max_document_bytes
         self.usage = Usage()
+        self._deadline: float | None = None
         if create:
             with self._connect() as conn:
                 conn.execute("PRAGMA journal_mode=WAL")
@@ -90,12 +91,21 @@ class EmbeddedRemote:
 
     # -- plumbing ---------------------------------------------------------
 
+    def set_deadline(self, at: float | None) -> None:
+        """Give up (``OfflineError``) once ``time.monotonic()`` passes ``at``."""
+        self._deadline = at
+
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
+        wait = self.timeout
+        if self._deadline is not None:
+            wait = min(wait, self._deadline - time.monotonic())
+            if wait <= 0:
+                raise OfflineError(f"the sync's deadline passed (embedded remote at {self.path})")
         try:
             if not self.path.parent.is_dir():
                 raise sqlite3.OperationalError("unable to open database file")
-            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+            conn = sqlite3.connect(self.path, timeout=wait, isolation_level=None)
         except sqlite3.Error as exc:
             raise OfflineError(f"cannot open the embedded remote at {self.path}", orig=exc) from exc
         try:

@@ -19,7 +19,11 @@ Commits and reads are retried on ``Aborted``, ``Unavailable``, deadline and
 internal errors with exponential backoff and jitter, a bounded number of times
 and with explicit timeouts (the client's own default would retry for minutes).
 Then ``Unavailable`` and deadlines become ``OfflineError``, the others
-``TransientError``.
+``TransientError``. One call takes at most ``attempts * timeout`` plus the
+backoff (about 3.2 s for 5 attempts): 103 s with the defaults on a connection
+that never answers. ``Replicator.sync(timeout=...)`` sets one overall deadline
+instead (``set_deadline``), after which every call gives up with
+``OfflineError``.
 
 Server timestamps can become visible slightly out of order (the emulator shows
 it under concurrent commits), so a sync's first page of each collection, and
@@ -39,6 +43,7 @@ from .base import DeviceRecord, Page, PushResult, RemoteDoc, Usage, Write
 
 try:
     from google.api_core import exceptions as gexc
+    from google.api_core.retry import Retry
     from google.cloud import firestore
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
@@ -46,6 +51,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 T = TypeVar("T")
+
+#: the client never retries by itself: ``FirestoreRemote._call`` is the one retry policy
+_NO_RETRY = Retry(predicate=lambda _exc: False)
 
 DEVICES = "devices"
 CHANGED_AT = "changedAt"
@@ -118,6 +126,7 @@ class FirestoreRemote:
         self.attempts = attempts
         self.settle = _dt.timedelta(seconds=settle)
         self.usage = Usage()
+        self._deadline: float | None = None
         #: calls retried after Aborted/Unavailable/deadline errors (for monitoring)
         self.retries = 0
 
@@ -131,9 +140,31 @@ class FirestoreRemote:
             return self.client.document(self.root).collection(name)
         return self.client.collection(name)
 
+    def set_deadline(self, at: float | None) -> None:
+        """Give up (``OfflineError``) once ``time.monotonic()`` passes ``at``; None: no deadline."""
+        self._deadline = at
+
+    def _remaining(self, what: str) -> float:
+        if self._deadline is None:
+            return self.timeout
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise OfflineError(
+                f"the sync's deadline passed before {what} could finish",
+                hint="the network is too slow or down; sync again later, no data was lost",
+            )
+        return min(self.timeout, left)
+
+    def _opts(self) -> dict[str, Any]:
+        """Per-call options: no retry inside the client (``_call`` retries), and a timeout
+        that also respects the sync's deadline. ``retry`` must be a real Retry object:
+        the client's stream-resume path calls ``retry._predicate`` on a broken stream."""
+        return {"retry": _NO_RETRY, "timeout": self._remaining("a call")}
+
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         delay = 0.1
         for attempt in range(1, self.attempts + 1):
+            self._remaining(what)
             try:
                 return fn()
             except (*_OFFLINE, *_TRANSIENT) as exc:
@@ -146,7 +177,10 @@ class FirestoreRemote:
                         f"Firestore kept failing {what} ({type(exc).__name__})", orig=exc
                     ) from exc
                 self.retries += 1
-                time.sleep(delay * (0.5 + random.random()))
+                pause = delay * (0.5 + random.random())
+                if self._deadline is not None:
+                    pause = min(pause, max(0.0, self._deadline - time.monotonic()))
+                time.sleep(pause)
                 delay = min(delay * 2, 2.0)
             except _PRECONDITION:
                 raise
@@ -198,7 +232,7 @@ class FirestoreRemote:
         query = query.limit(limit)
         snaps = self._call(
             f"a query of {collection}",
-            lambda: list(query.stream(retry=None, timeout=self.timeout)),
+            lambda: list(query.stream(**self._opts())),
         )
         self.usage.reads += max(1, len(snaps))
         docs = [self._doc(collection, s) for s in snaps]
@@ -217,7 +251,7 @@ class FirestoreRemote:
             refs = [ref.document(doc_id) for doc_id in ids[i : i + 300]]
 
             def read(refs: list[Any] = refs) -> list[Any]:
-                return list(self.client.get_all(refs, retry=None, timeout=self.timeout))
+                return list(self.client.get_all(refs, **self._opts()))
 
             snaps = self._call(f"a read of {collection}", read)
             self.usage.reads += max(1, len(refs))
@@ -259,7 +293,7 @@ class FirestoreRemote:
         fields["lastUpload"] = firestore.SERVER_TIMESTAMP
         batch.set(device_ref, fields, merge=True)
         try:
-            results = self._call("a commit", lambda: batch.commit(retry=None, timeout=self.timeout))
+            results = self._call("a commit", lambda: batch.commit(**self._opts()))
         except _PRECONDITION as exc:
             raise PreconditionFailed(
                 "a document changed remotely since it was read", [], orig=exc
@@ -275,9 +309,7 @@ class FirestoreRemote:
         ref = self._collection(DEVICES).document(device.installation_id)
         result = self._call(
             "a device registration",
-            lambda: ref.set(
-                self._device_fields(device), merge=True, retry=None, timeout=self.timeout
-            ),
+            lambda: ref.set(self._device_fields(device), merge=True, **self._opts()),
         )
         self.usage.writes += 1
         stamp = getattr(result, "update_time", None)
@@ -306,7 +338,7 @@ class FirestoreRemote:
             )
         snaps = self._call(
             "the Devices check",
-            lambda: list(query.select(["lastUpload"]).stream(retry=None, timeout=self.timeout)),
+            lambda: list(query.select(["lastUpload"]).stream(**self._opts())),
         )
         self.usage.reads += max(1, len(snaps))
         uploads = {
@@ -326,7 +358,7 @@ class FirestoreRemote:
     def devices(self) -> list[DeviceRecord]:
         snaps = self._call(
             "a read of the Devices collection",
-            lambda: list(self._collection(DEVICES).stream(retry=None, timeout=self.timeout)),
+            lambda: list(self._collection(DEVICES).stream(**self._opts())),
         )
         self.usage.reads += max(1, len(snaps))
         out = []
@@ -355,9 +387,7 @@ class FirestoreRemote:
             .order_by("lastUpload", direction=firestore.Query.DESCENDING)
             .limit(1)
         )
-        snaps = self._call(
-            "the latest upload", lambda: list(query.stream(retry=None, timeout=self.timeout))
-        )
+        snaps = self._call("the latest upload", lambda: list(query.stream(**self._opts())))
         self.usage.reads += 1
         if not snaps or not isinstance(snaps[0].get("lastUpload"), _dt.datetime):
             return None
@@ -370,7 +400,7 @@ class FirestoreRemote:
         before = self.usage.copy()
         snaps = self._call(
             f"a read of {collection}",
-            lambda: list(self._collection(collection).stream(retry=None, timeout=self.timeout)),
+            lambda: list(self._collection(collection).stream(**self._opts())),
         )
         docs = {s.id: self._doc(collection, s) for s in snaps}
         self.usage = before
