@@ -186,6 +186,7 @@ def delete_local(
     *,
     pending: bool,
     remote: RemoteDoc | None = None,
+    _seen: set[tuple[str, str]] | None = None,
 ) -> None:
     """Delete a row, applying each child foreign key's rule; record tombstones.
 
@@ -196,11 +197,15 @@ def delete_local(
     touched here.
     """
     coll = collection_name(model)
+    seen = set() if _seen is None else _seen
+    if (coll, doc_id) in seen:  # a cycle (two devices re-parented a tree into a loop)
+        return
+    seen.add((coll, doc_id))
     for child_model, fk, ids in _children(ctx, model, doc_id):
         rule = delete_rule(fk)
         if rule == CASCADE:
             for child_id in ids:
-                delete_local(ctx, child_model, child_id, pending=True)
+                delete_local(ctx, child_model, child_id, pending=True, _seen=seen)
         elif rule == SET_NULL:
             for child_id in ids:
                 _clear_key(ctx, child_model, fk, child_id, f"{coll}/{doc_id} was deleted")
@@ -335,8 +340,23 @@ def apply_remote(
     else:
         _resolve(ctx, model, doc, values, row)
     ctx.local.set_base(coll, doc.id, doc.version, doc.data)
-    for fk in cleared:
-        _clear_key(ctx, model, fk, doc.id, f"{collection_name(fk.rel_model)} row is deleted")
+    if cleared:
+        _mark_engine_edit(ctx, model, doc.id, {})
+        names = ", ".join(fk.column_name for fk in cleared)
+        ctx.resolved(
+            Resolution(
+                coll,
+                doc.id,
+                "set-null"
+                if all(values[fk.column_name] is None for fk in cleared)
+                else "set-default",
+                None,
+                dict(doc.data),
+                None,
+                dict(values),
+                f"on_delete: {names} named a row deleted here",
+            )
+        )
 
 
 def _ensure_parents(
@@ -344,9 +364,9 @@ def _ensure_parents(
 ) -> list[peewee.ForeignKeyField] | None:
     """Make every parent of the row present locally.
 
-    Returns the keys whose parent is deleted under ``SET NULL`` (the caller
-    clears them after writing the row), or ``None`` if the row was dropped
-    (``CASCADE`` from a deleted parent). Raises ``RemoteDataError`` when a
+    Returns the keys whose parent is deleted under ``SET NULL`` (cleared in
+    ``values``; the caller writes the row and uploads the change), or ``None``
+    if the row was dropped (``CASCADE`` from a deleted parent). Raises ``RemoteDataError`` when a
     parent does not exist remotely or, under ``RESTRICT``, is deleted here:
     the document is set aside until the parent comes (back).
     """
@@ -386,6 +406,7 @@ def _ensure_parents(
         # the parent is deleted here: the key's rule decides
         rule = delete_rule(fk)
         if rule == SET_NULL:
+            values[fk.column_name] = _cleared_value(fk)  # written so; uploaded as our edit
             cleared.append(fk)
             continue
         if rule == RESTRICT:
