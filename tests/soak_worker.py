@@ -1,0 +1,95 @@
+"""One device of the multi-process soak: an app thread writes while the device syncs.
+
+usage: python soak_worker.py DB REMOTE NAME SECONDS OUT_JSON
+
+The app thread commits, on its own connection, a note with a comment in one
+transaction, edits, and deletes (SQLite cascades the comments), as fast as it
+can; the main thread syncs in a loop. At the end the worker syncs until clean
+and writes what it created and deleted to OUT_JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import sys
+import threading
+import time
+import uuid
+
+import peewee
+
+from replicator import Replicator, ReplicatorError
+from replicator.demo import MODELS
+from replicator.stores.embedded import EmbeddedRemote
+
+
+def main() -> None:
+    db_path, remote_path, name, seconds, out = sys.argv[1:6]
+    db = peewee.SqliteDatabase(
+        db_path, pragmas={"foreign_keys": 1, "journal_mode": "wal"}, timeout=30
+    )
+    device = Replicator(db, MODELS, EmbeddedRemote(remote_path), device_name=name)
+    log: dict[str, list] = {"notes": [], "comments": [], "deleted_notes": [], "errors": []}
+    stop = threading.Event()
+
+    def app() -> None:
+        rng = random.Random(name)
+        conn = sqlite3.connect(db_path, timeout=30, isolation_level=None)
+        conn.execute("PRAGMA foreign_keys = ON")
+        while not stop.is_set():
+            conn.execute("BEGIN IMMEDIATE")
+            roll = rng.random()
+            if roll < 0.6:
+                note, comment = str(uuid.uuid4()), str(uuid.uuid4())
+                conn.execute("INSERT INTO note (id, title, body) VALUES (?, ?, '')", (note, name))
+                conn.execute(
+                    "INSERT INTO comment (id, note_id, text) VALUES (?, ?, ?)",
+                    (comment, note, name),
+                )
+                log["notes"].append(note)
+                log["comments"].append([comment, note])
+            else:
+                ids = [r[0] for r in conn.execute("SELECT id FROM note")]
+                if ids:
+                    victim = rng.choice(ids)
+                    if roll < 0.85:
+                        conn.execute("UPDATE note SET body = ? WHERE id = ?", (name, victim))
+                    else:
+                        conn.execute("DELETE FROM note WHERE id = ?", (victim,))
+                        log["deleted_notes"].append(victim)
+            conn.execute("COMMIT")
+            time.sleep(rng.random() / 100)
+        conn.close()
+
+    writer = threading.Thread(target=app)
+    writer.start()
+    until = time.monotonic() + float(seconds)
+    syncs = 0
+    while time.monotonic() < until:
+        try:
+            device.sync()
+            syncs += 1
+        except ReplicatorError as exc:
+            if not exc.retryable:
+                raise
+            log["errors"].append(type(exc).__name__)
+    stop.set()
+    writer.join()
+    for _ in range(50):
+        try:
+            device.sync()
+            break
+        except ReplicatorError as exc:
+            if not exc.retryable:
+                raise
+            time.sleep(0.05)
+    log["syncs"] = [syncs]
+    with open(out, "w") as f:
+        json.dump(log, f)
+    db.close()
+
+
+if __name__ == "__main__":
+    main()
