@@ -1,11 +1,13 @@
 """One device of the multi-process soak: an app thread writes while the device syncs.
 
-usage: python soak_worker.py DB REMOTE NAME SECONDS OUT_JSON
+usage: python soak_worker.py DB REMOTE NAME SECONDS OUT_LOG
 
 The app thread commits, on its own connection, a note with a comment in one
 transaction, edits, and deletes (SQLite cascades the comments), as fast as it
-can; the main thread syncs in a loop. At the end the worker syncs until clean
-and writes what it created and deleted to OUT_JSON.
+can; the main thread syncs in a loop. OUT_LOG gets one JSON line per fact, so
+a worker killed at any moment leaves a usable log: ``{"note", "comment"}``
+after a creation commits, ``{"deleting"}`` before a delete starts. At the end
+the worker syncs until clean and writes ``{"done": syncs}``.
 """
 
 from __future__ import annotations
@@ -31,8 +33,12 @@ def main() -> None:
         db_path, pragmas={"foreign_keys": 1, "journal_mode": "wal"}, timeout=30
     )
     device = Replicator(db, MODELS, EmbeddedRemote(remote_path), device_name=name)
-    log: dict[str, list] = {"notes": [], "comments": [], "deleted_notes": [], "errors": []}
     stop = threading.Event()
+    log_file = open(out, "a")  # noqa: SIM115 - kept open for the whole run
+
+    def record(fact: dict) -> None:
+        log_file.write(json.dumps(fact) + "\n")
+        log_file.flush()
 
     def app() -> None:
         rng = random.Random(name)
@@ -48,8 +54,9 @@ def main() -> None:
                     "INSERT INTO comment (id, note_id, text) VALUES (?, ?, ?)",
                     (comment, note, name),
                 )
-                log["notes"].append(note)
-                log["comments"].append([comment, note])
+                conn.execute("COMMIT")
+                record({"note": note, "comment": comment})
+                continue
             else:
                 ids = [r[0] for r in conn.execute("SELECT id FROM note")]
                 if ids:
@@ -57,8 +64,8 @@ def main() -> None:
                     if roll < 0.85:
                         conn.execute("UPDATE note SET body = ? WHERE id = ?", (name, victim))
                     else:
+                        record({"deleting": victim})
                         conn.execute("DELETE FROM note WHERE id = ?", (victim,))
-                        log["deleted_notes"].append(victim)
             conn.execute("COMMIT")
             time.sleep(rng.random() / 100)
         conn.close()
@@ -74,7 +81,6 @@ def main() -> None:
         except ReplicatorError as exc:
             if not exc.retryable:
                 raise
-            log["errors"].append(type(exc).__name__)
     stop.set()
     writer.join()
     for _ in range(50):
@@ -85,9 +91,8 @@ def main() -> None:
             if not exc.retryable:
                 raise
             time.sleep(0.05)
-    log["syncs"] = [syncs]
-    with open(out, "w") as f:
-        json.dump(log, f)
+    record({"done": syncs})
+    log_file.close()
     db.close()
 
 

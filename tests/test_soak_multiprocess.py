@@ -38,7 +38,7 @@ def test_four_processes_writing_and_syncing_converge(tmp_path):
                 str(remote.path),
                 n,
                 str(SECONDS),
-                str(tmp_path / f"{n}.json"),
+                str(tmp_path / f"{n}.log"),
             ],
             stderr=subprocess.PIPE,
             text=True,
@@ -48,7 +48,6 @@ def test_four_processes_writing_and_syncing_converge(tmp_path):
     for p in procs:
         _, err = p.communicate(timeout=SECONDS * 4 + 120)
         assert p.returncode == 0, err
-    logs = [json.loads((tmp_path / f"{n}.json").read_text()) for n in names]
     devices = [
         Replicator(
             peewee.SqliteDatabase(str(tmp_path / f"{n}.db"), pragmas={"foreign_keys": 1}),
@@ -58,6 +57,20 @@ def test_four_processes_writing_and_syncing_converge(tmp_path):
         )
         for n in names
     ]
+    created = check_converged(devices, remote, [tmp_path / f"{n}.log" for n in names])
+    assert created > 20, "the soak wrote too little to bite"
+
+
+def read_logs(paths):
+    facts = [json.loads(line) for p in paths for line in p.read_text().splitlines() if line]
+    maybe_deleted = {f["deleting"] for f in facts if "deleting" in f}
+    notes = {f["note"] for f in facts if "note" in f}
+    comments = {f["comment"]: f["note"] for f in facts if "comment" in f}
+    return notes, comments, maybe_deleted
+
+
+def check_converged(devices, remote, logs) -> int:
+    """Sync every device to quiescence; check identical, clean, no orphan, nothing lost."""
     for _ in range(3):
         for device in devices:
             device.sync()
@@ -70,13 +83,54 @@ def test_four_processes_writing_and_syncing_converge(tmp_path):
     assert db.execute_sql(
         "SELECT COUNT(*) FROM comment WHERE note_id NOT IN (SELECT id FROM note)"
     ).fetchone() == (0,)
-    deleted = {i for log in logs for i in log["deleted_notes"]}
-    notes = {i for log in logs for i in log["notes"]} - deleted
-    comments = {c for log in logs for c, n in log["comments"] if n not in deleted}
-    assert {r[0] for r in db.execute_sql("SELECT id FROM note")} == notes
-    assert {r[0] for r in db.execute_sql("SELECT id FROM comment")} == comments
+    notes, comments, maybe_deleted = read_logs(logs)
+    have_notes = {r[0] for r in db.execute_sql("SELECT id FROM note")}
+    have_comments = {r[0] for r in db.execute_sql("SELECT id FROM comment")}
+    # every committed row that nobody set out to delete is everywhere
+    assert notes - maybe_deleted <= have_notes, "a committed note was lost"
+    expected = {c for c, n in comments.items() if n not in maybe_deleted}
+    assert expected <= have_comments, "a committed comment was lost"
     live = {i for i, d in remote.all_docs("note").items() if not d.deleted}
-    assert live == notes
-    assert sum(len(log["notes"]) for log in logs) > 20, "the soak wrote too little to bite"
+    assert live == have_notes
     for device in devices:
         device.database.close()
+    return len(notes)
+
+
+KILLS = int(os.environ.get("REPLICATOR_KILL_ROUNDS", "8"))
+
+
+def test_a_device_killed_at_random_moments_loses_nothing(tmp_path):
+    """SIGKILL a syncing, writing device process at random moments, restart it, repeat."""
+    import random
+    import time
+
+    remote = EmbeddedRemote(tmp_path / "remote.db")
+    rng = random.Random(11)
+    logs = [tmp_path / "victim.log", tmp_path / "peer.log"]
+    peer = subprocess.Popen(
+        [sys.executable, str(WORKER), str(tmp_path / "peer.db"), str(remote.path), "peer",
+         str(KILLS * 1.2 + 2), str(logs[1])],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    for _ in range(KILLS):
+        victim = subprocess.Popen(
+            [sys.executable, str(WORKER), str(tmp_path / "victim.db"), str(remote.path),
+             "victim", "60", str(logs[0])],
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        time.sleep(0.4 + rng.random())
+        victim.kill()  # SIGKILL: no cleanup, wherever it is
+        victim.wait()
+    _, err = peer.communicate(timeout=120)
+    assert peer.returncode == 0, err
+    devices = [
+        Replicator(
+            peewee.SqliteDatabase(str(tmp_path / f"{n}.db"), pragmas={"foreign_keys": 1}),
+            MODELS,
+            remote,
+            device_name=n,
+        )
+        for n in ("victim", "peer")
+    ]
+    assert check_converged(devices, remote, logs) > 10
