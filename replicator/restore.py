@@ -126,6 +126,12 @@ def install(
     if db.in_transaction():
         raise ConfigurationError("a restore cannot run inside a transaction")
     local = LocalState(db, device_name=device_name)
+    if tables is not None and _holds_no_rows(db):
+        _install_by_backup(db, snapshot_file)
+        local = LocalState(db, device_name=device_name)
+        with db.atomic():
+            _new_device_state(local, seen_position, note)
+        return local
     db.execute_sql("ATTACH DATABASE ? AS snap", (str(snapshot_file),))
     try:
         snap_tables = set(synced_tables_in(db))
@@ -143,18 +149,74 @@ def install(
                 db.execute_sql(f'DELETE FROM main."{table}"')
                 if table in CARRIED and _has_table(db, "snap", table):
                     _copy(db, table)
-            local.new_identity()
-            local.set_device(
-                seen_position=seen_position,
-                registered=0,
-                last_upload=None,
-                last_sync=None,
-                clock_offset=None,
-                last_snapshot=note or None,
-            )
+            _new_device_state(local, seen_position, note)
     finally:
         db.execute_sql("DETACH DATABASE snap")
     return local
+
+
+def _new_device_state(local: LocalState, seen_position: str | None, note: str) -> None:
+    local.new_identity()
+    local.set_device(
+        seen_position=seen_position,
+        registered=0,
+        last_upload=None,
+        last_sync=None,
+        clock_offset=None,
+        last_snapshot=note or None,
+    )
+
+
+#: replicator tables whose rows describe this installation, not data
+_IDENTITY = (
+    "replicator_device",
+    "replicator_control",
+    "replicator_schema",
+    "sqlite_sequence",
+    "sqlite_stat1",
+)
+
+
+def _holds_no_rows(db: peewee.SqliteDatabase) -> bool:
+    """True when no table holds a row (replicator's identity aside): nothing to keep."""
+    names = [r[0] for r in db.execute_sql("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    return all(
+        name in _IDENTITY or db.execute_sql(f'SELECT 1 FROM "{name}" LIMIT 1').fetchone() is None
+        for name in names
+    )
+
+
+def _install_by_backup(db: peewee.SqliteDatabase, snapshot_file: Path) -> None:
+    """Make the snapshot file the whole database, the app's (empty) schema included,
+    then copy it over the live database with SQLite's backup API.
+
+    Only for a database that holds no rows, so nothing can be lost. The backup
+    writes the database in place under SQLite's locks, so every connection the
+    app holds sees the restored content (a file rename would leave them on the
+    old file); it costs one sequential copy instead of re-inserting every row.
+    """
+    live = db.connection()
+    schema = live.execute(
+        "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE sql IS NOT NULL"
+        " AND name NOT LIKE 'sqlite_%'"
+    ).fetchall()
+    target = sqlite3.connect(snapshot_file, isolation_level=None)
+    try:
+        have = {r[0] for r in target.execute("SELECT name FROM sqlite_master")}
+        target.execute("BEGIN")
+        order = {"table": 0, "index": 1, "trigger": 2, "view": 3}
+        for _kind, name, _table, sql in sorted(schema, key=lambda r: order.get(r[0], 9)):
+            if name not in have:  # the app's own tables, and anything newer than the snapshot
+                target.execute(sql)
+        for table in DEVICE_ONLY:
+            if table in have:
+                target.execute(f'DELETE FROM "{table}"')
+        target.execute("DELETE FROM replicator_device")
+        target.execute("UPDATE replicator_control SET applying = 0")
+        target.execute("COMMIT")
+        target.backup(live)
+    finally:
+        target.close()
 
 
 def synced_tables_in(db: peewee.SqliteDatabase) -> list[str]:

@@ -122,3 +122,27 @@ def test_a_restore_that_fails_leaves_every_table_as_it_was(make_device, blobs, t
     assert type(info.value).__name__ == "WrongKeyError"
     c.database.close()
     assert (tmp_path / "c.db").read_bytes() == before
+
+
+def test_an_empty_device_keeps_its_app_schema_and_its_open_connections(
+    make_device, blobs, tmp_path
+):
+    a = make_device("a", blobs=blobs, key=KEY)
+    with a.bound():
+        Note.create(title="synced")
+    a.sync()
+    c = make_device("c", blobs=blobs, key=KEY)
+    with c.database.bind_ctx([Setting]):
+        c.database.create_tables([Setting])  # the app's table, still empty
+    other = sqlite3.connect(tmp_path / "c.db")  # a connection the app already holds
+    assert other.execute("SELECT COUNT(*) FROM note").fetchone() == (0,)
+    assert c.login().restored is not None
+    assert other.execute("SELECT title FROM note").fetchall() == [("synced",)]
+    other.execute("INSERT INTO app_settings (key, value) VALUES ('k', 'v')")
+    other.commit()
+    other.close()
+    with c.database.bind_ctx([Setting]):
+        assert Setting.get_by_id("k").value == "v"
+    with c.bound():
+        Note.create(title="after")
+    assert c.dirty_counts()["note"] == 1
