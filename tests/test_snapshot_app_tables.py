@@ -97,8 +97,9 @@ def test_a_newer_app_restores_an_older_apps_snapshot_and_adopts_unseen_values(ma
         plain = NoteV1.create(title="from v1")
     v1.sync()  # v1 is now the freshest: it publishes, without a color column
     assert read_manifest(blobs).device_name == "v1"
+    published = read_manifest(blobs).snapshot_id
     fresh = make_device("fresh", models=[NoteV2], blobs=blobs, key=KEY)
-    assert fresh.login().restored == read_manifest(blobs).snapshot_id
+    assert fresh.login().restored == published
     with fresh.bound():
         assert NoteV2.get_by_id(red.id).color == "red"  # from the row's base in the snapshot
         assert NoteV2.get_by_id(plain.id).color == "yellow"  # never had one
