@@ -255,7 +255,12 @@ def snapshot_list(source: _Source) -> None:
     from .snapshot import read_manifest
 
     store = source.store()
-    manifest = _guard(lambda: read_manifest(store))
+    kek = None
+    if source.key_file is not None or source.passphrase_env:
+        from .snapshot import resolve_key
+
+        kek = _guard(lambda: resolve_key(store, source.key(), create=False)[0])
+    manifest = _guard(lambda: read_manifest(store, kek))
     objects = _guard(lambda: [i for i in store.list("snapshots/") if i.key.endswith(".snap")])
     if not objects:
         click.echo("no snapshots yet")
@@ -265,7 +270,11 @@ def snapshot_list(source: _Source) -> None:
         mark = "*" if manifest and sid == manifest.snapshot_id else " "
         click.echo(f"{mark} {sid}  {info.size / 1e6:9.2f} MB  sha256 {info.sha256[:16]}")
     if manifest:
-        click.echo(f"latest by {manifest.device_name or '?'} at {manifest.created}")
+        checked = "authenticated" if kek is not None else "not checked: give the key to check it"
+        click.echo(
+            f"latest by {manifest.device_name or '?'} at {manifest.created},"
+            f" generation {manifest.generation} (manifest {checked})"
+        )
         for coll, cursor in sorted(manifest.watermarks.items()):
             click.echo(f"  {coll:<20} {cursor}")
 
@@ -280,12 +289,9 @@ def _guard(fn: Any) -> Any:
 
 
 def _fetch(store: Any, key: Any, dest: Path) -> Any:
-    from .errors import SnapshotNotFoundError
-    from .snapshot import fetch_and_decrypt, read_manifest
+    from .snapshot import fetch_and_decrypt, open_latest
 
-    manifest = _guard(lambda: read_manifest(store))
-    if manifest is None:
-        raise click.ClickException(f"SnapshotNotFoundError: {SnapshotNotFoundError.default_hint}")
+    manifest, _kek, _kdf = _guard(lambda: open_latest(store, key))
     with click.progressbar(length=manifest.size, label="downloading", file=sys.stderr) as bar:
         _guard(lambda: fetch_and_decrypt(store, manifest, key, dest, on_bytes=bar.update))
     return manifest
@@ -324,7 +330,7 @@ def snapshot_restore(database: Path, force: bool, source: _Source) -> None:
     import peewee
 
     from .restore import check, install, plan
-    from .snapshot import clean_leftovers
+    from .snapshot import clean_leftovers, temp_path
 
     database = database.absolute()
     if not database.parent.is_dir():
@@ -346,7 +352,7 @@ def snapshot_restore(database: Path, force: bool, source: _Source) -> None:
         _guard(lambda: check(found, force=force, path=database))
         store, key = source.store(), source.key()
         clean_leftovers(database)
-        tmp = database.with_name(f".{database.name}.restore-cli")
+        tmp = temp_path(database, "restore")
         try:
             manifest = _fetch(store, key, tmp)
             _guard(

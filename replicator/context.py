@@ -94,4 +94,5 @@ class SyncContext:
             platform=self.local.platform,
             app_version=self.app_version,
             watermarks=self.local.trackers(),
+            snapshot_generation=self.local.snapshot_generation,
         )

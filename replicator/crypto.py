@@ -31,6 +31,7 @@ chunks of 1 MiB, so memory stays flat whatever the database size.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -59,6 +60,65 @@ CHUNK = 1 << 20
 _LEN = struct.Struct(">I")
 _KCV_LABEL = b"replicator key check v1"
 SCRYPT = {"n": 2**15, "r": 8, "p": 1}
+#: scrypt parameters a snapshot may ask for: never weaker than the floor, and
+#: never more memory (128 * n * r bytes) than the cap, checked before deriving
+SCRYPT_FLOOR = {"n": 2**15, "r": 8, "p": 1}
+SCRYPT_MAX_MEMORY = 256 * 2**20
+SCRYPT_MAX_P = 16
+#: largest header and chunk a reader accepts (a crafted length never allocates more)
+MAX_HEADER = 64 * 1024
+MAX_CHUNK = 16 * 2**20
+
+
+def check_kdf(kdf: Any) -> dict[str, Any]:
+    """Validate passphrase parameters (from kdf.json or a header); return them.
+
+    Raises ``TamperedSnapshotError`` for anything malformed, weaker than
+    :data:`SCRYPT_FLOOR` (a downgrade makes guessing the passphrase cheaper) or
+    asking for more than :data:`SCRYPT_MAX_MEMORY`, before any memory is used.
+    """
+    if not isinstance(kdf, Mapping):
+        raise TamperedSnapshotError("the passphrase parameters are not a map")
+    if kdf.get("alg", "scrypt") != "scrypt":
+        raise TamperedSnapshotError(f"unknown key derivation {kdf.get('alg')!r}")
+    values = {}
+    for name in ("n", "r", "p"):
+        value = kdf.get(name)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TamperedSnapshotError(f"the passphrase parameter {name} is not an integer")
+        values[name] = value
+    n, r, p = values["n"], values["r"], values["p"]
+    if n < SCRYPT_FLOOR["n"] or r < SCRYPT_FLOOR["r"] or p < SCRYPT_FLOOR["p"]:
+        raise TamperedSnapshotError(
+            f"the passphrase parameters (n={n}, r={r}, p={p}) are below the floor"
+            f" (n>={SCRYPT_FLOOR['n']}, r>={SCRYPT_FLOOR['r']}, p>={SCRYPT_FLOOR['p']}):"
+            " refusing a downgrade",
+            hint="someone weakened snapshots/kdf.json; restore it from a device or start anew",
+        )
+    if n & (n - 1) or 128 * n * r > SCRYPT_MAX_MEMORY or p > SCRYPT_MAX_P:
+        raise TamperedSnapshotError(
+            f"the passphrase parameters (n={n}, r={r}, p={p}) are not a power of two or ask"
+            f" for more than {SCRYPT_MAX_MEMORY >> 20} MiB"
+        )
+    salt = kdf.get("salt")
+    try:
+        raw_salt = base64.b64decode(salt, validate=True) if isinstance(salt, str) else b""
+    except ValueError:
+        raw_salt = b""
+    if not 16 <= len(raw_salt) <= 64:
+        raise TamperedSnapshotError("the passphrase salt is missing or malformed")
+    out = {"alg": "scrypt", "salt": salt, "n": n, "r": r, "p": p}
+    if "kcv" in kdf:
+        if not isinstance(kdf["kcv"], str):
+            raise TamperedSnapshotError("the passphrase key check value is malformed")
+        out["kcv"] = kdf["kcv"]
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _scrypt(text: str, salt: str, n: int, r: int, p: int) -> bytes:
+    kdf = Scrypt(salt=base64.b64decode(salt), length=32, n=n, r=r, p=p)
+    return kdf.derive(text.encode("utf-8"))
 
 
 @attrs.frozen(repr=False)
@@ -95,15 +155,23 @@ class Passphrase:
         return "Passphrase(<hidden>)"
 
     def derive(self, kdf: Mapping[str, Any]) -> SnapshotKey:
-        salt = base64.b64decode(kdf["salt"])
-        raw = Scrypt(salt=salt, length=32, n=kdf["n"], r=kdf["r"], p=kdf["p"]).derive(
-            self.text.encode("utf-8")
-        )
-        return SnapshotKey(raw)
+        """The KEK for these (checked) parameters; derivations are cached per process,
+        so a sync that checks the manifest and publishes derives once."""
+        p = check_kdf(kdf)
+        return SnapshotKey(_scrypt(self.text, p["salt"], p["n"], p["r"], p["p"]))
 
 
-def new_kdf_params() -> dict[str, Any]:
-    return {"alg": "scrypt", "salt": base64.b64encode(os.urandom(16)).decode(), **SCRYPT}
+def new_kdf_params(passphrase: Passphrase | None = None) -> dict[str, Any]:
+    """Fresh scrypt parameters; with the passphrase, a key check value of the result."""
+    params = {"alg": "scrypt", "salt": base64.b64encode(os.urandom(16)).decode(), **SCRYPT}
+    if passphrase is not None:
+        params["kcv"] = passphrase.derive(params).check_value()
+    return params
+
+
+def mac_key(kek: SnapshotKey) -> bytes:
+    """The key that authenticates the manifest, derived from the KEK."""
+    return hmac.new(kek.raw, b"replicator manifest mac v1", hashlib.sha256).digest()
 
 
 def _b64(data: bytes) -> str:
@@ -186,14 +254,37 @@ def read_header(src: BinaryIO) -> tuple[dict[str, Any], bytes]:
             f"snapshot format version {version} is not supported (this replicator reads {VERSION})"
         )
     (hlen,) = _LEN.unpack(start[10:14])
+    if hlen > MAX_HEADER:
+        raise TamperedSnapshotError(
+            f"the snapshot header claims {hlen} bytes (at most {MAX_HEADER})"
+        )
     header_bytes = src.read(hlen)
     if len(header_bytes) < hlen:
         raise TruncatedSnapshotError("the snapshot ends inside its header")
     try:
         header = json.loads(header_bytes)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise TamperedSnapshotError("the snapshot header is not valid JSON") from exc
+    if not isinstance(header, dict):
+        raise TamperedSnapshotError("the snapshot header is not a map")
     return header, hashlib.sha256(start + header_bytes).digest()
+
+
+def _field(header: Mapping[str, Any], name: str, kind: type) -> Any:
+    value = header.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise TamperedSnapshotError(f"the snapshot header's {name} is missing or malformed")
+    return value
+
+
+def _b64field(header: Mapping[str, Any], name: str, size: int | None = None) -> bytes:
+    try:
+        value = base64.b64decode(_field(header, name, str), validate=True)
+    except ValueError:
+        raise TamperedSnapshotError(f"the snapshot header's {name} is not base64") from None
+    if size is not None and len(value) != size:
+        raise TamperedSnapshotError(f"the snapshot header's {name} has the wrong length")
+    return value
 
 
 def decrypt_stream(
@@ -205,6 +296,17 @@ def decrypt_stream(
 ) -> dict[str, Any]:
     """Verify and decrypt ``src`` into ``dst``; return the header. Raises a SnapshotError."""
     header, aad = read_header(src)
+    if header.get("cipher") != "AES-256-GCM" or header.get("compression") != "zstd":
+        raise TamperedSnapshotError("the snapshot header names an unknown cipher or compression")
+    chunk_size = _field(header, "chunk", int)
+    if not 0 < chunk_size <= MAX_CHUNK:
+        raise TamperedSnapshotError(f"the snapshot header claims chunks of {chunk_size} bytes")
+    prefix = _b64field(header, "nonce_prefix", 7)
+    wrap_nonce = _b64field(header, "wrap_nonce", 12)
+    wrapped = _b64field(header, "wrapped_key", 48)
+    kcv = _field(header, "kcv", str)
+    if header.get("kdf") is not None:
+        check_kdf(header["kdf"])
     if isinstance(key, Passphrase):
         if not header.get("kdf"):
             raise WrongKeyError("this snapshot was made with a raw key, not a passphrase")
@@ -212,17 +314,13 @@ def decrypt_stream(
         what = "passphrase"
     else:
         what = "key"
+    if not hmac.compare_digest(kcv, key.check_value()):
+        raise WrongKeyError(f"the {what} does not open this snapshot")
     try:
-        if not hmac.compare_digest(str(header["kcv"]), key.check_value()):
-            raise WrongKeyError(f"the {what} does not open this snapshot")
-        data_key = AESGCM(key.raw).decrypt(
-            base64.b64decode(header["wrap_nonce"]),
-            base64.b64decode(header["wrapped_key"]),
-            _KCV_LABEL,
-        )
-        prefix = base64.b64decode(header["nonce_prefix"])
-    except (KeyError, ValueError, InvalidTag) as exc:
+        data_key = AESGCM(key.raw).decrypt(wrap_nonce, wrapped, _KCV_LABEL)
+    except InvalidTag as exc:
         raise TamperedSnapshotError("the snapshot header was altered") from exc
+    limit = chunk_size + 64  # a sealed chunk: at most a chunk of data plus the tag
     aead = AESGCM(data_key)
     decompressor = zstandard.ZstdDecompressor().decompressobj()
 
@@ -233,6 +331,8 @@ def decrypt_stream(
         if len(raw) < 4:
             raise TruncatedSnapshotError("the snapshot ends inside a chunk")
         (length,) = _LEN.unpack(raw)
+        if length > limit:
+            raise TamperedSnapshotError(f"a chunk claims {length} bytes (at most {limit})")
         body = src.read(length)
         if len(body) < length:
             raise TruncatedSnapshotError("the snapshot ends inside a chunk")

@@ -18,6 +18,7 @@ picks up where this one stopped.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import threading
 import time
@@ -34,6 +35,8 @@ from .download import download
 from .errors import (
     ConfigurationError,
     PreconditionFailed,
+    RemoteError,
+    SnapshotError,
     SnapshotNotFoundError,
     UnsafeRestoreError,
 )
@@ -43,10 +46,15 @@ from .report import Progress, Resolution, SyncReport
 from .restore import install as install_snapshot
 from .snapshot import (
     Manifest,
+    check_not_rolled_back,
     clean_leftovers,
     fetch_and_decrypt,
+    open_latest,
     publish,
+    read_current,
     read_manifest,
+    resolve_key,
+    temp_path,
 )
 from .stores.base import BlobStore, Deadlined, RemoteStore
 from .strategies.conflict import LastWriterWins
@@ -106,6 +114,11 @@ class Replicator:
         self.clock = clock or (lambda: _dt.datetime.now(_dt.timezone.utc))
         self._lock = threading.Lock()
         self.local = LocalState(database, device_name=device_name)
+        if blobs is not None:
+            # what a publish or restore killed part-way left beside the database
+            # (plaintext copies included) goes now
+            with contextlib.suppress(ConfigurationError, OSError):
+                clean_leftovers(self._db_path())
         with database.atomic():
             install_capture(database, self.models)  # type: ignore[arg-type]
             adopt_new_columns(
@@ -189,10 +202,13 @@ class Replicator:
         if pushed is None and (others or not self.local.registered):
             self._register(ctx)
             registered = True
-        snapshot = None
+        snapshot = snapshot_error = None
         if self.blobs is not None:
             self.local.count_changes(ctx.counts.total())
-            snapshot = self._snapshot_phase(ctx, uploaded=pushed is not None)
+            try:
+                snapshot = self._snapshot_phase(ctx, uploaded=pushed is not None)
+            except (SnapshotError, RemoteError) as exc:
+                snapshot_error = exc  # the data is synced; only the snapshot is missing
         finished = _dt.datetime.now(_dt.timezone.utc)
         self.local.set_device(last_sync=finished.isoformat(timespec="seconds"))
         return SyncReport(
@@ -210,6 +226,7 @@ class Replicator:
             usage=self.remote.usage.minus(before),
             registered=registered,
             snapshot=snapshot,
+            snapshot_error=snapshot_error,
         )
 
     def _register(self, ctx: SyncContext) -> None:
@@ -229,12 +246,16 @@ class Replicator:
         return Path(name).resolve()
 
     def _snapshot_phase(self, ctx: SyncContext, *, uploaded: bool) -> str | None:
+        """Publish under the snapshot strategy. A snapshot that cannot be made is reported
+        in ``SyncReport.snapshot_error``; the sync itself has succeeded by then."""
         assert self.blobs is not None
         if not getattr(self.snapshot_strategy, "publishes", True):
             return None
         if sum(self.dirty_counts().values()):
             return None
-        manifest = read_manifest(self.blobs)
+        kek, _kdf = resolve_key(self.blobs, self.key, create=True)
+        current = read_current(self.blobs, kek)
+        manifest = current.manifest
         seen = None if manifest is None else manifest.snapshot_id
         if seen != self.local.manifest_seen:
             # a new snapshot appeared (ours or another device's): count afresh from it
@@ -266,19 +287,26 @@ class Replicator:
                     watermarks=decision.watermarks,
                     seen_position=self.local.seen_position,
                     device_name=self.local.device_name,
-                    expected=manifest,
+                    current=current,
+                    generation=_highest_generation(self.remote),
                     keep=getattr(self.snapshot_strategy, "keep", 3),
                     tables=self.collections,
                     on_bytes=_byte_counter(ctx, "snapshot"),
+                    now=ctx.store_now().replace(tzinfo=_dt.timezone.utc),
                 )
             except PreconditionFailed:
-                manifest = read_manifest(self.blobs)  # another device won the race: re-decide
+                current = read_current(self.blobs, kek)  # another device won: re-decide
+                manifest = current.manifest
                 continue
             self.local.set_device(
                 last_snapshot=f"published {published.snapshot_id}",
                 manifest_seen=published.snapshot_id,
                 changes_since_snapshot=0,
+                snapshot_generation=published.generation,
             )
+            # the Devices collection learns the generation now: a later rollback of
+            # the manifest to an older snapshot is then detectable by every device
+            self._register(ctx)
             return published.snapshot_id
         return None
 
@@ -323,12 +351,11 @@ class Replicator:
                     "the database already holds synced data",
                     hint="pass force=True to replace it with the snapshot",
                 )
-            manifest = read_manifest(self.blobs)
-            if manifest is None:
-                raise SnapshotNotFoundError("the blob store holds no snapshot yet")
+            manifest, _kek, _kdf = open_latest(self.blobs, self.key)
+            check_not_rolled_back(manifest, self.remote.devices())
             db_path = self._db_path()
             clean_leftovers(db_path)
-            plain = db_path.with_name(f".{db_path.name}.restore-{manifest.snapshot_id[-8:]}")
+            plain = temp_path(db_path, "restore")
             try:
                 fetch_and_decrypt(
                     self.blobs,
@@ -381,6 +408,11 @@ class Replicator:
     ) -> None:
         if self.on_progress is not None:
             self.on_progress(Progress(phase, collection, done, total))
+
+
+def _highest_generation(remote: RemoteStore) -> int:
+    """The highest snapshot generation any device says it published."""
+    return max((d.snapshot_generation or 0 for d in remote.devices()), default=0)
 
 
 def _byte_counter(target: Any, phase: str, total: int | None = None) -> Callable[[int], None]:

@@ -53,7 +53,8 @@ _SCHEMA = [
         last_snapshot TEXT,
         manifest_seen TEXT,
         changes_since_snapshot INTEGER NOT NULL DEFAULT 0,
-        clock_offset REAL
+        clock_offset REAL,
+        snapshot_generation INTEGER
     )""",
     """CREATE TABLE IF NOT EXISTS replicator_control (
         singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
@@ -107,6 +108,7 @@ _LATER_DEVICE_COLUMNS = {
     "manifest_seen": "TEXT",
     "changes_since_snapshot": "INTEGER NOT NULL DEFAULT 0",
     "clock_offset": "REAL",
+    "snapshot_generation": "INTEGER",
 }
 
 #: tables that describe this installation only and must not travel in a snapshot
@@ -190,6 +192,12 @@ class LocalState:
     @property
     def changes_since_snapshot(self) -> int:
         return int(self._device("changes_since_snapshot") or 0)
+
+    @property
+    def snapshot_generation(self) -> int | None:
+        """The generation of the last snapshot this device published."""
+        value = self._device("snapshot_generation")
+        return None if value is None else int(value)
 
     @property
     def clock_offset(self) -> float | None:

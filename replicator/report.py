@@ -100,6 +100,8 @@ class SyncReport:
     #: remote documents this device could not apply (a parent that never came, a
     #: malformed value): set aside, retried at every sync, never blocking one
     set_aside: tuple[RowError, ...] = ()
+    #: why the snapshot phase could not publish (the sync itself succeeded), if it failed
+    snapshot_error: Exception | None = None
 
     @property
     def total_downloaded(self) -> int:
@@ -133,6 +135,8 @@ class SyncReport:
             parts.insert(0, f"restored snapshot {self.restored}")
         if self.snapshot:
             parts.append(f"published snapshot {self.snapshot}")
+        if self.snapshot_error is not None:
+            parts.append(f"no snapshot: {type(self.snapshot_error).__name__}")
         return "; ".join(parts)
 
 

@@ -204,9 +204,11 @@ def test_damaged_snapshot_is_refused_and_the_database_untouched(
         # a consistent checksum, so only the AEAD (or the version check) can catch it
         import attrs
 
+        # re-signed with the key (a holder of the key, or a newer replicator), so
+        # that only the AEAD (or the version check) can catch it
         fixed = attrs.evolve(
             manifest, sha256=hashlib.sha256(bytes(data)).hexdigest(), size=len(data)
-        )
+        ).signed(KEY)
         blobs.put(MANIFEST, io.BytesIO(fixed.to_json()))
     c = make_device("c", blobs=blobs, key=KEY)
     before = file_digest(tmp_path / "c.db")

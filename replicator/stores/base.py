@@ -97,6 +97,8 @@ class DeviceRecord:
     last_sync: str | None = None
     last_upload: str | None = None
     watermarks: Mapping[str, str] = attrs.field(factory=dict)
+    #: the generation of the last snapshot this device published (see snapshot.Manifest)
+    snapshot_generation: int | None = None
 
 
 @attrs.frozen

@@ -272,6 +272,7 @@ class EmbeddedRemote:
             "platform": device.platform,
             "appVersion": device.app_version,
             "watermarks": dict(device.watermarks),
+            "snapshotGeneration": device.snapshot_generation,
         }
         conn.execute(
             "INSERT INTO devices (installation_id, record, last_upload, last_sync)"
@@ -344,6 +345,7 @@ def _device_record(iid: Any, record: Any, last_upload: Any, last_sync: Any) -> D
         return value if isinstance(value, str) else ""
 
     marks = r.get("watermarks")
+    generation = r.get("snapshotGeneration")
     return DeviceRecord(
         installation_id=str(iid),
         name=text(r.get("name")),
@@ -356,4 +358,7 @@ def _device_record(iid: Any, record: Any, last_upload: Any, last_sync: Any) -> D
         watermarks={k: v for k, v in marks.items() if isinstance(v, str)}
         if isinstance(marks, dict)
         else {},
+        snapshot_generation=generation
+        if isinstance(generation, int) and not isinstance(generation, bool)
+        else None,
     )

@@ -268,6 +268,7 @@ class FirestoreRemote:
             "appVersion": device.app_version,
             "watermarks": dict(device.watermarks),
             "lastSync": firestore.SERVER_TIMESTAMP,
+            "snapshotGeneration": device.snapshot_generation,
         }
 
     def push(self, writes: Sequence[Write], device: DeviceRecord) -> PushResult:
@@ -366,6 +367,7 @@ class FirestoreRemote:
             d = s.to_dict() or {}
             last_sync, last_upload = d.get("lastSync"), d.get("lastUpload")
             marks = d.get("watermarks")
+            generation = d.get("snapshotGeneration")
             out.append(
                 DeviceRecord(
                     installation_id=s.id,
@@ -377,6 +379,9 @@ class FirestoreRemote:
                     watermarks={k: v for k, v in marks.items() if isinstance(v, str)}
                     if isinstance(marks, dict)
                     else {},
+                    snapshot_generation=generation
+                    if isinstance(generation, int) and not isinstance(generation, bool)
+                    else None,
                 )
             )
         return out
