@@ -158,6 +158,9 @@ class Manifest:
             raise TamperedSnapshotError("the snapshot manifest is not a map")
         if d.get("format") != FORMAT:
             raise UnsupportedSnapshotError(f"manifest format {d.get('format')!r} is not {FORMAT}")
+        missing = {"seen_position", "kcv", "mac"} - set(d)
+        if missing:
+            raise TamperedSnapshotError(f"the manifest lacks {', '.join(sorted(missing))}")
         sid = _want(d, "latest", str)
         if not SNAPSHOT_ID.fullmatch(sid):
             raise TamperedSnapshotError(f"the manifest names a malformed snapshot id {sid[:40]!r}")
