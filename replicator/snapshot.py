@@ -409,6 +409,7 @@ def write_plain_copy(conn: sqlite3.Connection | Any, dest: Path, tables: Sequenc
         copy.execute("PRAGMA secure_delete = ON")
         copy.execute("PRAGMA foreign_keys = OFF")
         copy.execute("BEGIN")
+        dropped = False
         for kind, name in copy.execute(
             "SELECT type, name FROM sqlite_master WHERE type IN ('table', 'view')"
             " AND name NOT LIKE 'sqlite_%'"
@@ -417,11 +418,13 @@ def write_plain_copy(conn: sqlite3.Connection | Any, dest: Path, tables: Sequenc
                 copy.execute(f'DROP VIEW "{name}"')
             elif name not in keep:
                 copy.execute(f'DROP TABLE "{name}"')
+                dropped = True
         for table in (*DEVICE_LOCAL_TABLES, *DEVICE_ONLY):
             copy.execute(f'DELETE FROM "{table}"')
         copy.execute("UPDATE replicator_control SET applying = 0")
         copy.execute("COMMIT")
-        copy.execute("VACUUM")
+        if dropped:  # secure_delete zeroed their pages; VACUUM also drops the free pages
+            copy.execute("VACUUM")
         copy.execute("PRAGMA journal_mode = DELETE")
     finally:
         copy.close()
