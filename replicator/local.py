@@ -277,15 +277,24 @@ class LocalState:
             (collection, doc_id),
         )
 
-    def pending_tombstones(self, collection: str) -> list[tuple[str, str | None, str | None]]:
+    def pending_tombstones(
+        self, collection: str, *, after: str = "", limit: int = -1
+    ) -> list[tuple[str, str | None, str | None]]:
+        """Deletes of ``collection`` still to upload, in id order, from ``after`` on."""
         return list(
             self.db.execute_sql(
                 "SELECT id, deleted_on, deleted_by FROM replicator_tombstones"
                 " INDEXED BY replicator_tombstones_pending_by_collection"
-                " WHERE collection = ? AND pending = 1 ORDER BY id",
-                (collection,),
+                " WHERE collection = ? AND pending = 1 AND id > ? ORDER BY id LIMIT ?",
+                (collection, after, limit),
             ).fetchall()
         )
+
+    def count_dirty(self, collection: str) -> int:
+        (n,) = self.db.execute_sql(
+            f'SELECT COUNT(*) FROM "{collection}" WHERE "isDirty" = 1'
+        ).fetchone()
+        return int(n)
 
     def count_pending_tombstones(self) -> dict[str, int]:
         rows = self.db.execute_sql(
@@ -303,21 +312,16 @@ class LocalState:
         ).fetchone()
         return None if row is None else (row[0], decode_json(row[1]))
 
-    def dirty_bases(self, collection: str) -> dict[str, tuple[str, dict[str, Any]]]:
-        """id → (version, data) of the base of every dirty row of ``collection`` that has one.
-
-        Walks the dirty rows (a partial index) and looks each base up by key, so
-        the cost follows the number of dirty rows, not of rows ever synced.
-        """
-        # CROSS JOIN keeps the dirty rows (a partial index) as the outer loop: the
-        # planner would otherwise walk every base of the collection
-        rows = self.db.execute_sql(
-            f'SELECT b.id, b.version, b.data FROM "{collection}" AS t'
-            " CROSS JOIN replicator_base AS b ON b.collection = ? AND b.id = t.id"
-            ' WHERE t."isDirty" = 1',
-            (collection,),
-        )
-        return {i: (v, decode_json(d)) for i, v, d in rows.fetchall()}
+    def bases_for(self, collection: str, ids: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+        """id → (version, data) of the bases of ``ids`` (one page of dirty rows)."""
+        return {
+            i: (v, decode_json(d))
+            for i, v, d in self._in(
+                "SELECT id, version, data FROM replicator_base WHERE collection = ? AND id IN ({})",
+                collection,
+                ids,
+            )
+        }
 
     def set_base(self, collection: str, doc_id: str, version: str, data: Mapping[str, Any]) -> None:
         self.db.execute_sql(

@@ -181,10 +181,13 @@ def install_capture(db: peewee.Database, models: Sequence[type[SyncModel]]) -> N
                     " playhouse.migrate before creating the Replicator",
                 )
             migrate(SqliteMigrator(db).add_column(table, field.column_name, field))
+        # the dirty rows, by id: what an upload pages through and a count reads; it
+        # holds only dirty rows, so its cost follows the changes
         db.execute_sql(
-            f'CREATE INDEX IF NOT EXISTS "replicator_{table}_dirty" ON "{table}" ("isDirty")'
+            f'CREATE INDEX IF NOT EXISTS "replicator_{table}_dirty_ids" ON "{table}" (id)'
             ' WHERE "isDirty" = 1'
         )
+        db.execute_sql(f'DROP INDEX IF EXISTS "replicator_{table}_dirty"')
         existing_triggers = {
             name
             for (name,) in db.execute_sql(

@@ -2,8 +2,13 @@
 
 Rows go parents before children, deletes children before parents, in atomic
 batches the size of the store's limit (the device's own record rides in the
-same batch). A row is a create (precondition: the document does not exist)
-when this device never saw it remotely, else an update conditional on the
+same batch), streamed: a page of dirty rows is read, turned into writes and
+pushed before the next is read, so memory does not grow with the backlog. A row
+goes up only when every parent it names is on the remote or in the same batch,
+so an app committing a parent and its child while the upload reads can never
+make the remote hold an orphan; the child waits for the next pass. A row is a
+create (precondition: the document does not exist) when this device never saw
+it remotely, else an update conditional on the
 version it last saw, so a remote change that slipped in since the download is
 detected: the engine fetches it, resolves the conflict and uploads again.
 After the commit a row is marked clean, and gets its ``serverId``, only if its
@@ -13,6 +18,7 @@ After the commit a row is marked clean, and gets its ``serverId``, only if its
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 import attrs
@@ -29,6 +35,7 @@ from .errors import (
 )
 from .model import CLOCK_TOLERANCE, collection_name, remote_columns, shift_time
 from .report import RowError
+from .sql import select_in
 from .stores.base import PushResult, Write
 
 MAX_CONFLICT_ROUNDS = 5
@@ -71,8 +78,99 @@ def _changed(
     return out
 
 
-def _parents_first(rows: list[tuple[Any, ...]], id_at: int, parent_at: list[int]) -> list[Any]:
+def _pending_rows(ctx: SyncContext, model: type[peewee.Model], page: int) -> Iterator[list[Any]]:
+    """The dirty rows of ``model``, a page at a time in id order (a partial index on the
+    dirty ids), each page read on its own: memory holds one page, whatever the backlog."""
+    coll = collection_name(model)
+    names = ", ".join(f'"{c}"' for c in remote_columns(model))
+    after = ""
+    while True:
+        rows = ctx.db.execute_sql(
+            f'SELECT {names}, "syncRev" FROM "{coll}" INDEXED BY "replicator_{coll}_dirty_ids"'
+            ' WHERE "isDirty" = 1 AND id > ? ORDER BY id LIMIT ?',
+            (after, page),
+        ).fetchall()
+        if not rows:
+            return
+        yield rows
+        after = rows[-1][0]
+
+
+def _confirmed(ctx: SyncContext, parent: type[peewee.Model], ids: set[str]) -> set[str]:
+    """The ids of ``ids`` the remote holds: rows with a ``serverId`` (confirmed once)."""
+    table = collection_name(parent)
+    sql = f'SELECT id FROM "{table}" WHERE "serverId" IS NOT NULL AND id IN ({{}})'
+    return {r[0] for r in select_in(ctx.db.execute_sql, sql, sorted(ids))}
+
+
+def _outgoing_rows(
+    ctx: SyncContext, model: type[peewee.Model], rows: list[Any], batch_ids: set[tuple[str, str]]
+) -> Iterator[Outgoing | RowError]:
+    """Writes for one page of dirty rows, or why a row must wait.
+
+    A row goes up only if every parent it names is on the remote already or
+    rides in the same batch (committed atomically): whatever the app commits
+    while the upload reads, the remote never holds a child whose parent it
+    lacks. A row whose parent must wait waits too, for the next pass.
+    """
+    coll = collection_name(model)
+    cols = remote_columns(model)
+    limit = getattr(ctx.remote, "max_document_bytes", 0)
+    measure = getattr(ctx.remote, "document_size", document_size)
+    offset = ctx.local.clock_offset
+    shift = offset if offset is not None and abs(offset) >= CLOCK_TOLERANCE else None
+    fks = [(fk.column_name, fk.rel_model) for fk in model._meta.refs]
+    bases = ctx.local.bases_for(coll, [r[0] for r in rows])
+    needed: dict[type[peewee.Model], set[str]] = defaultdict(set)
+    for row in rows:
+        data = dict(zip(cols, row[:-1], strict=True))
+        for col, parent in fks:
+            if data[col] is not None:
+                needed[parent].add(data[col])
+    confirmed = {parent: _confirmed(ctx, parent, ids) for parent, ids in needed.items()}
+    self_refs = [cols.index(c) for c, parent in fks if parent is model]
+    for row in _parents_first(rows, cols.index("id"), self_refs):
+        data = dict(zip(cols, row[:-1], strict=True))
+        doc_id = data["id"]
+        waiting = next(
+            (
+                f"{collection_name(parent)}/{data[col]}"
+                for col, parent in fks
+                if data[col] is not None
+                and data[col] != doc_id
+                and data[col] not in confirmed[parent]
+                and (collection_name(parent), data[col]) not in batch_ids
+            ),
+            None,
+        )
+        if waiting is not None:
+            yield RowError(coll, doc_id, ValueError(f"waits for its parent {waiting}"))
+            continue
+        if shift is not None and data.get("updatedOn"):
+            data["updatedOn"] = shift_time(data["updatedOn"], shift)
+        base = bases.get(doc_id)
+        sent = data if base is None else _changed(model, data, base[1])
+        try:
+            full = ctx.outgoing(model, data)
+        except UnsupportedValueError as exc:  # a value the store cannot hold
+            error = UnsupportedValueError(exc.column, exc.reason, coll, doc_id)
+            yield RowError(coll, doc_id, error)
+            continue
+        write = Write(coll, doc_id, full, base_version=None if base is None else base[0])
+        if limit:
+            size = measure(write)
+            if size > limit:
+                yield RowError(coll, doc_id, DocumentTooLargeError(coll, doc_id, size, limit))
+                continue
+        write = attrs.evolve(write, data={k: v for k, v in full.items() if k in sent})
+        batch_ids.add((coll, doc_id))
+        yield Outgoing(write, row[-1], data, values_digest(sent))
+
+
+def _parents_first(rows: list[Any], id_at: int, parent_at: list[int]) -> list[Any]:
     """Rows of a self-referencing table ordered so that a row's dirty parent precedes it."""
+    if not parent_at:
+        return rows
     by_id = {r[id_at]: r for r in rows}
     out: list[Any] = []
     placed: set[Any] = set()
@@ -91,107 +189,102 @@ def _parents_first(rows: list[tuple[Any, ...]], id_at: int, parent_at: list[int]
     return out
 
 
-def collect(ctx: SyncContext) -> list[Outgoing]:
-    """The writes to make, read in one transaction so that they form a consistent whole.
-
-    An app may commit a parent and its child at any moment; reading every
-    collection inside one read transaction means the upload sends both or
-    neither, so the remote never holds a child whose parent it lacks.
-    """
-    with ctx.db.atomic():
-        return _collect(ctx)
-
-
-def _collect(ctx: SyncContext) -> list[Outgoing]:
-    out: list[Outgoing] = []
-    limit = getattr(ctx.remote, "max_document_bytes", 0)
-    measure = getattr(ctx.remote, "document_size", document_size)
-    held: set[tuple[str, str]] = set()  # rows not uploaded this time: their new children wait
+def _deletes(ctx: SyncContext, model: type[peewee.Model], page: int) -> Iterator[Outgoing]:
+    coll = collection_name(model)
     offset = ctx.local.clock_offset
     shift = offset if offset is not None and abs(offset) >= CLOCK_TOLERANCE else None
-    ctx.rejected.clear()
-    for model in ctx.models:
-        coll = collection_name(model)
-        cols = remote_columns(model)
-        names = ", ".join(f'"{c}"' for c in cols)
-        bases = ctx.local.dirty_bases(coll)
-        fks = [(fk.column_name, collection_name(fk.rel_model)) for fk in model._meta.refs]
-        rows = ctx.db.execute_sql(
-            f'SELECT {names}, "syncRev" FROM "{coll}" WHERE "isDirty" = 1 ORDER BY id'
-        ).fetchall()
-        self_refs = [cols.index(c) for c, pc in fks if pc == coll]
-        if self_refs:
-            rows = _parents_first(rows, cols.index("id"), self_refs)
-        for row in rows:
-            data = dict(zip(cols, row[:-1], strict=True))
-            doc_id = data["id"]
-            if shift is not None and data.get("updatedOn"):
-                data["updatedOn"] = shift_time(data["updatedOn"], shift)
-            base = bases.get(doc_id)
-            sent = data if base is None else _changed(model, data, base[1])
-            write = Write(coll, doc_id, sent, base_version=None if base is None else base[0])
-            parent_held = next((f"{pc}/{data[c]}" for c, pc in fks if (pc, data[c]) in held), None)
-            if parent_held is not None:
-                held.add(write.key)
-                ctx.rejected.append(
-                    RowError(coll, doc_id, ValueError(f"waits for its parent {parent_held}"))
-                )
-                continue
-            try:
-                full = ctx.outgoing(model, data)
-            except UnsupportedValueError as exc:  # a value the store cannot hold
-                held.add(write.key)
-                error = UnsupportedValueError(exc.column, exc.reason, coll, doc_id)
-                ctx.rejected.append(RowError(coll, doc_id, error))
-                continue
-            if limit:
-                size = measure(attrs.evolve(write, data=full))
-                if size > limit:
-                    held.add(write.key)
-                    ctx.rejected.append(
-                        RowError(coll, doc_id, DocumentTooLargeError(coll, doc_id, size, limit))
-                    )
-                    continue
-            write = attrs.evolve(write, data={k: v for k, v in full.items() if k in sent})
-            out.append(Outgoing(write, row[-1], data, values_digest(sent)))
-    for model in reversed(ctx.models):
-        coll = collection_name(model)
-        for doc_id, deleted_on, deleted_by in ctx.local.pending_tombstones(coll):
+    after = ""
+    while True:
+        found = ctx.local.pending_tombstones(coll, after=after, limit=page)
+        if not found:
+            return
+        for doc_id, deleted_on, deleted_by in found:
             if shift is not None and deleted_on:
                 deleted_on = shift_time(deleted_on, shift)
             data = {"updatedOn": deleted_on, "updatedBy": deleted_by or ctx.me}
             write = Write(coll, doc_id, ctx.outgoing(model, data), deleted=True, unconditional=True)
-            out.append(Outgoing(write, None, data, ""))
-    return out
+            yield Outgoing(write, None, data, "")
+        after = found[-1][0]
 
 
 def upload(ctx: SyncContext) -> PushResult | None:
-    """Run the phase; return the last commit's result, or None if nothing was dirty."""
-    last: PushResult | None = None
+    """Run the phase; return the last commit's result, or None if nothing was pushed.
+
+    Streams: dirty rows are read a page at a time (parents' collections
+    first), turned into writes and pushed as soon as a batch is full, so memory
+    holds one batch whatever the backlog, and a crash loses nothing (pushed
+    batches are marked synced as they commit). Rows that had to wait for a
+    parent get another pass while passes make progress.
+    """
     per_batch = ctx.remote.max_batch_writes - 1
-    for _ in range(MAX_CONFLICT_ROUNDS):
-        writes = collect(ctx)
-        if not writes:
-            return last
-        total = len(writes)
+    last: PushResult | None = None
+    rounds = 0
+    total = sum(ctx.local.count_dirty(collection_name(m)) for m in ctx.models)
+    total += sum(ctx.local.count_pending_tombstones().values())
+    done = 0
+    while True:
+        waiting: dict[tuple[str, str], RowError] = {}
+        pushed = 0
         try:
-            for start in range(0, total, per_batch):
-                batch = writes[start : start + per_batch]
-                with ctx.db.atomic():
-                    ctx.local.record_sent(
-                        [(o.write.collection, o.write.id, o.digest) for o in batch if o.digest]
-                    )
-                before = ctx.clock()
-                result = ctx.remote.push([o.write for o in batch], ctx.device_record())
-                ctx.measured_clock(before, result.server_time)
-                _mark_synced(ctx, batch, result)
-                last = result
-                ctx.progress("upload", None, min(start + per_batch, total), total)
-            return last
+            for batch in _batches(ctx, per_batch, waiting):
+                last = _push(ctx, batch)
+                pushed += len(batch)
+                done += len(batch)
+                ctx.progress("upload", None, done, max(total, done))
         except PreconditionFailed as exc:
-            keys = exc.keys or [o.write.key for o in batch]
-            _refresh(ctx, keys)
-    raise ConflictError(f"uploads met fresh remote changes {MAX_CONFLICT_ROUNDS} times in a row")
+            rounds += 1
+            if rounds >= MAX_CONFLICT_ROUNDS:
+                raise ConflictError(
+                    f"uploads met fresh remote changes {MAX_CONFLICT_ROUNDS} times in a row"
+                ) from exc
+            _refresh(ctx, exc.keys or getattr(exc, "batch_keys", []))
+            continue
+        ctx.rejected[:] = list(waiting.values())
+        parents_pending = any("waits for its parent" in str(e.error) for e in waiting.values())
+        if not (parents_pending and pushed):
+            return last
+
+
+def _batches(
+    ctx: SyncContext, per_batch: int, waiting: dict[tuple[str, str], RowError]
+) -> Iterator[list[Outgoing]]:
+    """Full batches of writes: rows parents first, then deletes children first."""
+    batch: list[Outgoing] = []
+    batch_ids: set[tuple[str, str]] = set()
+    for model in ctx.models:
+        for rows in _pending_rows(ctx, model, per_batch):
+            for item in _outgoing_rows(ctx, model, rows, batch_ids):
+                if isinstance(item, RowError):
+                    waiting[(item.collection, item.id)] = item
+                    continue
+                batch.append(item)
+                if len(batch) == per_batch:
+                    yield batch
+                    batch, batch_ids = [], set()
+    for model in reversed(ctx.models):
+        for item in _deletes(ctx, model, per_batch):
+            batch.append(item)
+            if len(batch) == per_batch:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+def _push(ctx: SyncContext, batch: list[Outgoing]) -> PushResult:
+    with ctx.db.atomic():
+        ctx.local.record_sent(
+            [(o.write.collection, o.write.id, o.digest) for o in batch if o.digest]
+        )
+    before = ctx.clock()
+    try:
+        result = ctx.remote.push([o.write for o in batch], ctx.device_record())
+    except PreconditionFailed as exc:
+        exc.batch_keys = [o.write.key for o in batch]  # type: ignore[attr-defined]
+        raise
+    ctx.measured_clock(before, result.server_time)
+    _mark_synced(ctx, batch, result)
+    return result
 
 
 def _mark_synced(ctx: SyncContext, batch: list[Outgoing], result: PushResult) -> None:

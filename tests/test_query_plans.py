@@ -18,7 +18,7 @@ from replicator.demo import Comment, Note
 SMALL = {"replicator_device", "replicator_control", "DownloadedTracker", "replicator_schema",
          "replicator_parked"}  # fmt: skip
 #: partial indexes: scanning them costs what is pending, not what is stored
-PARTIAL = re.compile(r"USING (COVERING )?INDEX replicator_\w*(dirty|pending\w*)\b")
+PARTIAL = re.compile(r"USING (COVERING )?INDEX replicator_\w*(dirty|pending)\w*")
 
 
 def _plans(device, action) -> list[tuple[str, str]]:
