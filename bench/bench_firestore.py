@@ -7,7 +7,10 @@ In one run, for N rows (parents and children, 1:4):
 * download: a second device's sync vs a raw paginated query (500 a page) plus
   ``sqlite3.executemany`` into a local table.
 
-usage: python bench/bench_firestore.py [--rows 10000]
+The emulator and the client are warmed on both paths first, and each run
+alternates which path goes first, on fresh roots (min and median of --runs).
+
+usage: python bench/bench_firestore.py [--rows 10000] [--runs 3]
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sqlite3
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -46,6 +50,7 @@ def timed(fn: Any) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     jar = find_jar()
     if jar is None:
@@ -53,116 +58,147 @@ def main() -> None:
     emulator = FirestoreEmulator(jar).start()
     os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.host
     try:
-        run(args.rows)
+        run(args.rows, args.runs)
     finally:
         emulator.stop()
 
 
-def run(rows: int) -> None:
-    from google.cloud import firestore
-
+def _device(path: Path, client: Any, root: str, name: str) -> Replicator:
     from replicator.stores.firestore import FirestoreRemote
 
-    client = firestore.Client(project="demo-bench")
-    parents = rows // 5
-    tmp = Path(tempfile.mkdtemp())
-    db = peewee.SqliteDatabase(str(tmp / "a.db"), pragmas={"foreign_keys": 1})
-    engine = FirestoreRemote(client, root="users/engine")
-    a = Replicator(db, [Parent, Child], engine, device_name="a")
-    with a.bound(), db.atomic():
+    db = peewee.SqliteDatabase(str(path), pragmas={"foreign_keys": 1})
+    return Replicator(db, [Parent, Child], FirestoreRemote(client, root=root), device_name=name)
+
+
+def _fill(device: Replicator, parents: int) -> list[tuple[str, str, dict[str, Any]]]:
+    """Rows on the device, and the same rows as raw documents."""
+    from google.cloud import firestore
+
+    with device.bound(), device.database.atomic():
         for i in range(parents):
             p = Parent.create(name=f"parent {i}", score=i)
             for j in range(4):
                 Child.create(parent=p, text=f"child {i}.{j}")
-    docs: list[tuple[str, str, dict[str, Any]]] = []
+    docs = []
     for model in (Parent, Child):
         table = model._meta.table_name
         cols = [f.column_name for f in model._meta.sorted_fields]
         cols = [c for c in cols if c not in ("isDirty", "serverId", "syncRev")]
-        for r in db.execute_sql(f'SELECT {", ".join(cols)} FROM "{table}"').fetchall():
+        names = ", ".join(f'"{c}"' for c in cols)
+        for r in device.database.execute_sql(f'SELECT {names} FROM "{table}"').fetchall():
             data = to_native(model, dict(zip(cols, r, strict=True)))
             data.update(deleted=False, changedAt=firestore.SERVER_TIMESTAMP)
             docs.append((table, r[0], data))
-    total = len(docs)
+    return docs
 
-    def raw_batched() -> None:
-        root = client.document("users/raw")
-        for start in range(0, total, 500):
-            batch = client.batch()
-            for table, doc_id, data in docs[start : start + 500]:
-                batch.set(root.collection(table).document(doc_id), data)
-            batch.commit()
 
-    def raw_one_by_one() -> None:
-        root = client.document("users/single")
-        for table, doc_id, data in docs:
-            root.collection(table).document(doc_id).set(data)
+def _raw_upload(client: Any, root: str, docs: list[tuple[str, str, dict[str, Any]]]) -> None:
+    base = client.document(root)
+    for start in range(0, len(docs), 500):
+        batch = client.batch()
+        for table, doc_id, data in docs[start : start + 500]:
+            batch.set(base.collection(table).document(doc_id), data)
+        batch.commit()
 
-    report: Any = None
 
-    def engine_upload() -> None:
-        nonlocal report
-        report = a.sync()
-
-    t_raw = timed(raw_batched)
-    t_engine = timed(engine_upload)
-    t_single = timed(raw_one_by_one)
-    assert report.total_uploaded == total, report.summary()
-
-    def raw_download() -> None:
-        conn = sqlite3.connect(tmp / "raw-local.db", isolation_level=None)
-        for table in ("parent", "child"):
-            conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (id PRIMARY KEY, data)")
-            query = (
-                client.document("users/raw")
-                .collection(table)
-                .order_by("changedAt")
-                .order_by("__name__")
+def _raw_download(client: Any, root: str, dest: Path) -> None:
+    conn = sqlite3.connect(dest, isolation_level=None)
+    for table in ("parent", "child"):
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (id PRIMARY KEY, data)")
+        query = client.document(root).collection(table).order_by("changedAt").order_by("__name__")
+        last = None
+        while True:
+            q = query.start_after(last) if last is not None else query
+            page = list(q.limit(500).stream())
+            if not page:
+                break
+            conn.execute("BEGIN")
+            conn.executemany(
+                f"INSERT INTO {table} VALUES (?, ?)", [(s.id, repr(s.to_dict())) for s in page]
             )
-            last = None
-            while True:
-                q = query.start_after(last) if last is not None else query
-                page = list(q.limit(500).stream())
-                if not page:
-                    break
-                conn.execute("BEGIN")
-                conn.executemany(
-                    f"INSERT INTO {table} VALUES (?, ?)", [(s.id, repr(s.to_dict())) for s in page]
-                )
-                conn.execute("COMMIT")
-                last = page[-1]
-                if len(page) < 500:
-                    break
-        conn.close()
+            conn.execute("COMMIT")
+            last = page[-1]
+            if len(page) < 500:
+                break
+    conn.close()
 
-    down: Any = None
-    b = Replicator(
-        peewee.SqliteDatabase(str(tmp / "b.db"), pragmas={"foreign_keys": 1}),
-        [Parent, Child],
-        FirestoreRemote(client, root="users/engine"),
-        device_name="b",
-    )
 
-    def engine_download() -> None:
-        nonlocal down
-        down = b.sync()
+def _stats(times: list[float]) -> str:
+    return f"min {min(times):6.2f}s median {statistics.median(times):6.2f}s"
 
-    t_raw_down = timed(raw_download)
-    t_engine_down = timed(engine_download)
-    assert down.total_downloaded == total, down.summary()
-    idle = b.sync()
 
-    print(f"Firestore emulator, {total} rows ({parents} parents, {total - parents} children)")
-    print(f"  upload   raw 500-write batches {t_raw:6.2f}s")
-    print(f"           engine sync           {t_engine:6.2f}s  {t_engine / t_raw:.2f}x raw")
+def run(rows: int, runs: int) -> None:
+    from google.cloud import firestore
+
+    client = firestore.Client(project="demo-bench")
+    parents = rows // 5
+    tmp = Path(tempfile.mkdtemp())
+    try:
+        # warm the emulator and the client's channel on both paths before timing anything
+        warm = _device(tmp / "warm.db", client, "users/warm-engine", "warm")
+        warm_docs = _fill(warm, 100)
+        _raw_upload(client, "users/warm-raw", warm_docs)
+        warm.sync()
+        _raw_download(client, "users/warm-raw", tmp / "warm-raw.db")
+        _device(tmp / "warm-b.db", client, "users/warm-engine", "warm-b").sync()
+        times: dict[str, list[float]] = {k: [] for k in ("raw up", "up", "raw down", "down")}
+        total = 0
+        report: Any = None
+        down: Any = None
+        b: Any = None
+        for i in range(runs):
+            a = _device(tmp / f"a{i}.db", client, f"users/engine{i}", f"a{i}")
+            docs = _fill(a, parents)
+            total = len(docs)
+            order = ("raw", "engine") if i % 2 == 0 else ("engine", "raw")
+            for who in order:  # alternate, so neither always meets the warmer emulator
+                if who == "raw":
+                    times["raw up"].append(
+                        timed(lambda: _raw_upload(client, f"users/raw{i}", docs))  # noqa: B023
+                    )
+                    times["raw down"].append(
+                        timed(lambda: _raw_download(client, f"users/raw{i}", tmp / f"r{i}.db"))  # noqa: B023
+                    )
+                else:
+                    start = time.perf_counter()
+                    report = a.sync()
+                    times["up"].append(time.perf_counter() - start)
+                    b = _device(tmp / f"b{i}.db", client, f"users/engine{i}", f"b{i}")
+                    start = time.perf_counter()
+                    down = b.sync()
+                    times["down"].append(time.perf_counter() - start)
+            assert report.total_uploaded == total, report.summary()
+            assert down.total_downloaded == total, down.summary()
+        single = {"t": 0.0}
+        subset = docs[:1000]
+        single["t"] = timed(
+            lambda: [client.document("users/single").collection(t).document(d).set(data)
+                     for t, d, data in subset]
+        )  # fmt: skip
+        idle = b.sync()
+    finally:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    up, raw_up = statistics.median(times["up"]), statistics.median(times["raw up"])
+    dn, raw_dn = statistics.median(times["down"]), statistics.median(times["raw down"])
+    print(f"Firestore emulator (warmed), {total} rows ({parents} parents), {runs} alternating runs")
+    print(f"  upload   raw 500-write batches {_stats(times['raw up'])}")
     print(
-        f"           raw one at a time     {t_single:6.2f}s  engine is"
-        f" {t_single / t_engine:.1f}x faster"
+        f"           engine sync           {_stats(times['up'])}  {up / raw_up:.2f}x raw"
+        f" (min {min(times['up']) / min(times['raw up']):.2f}x)"
+    )
+    per_doc = single["t"] / len(subset)
+    print(
+        f"           raw one at a time     {per_doc * total:6.2f}s (extrapolated from"
+        f" {len(subset)}): the engine is {per_doc * total / up:.1f}x faster"
     )
     print(f"           {report.usage.writes} writes, {report.usage.reads} reads")
-    print(f"  download raw query+executemany {t_raw_down:6.2f}s")
-    ratio = t_engine_down / t_raw_down
-    print(f"           engine sync           {t_engine_down:6.2f}s  {ratio:.2f}x raw")
+    print(f"  download raw query+executemany {_stats(times['raw down'])}")
+    print(
+        f"           engine sync           {_stats(times['down'])}  {dn / raw_dn:.2f}x raw"
+        f" (min {min(times['down']) / min(times['raw down']):.2f}x)"
+    )
     print(f"           {down.usage.reads} reads, {down.usage.writes} writes")
     print(f"  idle sync: {idle.usage.reads} read(s), {idle.usage.writes} writes")
 
