@@ -147,3 +147,20 @@ def test_delete_then_reinsert_before_upload_cancels_the_tombstone(device):
         assert ("note", note.id) in tombstones(device)
         Note.create(id=note.id, title="back")
     assert ("note", note.id) not in tombstones(device)
+
+
+def test_the_sync_columns_come_from_the_database_not_from_python(device):
+    """SyncModel sets no Python-side values for the columns the triggers own: an instance
+    created, changed and saved again leaves them to the database, which stamps them."""
+    with device.bound():
+        note = Note.create(title="a")
+        assert note.created_on is None and note.sync_rev is None  # never written from Python
+        note.title = "b"
+        note.save()
+        row = Note.get_by_id(note.id)
+        assert row.title == "b" and row.is_dirty
+        assert row.created_on is not None and row.updated_on is not None
+        assert row.updated_by == device.installation_id and row.sync_rev != 0
+        first = row.sync_rev
+        row.save()  # a loaded instance saved whole writes back what it read
+        assert Note.get_by_id(note.id).sync_rev != first  # and still counts as a change
