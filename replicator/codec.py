@@ -114,18 +114,24 @@ def check_value(collection: str, doc_id: str, field: peewee.Field, value: Any) -
 
 
 def _unusable(value: Any) -> str | None:
-    """Why SQLite cannot store ``value`` as it is, or None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
-        return f"holds an integer beyond 64 bits ({str(value)[:24]}…)"
-    if isinstance(value, float) and value != value:
-        return "holds NaN"
-    if isinstance(value, str):
+    """Why SQLite cannot store ``value`` as it is, or None (cheap: runs on every value)."""
+    kind = type(value)
+    if kind is str:
+        if value.isascii():
+            return None
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
             return "holds text that is not valid UTF-8"
+        return None
+    if kind is int:
+        return (
+            None
+            if INT64[0] <= value <= INT64[1]
+            else (f"holds an integer beyond 64 bits ({str(value)[:24]}…)")
+        )
+    if kind is float and value != value:
+        return "holds NaN"
     return None
 
 
