@@ -241,3 +241,32 @@ def test_a_folder_deleted_by_the_app_between_the_engines_pages():
     history.sync_while_the_app_writes(d=1, at=11, kind=3, pick=0)
     assert history.injected == 2
     history.teardown()
+
+
+class FirestoreAppWrites(AppWritesDuringSync):
+    """The same histories through FirestoreRemote on the emulator."""
+
+    client: object = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        import uuid as _uuid
+
+        from replicator.stores.firestore import FirestoreRemote
+
+        self.remote = FirestoreRemote(self.client, root=f"users/{_uuid.uuid4().hex}", timeout=20)  # type: ignore[assignment]
+
+
+def test_app_writes_during_sync_on_the_firestore_emulator(firestore_client):
+    from hypothesis.stateful import run_state_machine_as_test
+
+    FirestoreAppWrites.client = firestore_client
+    run_state_machine_as_test(
+        FirestoreAppWrites,
+        settings=settings(
+            max_examples=int(os.environ.get("REPLICATOR_FIRESTORE_APPWRITES_EXAMPLES", "4")),
+            stateful_step_count=15,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        ),
+    )
