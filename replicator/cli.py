@@ -330,7 +330,7 @@ def snapshot_restore(database: Path, force: bool, source: _Source) -> None:
     import peewee
 
     from .restore import check, install, plan
-    from .snapshot import clean_leftovers, temp_path
+    from .snapshot import clean_leftovers, temp_beside
 
     database = database.absolute()
     if not database.parent.is_dir():
@@ -352,8 +352,7 @@ def snapshot_restore(database: Path, force: bool, source: _Source) -> None:
         _guard(lambda: check(found, force=force, path=database))
         store, key = source.store(), source.key()
         clean_leftovers(database)
-        tmp = temp_path(database, "restore")
-        try:
+        with temp_beside(database, "restore") as tmp:
             manifest = _fetch(store, key, tmp)
             _guard(
                 lambda: install(
@@ -364,9 +363,6 @@ def snapshot_restore(database: Path, force: bool, source: _Source) -> None:
                     note=f"restored {manifest.snapshot_id}",
                 )
             )
-        finally:
-            if tmp.exists():
-                tmp.unlink()
     finally:
         db.close()
     click.echo(f"restored snapshot {manifest.snapshot_id} into {database}")
@@ -374,33 +370,14 @@ def snapshot_restore(database: Path, force: bool, source: _Source) -> None:
 
 def _synced_tables(conn: sqlite3.Connection) -> list[tuple[str, int, int]]:
     """(table, rows, dirty rows) for every table that carries replicator's sync columns."""
+    from .restore import synced_tables
+
     out = []
-    names = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-    for (name,) in names.fetchall():
-        if "isDirty" in {c[1] for c in conn.execute(f'PRAGMA table_info("{name}")')}:
-            (rows,) = conn.execute(f'SELECT COUNT(*) FROM "{name}"').fetchone()
-            (dirty,) = conn.execute(f'SELECT COUNT(*) FROM "{name}" WHERE "isDirty" = 1').fetchone()
-            out.append((name, rows, dirty))
+    for name in synced_tables(conn):
+        (rows,) = conn.execute(f'SELECT COUNT(*) FROM "{name}"').fetchone()
+        (dirty,) = conn.execute(f'SELECT COUNT(*) FROM "{name}" WHERE "isDirty" = 1').fetchone()
+        out.append((name, rows, dirty))
     return out
-
-
-def _pending(database: Path) -> tuple[int, int]:
-    """(unsynced changes, rows) of a database file: dirty rows plus pending deletes."""
-    conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
-    try:
-        tables = _synced_tables(conn)
-        dirty = sum(d for _, _, d in tables)
-        has_tombstones = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'replicator_tombstones'"
-        ).fetchone()
-        if has_tombstones:
-            (deletes,) = conn.execute(
-                "SELECT COUNT(*) FROM replicator_tombstones WHERE pending = 1"
-            ).fetchone()
-            dirty += deletes
-        return dirty, sum(r for _, r, _ in tables)
-    finally:
-        conn.close()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -54,7 +54,7 @@ from .snapshot import (
     read_current,
     read_manifest,
     resolve_key,
-    temp_path,
+    temp_beside,
 )
 from .stores.base import BlobStore, Deadlined, RemoteStore
 from .strategies.conflict import LastWriterWins
@@ -119,11 +119,14 @@ class Replicator:
             # (plaintext copies included) goes now
             with contextlib.suppress(ConfigurationError, OSError):
                 clean_leftovers(self._db_path())
-        with database.atomic():
-            install_capture(database, self.models)  # type: ignore[arg-type]
-            adopt_new_columns(
-                self.local, self.models, native=bool(getattr(remote, "native_types", False))
-            )
+        self._prepare_schema()
+
+    def _prepare_schema(self) -> None:
+        """Create missing tables and columns, install change capture, adopt new columns."""
+        with self.database.atomic():
+            install_capture(self.database, self.models)  # type: ignore[arg-type]
+            native = bool(getattr(self.remote, "native_types", False))
+            adopt_new_columns(self.local, self.models, native=native)
 
     def bound(self) -> Any:
         """Context manager binding the models to this database (several databases, one process)."""
@@ -139,15 +142,8 @@ class Replicator:
 
     def dirty_counts(self) -> dict[str, int]:
         """Rows and deletes waiting for upload, per collection."""
-        counts = {}
         tombs = self.local.count_pending_tombstones()
-        for model in self.models:
-            coll = collection_name(model)
-            (n,) = self.database.execute_sql(
-                f'SELECT COUNT(*) FROM "{coll}" WHERE "isDirty" = 1'
-            ).fetchone()
-            counts[coll] = n + tombs.get(coll, 0)
-        return counts
+        return {c: self.local.count_dirty(c) + tombs.get(c, 0) for c in self.collections}
 
     def sync(self, *, timeout: float | None = None) -> SyncReport:
         """Download, upload, register. Raises a ``ReplicatorError`` on failure.
@@ -355,8 +351,7 @@ class Replicator:
             check_not_rolled_back(manifest, self.remote.devices())
             db_path = self._db_path()
             clean_leftovers(db_path)
-            plain = temp_path(db_path, "restore")
-            try:
+            with temp_beside(db_path, "restore") as plain:
                 fetch_and_decrypt(
                     self.blobs,
                     manifest,
@@ -378,17 +373,7 @@ class Replicator:
                         for m in self.models
                     },
                 )
-            finally:
-                for leftover in (plain, Path(f"{plain}-journal")):
-                    if leftover.exists():
-                        leftover.unlink()
-            with self.database.atomic():
-                install_capture(self.database, self.models)  # type: ignore[arg-type]
-                adopt_new_columns(
-                    self.local,
-                    self.models,
-                    native=bool(getattr(self.remote, "native_types", False)),
-                )
+            self._prepare_schema()
             return manifest.snapshot_id
 
     def login(self) -> SyncReport:

@@ -54,16 +54,15 @@ class Plan:
     managed: bool  # the database already holds replicator's tables
 
 
-def synced_tables(conn: sqlite3.Connection | peewee.Database) -> list[str]:
-    """Tables carrying every sync column, sorted by name."""
+def synced_tables(conn: sqlite3.Connection | peewee.Database, schema: str = "main") -> list[str]:
+    """Tables of ``schema`` carrying every sync column, sorted by name."""
     execute = conn.execute_sql if isinstance(conn, peewee.Database) else conn.execute
-    names = [r[0] for r in execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-    out = []
-    for name in sorted(names):
-        cols = {c[1] for c in execute(f'PRAGMA table_info("{name}")')}
-        if set(SYNC_COLUMNS) <= cols:
-            out.append(name)
-    return out
+    sql = f"SELECT name FROM {schema}.sqlite_master WHERE type = 'table' ORDER BY name"
+    return [
+        name
+        for (name,) in execute(sql).fetchall()
+        if set(SYNC_COLUMNS) <= {c[1] for c in execute(f'PRAGMA {schema}.table_info("{name}")')}
+    ]
 
 
 def plan(db: peewee.SqliteDatabase, tables: Sequence[str] | None = None) -> Plan:
@@ -220,15 +219,10 @@ def _install_by_backup(db: peewee.SqliteDatabase, snapshot_file: Path) -> None:
 
 
 def synced_tables_in(db: peewee.SqliteDatabase) -> list[str]:
-    names = [r[0] for r in db.execute_sql("SELECT name FROM snap.sqlite_master WHERE type='table'")]
-    out = []
-    for name in names:
-        cols = {c[1] for c in db.execute_sql(f'PRAGMA snap.table_info("{name}")')}
-        if set(SYNC_COLUMNS) <= cols:
-            out.append(name)
+    """The synced tables of the attached snapshot, which must hold replicator's metadata."""
     if not _has_table(db, "snap", "DownloadedTracker"):
         raise TamperedSnapshotError("the snapshot holds no replicator metadata")
-    return out
+    return synced_tables(db, "snap")
 
 
 def _has_table(db: peewee.SqliteDatabase, schema: str, table: str) -> bool:

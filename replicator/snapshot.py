@@ -344,20 +344,17 @@ def resolve_key(
 
 
 @contextmanager
-def _temp_beside(path: Path, tag: str) -> Iterator[Path]:
-    tmp = temp_path(path, tag)
+def temp_beside(db_path: Path, tag: str) -> Iterator[Path]:
+    """A temporary file beside the database, named after this process, removed (with its
+    journal files) on the way out; a leftover of a process that died is recognised, and
+    removed, by :func:`clean_leftovers`."""
+    tmp = db_path.with_name(f".{db_path.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         yield tmp
     finally:
         for p in (tmp, Path(f"{tmp}-journal"), Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
             if p.exists():
                 p.unlink()
-
-
-def temp_path(db_path: Path, tag: str) -> Path:
-    """A temporary file beside the database, named after this process: a leftover of a
-    process that died is recognised (and removed) by :func:`clean_leftovers`."""
-    return db_path.with_name(f".{db_path.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
 _TEMP = re.compile(r"\.(?P<db>.+)\.(snapshot|sealed|restore)-(?P<pid>\d+)-[0-9a-f]{8}(-.*)?")
@@ -372,11 +369,9 @@ def clean_leftovers(db_path: Path) -> int:
         found = _TEMP.fullmatch(p.name)
         if not found or found["db"] != db_path.name or not p.is_file():
             continue
-        pid = int(found["pid"])
-        if pid != os.getpid() and _alive(pid):
+        # a live process's file (this one's included: a thread may be publishing) stays
+        if _alive(int(found["pid"])):
             continue
-        if pid == os.getpid():
-            continue  # this process's own publish or restore may be running in a thread
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
             removed += 1
@@ -472,7 +467,7 @@ def publish(
         history=history[:keep],
         generation=max(generation, expected.generation if expected else 0) + 1,
     )
-    with _temp_beside(db_path, "snapshot") as plain, _temp_beside(db_path, "sealed") as sealed:
+    with temp_beside(db_path, "snapshot") as plain, temp_beside(db_path, "sealed") as sealed:
         write_plain_copy(connection, plain, tables)
         with open(plain, "rb") as src, open(sealed, "wb") as dst:
             encrypt_stream(src, dst, kek, manifest.header_claims(), kdf=kdf, on_bytes=on_bytes)

@@ -202,9 +202,8 @@ def test_manifest_field_mutations(lab):
     lab.refused("manifest huge")
 
 
+@pytest.mark.parametrize("lab", ["passphrase"], indirect=True)  # a raw key has no kdf.json
 def test_kdf_json_mutations(lab):
-    if lab.kdf_bytes is None:
-        pytest.skip("a raw key uses no kdf.json")
     base = json.loads(lab.kdf_bytes)
     mutations = [
         {"n": 2, "r": 1},
