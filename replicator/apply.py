@@ -41,10 +41,10 @@ from .codec import check_id, check_value, digest_matches, missing_value, to_sqli
 from .context import SyncContext
 from .errors import RemoteDataError
 from .model import (
-    CLOCK_TOLERANCE,
     LOCAL_COLUMNS,
     NOW_SQL,
     collection_name,
+    parents_first,
     remote_columns,
     shift_time,
     utcnow,
@@ -59,9 +59,13 @@ CASCADE, SET_NULL, RESTRICT = "CASCADE", "SET NULL", "RESTRICT"
 MAX_PARENT_DEPTH = 100
 
 
+def _on_delete(fk: peewee.ForeignKeyField) -> str:
+    return (fk.on_delete or "").upper().strip()
+
+
 def delete_rule(fk: peewee.ForeignKeyField) -> str:
     """How replication treats children of a deleted row: the key's ``on_delete``."""
-    rule = (fk.on_delete or "").upper().strip()
+    rule = _on_delete(fk)
     if rule == CASCADE:
         return CASCADE
     if rule in ("SET NULL", "SET DEFAULT"):
@@ -71,7 +75,7 @@ def delete_rule(fk: peewee.ForeignKeyField) -> str:
 
 def _cleared_value(fk: peewee.ForeignKeyField) -> Any:
     """The value ``SET NULL`` / ``SET DEFAULT`` leave in the key column."""
-    if (fk.on_delete or "").upper().strip() == "SET DEFAULT" and fk.default is not None:
+    if _on_delete(fk) == "SET DEFAULT" and fk.default is not None:
         default = fk.default() if callable(fk.default) else fk.default
         if isinstance(default, peewee.Model):
             default = getattr(default, "id", None)
@@ -237,21 +241,27 @@ def _clear_key(
     row = fetch_row(ctx, model, doc_id)
     if row is None:
         return
-    cols = remote_columns(model)
-    before = {c: row[c] for c in cols}
+    before = {c: row[c] for c in remote_columns(model)}
     value = _cleared_value(fk)
     _mark_engine_edit(ctx, model, doc_id, {fk.column_name: value})
+    after = {**before, fk.column_name: value}
+    _key_cleared(ctx, collection_name(model), doc_id, before, None, after, [value], why)
+
+
+def _key_cleared(
+    ctx: SyncContext,
+    coll: str,
+    doc_id: str,
+    local: Mapping[str, Any] | None,
+    remote: Mapping[str, Any] | None,
+    result: Mapping[str, Any],
+    cleared: list[Any],
+    why: str,
+) -> None:
+    """Report keys cleared under ``SET NULL`` / ``SET DEFAULT`` (never silently)."""
+    outcome = "set-null" if all(v is None for v in cleared) else "set-default"
     ctx.resolved(
-        Resolution(
-            collection_name(model),
-            doc_id,
-            "set-null" if value is None else "set-default",
-            before,
-            None,
-            None,
-            {**before, fk.column_name: value},
-            f"on_delete: {why}",
-        )
+        Resolution(coll, doc_id, outcome, local, remote, None, result, f"on_delete: {why}")
     )
 
 
@@ -343,19 +353,15 @@ def apply_remote(
     if cleared:
         _mark_engine_edit(ctx, model, doc.id, {})
         names = ", ".join(fk.column_name for fk in cleared)
-        ctx.resolved(
-            Resolution(
-                coll,
-                doc.id,
-                "set-null"
-                if all(values[fk.column_name] is None for fk in cleared)
-                else "set-default",
-                None,
-                dict(doc.data),
-                None,
-                dict(values),
-                f"on_delete: {names} named a row deleted here",
-            )
+        _key_cleared(
+            ctx,
+            coll,
+            doc.id,
+            None,
+            dict(doc.data),
+            dict(values),
+            [values[fk.column_name] for fk in cleared],
+            f"{names} named a row deleted here",
         )
 
 
@@ -457,10 +463,10 @@ def _resolve(
         # what we sent), or nothing we know changed: not a conflict. The row stays
         # dirty and goes up over this version.
         return
-    offset = ctx.local.clock_offset
-    if offset is not None and abs(offset) >= CLOCK_TOLERANCE:
+    shift = ctx.clock_shift()
+    if shift is not None:
         # a dirty row carries this device's clock: compare it in the store's time
-        local_vals["updatedOn"] = shift_time(local_vals.get("updatedOn"), offset)
+        local_vals["updatedOn"] = shift_time(local_vals.get("updatedOn"), shift)
     with store_clock(ctx.store_now):
         result = _call_strategy(ctx.strategy, coll, local_vals, remote_vals, base_vals)
     merged = {c: result.get(c, local_vals[c]) for c in cols}
@@ -523,7 +529,7 @@ def apply_page(ctx: SyncContext, model: type[peewee.Model], docs: list[RemoteDoc
     coll = collection_name(model)
     fks = list(model._meta.refs)
     cols = [c for c in remote_columns(model) if c != "id"]
-    docs = _parents_first(model, docs)
+    docs = _self_parents_first(model, docs)
     pending: list[tuple[RemoteDoc, dict[str, Any], bool]] = []
     start = 0
     while start < len(docs):
@@ -570,7 +576,7 @@ def apply_page(ctx: SyncContext, model: type[peewee.Model], docs: list[RemoteDoc
         start += slow_at + 1
 
 
-def _parents_first(model: type[peewee.Model], docs: list[RemoteDoc]) -> list[RemoteDoc]:
+def _self_parents_first(model: type[peewee.Model], docs: list[RemoteDoc]) -> list[RemoteDoc]:
     """A page of a self-referencing collection, reordered so a parent precedes its children.
 
     One commit's documents share a change time and come back in name order, so
@@ -578,22 +584,13 @@ def _parents_first(model: type[peewee.Model], docs: list[RemoteDoc]) -> list[Rem
     cursor moves once per page, so the order inside a page is free.
     """
     keys = [fk.column_name for fk in model._meta.refs if fk.rel_model is model]
-    if not keys or len(docs) < 2:
+    if not keys:
         return docs
-    by_id = {d.id: d for d in docs}
-    out: list[RemoteDoc] = []
-    placed: set[str] = set()
-    for doc in docs:
-        chain: list[RemoteDoc] = []
-        node: RemoteDoc | None = doc
-        while node is not None and node.id not in placed and node not in chain:
-            chain.append(node)
-            parents = [node.data.get(k) for k in keys]
-            node = next((by_id[p] for p in parents if isinstance(p, str) and p in by_id), None)
-        for item in reversed(chain):
-            placed.add(item.id)
-            out.append(item)
-    return out
+    return parents_first(
+        docs,
+        lambda d: d.id,
+        lambda d: [p for p in (d.data.get(k) for k in keys) if isinstance(p, str)],
+    )
 
 
 def _apply_or_set_aside(ctx: SyncContext, model: type[peewee.Model], doc: RemoteDoc) -> None:
@@ -624,7 +621,7 @@ def settle(ctx: SyncContext) -> None:
         with ctx.local.applying():
             ctx.local.unpark(coll, [i for i in ids if i not in docs])  # gone remotely
             found = [ctx.incoming(model, docs[i]) for i in ids if i in docs]
-            for doc in _parents_first(model, found):
+            for doc in _self_parents_first(model, found):
                 _apply_or_set_aside(ctx, model, doc)
 
 

@@ -11,7 +11,7 @@ import peewee
 
 from .codec import from_native, to_native
 from .local import LocalState
-from .model import collection_name
+from .model import CLOCK_TOLERANCE, collection_name
 from .report import Progress, Resolution, RowError, _Counts
 from .stores.base import DeviceRecord, RemoteDoc, RemoteStore
 
@@ -80,6 +80,12 @@ class SyncContext:
         after = self.clock()
         mid = before + (after - before) / 2
         self.local.set_device(clock_offset=(server_time - mid).total_seconds())
+
+    def clock_shift(self) -> float | None:
+        """Seconds to move this device's timestamps by to get the store's time, or None
+        when the measured offset is within the noise (``CLOCK_TOLERANCE``)."""
+        offset = self.local.clock_offset
+        return offset if offset is not None and abs(offset) >= CLOCK_TOLERANCE else None
 
     def store_now(self) -> _dt.datetime:
         """The store's time as this device best knows it (naive UTC)."""

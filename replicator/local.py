@@ -339,17 +339,6 @@ class LocalState:
             [(collection, i, v, encode_json(d)) for i, v, d in entries],
         )
 
-    def bases(self, collection: str, ids: list[str]) -> dict[str, dict[str, Any]]:
-        """id → base data, for the ids that have a base."""
-        return {
-            i: decode_json(data)
-            for i, data in self._in(
-                "SELECT id, data FROM replicator_base WHERE collection = ? AND id IN ({})",
-                collection,
-                ids,
-            )
-        }
-
     def versions_for(self, collection: str, ids: list[str]) -> dict[str, str]:
         """id → base version, for the ids that have one."""
         return dict(

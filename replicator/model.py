@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import uuid
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import peewee
 
@@ -42,6 +42,8 @@ NOW_SQL = (
     " THEN strftime('%Y-%m-%d %H:%M:%S', 'now')"
     " ELSE strftime('%Y-%m-%d %H:%M:%f', 'now') || '000' END)"
 )
+T = TypeVar("T")
+
 _TRIGGER_VERSION = "v1"
 #: device clock offsets (seconds) smaller than this are measurement noise and not corrected
 CLOCK_TOLERANCE = 2.0
@@ -106,6 +108,28 @@ def shift_time(text: Any, seconds: float) -> Any:
     if when.tzinfo is not None:
         return text
     return (when + _dt.timedelta(seconds=seconds)).isoformat(sep=" ")
+
+
+def parents_first(
+    items: Sequence[T], ident: Callable[[T], Any], parents: Callable[[T], Iterable[Any]]
+) -> list[T]:
+    """``items`` of a self-referencing table reordered so that an item whose parent is
+    among them comes after that parent (a cycle is broken where it is met)."""
+    by_id = {ident(i): i for i in items}
+    out: list[T] = []
+    placed: set[Any] = set()
+    for item in items:
+        chain: list[T] = []
+        in_chain: set[Any] = set()
+        node: T | None = item
+        while node is not None and (key := ident(node)) not in placed and key not in in_chain:
+            chain.append(node)
+            in_chain.add(key)
+            node = next((by_id[p] for p in parents(node) if p != key and p in by_id), None)
+        for member in reversed(chain):
+            placed.add(ident(member))
+            out.append(member)
+    return out
 
 
 def collection_name(model: type[peewee.Model]) -> str:

@@ -18,7 +18,7 @@ After the commit a row is marked clean, and gets its ``serverId``, only if its
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -33,7 +33,7 @@ from .errors import (
     PreconditionFailed,
     UnsupportedValueError,
 )
-from .model import CLOCK_TOLERANCE, collection_name, remote_columns, shift_time
+from .model import collection_name, parents_first, remote_columns, shift_time
 from .report import RowError
 from .sql import select_in
 from .stores.base import PushResult, Write
@@ -53,6 +53,11 @@ class Outgoing:
     rev: Any  # the row's syncRev as read; None for a delete
     row: dict[str, Any]  # every remote column, SQLite form, as it will stand remotely
     digest: str  # of exactly the values sent (see LocalState.record_sent)
+    base: Mapping[str, Any] = attrs.field(factory=dict)  # the base data the update is over
+
+
+class WaitsForParent(ValueError):
+    """A row held back because a parent it names is not on the remote yet."""
 
 
 def _changed(
@@ -117,8 +122,7 @@ def _outgoing_rows(
     cols = remote_columns(model)
     limit = getattr(ctx.remote, "max_document_bytes", 0)
     measure = getattr(ctx.remote, "document_size", document_size)
-    offset = ctx.local.clock_offset
-    shift = offset if offset is not None and abs(offset) >= CLOCK_TOLERANCE else None
+    shift = ctx.clock_shift()
     fks = [(fk.column_name, fk.rel_model) for fk in model._meta.refs]
     bases = ctx.local.bases_for(coll, [r[0] for r in rows])
     needed: dict[type[peewee.Model], set[str]] = defaultdict(set)
@@ -128,8 +132,11 @@ def _outgoing_rows(
             if data[col] is not None:
                 needed[parent].add(data[col])
     confirmed = {parent: _confirmed(ctx, parent, ids) for parent, ids in needed.items()}
+    id_at = cols.index("id")
     self_refs = [cols.index(c) for c, parent in fks if parent is model]
-    for row in _parents_first(rows, cols.index("id"), self_refs):
+    if self_refs:
+        rows = parents_first(rows, lambda r: r[id_at], lambda r: [r[i] for i in self_refs])
+    for row in rows:
         data = dict(zip(cols, row[:-1], strict=True))
         doc_id = data["id"]
         waiting = next(
@@ -144,7 +151,7 @@ def _outgoing_rows(
             None,
         )
         if waiting is not None:
-            yield RowError(coll, doc_id, ValueError(f"waits for its parent {waiting}"))
+            yield RowError(coll, doc_id, WaitsForParent(f"waits for its parent {waiting}"))
             continue
         if shift is not None and data.get("updatedOn"):
             data["updatedOn"] = shift_time(data["updatedOn"], shift)
@@ -164,35 +171,12 @@ def _outgoing_rows(
                 continue
         write = attrs.evolve(write, data={k: v for k, v in full.items() if k in sent})
         batch_ids.add((coll, doc_id))
-        yield Outgoing(write, row[-1], data, values_digest(sent))
-
-
-def _parents_first(rows: list[Any], id_at: int, parent_at: list[int]) -> list[Any]:
-    """Rows of a self-referencing table ordered so that a row's dirty parent precedes it."""
-    if not parent_at:
-        return rows
-    by_id = {r[id_at]: r for r in rows}
-    out: list[Any] = []
-    placed: set[Any] = set()
-    for row in rows:
-        chain = []
-        node: Any = row
-        while node is not None and node[id_at] not in placed and node not in chain:
-            chain.append(node)
-            node = next(
-                (by_id[node[i]] for i in parent_at if node[i] in by_id and node[i] != node[id_at]),
-                None,
-            )
-        for item in reversed(chain):
-            placed.add(item[id_at])
-            out.append(item)
-    return out
+        yield Outgoing(write, row[-1], data, values_digest(sent), {} if base is None else base[1])
 
 
 def _deletes(ctx: SyncContext, model: type[peewee.Model], page: int) -> Iterator[Outgoing]:
     coll = collection_name(model)
-    offset = ctx.local.clock_offset
-    shift = offset if offset is not None and abs(offset) >= CLOCK_TOLERANCE else None
+    shift = ctx.clock_shift()
     after = ""
     while True:
         found = ctx.local.pending_tombstones(coll, after=after, limit=page)
@@ -240,7 +224,7 @@ def upload(ctx: SyncContext) -> PushResult | None:
             _refresh(ctx, exc.keys or getattr(exc, "batch_keys", []))
             continue
         ctx.rejected[:] = list(waiting.values())
-        parents_pending = any("waits for its parent" in str(e.error) for e in waiting.values())
+        parents_pending = any(isinstance(e.error, WaitsForParent) for e in waiting.values())
         if not (parents_pending and pushed):
             return last
 
@@ -314,20 +298,11 @@ def _mark_synced(ctx: SyncContext, batch: list[Outgoing], result: PushResult) ->
                     ' WHERE id = ? AND "syncRev" = ?',
                     [(o.row.get("updatedOn"), o.write.id, o.rev) for o in rows],
                 )
-                ids = [o.write.id for o in rows]
-                old = ctx.local.bases(coll, ids)
                 ctx.local.set_bases(
                     coll,
-                    [
-                        (
-                            o.write.id,
-                            result.versions[o.write.key],
-                            {**old.get(o.write.id, {}), **o.row},
-                        )
-                        for o in rows
-                    ],
+                    [(o.write.id, result.versions[o.write.key], {**o.base, **o.row}) for o in rows],
                 )
-                ctx.local.forget_sent(coll, ids)
+                ctx.local.forget_sent(coll, [o.write.id for o in rows])
                 ctx.counts.bump(ctx.counts.uploaded, coll, len(rows))
         ctx.local.set_device(last_upload=result.position, registered=1)
 
