@@ -20,8 +20,8 @@ Rules, in the order they are checked:
    follows the same ``on_delete`` rule.
 3. A row that is **clean** locally takes the remote version.
 4. A row that is **dirty** locally is a conflict, given to the strategy, unless
-   the remote version is this device's own write (recognised by the digest of
-   what its last upload sent, never by ``updatedBy``), holds the same values,
+   the remote version is this device's own write (recognised by the values
+   its unacknowledged uploads sent, never by ``updatedBy``), holds the same values,
    or differs from the base only in fields this app version does not know.
 
 A document that cannot be applied (malformed, or a parent that never came)
@@ -37,7 +37,7 @@ from typing import Any
 
 import peewee
 
-from .codec import check_id, check_value, digest_matches, missing_value, to_sqlite
+from .codec import check_id, check_value, missing_value, to_sqlite
 from .context import SyncContext
 from .errors import RemoteDataError
 from .model import (
@@ -457,7 +457,16 @@ def _resolve(
         _write_row(ctx, model, remote_vals, exists=True, dirty=False)
         ctx.local.forget_sent(coll, [doc.id])
         return
-    own = any(digest_matches(d, remote_vals) for d in ctx.local.sent_digests(coll, doc.id))
+    sent = ctx.local.sent_values(coll, doc.id)
+    own = any(all(remote_vals.get(c) == v for c, v in s.items()) for s in sent)
+    if base_vals is not None:
+        # Where the remote still holds what this device sent (a write whose
+        # acknowledgement was lost, since merged over by another device), that value,
+        # not the older base, is what both sides last agreed on.
+        for values in sent:
+            for c, v in values.items():
+                if c not in _TIMES and remote_vals.get(c) == v:
+                    base_vals[c] = v
     if own or (base_vals is not None and _same(base_vals, remote_vals, cols)):
         # Our own write, whose acknowledgement was lost (the document holds exactly
         # what we sent), or nothing we know changed: not a conflict. The row stays
@@ -495,9 +504,11 @@ def _resolve(
     )
 
 
+_TIMES = ("updatedOn", "updatedBy", "createdOn")
+
+
 def _same(a: Mapping[str, Any], b: Mapping[str, Any], cols: list[str]) -> bool:
-    ignore = ("updatedOn", "updatedBy", "createdOn")
-    return all(a.get(c) == b.get(c) for c in cols if c not in ignore)
+    return all(a.get(c) == b.get(c) for c in cols if c not in _TIMES)
 
 
 def _call_strategy(

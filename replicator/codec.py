@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import decimal
-import hashlib
 import json
 import uuid
 from collections.abc import Callable, Mapping
@@ -33,18 +32,6 @@ def encode_json(data: Mapping[str, Any]) -> str:
         raise TypeError(f"{type(value).__name__} is not a document value")
 
     return json.dumps(data, default=default, separators=(",", ":"), sort_keys=True)
-
-
-def values_digest(values: Mapping[str, Any]) -> str:
-    """``keys:sha256`` of a set of column values in SQLite form (what an upload sent)."""
-    text = encode_json(values)
-    return ",".join(sorted(values)) + ":" + hashlib.sha256(text.encode()).hexdigest()
-
-
-def digest_matches(digest: str, values: Mapping[str, Any]) -> bool:
-    """Whether ``values`` hold exactly what the write with ``digest`` sent."""
-    keys = [k for k in digest.partition(":")[0].split(",") if k]
-    return bool(keys) and values_digest({k: values.get(k) for k in keys}) == digest
 
 
 def decode_json(text: str | bytes) -> Any:

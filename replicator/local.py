@@ -16,7 +16,7 @@
 * ``replicator_schema``: the columns of each synced table as this device last
   synced them, so that a column an app upgrade adds is noticed (see
   ``adopt_new_columns``).
-* ``replicator_sent``: per row in flight, a digest of exactly what the last
+* ``replicator_sent``: per row in flight, exactly the values each unacknowledged
   upload sent. When the acknowledgement of a committed batch is lost, the
   remote document that carries those values is recognised as this device's
   own write by its content, never by the ``updatedBy`` it claims.
@@ -86,8 +86,8 @@ _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS replicator_sent (
         collection TEXT NOT NULL,
         id TEXT NOT NULL,
-        digest TEXT NOT NULL,
-        PRIMARY KEY (collection, id, digest)
+        sent TEXT NOT NULL,
+        PRIMARY KEY (collection, id, sent)
     )""",
     """CREATE TABLE IF NOT EXISTS replicator_parked (
         collection TEXT NOT NULL,
@@ -392,23 +392,24 @@ class LocalState:
 
     # -- what the last upload sent ------------------------------------------------------
 
-    def record_sent(self, entries: list[tuple[str, str, str]]) -> None:
-        """Remember ``(collection, id, digest)`` of writes about to be pushed.
+    def record_sent(self, entries: list[tuple[str, str, Mapping[str, Any]]]) -> None:
+        """Remember ``(collection, id, values)`` of writes about to be pushed.
 
         Every unacknowledged send of a row is kept (a retry after a lost
         acknowledgement may send newer values than the batch that committed).
         """
         self.db.connection().executemany(
-            "INSERT OR IGNORE INTO replicator_sent (collection, id, digest) VALUES (?, ?, ?)",
-            entries,
+            "INSERT OR IGNORE INTO replicator_sent (collection, id, sent) VALUES (?, ?, ?)",
+            [(c, i, encode_json(v)) for c, i, v in entries],
         )
 
-    def sent_digests(self, collection: str, doc_id: str) -> list[str]:
+    def sent_values(self, collection: str, doc_id: str) -> list[dict[str, Any]]:
+        """The values of each unacknowledged send of a row, oldest first."""
         rows = self.db.execute_sql(
-            "SELECT digest FROM replicator_sent WHERE collection = ? AND id = ?",
+            "SELECT sent FROM replicator_sent WHERE collection = ? AND id = ? ORDER BY rowid",
             (collection, doc_id),
         ).fetchall()
-        return [str(r[0]) for r in rows]
+        return [decode_json(r[0]) for r in rows]
 
     def forget_sent(self, collection: str, ids: list[str]) -> None:
         self.db.connection().executemany(

@@ -25,7 +25,7 @@ import attrs
 import peewee
 
 from .apply import apply_remote
-from .codec import encode_json, missing_value, values_digest
+from .codec import encode_json, missing_value
 from .context import SyncContext
 from .errors import (
     ConflictError,
@@ -52,7 +52,7 @@ class Outgoing:
     write: Write
     rev: Any  # the row's syncRev as read; None for a delete
     row: dict[str, Any]  # every remote column, SQLite form, as it will stand remotely
-    digest: str  # of exactly the values sent (see LocalState.record_sent)
+    sent: Mapping[str, Any] | None  # exactly the values sent, SQLite form (None: a delete)
     base: Mapping[str, Any] = attrs.field(factory=dict)  # the base data the update is over
 
 
@@ -171,7 +171,7 @@ def _outgoing_rows(
                 continue
         write = attrs.evolve(write, data={k: v for k, v in full.items() if k in sent})
         batch_ids.add((coll, doc_id))
-        yield Outgoing(write, row[-1], data, values_digest(sent), {} if base is None else base[1])
+        yield Outgoing(write, row[-1], data, sent, {} if base is None else base[1])
 
 
 def _deletes(ctx: SyncContext, model: type[peewee.Model], page: int) -> Iterator[Outgoing]:
@@ -187,7 +187,7 @@ def _deletes(ctx: SyncContext, model: type[peewee.Model], page: int) -> Iterator
                 deleted_on = shift_time(deleted_on, shift)
             data = {"updatedOn": deleted_on, "updatedBy": deleted_by or ctx.me}
             write = Write(coll, doc_id, ctx.outgoing(model, data), deleted=True, unconditional=True)
-            yield Outgoing(write, None, data, "")
+            yield Outgoing(write, None, data, None)
         after = found[-1][0]
 
 
@@ -258,7 +258,7 @@ def _batches(
 def _push(ctx: SyncContext, batch: list[Outgoing]) -> PushResult:
     with ctx.db.atomic():
         ctx.local.record_sent(
-            [(o.write.collection, o.write.id, o.digest) for o in batch if o.digest]
+            [(o.write.collection, o.write.id, o.sent) for o in batch if o.sent is not None]
         )
     before = ctx.clock()
     try:

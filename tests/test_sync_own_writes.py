@@ -118,3 +118,36 @@ def test_a_device_a_day_ahead_cannot_win_with_an_older_edit(make_device, remote,
         with device.bound():
             assert Note.get_by_id(note.id).title == "newer edit"
     assert remote.all_docs("note")[note.id].data["title"] == "newer edit"
+
+
+def test_an_edit_after_a_lost_ack_survives_another_devices_merge(make_device, remote):
+    """Found by the convergence property: c's write commits but its acknowledgement is
+    lost; a merges its own edit over that version; c edits the same field again. The
+    field's common ancestor is what c sent, not c's older base, so c's new edit wins."""
+    from replicator import FieldMerge
+
+    merge = FieldMerge()
+    a = make_device("a", conflict_strategy=merge)
+    faulty = FaultyRemote(remote)
+    c = make_device("c", store=faulty, conflict_strategy=merge)
+    with a.bound():
+        note = Note.create(title="t0", body="b0")
+    a.sync()
+    c.sync()
+    with c.bound():
+        Note.update(body="c1").where(Note.id == note.id).execute()
+    faulty.fail("push", after=True)
+    with pytest.raises(OfflineError):
+        c.sync()
+    with a.bound():
+        Note.update(title="a1").where(Note.id == note.id).execute()
+    with c.bound():
+        Note.update(body="c2").where(Note.id == note.id).execute()
+    time.sleep(0.01)
+    a.sync()  # meets c's committed write, merges: title a1, body c1 (updatedOn: now)
+    c.sync()
+    a.sync()
+    for device in (a, c):
+        with device.bound():
+            row = Note.get_by_id(note.id)
+            assert (row.title, row.body) == ("a1", "c2")
