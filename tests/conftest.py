@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -160,3 +162,27 @@ def snapshot_rows(device: Replicator, models: Any = None) -> dict[str, list[tupl
             f'SELECT {names} FROM "{table}" ORDER BY id'
         ).fetchall()
     return out
+
+
+def assert_converged(devices: list[Replicator], models: Any = None, rounds: int = 3) -> list[Any]:
+    """Sync every device ``rounds`` times in turn; then every device must hold the same
+    rows and nothing dirty. Returns each device's rows."""
+    for _ in range(rounds):
+        for device in devices:
+            device.sync()
+    views = [snapshot_rows(d, models) for d in devices]
+    for i, view in enumerate(views[1:], 1):
+        assert view == views[0], f"device {i} differs from device 0"
+    for device in devices:
+        assert sum(device.dirty_counts().values()) == 0, "dirty rows left"
+    return views
+
+
+def run_script(script: str, *args: Any, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``script`` in a new Python process (one that may kill itself part-way)."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 import peewee
+from conftest import assert_converged
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -59,22 +60,6 @@ class Part(SyncModel):
 
 MODELS = [Doc, Part]
 STRATEGY = FieldMerge(fields={"progress": map_max})
-
-
-def rows(device: Replicator) -> dict[str, list[tuple]]:
-    out = {}
-    for model in MODELS:
-        cols = [
-            f.column_name
-            for f in model._meta.sorted_fields
-            if f.column_name not in ("isDirty", "serverId", "syncRev")
-        ]
-        names = ", ".join(f'"{c}"' for c in cols)
-        table = model._meta.table_name
-        out[table] = device.database.execute_sql(
-            f'SELECT {names} FROM "{table}" ORDER BY id'
-        ).fetchall()
-    return out
 
 
 class Convergence(RuleBasedStateMachine):
@@ -247,14 +232,7 @@ class Convergence(RuleBasedStateMachine):
     def check_convergence(self) -> None:
         for faulty in self.faulty:
             faulty._faults.clear()
-        for _ in range(3):
-            for device in self.devices:
-                device.sync()
-        views = [rows(d) for d in self.devices]
-        for i, view in enumerate(views[1:], 1):
-            assert view == views[0], f"device d{i} differs from d0"
-        for device in self.devices:
-            assert sum(device.dirty_counts().values()) == 0, "dirty rows left"
+        views = assert_converged(self.devices, MODELS)
         first = self.devices[0]
         # the remote holds exactly the live rows, once each
         for model in MODELS:

@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 
 import peewee
+from conftest import assert_converged
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
@@ -58,22 +59,6 @@ class Part(SyncModel):
 MODELS = [Folder, Doc, Part]
 KEYS = {"folder": [("parent_id", "folder")], "doc": [("folder_id", "folder")],
         "part": [("doc_id", "doc")]}  # fmt: skip
-
-
-def rows(device: Replicator) -> dict[str, list[tuple]]:
-    out = {}
-    for model in MODELS:
-        cols = [
-            f.column_name
-            for f in model._meta.sorted_fields
-            if f.column_name not in ("isDirty", "serverId", "syncRev")
-        ]
-        table = model._meta.table_name
-        names = ", ".join(f'"{c}"' for c in cols)
-        out[table] = device.database.execute_sql(
-            f'SELECT {names} FROM "{table}" ORDER BY id'
-        ).fetchall()
-    return out
 
 
 def app_write(conn: sqlite3.Connection, kind: int, pick: int) -> None:
@@ -194,14 +179,8 @@ class AppWritesDuringSync(RuleBasedStateMachine):
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def check(self) -> None:
-        for _ in range(3):
-            for device in self.devices:
-                device.sync()
-        views = [rows(d) for d in self.devices]
-        for i, view in enumerate(views[1:], 1):
-            assert view == views[0], f"d{i} differs from d0"
+        views = assert_converged(self.devices, MODELS)
         for device in self.devices:
-            assert sum(device.dirty_counts().values()) == 0, "dirty rows left"
             assert device.local.parked() == {}, "documents left aside"
         db = self.devices[0].database
         for table, keys in KEYS.items():

@@ -10,8 +10,9 @@ import sqlite3
 import peewee
 import pytest
 from conftest import snapshot_rows
+from test_sync_schema_drift import NoteV1, NoteV2
 
-from replicator import EmbeddedRemote, SnapshotKey, SyncModel
+from replicator import EmbeddedRemote, SnapshotKey
 from replicator.demo import Comment, Note
 from replicator.snapshot import fetch_and_decrypt, read_manifest
 
@@ -70,21 +71,6 @@ def test_a_snapshot_never_carries_the_apps_own_tables(make_device, blobs, tmp_pa
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     conn.close()
     assert "app_settings" not in tables and {"note", "comment", "DownloadedTracker"} <= tables
-
-
-class NoteV1(SyncModel):
-    title = peewee.TextField()
-
-    class Meta:
-        table_name = "note"
-
-
-class NoteV2(SyncModel):
-    title = peewee.TextField()
-    color = peewee.TextField(default="yellow")
-
-    class Meta:
-        table_name = "note"
 
 
 def test_a_newer_app_restores_an_older_apps_snapshot_and_adopts_unseen_values(make_device, blobs):

@@ -13,12 +13,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import attrs
 import pytest
+from conftest import run_script
 
 from replicator import EmbeddedRemote, Passphrase, SnapshotKey, TamperedSnapshotError
 from replicator.demo import Note
@@ -166,11 +165,7 @@ r.sync()
 def test_a_publish_killed_part_way_leaves_nothing_after_the_next_start(make_device, tmp_path):
     from replicator.stores.directory import DirectoryBlobStore
 
-    proc = subprocess.run(
-        [sys.executable, "-c", PUBLISH_AND_DIE, str(tmp_path / "p.db"), str(tmp_path),
-         str(Path(__file__).parent)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    proc = run_script(PUBLISH_AND_DIE, tmp_path / "p.db", tmp_path, Path(__file__).parent)
     assert proc.returncode == 9, proc.stderr
     left = [p.name for p in tmp_path.glob(".p.db.*")]
     assert left, "the kill left no temporary file: the test did not bite"

@@ -8,12 +8,10 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import snapshot_rows
+from conftest import run_script, snapshot_rows
 
 from replicator import (
     EmbeddedRemote,
@@ -310,19 +308,7 @@ def test_process_killed_during_restore_leaves_the_database_intact(make_device, t
     victim = make_device("victim", blobs=blobs, key=KEY)
     victim.database.close()
     before = file_digest(tmp_path / "victim.db")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            RESTORE_AND_DIE,
-            str(tmp_path / "victim.db"),
-            str(tmp_path),
-            str(Path(__file__).parent),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_script(RESTORE_AND_DIE, tmp_path / "victim.db", tmp_path, Path(__file__).parent)
     assert proc.returncode == 9, proc.stderr
     assert file_digest(tmp_path / "victim.db") == before
     victim.database.connect()

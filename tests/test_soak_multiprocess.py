@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import peewee
-from conftest import snapshot_rows
+from conftest import assert_converged
 
 from replicator import EmbeddedRemote, Replicator
 from replicator.demo import MODELS
@@ -48,7 +48,14 @@ def test_four_processes_writing_and_syncing_converge(tmp_path):
     for p in procs:
         _, err = p.communicate(timeout=SECONDS * 4 + 120)
         assert p.returncode == 0, err
-    devices = [
+    devices = _open(tmp_path, remote, names)
+    created = check_converged(devices, remote, [tmp_path / f"{n}.log" for n in names])
+    assert created > 20, "the soak wrote too little to bite"
+
+
+def _open(tmp_path, remote, names):
+    """The workers' databases, opened as devices in this process."""
+    return [
         Replicator(
             peewee.SqliteDatabase(str(tmp_path / f"{n}.db"), pragmas={"foreign_keys": 1}),
             MODELS,
@@ -57,8 +64,6 @@ def test_four_processes_writing_and_syncing_converge(tmp_path):
         )
         for n in names
     ]
-    created = check_converged(devices, remote, [tmp_path / f"{n}.log" for n in names])
-    assert created > 20, "the soak wrote too little to bite"
 
 
 def read_logs(paths):
@@ -71,13 +76,8 @@ def read_logs(paths):
 
 def check_converged(devices, remote, logs) -> int:
     """Sync every device to quiescence; check identical, clean, no orphan, nothing lost."""
-    for _ in range(3):
-        for device in devices:
-            device.sync()
-    views = [snapshot_rows(d) for d in devices]
-    assert all(v == views[0] for v in views[1:]), "devices differ"
+    assert_converged(devices)
     for device in devices:
-        assert sum(device.dirty_counts().values()) == 0
         assert device.local.parked() == {}
     db = devices[0].database
     assert db.execute_sql(
@@ -124,13 +124,5 @@ def test_a_device_killed_at_random_moments_loses_nothing(tmp_path):
         victim.wait()
     _, err = peer.communicate(timeout=120)
     assert peer.returncode == 0, err
-    devices = [
-        Replicator(
-            peewee.SqliteDatabase(str(tmp_path / f"{n}.db"), pragmas={"foreign_keys": 1}),
-            MODELS,
-            remote,
-            device_name=n,
-        )
-        for n in ("victim", "peer")
-    ]
+    devices = _open(tmp_path, remote, ["victim", "peer"])
     assert check_converged(devices, remote, logs) > 10

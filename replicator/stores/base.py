@@ -100,6 +100,39 @@ class DeviceRecord:
     #: the generation of the last snapshot this device published (see snapshot.Manifest)
     snapshot_generation: int | None = None
 
+    @classmethod
+    def from_stored(
+        cls,
+        installation_id: str,
+        fields: Any,
+        *,
+        last_sync: str | None,
+        last_upload: str | None,
+    ) -> DeviceRecord:
+        """A record from the fields a store holds (its camelCase names); a field another
+        writer damaged reads as unknown instead of failing every device's sync."""
+        fields = fields if isinstance(fields, Mapping) else {}
+
+        def text(name: str) -> str:
+            value = fields.get(name)
+            return value if isinstance(value, str) else ""
+
+        marks, generation = fields.get("watermarks"), fields.get("snapshotGeneration")
+        return cls(
+            installation_id=installation_id,
+            name=text("name"),
+            platform=text("platform"),
+            app_version=text("appVersion"),
+            last_sync=last_sync,
+            last_upload=last_upload,
+            watermarks={k: v for k, v in marks.items() if isinstance(v, str)}
+            if isinstance(marks, Mapping)
+            else {},
+            snapshot_generation=generation
+            if isinstance(generation, int) and not isinstance(generation, bool)
+            else None,
+        )
+
 
 @attrs.frozen
 class PushResult:

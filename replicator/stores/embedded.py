@@ -335,30 +335,14 @@ class EmbeddedRemote:
 def _device_record(iid: Any, record: Any, last_upload: Any, last_sync: Any) -> DeviceRecord:
     """A Devices row as a record; fields another writer damaged read as unknown."""
     try:
-        r = json.loads(record) if isinstance(record, str | bytes) else {}
+        fields = json.loads(record) if isinstance(record, str | bytes) else {}
     except ValueError:
-        r = {}
-    if not isinstance(r, dict):
-        r = {}
-
-    def text(value: Any) -> str:
-        return value if isinstance(value, str) else ""
-
-    marks = r.get("watermarks")
-    generation = r.get("snapshotGeneration")
-    return DeviceRecord(
-        installation_id=str(iid),
-        name=text(r.get("name")),
-        platform=text(r.get("platform")),
-        app_version=text(r.get("appVersion")),
+        fields = {}
+    return DeviceRecord.from_stored(
+        str(iid),
+        fields,
         last_sync=last_sync if isinstance(last_sync, str) else None,
         last_upload=_seq(last_upload)
         if isinstance(last_upload, int) and last_upload >= 0
-        else None,
-        watermarks={k: v for k, v in marks.items() if isinstance(v, str)}
-        if isinstance(marks, dict)
-        else {},
-        snapshot_generation=generation
-        if isinstance(generation, int) and not isinstance(generation, bool)
         else None,
     )

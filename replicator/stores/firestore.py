@@ -366,22 +366,12 @@ class FirestoreRemote:
         for s in sorted(snaps, key=lambda s: s.id):
             d = s.to_dict() or {}
             last_sync, last_upload = d.get("lastSync"), d.get("lastUpload")
-            marks = d.get("watermarks")
-            generation = d.get("snapshotGeneration")
             out.append(
-                DeviceRecord(
-                    installation_id=s.id,
-                    name=_text(d.get("name")),
-                    platform=_text(d.get("platform")),
-                    app_version=_text(d.get("appVersion")),
+                DeviceRecord.from_stored(
+                    s.id,
+                    d,
                     last_sync=_ts(last_sync) if isinstance(last_sync, _dt.datetime) else None,
                     last_upload=_ts(last_upload) if isinstance(last_upload, _dt.datetime) else None,
-                    watermarks={k: v for k, v in marks.items() if isinstance(v, str)}
-                    if isinstance(marks, dict)
-                    else {},
-                    snapshot_generation=generation
-                    if isinstance(generation, int) and not isinstance(generation, bool)
-                    else None,
                 )
             )
         return out
@@ -410,10 +400,6 @@ class FirestoreRemote:
         docs = {s.id: self._doc(collection, s) for s in snaps}
         self.usage = before
         return docs
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
 
 
 def _update_paths(data: Mapping[str, Any]) -> dict[str, Any]:
