@@ -270,11 +270,17 @@ def read_header(src: BinaryIO) -> tuple[dict[str, Any], bytes]:
     return header, hashlib.sha256(start + header_bytes).digest()
 
 
-def _field(header: Mapping[str, Any], name: str, kind: type) -> Any:
-    value = header.get(name)
+def require(fields: Mapping[str, Any], name: str, kind: type, where: str) -> Any:
+    """``fields[name]`` if it is a ``kind`` (a bool is never an int), else
+    ``TamperedSnapshotError`` naming ``where`` it was looked for."""
+    value = fields.get(name)
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise TamperedSnapshotError(f"the snapshot header's {name} is missing or malformed")
+        raise TamperedSnapshotError(f"{where}'s {name} is missing or malformed")
     return value
+
+
+def _field(header: Mapping[str, Any], name: str, kind: type) -> Any:
+    return require(header, name, kind, "the snapshot header")
 
 
 def _b64field(header: Mapping[str, Any], name: str, size: int | None = None) -> bytes:

@@ -49,6 +49,7 @@ from .crypto import (
     encrypt_stream,
     mac_key,
     new_kdf_params,
+    require,
 )
 from .errors import (
     BlobNotFoundError,
@@ -207,10 +208,7 @@ class Manifest:
 
 
 def _want(d: Mapping[str, Any], name: str, kind: type) -> Any:
-    value = d.get(name)
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise TamperedSnapshotError(f"the manifest's {name} is missing or malformed")
-    return value
+    return require(d, name, kind, "the manifest")
 
 
 def _mac(kek: SnapshotKey, claims: Mapping[str, Any]) -> str:
