@@ -243,6 +243,72 @@ def key_generate(path: Path) -> None:
     click.echo(f"wrote a new snapshot key to {path}")
 
 
+@main.command()
+@click.option(
+    "--embedded",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The EmbeddedRemote file to compact.",
+)
+@click.option(
+    "--firestore-root",
+    help="The Firestore document the collections live under (e.g. users/<uid>); project"
+    " and credentials come from the environment, FIRESTORE_EMULATOR_HOST included.",
+)
+@click.option(
+    "--firestore-project", help="The Google Cloud project (default: from the environment)."
+)
+@click.option(
+    "--older-than-days",
+    type=click.FloatRange(min=0, min_open=True),
+    default=90.0,
+    show_default=True,
+    help="Purge tombstones the store committed longer ago than this.",
+)
+@click.option(
+    "--collection", "collections", multiple=True, help="Only this collection (repeatable)."
+)
+def compact(
+    embedded: Path | None,
+    firestore_root: str | None,
+    firestore_project: str | None,
+    older_than_days: float,
+    collections: tuple[str, ...],
+) -> None:
+    """Purge remote tombstones older than the retention.
+
+    Devices offline for longer than ``--older-than-days`` notice at their next
+    sync, download the affected collections again and keep their own unsynced
+    work. Use the retention the apps pass to ``Replicator(tombstone_retention=)``
+    (90 days by default) or longer.
+    """
+    import datetime as dt
+
+    from .retention import purge
+
+    if (embedded is None) == (firestore_root is None):
+        raise click.UsageError("name exactly one remote: --embedded FILE or --firestore-root PATH")
+    if embedded is not None:
+        from .stores.embedded import EmbeddedRemote
+
+        remote: Any = EmbeddedRemote(embedded, create=False)
+    else:
+        from google.cloud import firestore
+
+        from .stores.firestore import FirestoreRemote
+
+        remote = FirestoreRemote(firestore.Client(project=firestore_project), str(firestore_root))
+    names = list(collections) or _guard(remote.collections)
+    before = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=older_than_days)
+
+    def tell(coll: str, done: int) -> None:
+        click.echo(f"  {coll}: {done} purged so far", err=True)
+
+    purged = _guard(lambda: purge(remote, names, before, on_purged=tell))
+    for coll in names:
+        click.echo(f"{coll}: {purged.get(coll, 0)} tombstone(s) purged")
+    click.echo(f"older than {before.isoformat(timespec='seconds')}; horizons raised accordingly")
+
+
 @main.group()
 def snapshot() -> None:
     """List, verify and restore encrypted snapshots."""

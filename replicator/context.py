@@ -37,6 +37,8 @@ class SyncContext:
     conflicts: list[Resolution] = attrs.field(factory=list)
     rejected: list[RowError] = attrs.field(factory=list)
     set_aside: list[RowError] = attrs.field(factory=list)
+    #: collections downloaded again because the store purged tombstones this device missed
+    recovered: list[str] = attrs.field(factory=list)
     by_collection: dict[str, type[peewee.Model]] = attrs.field(factory=dict)
     children: dict[type[peewee.Model], list[tuple[type[peewee.Model], peewee.ForeignKeyField]]] = (
         attrs.field(factory=dict)

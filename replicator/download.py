@@ -9,6 +9,10 @@
    resumes after the last committed page. This device's own uploads come back
    too and are skipped by version; ``updatedBy`` is never trusted for that.
 3. Retry the documents earlier syncs set aside (``apply.settle``).
+
+A collection whose cursor is below the store's tombstone horizon (this device
+was offline longer than the retention) is downloaded again from the start and
+reconciled (``retention.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from __future__ import annotations
 from .apply import apply_page, settle
 from .context import SyncContext
 from .model import collection_name
+from .retention import reconcile, stale
+from .stores.base import Compactable
 
 
 def download(ctx: SyncContext, *, catch_up_only: bool = False) -> bool:
@@ -30,13 +36,20 @@ def download(ctx: SyncContext, *, catch_up_only: bool = False) -> bool:
         if latest is None:
             settle(ctx)  # documents set aside are retried even when nothing is new
             return False
+    horizons = ctx.remote.horizons() if isinstance(ctx.remote, Compactable) else {}
     for model in ctx.models:
         coll = collection_name(model)
         cursor = ctx.local.tracker(coll)
+        recovering = ctx.local.recovering(coll)
+        if not recovering and stale(cursor, horizons.get(coll)):
+            ctx.local.start_recovery(coll)
+            cursor, recovering = None, True
         done = 0
         while True:
             page = ctx.remote.pull(coll, cursor, ctx.page_size, catch_up=done == 0)
             with ctx.local.applying():
+                if recovering:
+                    ctx.local.note_seen(coll, [d.id for d in page.docs])
                 apply_page(ctx, model, [ctx.incoming(model, d) for d in page.docs])
                 if page.cursor is not None and page.cursor != cursor:
                     ctx.local.set_tracker(coll, page.cursor)
@@ -46,6 +59,11 @@ def download(ctx: SyncContext, *, catch_up_only: bool = False) -> bool:
             ctx.progress("download", coll, done)
             if not page.more or stuck:  # a store that cannot move past a document
                 break
+        if recovering:
+            with ctx.local.applying():
+                reconcile(ctx, model)
+                ctx.local.end_recovery(coll)
+            ctx.recovered.append(coll)
     settle(ctx)
     if latest is not None:
         ctx.local.set_device(seen_position=latest)

@@ -44,6 +44,7 @@ from .local import LocalState
 from .model import SyncModel, check_models, collection_name, install_capture, sort_models
 from .report import Progress, Resolution, SyncReport
 from .restore import install as install_snapshot
+from .retention import DEFAULT_RETENTION, maintain
 from .snapshot import (
     Manifest,
     check_not_rolled_back,
@@ -88,11 +89,21 @@ class Replicator:
         on_progress: Callable[[Progress], None] | None = None,
         on_conflict: Callable[[Resolution], None] | None = None,
         clock: Callable[[], _dt.datetime] | None = None,
+        tombstone_retention: _dt.timedelta | None = DEFAULT_RETENTION,
     ) -> None:
         if not models:
             raise ConfigurationError("Replicator needs at least one model to sync")
         if page_size < 1:
             raise ConfigurationError(f"page_size must be positive, got {page_size}")
+        if tombstone_retention is not None and (
+            not isinstance(tombstone_retention, _dt.timedelta)
+            or tombstone_retention <= _dt.timedelta(0)
+        ):
+            raise ConfigurationError(
+                f"tombstone_retention must be a positive timedelta or None,"
+                f" got {tombstone_retention!r}",
+                hint="e.g. datetime.timedelta(days=90); None keeps deletes for ever",
+            )
         check_models(models)
         self.database = database
         self.models = sort_models(models)
@@ -108,6 +119,8 @@ class Replicator:
         self.conflict_strategy = conflict_strategy or LastWriterWins()
         self.app_version = app_version
         self.page_size = page_size
+        #: how long deletes are remembered, locally and remotely (``retention.py``)
+        self.tombstone_retention = tombstone_retention
         self.on_progress = on_progress
         self.on_conflict = on_conflict
         #: the device clock (aware UTC); its offset from the store's is measured each upload
@@ -198,6 +211,9 @@ class Replicator:
         if pushed is None and (others or not self.local.registered):
             self._register(ctx)
             registered = True
+        purged: dict[str, int] = {}
+        with contextlib.suppress(RemoteError):  # maintenance: retried at the next sync
+            purged = maintain(ctx, self.tombstone_retention)
         snapshot = snapshot_error = None
         if self.blobs is not None:
             self.local.count_changes(ctx.counts.total())
@@ -223,6 +239,8 @@ class Replicator:
             registered=registered,
             snapshot=snapshot,
             snapshot_error=snapshot_error,
+            recovered=tuple(ctx.recovered),
+            purged=purged,
         )
 
     def _register(self, ctx: SyncContext) -> None:

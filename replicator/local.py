@@ -23,10 +23,15 @@
 * ``replicator_parked``: remote documents this device could not apply (a
   parent that never arrived, a malformed value). They are set aside so that
   one bad document never blocks a device, reported, and retried each sync.
+* ``replicator_recovery`` and ``replicator_seen``: a collection being
+  downloaded again from the start because the remote purged tombstones this
+  device never saw (see ``retention.py``), and the ids seen so far. Both move
+  with the pages they describe, so a recovery killed part-way resumes.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import platform as _platform
 import socket
 from collections.abc import Iterator, Mapping
@@ -54,7 +59,8 @@ _SCHEMA = [
         manifest_seen TEXT,
         changes_since_snapshot INTEGER NOT NULL DEFAULT 0,
         clock_offset REAL,
-        snapshot_generation INTEGER
+        snapshot_generation INTEGER,
+        last_purge TEXT
     )""",
     """CREATE TABLE IF NOT EXISTS replicator_control (
         singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
@@ -96,6 +102,18 @@ _SCHEMA = [
         parked_on TEXT NOT NULL,
         PRIMARY KEY (collection, id)
     )""",
+    # acknowledged deletes by age: what pruning removes once they pass the retention
+    "CREATE INDEX IF NOT EXISTS replicator_tombstones_acked"
+    " ON replicator_tombstones (deleted_on) WHERE pending = 0",
+    """CREATE TABLE IF NOT EXISTS replicator_recovery (
+        collection TEXT PRIMARY KEY,
+        started_on TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS replicator_seen (
+        collection TEXT NOT NULL,
+        id TEXT NOT NULL,
+        PRIMARY KEY (collection, id)
+    ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS replicator_base (
         collection TEXT NOT NULL,
         id TEXT NOT NULL,
@@ -112,6 +130,7 @@ _LATER_DEVICE_COLUMNS = {
     "changes_since_snapshot": "INTEGER NOT NULL DEFAULT 0",
     "clock_offset": "REAL",
     "snapshot_generation": "INTEGER",
+    "last_purge": "TEXT",
 }
 
 #: tables that describe this installation only and must not travel in a snapshot
@@ -208,6 +227,15 @@ class LocalState:
         value = self._device("clock_offset")
         return None if value is None else float(value)
 
+    @property
+    def last_purge(self) -> _dt.datetime | None:
+        """When (store time, naive UTC) this device last purged remote tombstones."""
+        value = self._device("last_purge")
+        try:
+            return _dt.datetime.fromisoformat(value) if isinstance(value, str) else None
+        except ValueError:
+            return None
+
     def count_changes(self, moved: int) -> None:
         """Add rows a sync moved to the count Big Brother's ``min_changes`` reads."""
         if moved:
@@ -289,6 +317,53 @@ class LocalState:
                 (collection, after, limit),
             ).fetchall()
         )
+
+    def prune_acked_tombstones(self, before: str) -> int:
+        """Forget acknowledged deletes made before ``before`` (device time text)."""
+        cursor = self.db.execute_sql(
+            "DELETE FROM replicator_tombstones INDEXED BY replicator_tombstones_acked"
+            " WHERE pending = 0 AND deleted_on < ?",
+            (before,),
+        )
+        return int(cursor.rowcount or 0)
+
+    # -- recovery after purged tombstones ----------------------------------------------
+
+    def recovering(self, collection: str) -> bool:
+        row = self.db.execute_sql(
+            "SELECT 1 FROM replicator_recovery WHERE collection = ?", (collection,)
+        ).fetchone()
+        return row is not None
+
+    def start_recovery(self, collection: str) -> None:
+        """Download ``collection`` again from its start, noting every id seen."""
+        with self.db.atomic():
+            self.db.execute_sql(
+                f"INSERT OR IGNORE INTO replicator_recovery (collection, started_on)"
+                f" VALUES (?, {NOW_SQL})",
+                (collection,),
+            )
+            self.db.execute_sql("DELETE FROM replicator_seen WHERE collection = ?", (collection,))
+            self.set_tracker(collection, None)
+
+    def note_seen(self, collection: str, ids: list[str]) -> None:
+        self.db.connection().executemany(
+            "INSERT OR IGNORE INTO replicator_seen (collection, id) VALUES (?, ?)",
+            [(collection, i) for i in ids],
+        )
+
+    def synced_but_unseen(self, collection: str) -> list[tuple[str, bool]]:
+        """(id, isDirty) of the rows the remote once held that the recovery did not see."""
+        rows = self.db.execute_sql(
+            f'SELECT id, "isDirty" FROM "{collection}" WHERE "serverId" IS NOT NULL'
+            " AND id NOT IN (SELECT id FROM replicator_seen WHERE collection = ?)",
+            (collection,),
+        )
+        return [(r[0], bool(r[1])) for r in rows.fetchall()]
+
+    def end_recovery(self, collection: str) -> None:
+        self.db.execute_sql("DELETE FROM replicator_recovery WHERE collection = ?", (collection,))
+        self.db.execute_sql("DELETE FROM replicator_seen WHERE collection = ?", (collection,))
 
     def count_dirty(self, collection: str) -> int:
         (n,) = self.db.execute_sql(

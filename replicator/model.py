@@ -161,10 +161,10 @@ def check_models(models: Sequence[type[peewee.Model]]) -> None:
                 hint="derive every synced model from replicator.SyncModel",
             )
         name = collection_name(model)
-        if name == "devices":
+        if name in ("devices", "replicator_meta"):
             raise SchemaError(
-                "a synced table cannot be named 'devices': the remote keeps the Devices"
-                " collection under that name",
+                f"a synced table cannot be named {name!r}: the remote keeps"
+                f" {'the Devices' if name == 'devices' else 'its own'} collection under that name",
                 hint="set Meta.table_name to another name",
             )
         if name in names:

@@ -102,6 +102,11 @@ class SyncReport:
     set_aside: tuple[RowError, ...] = ()
     #: why the snapshot phase could not publish (the sync itself succeeded), if it failed
     snapshot_error: Exception | None = None
+    #: collections downloaded again from the start: this device was offline longer than
+    #: the tombstone retention (see ``retention.py``); nothing of its own was lost
+    recovered: tuple[str, ...] = ()
+    #: remote tombstones this sync purged, per collection
+    purged: Mapping[str, int] = attrs.field(factory=dict)
 
     @property
     def total_downloaded(self) -> int:
@@ -130,6 +135,14 @@ class SyncReport:
             parts.append(f"{len(self.rejected)} row(s) rejected")
         if self.set_aside:
             parts.append(f"{len(self.set_aside)} remote document(s) set aside")
+        if self.recovered:
+            parts.append(
+                "offline longer than the tombstone retention: downloaded "
+                + ", ".join(self.recovered)
+                + " again"
+            )
+        if self.purged:
+            parts.append(f"purged old tombstones {_fmt(self.purged)}")
         parts.append(f"{self.usage.reads} reads, {self.usage.writes} writes")
         if self.restored:
             parts.insert(0, f"restored snapshot {self.restored}")

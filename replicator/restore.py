@@ -39,6 +39,8 @@ CARRIED = (
     "replicator_base",
     "replicator_parked",
     "replicator_schema",
+    "replicator_recovery",
+    "replicator_seen",
 )
 #: replicator's tables that describe this device only: emptied by a restore
 DEVICE_ONLY = ("replicator_sent",)

@@ -22,7 +22,13 @@ def test_a_synced_table_cannot_shadow_the_devices_collection(tmp_path):
         class Meta:
             table_name = "devices"
 
+    class Meta_(replicator.SyncModel):
+        class Meta:
+            table_name = "replicator_meta"
+
     db = peewee.SqliteDatabase(str(tmp_path / "x.db"))
+    with pytest.raises(replicator.SchemaError, match="its own collection"):
+        replicator.Replicator(db, [Meta_], replicator.EmbeddedRemote(tmp_path / "r.db"))
     with pytest.raises(replicator.SchemaError, match="Devices"):
         replicator.Replicator(db, [Devices], replicator.EmbeddedRemote(tmp_path / "r.db"))
 

@@ -1,6 +1,6 @@
 """The sync's local statements never walk a whole table: their cost follows the changes.
 
-Every SELECT the engine runs during an idle sync, an upload of a few changes
+Every SELECT, UPDATE and DELETE the engine runs during an idle sync, an upload of a few changes
 and a download of a few changes (captured with sqlite3's trace callback) is
 given to ``EXPLAIN QUERY PLAN``. A full scan of a synced table or of
 replicator's bookkeeping, or a range over one whole collection of it, fails
@@ -16,7 +16,7 @@ from replicator.demo import Comment, Note
 
 #: tables whose size does not grow with the data
 SMALL = {"replicator_device", "replicator_control", "DownloadedTracker", "replicator_schema",
-         "replicator_parked"}  # fmt: skip
+         "replicator_parked", "replicator_recovery"}  # fmt: skip
 #: partial indexes: scanning them costs what is pending, not what is stored
 PARTIAL = re.compile(r"USING (COVERING )?INDEX replicator_\w*(dirty|pending)\w*")
 
@@ -31,7 +31,7 @@ def _plans(device, action) -> list[tuple[str, str]]:
         conn.set_trace_callback(None)
     out = []
     for sql in seen:
-        if sql.lstrip().upper().startswith(("SELECT", "WITH")):
+        if sql.lstrip().upper().startswith(("SELECT", "WITH", "DELETE", "UPDATE")):
             for row in conn.execute("EXPLAIN QUERY PLAN " + sql).fetchall():
                 out.append((sql, row[3]))
     return out

@@ -255,6 +255,32 @@ class Deadlined(Protocol):
     def set_deadline(self, at: float | None) -> None: ...
 
 
+@runtime_checkable
+class Compactable(Protocol):
+    """Optional capability of a store: tombstones are purged after a retention period.
+
+    A purge first raises the collection's **horizon** to the newest cursor it
+    purges, then deletes (in one transaction, or horizon first): a device whose
+    cursor for the collection is below the horizon may have missed a purged
+    delete and must reconcile (see ``download.py``). Cursors of one store
+    compare as strings.
+    """
+
+    def purge_tombstones(self, collection: str, before: _dt.datetime, limit: int) -> int:
+        """Delete up to ``limit`` tombstones of ``collection`` that the store committed
+        before ``before`` (aware UTC, the store's time); return how many went. A
+        tombstone rewritten meanwhile is left alone."""
+        ...
+
+    def horizons(self) -> dict[str, str]:
+        """collection → horizon cursor, for the collections that had a purge (one read)."""
+        ...
+
+    def collections(self) -> list[str]:
+        """The names of the replicated collections the store holds (Devices excluded)."""
+        ...
+
+
 @attrs.frozen
 class BlobInfo:
     """An object in a blob store: its size, SHA-256 (hex) and version tag (``etag``)."""

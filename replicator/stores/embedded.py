@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS docs (
     deleted INTEGER NOT NULL DEFAULT 0,
     updated_by TEXT,
     seq INTEGER NOT NULL UNIQUE,
+    changed_at REAL,
     PRIMARY KEY (collection, id)
 );
 CREATE INDEX IF NOT EXISTS docs_by_seq ON docs (collection, seq);
@@ -56,6 +57,15 @@ CREATE TABLE IF NOT EXISTS sequence (
     value INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO sequence (singleton, value) VALUES (1, 0);
+CREATE TABLE IF NOT EXISTS horizons (
+    collection TEXT PRIMARY KEY,
+    cursor INTEGER NOT NULL
+);
+"""
+# what a file made before tombstone retention lacks: the store's time of each change
+# (older changes count from the upgrade), and the index a purge pages through
+_LATER = """
+CREATE INDEX IF NOT EXISTS docs_tombstones ON docs (collection, changed_at) WHERE deleted = 1;
 """
 
 
@@ -85,6 +95,11 @@ class EmbeddedRemote:
             with self._connect() as conn:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.executescript(_SCHEMA)
+                have = {r[1] for r in conn.execute("PRAGMA table_info(docs)")}
+                if "changed_at" not in have:
+                    conn.execute("ALTER TABLE docs ADD COLUMN changed_at REAL")
+                    conn.execute("UPDATE docs SET changed_at = ?", (time.time(),))
+                conn.executescript(_LATER)
 
     def __repr__(self) -> str:
         return f"EmbeddedRemote({str(self.path)!r})"
@@ -211,6 +226,7 @@ class EmbeddedRemote:
                         failed,
                     )
                 rows = []
+                now = time.time()
                 for w in writes:
                     seq += 1
                     _, old = current.get(w.key, (None, None))
@@ -219,14 +235,23 @@ class EmbeddedRemote:
                     text = encode_json(merged)
                     written += len(text)
                     rows.append(
-                        (w.collection, w.id, text, int(w.deleted), merged.get("updatedBy"), seq)
+                        (
+                            w.collection,
+                            w.id,
+                            text,
+                            int(w.deleted),
+                            merged.get("updatedBy"),
+                            seq,
+                            now,
+                        )
                     )
                     versions[w.key] = _seq(seq)
                 conn.executemany(
-                    "INSERT INTO docs (collection, id, data, deleted, updated_by, seq)"
-                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (collection, id) DO UPDATE SET"
+                    "INSERT INTO docs (collection, id, data, deleted, updated_by, seq, changed_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (collection, id) DO UPDATE SET"
                     " data = excluded.data, deleted = excluded.deleted,"
-                    " updated_by = excluded.updated_by, seq = excluded.seq",
+                    " updated_by = excluded.updated_by, seq = excluded.seq,"
+                    " changed_at = excluded.changed_at",
                     rows,
                 )
                 seq += 1  # the device record is a write too, and marks the commit's position
@@ -321,6 +346,53 @@ class EmbeddedRemote:
             (value,) = conn.execute("SELECT value FROM sequence").fetchone()
         self.usage.reads += 1
         return _seq(value) if value else None
+
+    # -- Compactable -----------------------------------------------------------
+
+    def purge_tombstones(self, collection: str, before: _dt.datetime, limit: int) -> int:
+        """Delete up to ``limit`` tombstones of ``collection`` committed before ``before``,
+        raising the collection's horizon in the same transaction."""
+        cutoff = before.replace(tzinfo=before.tzinfo or _dt.timezone.utc).timestamp()
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = conn.execute(
+                    "SELECT id, seq FROM docs INDEXED BY docs_tombstones"
+                    " WHERE collection = ? AND deleted = 1 AND changed_at < ?"
+                    " ORDER BY changed_at LIMIT ?",
+                    (collection, cutoff, limit),
+                ).fetchall()
+                if rows:
+                    conn.execute(
+                        "INSERT INTO horizons (collection, cursor) VALUES (?, ?)"
+                        " ON CONFLICT (collection) DO UPDATE SET"
+                        " cursor = MAX(cursor, excluded.cursor)",
+                        (collection, max(seq for _, seq in rows)),
+                    )
+                    conn.executemany(
+                        "DELETE FROM docs WHERE collection = ? AND id = ?",
+                        [(collection, doc_id) for doc_id, _ in rows],
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        self.usage.reads += max(1, len(rows))
+        self.usage.writes += len(rows) + (1 if rows else 0)
+        return len(rows)
+
+    def horizons(self) -> dict[str, str]:
+        with self._connect() as conn:
+            rows = conn.execute("SELECT collection, cursor FROM horizons").fetchall()
+        self.usage.reads += 1
+        return {c: _seq(v) for c, v in rows if isinstance(v, int)}
+
+    def collections(self) -> list[str]:
+        with self._connect() as conn:
+            rows = conn.execute("SELECT DISTINCT collection FROM docs ORDER BY collection")
+            names = [r[0] for r in rows]
+        self.usage.reads += 1
+        return names
 
     # -- inspection (tests, CLI) ---------------------------------------------
 

@@ -56,6 +56,9 @@ T = TypeVar("T")
 _NO_RETRY = Retry(predicate=lambda _exc: False)
 
 DEVICES = "devices"
+#: replicator's own collection: the ``horizons`` document (see ``purge_tombstones``)
+META = "replicator_meta"
+HORIZONS = "horizons"
 CHANGED_AT = "changedAt"
 DELETED = "deleted"
 MAX_DOCUMENT_BYTES = 1_048_576
@@ -387,6 +390,77 @@ class FirestoreRemote:
         if not snaps or not isinstance(snaps[0].get("lastUpload"), _dt.datetime):
             return None
         return _ts(snaps[0].get("lastUpload"))
+
+    # -- Compactable ---------------------------------------------------------------------
+
+    def purge_tombstones(self, collection: str, before: _dt.datetime, limit: int) -> int:
+        """Delete up to ``limit`` tombstones older than ``before``. The horizon document
+        is raised first, in a transaction, so a crash between the two steps can only
+        make a device reconcile needlessly, never miss a delete. Each delete is
+        conditional on the tombstone's version (a row restored meanwhile stays).
+
+        Production needs the composite index ``(deleted, changedAt)`` of
+        ``firestore.indexes.json``."""
+        query = (
+            self._collection(collection)
+            .where(filter=firestore.FieldFilter(DELETED, "==", True))
+            .where(filter=firestore.FieldFilter(CHANGED_AT, "<", before))
+            .order_by(CHANGED_AT)
+            .limit(limit)
+        )
+        snaps = self._call(
+            f"a query of {collection}'s old tombstones", lambda: list(query.stream(**self._opts()))
+        )
+        self.usage.reads += max(1, len(snaps))
+        docs = [(s, self._doc(collection, s)) for s in snaps]
+        cursors = [d.cursor for _, d in docs if d.cursor]
+        if not cursors:
+            return 0
+        self._raise_horizon(collection, max(cursors))
+        batch = self.client.batch()
+        for snap, _ in docs:
+            batch.delete(
+                snap.reference, option=self.client.write_option(last_update_time=snap.update_time)
+            )
+        try:
+            self._call("a purge of tombstones", lambda: batch.commit(**self._opts()))
+        except _PRECONDITION:
+            return 0  # one was rewritten meanwhile: the next pass reads them again
+        self.usage.writes += len(docs)
+        return len(docs)
+
+    def _raise_horizon(self, collection: str, cursor: str) -> None:
+        ref = self._collection(META).document(HORIZONS)
+
+        @firestore.transactional
+        def raise_it(tx: Any) -> None:
+            snap = ref.get(transaction=tx)
+            held = (snap.to_dict() or {}).get(HORIZONS) if snap.exists else None
+            marks = dict(held) if isinstance(held, Mapping) else {}
+            current = marks.get(collection)
+            if isinstance(current, str) and current >= cursor:
+                return
+            marks[collection] = cursor
+            tx.set(ref, {HORIZONS: marks})
+
+        self._call("raising the tombstone horizon", lambda: raise_it(self.client.transaction()))
+        self.usage.reads += 1
+        self.usage.writes += 1
+
+    def horizons(self) -> dict[str, str]:
+        ref = self._collection(META).document(HORIZONS)
+        snap = self._call("the tombstone horizons", lambda: ref.get(**self._opts()))
+        self.usage.reads += 1
+        held = (snap.to_dict() or {}).get(HORIZONS) if snap.exists else None
+        if not isinstance(held, Mapping):
+            return {}
+        return {str(k): v for k, v in held.items() if isinstance(v, str)}
+
+    def collections(self) -> list[str]:
+        parent = self.client.document(self.root) if self.root else self.client
+        refs = self._call("a listing of collections", lambda: list(parent.collections()))
+        self.usage.reads += 1
+        return sorted(r.id for r in refs if r.id not in (DEVICES, META))
 
     # -- inspection (tests, CLI) ---------------------------------------------------------
 

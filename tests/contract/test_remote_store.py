@@ -138,3 +138,42 @@ def test_usage_counts_reads_and_writes(store):
     used = store.usage.minus(before)
     assert used.writes == 3  # two documents and the device record
     assert used.reads >= 2 and used.bytes_written > 0
+
+
+def test_purge_removes_only_old_tombstones_and_raises_the_horizon(store):
+    import datetime as dt
+
+    from replicator.stores.base import Compactable
+
+    assert isinstance(store, Compactable)
+    store.push([w(f"id{i}") for i in range(4)], ME)
+    store.push([w(f"id{i}", deleted=True, unconditional=True) for i in range(3)], ME)
+    tombs = {d.id: d for d in store.get("note", ["id0", "id1", "id2"]).values()}
+    cut = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=5)
+    assert store.purge_tombstones("note", cut - dt.timedelta(days=1), 10) == 0  # too young
+    assert store.horizons() == {}
+    assert store.purge_tombstones("note", cut, 2) == 2  # bounded by the limit
+    first = store.horizons()["note"]
+    assert first in {tombs[i].cursor for i in tombs}
+    assert store.purge_tombstones("note", cut, 10) == 1
+    assert store.purge_tombstones("note", cut, 10) == 0
+    horizon = store.horizons()["note"]
+    assert horizon >= first and horizon == max(t.cursor for t in tombs.values())
+    left = store.get("note", [f"id{i}" for i in range(4)])
+    assert list(left) == ["id3"] and not left["id3"].deleted  # live documents stay
+    assert "note" in store.collections() and "devices" not in store.collections()
+    # a later write's cursor is above the horizon: devices that read it are not stale
+    store.push([w("id9")], ME)
+    assert store.get("note", ["id9"])["id9"].cursor > horizon
+
+
+def test_a_rewritten_tombstone_is_not_purged(store):
+    import datetime as dt
+
+    store.push([w("a")], ME)
+    store.push([w("a", deleted=True, unconditional=True)], ME)
+    version = _version(store, "a")
+    store.push([w("a", title="restored", base_version=version)], ME)  # live again
+    cut = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=5)
+    assert store.purge_tombstones("note", cut, 10) == 0
+    assert store.get("note", ["a"])["a"].data["title"] == "restored"
