@@ -7,7 +7,7 @@
 3. Download: a second device pulling those 10k rows vs a raw SELECT of the
    remote's documents plus executemany into a local table.
 
-usage: python bench/bench_core.py [--rows N]   (N: local-write rows, default 100000)
+usage: python bench/bench_core.py [--rows N] [--runs R]   (N: local-write rows, default 100000)
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sqlite3
+import statistics
 import tempfile
 import time
 import uuid
@@ -57,33 +58,56 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def local_writes(directory: Path, n: int) -> None:
-    ids = [str(uuid.uuid4()) for _ in range(n)]
+def local_writes(directory: Path, n: int, runs: int) -> None:
+    """Inserts, updates of those (dirty) rows and updates of synced (clean) rows, each
+    as the ratio SyncModel/plain over ``runs`` runs: fresh files, order alternating."""
+    ratios: dict[str, list[float]] = {"inserts": [], "updates": [], "updates of clean rows": []}
 
-    def run(model: type[peewee.Model], db: peewee.SqliteDatabase) -> tuple[float, float]:
-        def inserts() -> None:
-            with db.atomic():
-                for i, pk in enumerate(ids):
-                    model.create(id=pk, name=f"item {i}", qty=i)
-
-        def updates() -> None:
-            with db.atomic():
-                for i, pk in enumerate(ids):
-                    model.update(qty=i + 1).where(model.id == pk).execute()
-
+    def run(kind: str, r: int) -> dict[str, float]:
+        ids = [str(uuid.uuid4()) for _ in range(n)]
+        db = peewee.SqliteDatabase(str(directory / f"{kind}{r}.db"))
+        model: type[peewee.Model] = PlainItem if kind == "plain" else SyncItem
+        device = None
+        if kind == "plain":
+            with db.bind_ctx([PlainItem]):
+                db.create_tables([PlainItem])
+        else:
+            device = Replicator(db, [SyncItem], EmbeddedRemote(directory / f"r{r}.db"))
+        out = {}
         with db.bind_ctx([model]):
-            return timed(inserts), timed(updates)
+            with db.atomic():
+                out["inserts"] = timed(
+                    lambda: [
+                        model.create(id=pk, name=f"item {i}", qty=i) for i, pk in enumerate(ids)
+                    ]
+                )
 
-    plain_db = peewee.SqliteDatabase(str(directory / "plain.db"))
-    with plain_db.bind_ctx([PlainItem]):
-        plain_db.create_tables([PlainItem])
-    sync_db = peewee.SqliteDatabase(str(directory / "sync.db"))
-    Replicator(sync_db, [SyncItem], EmbeddedRemote(directory / "r0.db"))
-    p_ins, p_upd = run(PlainItem, plain_db)
-    s_ins, s_upd = run(SyncItem, sync_db)
-    print(f"local writes, {n} rows each")
-    print(f"  inserts: plain {p_ins:.2f}s  SyncModel {s_ins:.2f}s  ratio {s_ins / p_ins:.2f}x")
-    print(f"  updates: plain {p_upd:.2f}s  SyncModel {s_upd:.2f}s  ratio {s_upd / p_upd:.2f}x")
+            def updates(step: int) -> float:
+                with db.atomic():
+                    return timed(
+                        lambda: [
+                            model.update(qty=i + step).where(model.id == pk).execute()
+                            for i, pk in enumerate(ids)
+                        ]
+                    )
+
+            out["updates"] = updates(1)
+            if device is not None:  # as after a sync: every row clean
+                with device.local.applying():
+                    db.execute_sql('UPDATE item SET "isDirty" = 0')
+            out["updates of clean rows"] = updates(2)
+        db.close()
+        return out
+
+    run("plain", -1), run("sync", -1)  # warm up
+    for r in range(runs):
+        order = ["plain", "sync"] if r % 2 == 0 else ["sync", "plain"]
+        got = {kind: run(kind, r) for kind in order}
+        for name in ratios:
+            ratios[name].append(got["sync"][name] / got["plain"][name])
+    print(f"local writes, {n:,} rows, SyncModel time / plain peewee time over {runs} runs")
+    for name, values in ratios.items():
+        print(f"  {name:<22} min {min(values):.2f}x  median {statistics.median(values):.2f}x")
 
 
 def sync_rows(directory: Path, parents: int, children_each: int) -> None:
@@ -172,9 +196,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--parents", type=int, default=2_000)
+    parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        local_writes(Path(tmp), args.rows)
+        local_writes(Path(tmp), args.rows, args.runs)
         sync_rows(Path(tmp), args.parents, 4)
 
 

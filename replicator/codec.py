@@ -21,26 +21,34 @@ import peewee
 from .errors import RemoteDataError, UnsupportedValueError
 
 
+def _encode_default(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, _dt.datetime | _dt.date):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not a document value")
+
+
+def _decode_hook(obj: dict[str, Any]) -> Any:
+    if len(obj) == 1 and "$bytes" in obj:
+        return base64.b64decode(obj["$bytes"])
+    return obj
+
+
+# built once: json.dumps/json.loads with options build a new coder on every call
+_ENCODER = json.JSONEncoder(default=_encode_default, separators=(",", ":"), sort_keys=True)
+_DECODER = json.JSONDecoder(object_hook=_decode_hook)
+
+
 def encode_json(data: Mapping[str, Any]) -> str:
     """Encode a document's data as JSON, with bytes tagged as base64."""
-
-    def default(value: Any) -> Any:
-        if isinstance(value, bytes | bytearray | memoryview):
-            return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
-        if isinstance(value, _dt.datetime | _dt.date):
-            return value.isoformat()
-        raise TypeError(f"{type(value).__name__} is not a document value")
-
-    return json.dumps(data, default=default, separators=(",", ":"), sort_keys=True)
+    return _ENCODER.encode(data)
 
 
 def decode_json(text: str | bytes) -> Any:
-    def hook(obj: dict[str, Any]) -> Any:
-        if len(obj) == 1 and "$bytes" in obj:
-            return base64.b64decode(obj["$bytes"])
-        return obj
-
-    return json.loads(text, object_hook=hook)
+    if not isinstance(text, str):
+        text = bytes(text).decode("utf-8")
+    return _DECODER.decode(text)
 
 
 #: the integers SQLite (and Firestore) hold
@@ -64,8 +72,40 @@ def _storage_field(field: peewee.Field) -> peewee.Field:
     return field
 
 
+def _plain_type(field: peewee.Field) -> type | None:
+    """The Python type a value of the field's column has when nothing needs checking
+    (remembered on the field: the check runs on every downloaded value)."""
+    try:
+        return field.__dict__["_replicator_plain"]
+    except KeyError:
+        pass
+    plain = _compute_plain_type(field)
+    field.__dict__["_replicator_plain"] = plain
+    return plain
+
+
+def _compute_plain_type(field: peewee.Field) -> type | None:
+    target = _storage_field(field)
+    if isinstance(target, _TEXT_FIELDS):
+        return str
+    if isinstance(target, _INT_FIELDS):
+        return int
+    if isinstance(target, _REAL_FIELDS) and not isinstance(target, peewee.DecimalField):
+        return float
+    return None
+
+
 def check_value(collection: str, doc_id: str, field: peewee.Field, value: Any) -> Any:
     """Return ``value`` fit for the field's column, or raise RemoteDataError."""
+    plain = _plain_type(field)
+    kind = type(value)
+    if (
+        kind is plain
+        and (kind is not str or value.isascii())
+        and (kind is not int or INT64[0] <= value <= INT64[1])
+        and (kind is not float or value == value)
+    ):
+        return value  # the common case, decided without the general checks below
     if value is None:
         if not field.null and not field.primary_key:
             raise RemoteDataError(collection, doc_id, f"{field.column_name} is null")

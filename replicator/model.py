@@ -21,6 +21,7 @@ The triggers assume SQLite's default ``recursive_triggers = OFF``.
 from __future__ import annotations
 
 import datetime as _dt
+import re
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -44,7 +45,7 @@ NOW_SQL = (
 )
 T = TypeVar("T")
 
-_TRIGGER_VERSION = "v1"
+_TRIGGER_VERSION = "v2"
 #: device clock offsets (seconds) smaller than this are measurement noise and not corrected
 CLOCK_TOLERANCE = 2.0
 
@@ -218,40 +219,67 @@ def install_capture(db: peewee.Database, models: Sequence[type[SyncModel]]) -> N
                 "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?", (table,)
             ).fetchall()
         }
-        wanted = {f"replicator_{table}_{kind}_{_TRIGGER_VERSION}" for kind in ("ins", "upd", "del")}
+        wanted = {f"replicator_{table}_{kind}_{_TRIGGER_VERSION}" for kind in TRIGGER_KINDS}
+        for older in existing_triggers - wanted:
+            if re.fullmatch(rf"replicator_{re.escape(table)}_\w+_v\d+", older):
+                db.execute_sql(f'DROP TRIGGER "{older}"')  # an earlier replicator's
         if not wanted <= existing_triggers:  # leave a database that has them untouched
-            for sql in _trigger_sql(table):
+            for sql in _trigger_sql(table, rowid=_has_rowid(db, table)):
                 db.execute_sql(sql)
 
 
-def _trigger_sql(table: str) -> list[str]:
+def _has_rowid(db: peewee.Database, table: str) -> bool:
+    row = db.execute_sql(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+    ).fetchone()
+    return not (row and re.search(r"WITHOUT\s+ROWID\s*;?\s*$", row[0] or "", re.I))
+
+
+#: the triggers of one table: insert and update each come as a pair (see _trigger_sql)
+TRIGGER_KINDS = ("ins", "ins_clean", "upd", "upd_clean", "del")
+
+
+def _trigger_sql(table: str, *, rowid: bool = True) -> list[str]:
+    """The change-capture triggers of ``table``.
+
+    Inserts and updates each get two triggers, split on the row's ``isDirty``
+    after the app's write: a row already dirty (a new row takes the column's
+    ``DEFAULT 1``) is stamped without writing ``isDirty`` again, so SQLite
+    leaves the partial index of dirty rows alone; that halves what capture
+    costs an update. A row written clean (``isDirty`` = 0, e.g. a loaded
+    instance saved again) gets ``isDirty`` = 1 too.
+    """
     me = "(SELECT installation_id FROM replicator_device WHERE singleton = 1)"
+    # the row just written, found by its rowid (one seek) rather than through the id index
+    row = "rowid = NEW.rowid" if rowid else "id = NEW.id"
     gate = "(SELECT applying FROM replicator_control WHERE singleton = 1) = 0"
     name = f"replicator_{table}"
     v = _TRIGGER_VERSION
-    return [
-        f'DROP TRIGGER IF EXISTS "{name}_ins_{v}"',
-        f'DROP TRIGGER IF EXISTS "{name}_upd_{v}"',
-        f'DROP TRIGGER IF EXISTS "{name}_del_{v}"',
-        f"""CREATE TRIGGER "{name}_ins_{v}" AFTER INSERT ON "{table}" WHEN {gate}
-        BEGIN
-            UPDATE "{table}" SET "isDirty" = 1, "syncRev" = random(),
-                "createdOn" = COALESCE(NEW."createdOn", {NOW_SQL}),
-                "updatedOn" = {NOW_SQL}, "updatedBy" = {me}
-            WHERE id = NEW.id;
-            DELETE FROM replicator_tombstones
-            WHERE collection = '{table}' AND id = NEW.id AND pending = 1;
-        END""",
-        f"""CREATE TRIGGER "{name}_upd_{v}" AFTER UPDATE ON "{table}" WHEN {gate}
-        BEGIN
-            UPDATE "{table}" SET "isDirty" = 1, "syncRev" = random(),
-                "updatedOn" = {NOW_SQL}, "updatedBy" = {me}
-            WHERE id = NEW.id;
-        END""",
+    stamp = f'"syncRev" = random(), "updatedOn" = {NOW_SQL}, "updatedBy" = {me}'
+    created = f'"createdOn" = COALESCE(NEW."createdOn", {NOW_SQL})'
+    out = [f'DROP TRIGGER IF EXISTS "{name}_{kind}_{v}"' for kind in TRIGGER_KINDS]
+    for clean in (False, True):
+        when = f'{gate} AND NEW."isDirty" IS NOT 1' if clean else f'{gate} AND NEW."isDirty" = 1'
+        dirty = '"isDirty" = 1, ' if clean else ""
+        suffix = "_clean" if clean else ""
+        out += [
+            f"""CREATE TRIGGER "{name}_ins{suffix}_{v}" AFTER INSERT ON "{table}" WHEN {when}
+            BEGIN
+                UPDATE "{table}" SET {dirty}{created}, {stamp} WHERE {row};
+                DELETE FROM replicator_tombstones
+                WHERE collection = '{table}' AND id = NEW.id AND pending = 1;
+            END""",
+            f"""CREATE TRIGGER "{name}_upd{suffix}_{v}" AFTER UPDATE ON "{table}" WHEN {when}
+            BEGIN
+                UPDATE "{table}" SET {dirty}{stamp} WHERE {row};
+            END""",
+        ]
+    out.append(
         f"""CREATE TRIGGER "{name}_del_{v}" AFTER DELETE ON "{table}" WHEN {gate}
         BEGIN
             INSERT INTO replicator_tombstones (collection, id, deleted_on, deleted_by, pending)
             VALUES ('{table}', OLD.id, {NOW_SQL}, {me}, 1)
             ON CONFLICT (collection, id) DO NOTHING;
-        END""",
-    ]
+        END"""
+    )
+    return out

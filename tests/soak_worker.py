@@ -1,6 +1,6 @@
 """One device of the multi-process soak: an app thread writes while the device syncs.
 
-usage: python soak_worker.py DB REMOTE NAME SECONDS OUT_LOG
+usage: python soak_worker.py DB REMOTE NAME SECONDS OUT_LOG [RETENTION_SECONDS]
 
 The app thread commits, on its own connection, a note with a comment in one
 transaction, edits, and deletes (SQLite cascades the comments), as fast as it
@@ -12,6 +12,7 @@ the worker syncs until clean and writes ``{"done": syncs}``.
 
 from __future__ import annotations
 
+import datetime
 import json
 import random
 import sqlite3
@@ -29,10 +30,13 @@ from replicator.stores.embedded import EmbeddedRemote
 
 def main() -> None:
     db_path, remote_path, name, seconds, out = sys.argv[1:6]
+    kw = {}
+    if len(sys.argv) > 6:
+        kw["tombstone_retention"] = datetime.timedelta(seconds=float(sys.argv[6]))
     db = peewee.SqliteDatabase(
         db_path, pragmas={"foreign_keys": 1, "journal_mode": "wal"}, timeout=30
     )
-    device = Replicator(db, MODELS, EmbeddedRemote(remote_path), device_name=name)
+    device = Replicator(db, MODELS, EmbeddedRemote(remote_path), device_name=name, **kw)
     stop = threading.Event()
     log_file = open(out, "a")  # noqa: SIM115 - kept open for the whole run
 

@@ -164,3 +164,50 @@ def test_the_sync_columns_come_from_the_database_not_from_python(device):
         first = row.sync_rev
         row.save()  # a loaded instance saved whole writes back what it read
         assert Note.get_by_id(note.id).sync_rev != first  # and still counts as a change
+
+
+def test_triggers_of_an_earlier_version_are_replaced_not_doubled(device):
+    """A database whose triggers an earlier replicator made gets the current ones only."""
+    from replicator.model import TRIGGER_KINDS, _trigger_sql, install_capture
+
+    db = device.database
+    for sql in _trigger_sql("note"):
+        db.execute_sql(sql.replace("_v2", "_v1"))  # as an earlier release left them
+    install_capture(db, [Note])
+    names = {
+        r[0]
+        for r in db.execute_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'note'"
+        )
+    }
+    assert names == {f"replicator_note_{k}_v2" for k in TRIGGER_KINDS}
+    with device.bound():
+        note = Note.create(title="x")
+        note.delete_instance()
+    (tombs,) = db.execute_sql("SELECT COUNT(*) FROM replicator_tombstones").fetchone()
+    assert tombs == 1
+
+
+def test_a_without_rowid_table_is_captured(make_device):
+    import peewee
+
+    from replicator import SyncModel
+
+    class Tag(SyncModel):
+        label = peewee.TextField()
+
+        class Meta:
+            table_name = "tag"
+            without_rowid = True
+
+    a, b = make_device("a", models=[Tag]), make_device("b", models=[Tag])
+    with a.bound():
+        tag = Tag.create(label="one")
+        Tag.update(label="two").where(Tag.id == tag.id).execute()
+        assert Tag.get_by_id(tag.id).is_dirty
+    a.sync()
+    b.sync()
+    with b.bound():
+        assert Tag.get_by_id(tag.id).label == "two"
+    with a.bound():
+        assert not Tag.get_by_id(tag.id).is_dirty

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import peewee
+import pytest
 from conftest import assert_converged
 
 from replicator import EmbeddedRemote, Replicator
@@ -100,23 +101,27 @@ def check_converged(devices, remote, logs) -> int:
 KILLS = int(os.environ.get("REPLICATOR_KILL_ROUNDS", "8"))
 
 
-def test_a_device_killed_at_random_moments_loses_nothing(tmp_path):
-    """SIGKILL a syncing, writing device process at random moments, restart it, repeat."""
+@pytest.mark.parametrize("retention", [None, "0.05"], ids=["kept", "purged"])
+def test_a_device_killed_at_random_moments_loses_nothing(tmp_path, retention):
+    """SIGKILL a syncing, writing device process at random moments, restart it, repeat.
+    With a retention of 50 ms, tombstones are purged at every sync: the devices keep
+    recovering from behind the horizon, killed in the middle of it too."""
     import random
     import time
 
+    extra = [] if retention is None else [retention]
     remote = EmbeddedRemote(tmp_path / "remote.db")
     rng = random.Random(11)
     logs = [tmp_path / "victim.log", tmp_path / "peer.log"]
     peer = subprocess.Popen(
         [sys.executable, str(WORKER), str(tmp_path / "peer.db"), str(remote.path), "peer",
-         str(KILLS * 1.2 + 2), str(logs[1])],
+         str(KILLS * 1.2 + 2), str(logs[1]), *extra],
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     for _ in range(KILLS):
         victim = subprocess.Popen(
             [sys.executable, str(WORKER), str(tmp_path / "victim.db"), str(remote.path),
-             "victim", "60", str(logs[0])],
+             "victim", "60", str(logs[0]), *extra],
             stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         time.sleep(0.4 + rng.random())
@@ -124,5 +129,7 @@ def test_a_device_killed_at_random_moments_loses_nothing(tmp_path):
         victim.wait()
     _, err = peer.communicate(timeout=120)
     assert peer.returncode == 0, err
+    if retention is not None:
+        assert remote.horizons(), "nothing was purged: the recovery was not exercised"
     devices = _open(tmp_path, remote, ["victim", "peer"])
     assert check_converged(devices, remote, logs) > 10
