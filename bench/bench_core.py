@@ -7,7 +7,7 @@
 3. Download: a second device pulling those 10k rows vs a raw SELECT of the
    remote's documents plus executemany into a local table.
 
-usage: python bench/bench_core.py [--rows N] [--runs R]   (N: local-write rows, default 100000)
+usage: python bench/bench_core.py [--rows N] [--runs R] [--upload-rows U] [--download-rows D]
 """
 
 from __future__ import annotations
@@ -192,14 +192,162 @@ def sync_rows(directory: Path, parents: int, children_each: int) -> None:
     print(f"            {down_report.usage.reads} reads, {down_report.usage.writes} writes")
 
 
+class Item(SyncModel):
+    name = peewee.TextField()
+    body = peewee.TextField()
+    qty = peewee.IntegerField()
+
+    class Meta:
+        table_name = "item"
+
+
+ITEM_COLS = ["id", "name", "body", "qty", "createdOn", "updatedOn", "updatedBy"]
+
+
+def _filled(path: Path, remote: EmbeddedRemote, n: int) -> Replicator:
+    device = Replicator(peewee.SqliteDatabase(str(path)), [Item], remote, device_name=path.stem)
+    with device.bound(), device.database.atomic():
+        for batch in peewee.chunked(range(n), 200):
+            Item.insert_many(
+                [{"name": f"i{i}", "body": "b" * 100, "qty": i} for i in batch]
+            ).execute()
+    return device
+
+
+def sync_vs_raw(directory: Path, up_rows: int, down_rows: int, runs: int) -> None:
+    """The engine against the same data moved by hand, in the same run (order alternating):
+
+    * upload of ``up_rows`` dirty rows vs reading them, encoding each as JSON,
+      writing them into a copy of the remote's table in 499-row transactions,
+      and writing the base table and clearing ``isDirty`` locally;
+    * first download of ``down_rows`` rows vs paging the remote's documents,
+      decoding each and ``executemany`` into the synced table's columns.
+    """
+    ratios: dict[str, list[float]] = {"upload": [], "download": []}
+    source = EmbeddedRemote(directory / "down-remote.db")
+    _filled(directory / "down-src.db", source, down_rows).sync()
+
+    def raw_download(r: int) -> float:
+        dst = sqlite3.connect(directory / f"raw-down{r}.db", isolation_level=None)
+        dst.execute(
+            "CREATE TABLE item (id TEXT PRIMARY KEY, name TEXT, body TEXT, qty INTEGER,"
+            ' "createdOn" TEXT, "updatedOn" TEXT, "updatedBy" TEXT, "isDirty" INTEGER,'
+            ' "serverId" TEXT, "syncRev" INTEGER)'
+        )
+        start = time.perf_counter()
+        src = sqlite3.connect(directory / "down-remote.db")
+        cursor = 0
+        while page := src.execute(
+            "SELECT id, data, seq FROM docs WHERE collection = 'item' AND seq > ?"
+            " ORDER BY seq LIMIT 500",
+            (cursor,),
+        ).fetchall():
+            values = []
+            for doc_id, text, _ in page:
+                d = json.loads(text)
+                values.append((*[d.get(c) for c in ITEM_COLS[1:]], doc_id, 0, doc_id, 0))
+            dst.execute("BEGIN")
+            dst.executemany(
+                'INSERT INTO item (name, body, qty, "createdOn", "updatedOn", "updatedBy",'
+                ' id, "isDirty", "serverId", "syncRev") VALUES (?,?,?,?,?,?,?,?,?,?)',
+                values,
+            )
+            dst.execute("COMMIT")
+            cursor = page[-1][2]
+        src.close()
+        elapsed = time.perf_counter() - start
+        dst.close()
+        return elapsed
+
+    def engine_download(r: int) -> float:
+        device = Replicator(
+            peewee.SqliteDatabase(str(directory / f"down{r}.db")), [Item], source, device_name="b"
+        )
+        elapsed = timed(device.sync)
+        device.database.close()
+        return elapsed
+
+    def raw_upload(r: int) -> float:
+        device = _filled(
+            directory / f"raw-up{r}.db", EmbeddedRemote(directory / f"x{r}.db"), up_rows
+        )
+        db = device.database
+        remote = sqlite3.connect(directory / f"raw-up-remote{r}.db", isolation_level=None)
+        remote.execute(
+            "CREATE TABLE docs (collection TEXT, id TEXT, data TEXT, seq INTEGER UNIQUE,"
+            " PRIMARY KEY (collection, id))"
+        )
+        names = ", ".join(f'"{c}"' for c in ITEM_COLS)
+        start = time.perf_counter()
+        rows = db.execute_sql(f'SELECT {names} FROM item WHERE "isDirty" = 1').fetchall()
+        seq = 0
+        for at in range(0, len(rows), 499):
+            chunk = rows[at : at + 499]
+            docs = []
+            for row in chunk:
+                seq += 1
+                docs.append(
+                    ("item", row[0], json.dumps(dict(zip(ITEM_COLS, row, strict=True))), seq)
+                )
+            remote.execute("BEGIN IMMEDIATE")
+            remote.executemany("INSERT INTO docs VALUES (?, ?, ?, ?)", docs)
+            remote.execute("COMMIT")
+            with device.local.applying():
+                db.connection().executemany(
+                    "INSERT INTO replicator_base (collection, id, version, data) VALUES (?,?,?,?)",
+                    [(c, i, str(q), d) for c, i, d, q in docs],
+                )
+                db.connection().executemany(
+                    'UPDATE item SET "isDirty" = 0, "serverId" = id WHERE id = ?',
+                    [(row[0],) for row in chunk],
+                )
+        elapsed = time.perf_counter() - start
+        remote.close()
+        db.close()
+        return elapsed
+
+    def engine_upload(r: int) -> float:
+        device = _filled(
+            directory / f"up{r}.db", EmbeddedRemote(directory / f"up-remote{r}.db"), up_rows
+        )
+        elapsed = timed(device.sync)
+        device.database.close()
+        return elapsed
+
+    raw_download(-1), engine_download(-1)  # warm up
+    for r in range(runs):
+        pairs = {
+            "upload": (raw_upload, engine_upload),
+            "download": (raw_download, engine_download),
+        }
+        for name, (raw, engine) in pairs.items():
+            if r % 2:
+                e, w = engine(r), raw(r)
+            else:
+                w, e = raw(r), engine(r)
+            ratios[name].append(e / w)
+    print(f"sync vs the same work by hand, over {runs} runs (engine time / raw time)")
+    print(
+        f"  upload of {up_rows:,} rows    min {min(ratios['upload']):.2f}x"
+        f"  median {statistics.median(ratios['upload']):.2f}x"
+    )
+    print(
+        f"  download of {down_rows:,} rows min {min(ratios['download']):.2f}x"
+        f"  median {statistics.median(ratios['download']):.2f}x"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--parents", type=int, default=2_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--upload-rows", type=int, default=10_000)
+    parser.add_argument("--download-rows", type=int, default=100_000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         local_writes(Path(tmp), args.rows, args.runs)
+        sync_vs_raw(Path(tmp), args.upload_rows, args.download_rows, args.runs)
         sync_rows(Path(tmp), args.parents, 4)
 
 

@@ -1,0 +1,35 @@
+"""The benchmarks run: each one, at a tiny size, ends and prints its ratios.
+
+They measure nothing here (a 2-core CI machine is too noisy for that); this
+only keeps them from rotting between the runs the README's figures come from.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "expect"),
+    [
+        ("bench_core.py", ["--rows", "300", "--parents", "20", "--runs", "1",
+                           "--upload-rows", "300", "--download-rows", "300"], "download of 300"),
+        ("bench_scale.py", ["--small", "300", "--large", "600", "--runs", "1"], "bookkeeping"),
+    ],
+)  # fmt: skip
+def test_a_bench_runs_to_its_end(script, args, expect, tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert expect in result.stdout
