@@ -10,7 +10,9 @@ device downloads them; then, each timed over ``--runs`` runs (min and median):
 * idle with history: a small device that has deleted ``size`` rows long ago.
 
 The ratio large/small is what matters (goal <= 1.5: cost follows the changes).
-Also printed: the bookkeeping-to-data size ratio of a synced database (dbstat).
+Also printed: the bookkeeping-to-data size ratio of a synced database (dbstat:
+replicator's tables and indexes over the synced table), and the share of the
+synced table its ``syncVersion`` column takes.
 
 usage: python bench/bench_scale.py [--small N] [--large N] [--runs R]
 """
@@ -86,6 +88,7 @@ def measure(size: int, runs: int, tmp: Path) -> dict[str, list[float]]:
     h.sync()
     out["idle, deletes kept"] = [_timed(h.sync) for _ in range(runs)]
     out["bookkeeping/data"] = [_bookkeeping(a.database)]
+    out["version column/data"] = [_version_column(a.database)]
     for device in (a, b, h):
         device.database.close()
     return out
@@ -97,6 +100,15 @@ def _bookkeeping(db: peewee.SqliteDatabase) -> float:
     ours = sum(v for k, v in sizes.items() if k.startswith(("replicator_", "DownloadedTracker"))
                or "replicator" in k)  # fmt: skip
     return ours / data
+
+
+def _version_column(db: peewee.SqliteDatabase) -> float:
+    """The share of the user table the remote versions (``syncVersion``) take."""
+    (size,) = db.execute_sql(
+        "SELECT SUM(pgsize) FROM dbstat WHERE name = 'item' OR name LIKE 'sqlite_autoindex_item%'"
+    ).fetchone()
+    (versions,) = db.execute_sql('SELECT SUM(LENGTH("syncVersion") + 1) FROM item').fetchone()
+    return float(versions or 0) / size
 
 
 def main() -> None:
@@ -113,7 +125,7 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"{'sync':<22} {args.small:>9,} rows {args.large:>11,} rows   ratio (median; min)")
     for name in small:
-        if name == "bookkeeping/data":
+        if name.endswith("/data"):
             continue
         s, big = small[name], large[name]
         print(
@@ -122,7 +134,8 @@ def main() -> None:
         )
     print(
         f"bookkeeping / user data on a synced database: {small['bookkeeping/data'][0]:.0%}"
-        f" ({args.small:,} rows), {large['bookkeeping/data'][0]:.0%} ({args.large:,} rows)"
+        f" ({args.small:,} rows), {large['bookkeeping/data'][0]:.0%} ({args.large:,} rows);"
+        f" the syncVersion column within the user table: {large['version column/data'][0]:.0%}"
     )
 
 

@@ -269,6 +269,7 @@ def _mark_engine_edit(
     ctx: SyncContext, model: type[peewee.Model], doc_id: str, values: Mapping[str, Any]
 ) -> None:
     """Write ``values`` as a change of this device's, to be uploaded (the engine decided it)."""
+    ctx.local.keep_base(collection_name(model), remote_columns(model), [doc_id])
     sets = "".join(f', "{c}" = ?' for c in values)
     ctx.db.execute_sql(
         f'UPDATE "{collection_name(model)}" SET "isDirty" = 1, "syncRev" = ?,'
@@ -301,7 +302,7 @@ def _remote_delete(ctx: SyncContext, model: type[peewee.Model], doc: RemoteDoc, 
         return
     # RESTRICT: the row stays, and goes up live again over the tombstone it has seen
     _mark_engine_edit(ctx, model, doc.id, {})
-    ctx.local.set_base(coll, doc.id, doc.version, doc.data)
+    _agree(ctx, model, doc)
     local = {c: row[c] for c in remote_columns(model)}
     child_model, child_id = blockers[0]
     ctx.resolved(
@@ -349,7 +350,7 @@ def apply_remote(
         ctx.counts.bump(ctx.counts.downloaded, coll)
     else:
         _resolve(ctx, model, doc, values, row)
-    ctx.local.set_base(coll, doc.id, doc.version, doc.data)
+    _agree(ctx, model, doc)
     if cleared:
         _mark_engine_edit(ctx, model, doc.id, {})
         names = ", ".join(fk.column_name for fk in cleared)
@@ -363,6 +364,18 @@ def apply_remote(
             [values[fk.column_name] for fk in cleared],
             f"{names} named a row deleted here",
         )
+
+
+def _agree(ctx: SyncContext, model: type[peewee.Model], doc: RemoteDoc) -> None:
+    """The row now stands over remote version ``doc.version``: record it. A row left dirty
+    (a conflict kept or merged) keeps the document as the base of its next merge."""
+    coll = collection_name(model)
+    ctx.local.set_versions(coll, [(doc.id, doc.version)])
+    row = ctx.db.execute_sql(f'SELECT "isDirty" FROM "{coll}" WHERE id = ?', (doc.id,)).fetchone()
+    if row is not None and row[0]:
+        ctx.local.set_base(coll, doc.id, doc.version, doc.data)
+    else:
+        ctx.local.drop_base(coll, doc.id)
 
 
 def _ensure_parents(
@@ -659,18 +672,19 @@ def _flush(
     conn = ctx.db.connection()
     inserts = [p for p in pending if not p[2]]
     updates = [p for p in pending if p[2]]
+    # clean or new rows only (the caller's bulk path): they keep no base, just the version
     if inserts:
-        names = ", ".join(f'"{c}"' for c in ["id", *cols, "isDirty", "serverId", "syncRev"])
-        marks = ", ".join("?" * (len(cols) + 4))
+        local = ["isDirty", "serverId", "syncRev", "syncVersion"]
+        names = ", ".join(f'"{c}"' for c in ["id", *cols, *local])
+        marks = ", ".join("?" * (len(cols) + 5))
         conn.executemany(
             f'INSERT INTO "{coll}" ({names}) VALUES ({marks})',
-            [(d.id, *[v[c] for c in cols], 0, d.id, 0) for d, v, _ in inserts],
+            [(d.id, *[v[c] for c in cols], 0, d.id, 0, d.version) for d, v, _ in inserts],
         )
     if updates:
-        sets = ", ".join(f'"{c}" = ?' for c in [*cols, "isDirty", "serverId"])
+        sets = ", ".join(f'"{c}" = ?' for c in [*cols, "isDirty", "serverId", "syncVersion"])
         conn.executemany(
             f'UPDATE "{coll}" SET {sets} WHERE id = ?',
-            [(*[v[c] for c in cols], 0, d.id, d.id) for d, v, _ in updates],
+            [(*[v[c] for c in cols], 0, d.id, d.version, d.id) for d, v, _ in updates],
         )
-    ctx.local.set_bases(coll, [(d.id, d.version, d.data) for d, _, _ in pending])
     ctx.counts.bump(ctx.counts.downloaded, coll, len(pending))

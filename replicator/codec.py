@@ -30,8 +30,14 @@ def _encode_default(value: Any) -> Any:
 
 
 def _decode_hook(obj: dict[str, Any]) -> Any:
-    if len(obj) == 1 and "$bytes" in obj:
-        return base64.b64decode(obj["$bytes"])
+    if len(obj) == 1:
+        if "$bytes" in obj:
+            return base64.b64decode(obj["$bytes"])
+        # the forms SQL writes a row's pre-image in (model.preimage_json)
+        if "$real" in obj and isinstance(obj["$real"], str):
+            return float(obj["$real"])
+        if "$hex" in obj and isinstance(obj["$hex"], str):
+            return bytes.fromhex(obj["$hex"])
     return obj
 
 

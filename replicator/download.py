@@ -12,7 +12,8 @@
 
 A collection whose cursor is below the store's tombstone horizon (this device
 was offline longer than the retention) is downloaded again from the start and
-reconciled (``retention.py``).
+reconciled (``retention.py``); one whose model gained columns in an app
+upgrade is downloaded again to fill them (``upgrade.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .context import SyncContext
 from .model import collection_name
 from .retention import reconcile, stale
 from .stores.base import Compactable
+from .upgrade import fill_columns
 
 
 def download(ctx: SyncContext, *, catch_up_only: bool = False) -> bool:
@@ -33,24 +35,26 @@ def download(ctx: SyncContext, *, catch_up_only: bool = False) -> bool:
     latest = None
     if not catch_up_only:
         latest = ctx.remote.uploads_after(ctx.local.seen_position, exclude=ctx.me)
-        if latest is None:
+        if latest is None and not ctx.local.any_recovery():
             settle(ctx)  # documents set aside are retried even when nothing is new
             return False
     horizons = ctx.remote.horizons() if isinstance(ctx.remote, Compactable) else {}
     for model in ctx.models:
         coll = collection_name(model)
         cursor = ctx.local.tracker(coll)
-        recovering = ctx.local.recovering(coll)
-        if not recovering and stale(cursor, horizons.get(coll)):
+        again = ctx.local.recovery(coll)
+        if stale(cursor, horizons.get(coll)) and not (again and again[0]):
             ctx.local.start_recovery(coll)
-            cursor, recovering = None, True
+            cursor, again = None, ctx.local.recovery(coll)
         done = 0
         while True:
             page = ctx.remote.pull(coll, cursor, ctx.page_size, catch_up=done == 0)
+            docs = [ctx.incoming(model, d) for d in page.docs]
             with ctx.local.applying():
-                if recovering:
-                    ctx.local.note_seen(coll, [d.id for d in page.docs])
-                apply_page(ctx, model, [ctx.incoming(model, d) for d in page.docs])
+                if again is not None:
+                    ctx.local.note_seen(coll, [d.id for d in docs])
+                    fill_columns(ctx, model, docs, again[1])
+                apply_page(ctx, model, docs)
                 if page.cursor is not None and page.cursor != cursor:
                     ctx.local.set_tracker(coll, page.cursor)
             stuck = page.cursor == cursor and done > 0
@@ -59,11 +63,13 @@ def download(ctx: SyncContext, *, catch_up_only: bool = False) -> bool:
             ctx.progress("download", coll, done)
             if not page.more or stuck:  # a store that cannot move past a document
                 break
-        if recovering:
+        if again is not None:
             with ctx.local.applying():
-                reconcile(ctx, model)
+                if again[0]:
+                    reconcile(ctx, model)
                 ctx.local.end_recovery(coll)
-            ctx.recovered.append(coll)
+            if again[0]:
+                ctx.recovered.append(coll)
     settle(ctx)
     if latest is not None:
         ctx.local.set_device(seen_position=latest)

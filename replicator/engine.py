@@ -34,6 +34,7 @@ from .context import SyncContext
 from .download import download
 from .errors import (
     ConfigurationError,
+    LocalDatabaseError,
     PreconditionFailed,
     RemoteError,
     SnapshotError,
@@ -140,6 +141,8 @@ class Replicator:
             install_capture(self.database, self.models)  # type: ignore[arg-type]
             native = bool(getattr(self.remote, "native_types", False))
             adopt_new_columns(self.local, self.models, native=native)
+            for model in self.models:  # a database of the earlier layout moves to this one
+                self.local.trim_bases(collection_name(model))
 
     def bound(self) -> Any:
         """Context manager binding the models to this database (several databases, one process)."""
@@ -179,6 +182,8 @@ class Replicator:
                 store.set_deadline(time.monotonic() + timeout)
             try:
                 return self._sync()
+            except peewee.DatabaseError as exc:
+                raise _local_error(exc) from exc
             finally:
                 if store is not None:
                     store.set_deadline(None)
@@ -411,6 +416,20 @@ class Replicator:
     ) -> None:
         if self.on_progress is not None:
             self.on_progress(Progress(phase, collection, done, total))
+
+
+def _local_error(exc: peewee.DatabaseError) -> LocalDatabaseError:
+    text = str(exc)
+    busy = "locked" in text or "busy" in text
+    hint = (
+        "another connection kept the database locked; sync again (a longer"
+        " SqliteDatabase(timeout=...) waits longer)"
+        if busy
+        else "check the disk and the database file (PRAGMA integrity_check)"
+    )
+    return LocalDatabaseError(
+        f"the local database refused the sync: {text}", retryable=busy, hint=hint
+    )
 
 
 def _highest_generation(remote: RemoteStore) -> int:

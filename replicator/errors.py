@@ -67,6 +67,16 @@ class SchemaError(ReplicatorError):
     default_hint = "create the tables with database.create_tables(models) or migrate them"
 
 
+class LocalDatabaseError(ReplicatorError):
+    """SQLite refused the sync's work on the local database: busy (another writer held
+    it for longer than the connection's ``timeout``; ``retryable``), full, or damaged.
+    Whatever the sync had committed stays; the rest was rolled back."""
+
+    def __init__(self, message: str, *, retryable: bool, **kw: object) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.retryable = retryable
+
+
 class RemoteError(ReplicatorError):
     """The remote store failed or returned something unusable."""
 

@@ -10,9 +10,13 @@
 * ``replicator_tombstones``: deleted rows. ``pending = 1`` until the delete is
   uploaded; kept afterwards so a late change to a deleted row is recognised
   (deletes win) and an orphaned child is recognised as such.
-* ``replicator_base``: per row, the remote version and data this device last
-  agreed on: the precondition of the next upload and the common ancestor of a
-  three-way merge.
+* ``replicator_base``: per **dirty** row that the remote held, the remote
+  version and data this device last agreed on: the common ancestor of a
+  three-way merge and what an update's changed columns are measured against.
+  The triggers save it when a clean row is first changed (its values then are
+  the remote's); it goes when the row is synced. A clean row keeps only the
+  version, in its own ``syncVersion`` column, so the bookkeeping of a synced
+  database is a few bytes per row, not a copy of it.
 * ``replicator_schema``: the columns of each synced table as this device last
   synced them, so that a column an app upgrade adds is noticed (see
   ``adopt_new_columns``).
@@ -107,7 +111,9 @@ _SCHEMA = [
     " ON replicator_tombstones (deleted_on) WHERE pending = 0",
     """CREATE TABLE IF NOT EXISTS replicator_recovery (
         collection TEXT PRIMARY KEY,
-        started_on TEXT NOT NULL
+        started_on TEXT NOT NULL,
+        reconcile INTEGER NOT NULL DEFAULT 1,
+        fill TEXT
     )""",
     """CREATE TABLE IF NOT EXISTS replicator_seen (
         collection TEXT NOT NULL,
@@ -329,19 +335,39 @@ class LocalState:
 
     # -- recovery after purged tombstones ----------------------------------------------
 
-    def recovering(self, collection: str) -> bool:
-        row = self.db.execute_sql(
-            "SELECT 1 FROM replicator_recovery WHERE collection = ?", (collection,)
-        ).fetchone()
-        return row is not None
+    def any_recovery(self) -> bool:
+        return (
+            self.db.execute_sql("SELECT 1 FROM replicator_recovery LIMIT 1").fetchone() is not None
+        )
 
-    def start_recovery(self, collection: str) -> None:
-        """Download ``collection`` again from its start, noting every id seen."""
-        with self.db.atomic():
+    def recovering(self, collection: str) -> bool:
+        return self.recovery(collection) is not None
+
+    def recovery(self, collection: str) -> tuple[bool, list[str]] | None:
+        """``(reconcile, columns to fill)`` of a download from the start under way, or None."""
+        row = self.db.execute_sql(
+            "SELECT reconcile, fill FROM replicator_recovery WHERE collection = ?", (collection,)
+        ).fetchone()
+        if row is None:
+            return None
+        return bool(row[0]), (decode_json(row[1]) if row[1] else [])
+
+    def start_recovery(
+        self, collection: str, *, reconcile: bool = True, fill: list[str] | None = None
+    ) -> None:
+        """Download ``collection`` again from its start: to ``reconcile`` (noting every id
+        seen, then dropping the rows the remote no longer holds) and/or to ``fill``
+        columns an app upgrade added from the documents. Joins one under way."""
+        with self.db.atomic(lock_type="IMMEDIATE"):  # read, then write: lock first
+            held = self.recovery(collection)
+            if held is not None:
+                reconcile = reconcile or held[0]
+                fill = sorted({*(fill or []), *held[1]})
             self.db.execute_sql(
-                f"INSERT OR IGNORE INTO replicator_recovery (collection, started_on)"
-                f" VALUES (?, {NOW_SQL})",
-                (collection,),
+                "INSERT INTO replicator_recovery (collection, started_on, reconcile, fill)"
+                f" VALUES (?, {NOW_SQL}, ?, ?) ON CONFLICT (collection) DO UPDATE SET"
+                " reconcile = excluded.reconcile, fill = excluded.fill",
+                (collection, int(reconcile), encode_json(fill) if fill else None),  # type: ignore[arg-type]
             )
             self.db.execute_sql("DELETE FROM replicator_seen WHERE collection = ?", (collection,))
             self.set_tracker(collection, None)
@@ -415,14 +441,61 @@ class LocalState:
         )
 
     def versions_for(self, collection: str, ids: list[str]) -> dict[str, str]:
-        """id → base version, for the ids that have one."""
-        return dict(
-            self._in(
-                "SELECT id, version FROM replicator_base WHERE collection = ? AND id IN ({})",
-                collection,
-                ids,
-            )
+        """id → the remote version each row last agreed with, for the rows that have one."""
+        sql = f'SELECT id, "syncVersion" FROM "{collection}" WHERE id IN ({{}})'
+        rows = select_in(self.db.execute_sql, sql, ids)
+        return {i: v for i, v in rows if v is not None}
+
+    def set_versions(self, collection: str, entries: list[tuple[str, str | None]]) -> None:
+        """Record (id, version) as the remote version each row now agrees with."""
+        self.db.connection().executemany(
+            f'UPDATE "{collection}" SET "syncVersion" = ? WHERE id = ?',
+            [(v, i) for i, v in entries],
         )
+
+    def keep_base(self, collection: str, columns: list[str], ids: list[str]) -> None:
+        """Save the merge base of rows about to be changed by the engine itself (its
+        writes are not captured): what the triggers save for an app's first change."""
+        from .model import preimage_json
+
+        self.db.connection().executemany(
+            "INSERT OR IGNORE INTO replicator_base (collection, id, version, data)"
+            f' SELECT ?, id, "syncVersion", {preimage_json(columns)} FROM "{collection}"'
+            ' WHERE id = ? AND "isDirty" = 0 AND "syncVersion" IS NOT NULL',
+            [(collection, i) for i in ids],
+        )
+
+    def still_dirty(self, collection: str, ids: list[str]) -> list[str]:
+        sql = f'SELECT id FROM "{collection}" WHERE "isDirty" = 1 AND id IN ({{}})'
+        return [r[0] for r in select_in(self.db.execute_sql, sql, ids)]
+
+    def drop_bases(self, collection: str, ids: list[str]) -> None:
+        self.db.connection().executemany(
+            "DELETE FROM replicator_base WHERE collection = ? AND id = ?",
+            [(collection, i) for i in ids],
+        )
+
+    def trim_bases(self, collection: str) -> int:
+        """Move a database of the earlier layout (a base for every synced row) to this one:
+        each row's version into its ``syncVersion``, and bases kept only for dirty rows.
+        Costs what ``replicator_base`` holds (the dirty rows, once moved). Runs its own
+        ``applying()`` transaction when there is something to move."""
+        conn = self.db.connection()
+        moved = conn.execute(
+            f'SELECT b.id, b.version FROM replicator_base b JOIN "{collection}" t ON t.id = b.id'
+            ' WHERE b.collection = ? AND t."syncVersion" IS NULL',
+            (collection,),
+        ).fetchall()
+        stale = conn.execute(
+            f'SELECT b.id FROM replicator_base b LEFT JOIN "{collection}" t ON t.id = b.id'
+            ' WHERE b.collection = ? AND (t.id IS NULL OR t."isDirty" = 0)',
+            (collection,),
+        ).fetchall()
+        if moved or stale:  # else nothing is written: opening a database leaves it as it is
+            with self.applying():
+                self.set_versions(collection, [(i, v) for i, v in moved])
+                self.drop_bases(collection, [r[0] for r in stale])
+        return len(stale)
 
     def tombstones_for(self, collection: str, ids: list[str]) -> dict[str, bool]:
         """id → pending, for the ids known deleted."""

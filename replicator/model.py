@@ -21,6 +21,7 @@ The triggers assume SQLite's default ``recursive_triggers = OFF``.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import re
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -31,7 +32,7 @@ import peewee
 from .errors import SchemaError
 
 #: columns that describe local sync state and never travel to the remote
-LOCAL_COLUMNS = frozenset({"isDirty", "serverId", "syncRev"})
+LOCAL_COLUMNS = frozenset({"isDirty", "serverId", "syncRev", "syncVersion"})
 #: sync columns every SyncModel table holds
 SYNC_COLUMNS = ("isDirty", "serverId", "syncRev", "createdOn", "updatedOn", "updatedBy")
 
@@ -81,6 +82,8 @@ class SyncModel(peewee.Model):
         column_name="isDirty", constraints=[peewee.SQL("DEFAULT 1")]
     )
     sync_rev = peewee.IntegerField(column_name="syncRev", constraints=[peewee.SQL("DEFAULT 0")])
+    # the remote version this row last agreed with (None: never confirmed remotely)
+    sync_version = peewee.CharField(column_name="syncVersion", null=True, max_length=64)
     created_on = peewee.DateTimeField(column_name="createdOn", null=True)
     updated_on = peewee.DateTimeField(column_name="updatedOn", null=True)
     updated_by = peewee.CharField(column_name="updatedBy", null=True, max_length=64)
@@ -219,12 +222,12 @@ def install_capture(db: peewee.Database, models: Sequence[type[SyncModel]]) -> N
                 "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?", (table,)
             ).fetchall()
         }
-        wanted = {f"replicator_{table}_{kind}_{_TRIGGER_VERSION}" for kind in TRIGGER_KINDS}
+        wanted = set(trigger_names(table, remote_columns(model)))
         for older in existing_triggers - wanted:
-            if re.fullmatch(rf"replicator_{re.escape(table)}_\w+_v\d+", older):
+            if re.fullmatch(rf"replicator_{re.escape(table)}_\w+_v\d+(_[0-9a-f]+)?", older):
                 db.execute_sql(f'DROP TRIGGER "{older}"')  # an earlier replicator's
         if not wanted <= existing_triggers:  # leave a database that has them untouched
-            for sql in _trigger_sql(table, rowid=_has_rowid(db, table)):
+            for sql in _trigger_sql(table, remote_columns(model), rowid=_has_rowid(db, table)):
                 db.execute_sql(sql)
 
 
@@ -235,11 +238,40 @@ def _has_rowid(db: peewee.Database, table: str) -> bool:
     return not (row and re.search(r"WITHOUT\s+ROWID\s*;?\s*$", row[0] or "", re.I))
 
 
-#: the triggers of one table: insert and update each come as a pair (see _trigger_sql)
-TRIGGER_KINDS = ("ins", "ins_clean", "upd", "upd_clean", "del")
+#: the triggers of one table: insert and update each come as a pair (see _trigger_sql),
+#: and ``base`` keeps the merge base of a clean row when it is first changed
+TRIGGER_KINDS = ("ins", "ins_clean", "upd", "upd_clean", "del", "base")
 
 
-def _trigger_sql(table: str, *, rowid: bool = True) -> list[str]:
+def trigger_names(table: str, cols: Sequence[str]) -> list[str]:
+    """The triggers' names; they name the columns they watch and copy (a hash), so an app
+    upgrade that changes those replaces them."""
+    digest = hashlib.sha256(",".join(cols).encode()).hexdigest()[:8]
+    return [f"replicator_{table}_{kind}_{_TRIGGER_VERSION}_{digest}" for kind in TRIGGER_KINDS]
+
+
+#: the columns the triggers write themselves (an update of only these is not captured)
+_STAMPED = ("isDirty", "syncRev", "createdOn", "updatedOn", "updatedBy", "serverId", "syncVersion")
+
+
+def _json_value(ref: str) -> str:
+    """SQL giving a column value as a JSON value that decodes to exactly that value:
+    reals as text (``%!.20e`` round-trips every double; JSON's own rendering keeps 15
+    digits), blobs as hex (JSON has no bytes)."""
+    return (
+        f"CASE typeof({ref}) WHEN 'real' THEN json_object('$real', printf('%!.20e', {ref}))"
+        f" WHEN 'blob' THEN json_object('$hex', hex({ref})) ELSE {ref} END"
+    )
+
+
+def preimage_json(cols: Sequence[str], prefix: str = "") -> str:
+    """SQL building the JSON object of a row's remote columns (``prefix``: ``OLD.`` in a
+    trigger), in the form ``replicator_base.data`` holds."""
+    pairs = ", ".join(f"'{c}', " + _json_value(prefix + '"' + c + '"') for c in cols)
+    return f"json_object({pairs})"
+
+
+def _trigger_sql(table: str, cols: Sequence[str] = ("id",), *, rowid: bool = True) -> list[str]:
     """The change-capture triggers of ``table``.
 
     Inserts and updates each get two triggers, split on the row's ``isDirty``
@@ -247,39 +279,57 @@ def _trigger_sql(table: str, *, rowid: bool = True) -> list[str]:
     ``DEFAULT 1``) is stamped without writing ``isDirty`` again, so SQLite
     leaves the partial index of dirty rows alone; that halves what capture
     costs an update. A row written clean (``isDirty`` = 0, e.g. a loaded
-    instance saved again) gets ``isDirty`` = 1 too.
+    instance saved again) gets ``isDirty`` = 1 too. The first change of a
+    synced, clean row saves its values as they stand remotely (``base``):
+    the three-way merge's common ancestor, kept only while the row is dirty.
+
+    Update triggers watch the row's data columns only (``UPDATE OF``): the
+    stamp a trigger writes (``isDirty``, ``syncRev``, ``updatedOn``,
+    ``updatedBy``, ``createdOn``) fires no other trigger (with
+    ``recursive_triggers`` off SQLite only keeps a trigger from firing itself),
+    so a write costs one stamp, not two; a write that touches nothing but
+    those columns is not a change of the row's data and is not captured.
     """
     me = "(SELECT installation_id FROM replicator_device WHERE singleton = 1)"
     # the row just written, found by its rowid (one seek) rather than through the id index
     row = "rowid = NEW.rowid" if rowid else "id = NEW.id"
     gate = "(SELECT applying FROM replicator_control WHERE singleton = 1) = 0"
-    name = f"replicator_{table}"
-    v = _TRIGGER_VERSION
+    names = dict(zip(TRIGGER_KINDS, trigger_names(table, cols), strict=True))
     stamp = f'"syncRev" = random(), "updatedOn" = {NOW_SQL}, "updatedBy" = {me}'
     created = f'"createdOn" = COALESCE(NEW."createdOn", {NOW_SQL})'
-    out = [f'DROP TRIGGER IF EXISTS "{name}_{kind}_{v}"' for kind in TRIGGER_KINDS]
+    watched = ", ".join(f'"{c}"' for c in cols if c not in _STAMPED) or '"id"'
+    out = [f'DROP TRIGGER IF EXISTS "{name}"' for name in names.values()]
     for clean in (False, True):
         when = f'{gate} AND NEW."isDirty" IS NOT 1' if clean else f'{gate} AND NEW."isDirty" = 1'
         dirty = '"isDirty" = 1, ' if clean else ""
         suffix = "_clean" if clean else ""
         out += [
-            f"""CREATE TRIGGER "{name}_ins{suffix}_{v}" AFTER INSERT ON "{table}" WHEN {when}
+            f"""CREATE TRIGGER "{names["ins" + suffix]}" AFTER INSERT ON "{table}" WHEN {when}
             BEGIN
                 UPDATE "{table}" SET {dirty}{created}, {stamp} WHERE {row};
                 DELETE FROM replicator_tombstones
                 WHERE collection = '{table}' AND id = NEW.id AND pending = 1;
             END""",
-            f"""CREATE TRIGGER "{name}_upd{suffix}_{v}" AFTER UPDATE ON "{table}" WHEN {when}
+            f"""CREATE TRIGGER "{names["upd" + suffix]}" AFTER UPDATE OF {watched} ON "{table}"
+            WHEN {when}
             BEGIN
                 UPDATE "{table}" SET {dirty}{stamp} WHERE {row};
             END""",
         ]
     out.append(
-        f"""CREATE TRIGGER "{name}_del_{v}" AFTER DELETE ON "{table}" WHEN {gate}
+        f"""CREATE TRIGGER "{names["del"]}" AFTER DELETE ON "{table}" WHEN {gate}
         BEGIN
             INSERT INTO replicator_tombstones (collection, id, deleted_on, deleted_by, pending)
             VALUES ('{table}', OLD.id, {NOW_SQL}, {me}, 1)
             ON CONFLICT (collection, id) DO NOTHING;
+        END"""
+    )
+    out.append(
+        f"""CREATE TRIGGER "{names["base"]}" AFTER UPDATE OF {watched} ON "{table}"
+        WHEN {gate} AND OLD."isDirty" = 0 AND OLD."syncVersion" IS NOT NULL
+        BEGIN
+            INSERT OR IGNORE INTO replicator_base (collection, id, version, data)
+            VALUES ('{table}', OLD.id, OLD."syncVersion", {preimage_json(cols, "OLD.")});
         END"""
     )
     return out

@@ -122,7 +122,9 @@ def reconcile(ctx: SyncContext, model: type[peewee.Model]) -> None:
         # edited here since (or still needed by a RESTRICT child): it goes up as new
         if not dirty:
             _mark_engine_edit(ctx, model, doc_id, {})
-        ctx.db.execute_sql(f'UPDATE "{coll}" SET "serverId" = NULL WHERE id = ?', (doc_id,))
+        ctx.db.execute_sql(
+            f'UPDATE "{coll}" SET "serverId" = NULL, "syncVersion" = NULL WHERE id = ?', (doc_id,)
+        )
         ctx.local.drop_base(coll, doc_id)
         ctx.local.forget_sent(coll, [doc_id])
         local = {c: row[c] for c in remote_columns(model)}

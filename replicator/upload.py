@@ -91,7 +91,8 @@ def _pending_rows(ctx: SyncContext, model: type[peewee.Model], page: int) -> Ite
     after = ""
     while True:
         rows = ctx.db.execute_sql(
-            f'SELECT {names}, "syncRev" FROM "{coll}" INDEXED BY "replicator_{coll}_dirty_ids"'
+            f'SELECT {names}, "syncVersion", "syncRev" FROM "{coll}"'
+            f' INDEXED BY "replicator_{coll}_dirty_ids"'
             ' WHERE "isDirty" = 1 AND id > ? ORDER BY id LIMIT ?',
             (after, page),
         ).fetchall()
@@ -127,7 +128,7 @@ def _outgoing_rows(
     bases = ctx.local.bases_for(coll, [r[0] for r in rows])
     needed: dict[type[peewee.Model], set[str]] = defaultdict(set)
     for row in rows:
-        data = dict(zip(cols, row[:-1], strict=True))
+        data = dict(zip(cols, row[:-2], strict=True))
         for col, parent in fks:
             if data[col] is not None:
                 needed[parent].add(data[col])
@@ -137,8 +138,8 @@ def _outgoing_rows(
     if self_refs:
         rows = parents_first(rows, lambda r: r[id_at], lambda r: [r[i] for i in self_refs])
     for row in rows:
-        data = dict(zip(cols, row[:-1], strict=True))
-        doc_id = data["id"]
+        data = dict(zip(cols, row[:-2], strict=True))
+        doc_id, version = data["id"], row[-2]
         waiting = next(
             (
                 f"{collection_name(parent)}/{data[col]}"
@@ -155,15 +156,18 @@ def _outgoing_rows(
             continue
         if shift is not None and data.get("updatedOn"):
             data["updatedOn"] = shift_time(data["updatedOn"], shift)
-        base = bases.get(doc_id)
-        sent = data if base is None else _changed(model, data, base[1])
+        # a row the remote holds goes up over the version it last agreed with; only the
+        # columns changed since are sent when its merge base is known (else all of them)
+        base = bases.get(doc_id) if version is not None else None
+        base_data = base[1] if base is not None and base[0] == version else None
+        sent = data if base_data is None else _changed(model, data, base_data)
         try:
             full = ctx.outgoing(model, data)
         except UnsupportedValueError as exc:  # a value the store cannot hold
             error = UnsupportedValueError(exc.column, exc.reason, coll, doc_id)
             yield RowError(coll, doc_id, error)
             continue
-        write = Write(coll, doc_id, full, base_version=None if base is None else base[0])
+        write = Write(coll, doc_id, full, base_version=version)
         if limit:
             size = measure(write)
             if size > limit:
@@ -171,7 +175,7 @@ def _outgoing_rows(
                 continue
         write = attrs.evolve(write, data={k: v for k, v in full.items() if k in sent})
         batch_ids.add((coll, doc_id))
-        yield Outgoing(write, row[-1], data, sent, {} if base is None else base[1])
+        yield Outgoing(write, row[-1], data, sent, base_data or {})
 
 
 def _deletes(ctx: SyncContext, model: type[peewee.Model], page: int) -> Iterator[Outgoing]:
@@ -286,10 +290,7 @@ def _mark_synced(ctx: SyncContext, batch: list[Outgoing], result: PushResult) ->
                     "UPDATE replicator_tombstones SET pending = 0 WHERE collection = ? AND id = ?",
                     [(coll, i) for i in deletes],
                 )
-                conn.executemany(
-                    "DELETE FROM replicator_base WHERE collection = ? AND id = ?",
-                    [(coll, i) for i in deletes],
-                )
+                ctx.local.drop_bases(coll, deletes)
                 ctx.counts.bump(ctx.counts.uploaded_deletes, coll, len(deletes))
             if rows:
                 # updatedOn as it stands remotely (corrected for this device's clock)
@@ -298,9 +299,19 @@ def _mark_synced(ctx: SyncContext, batch: list[Outgoing], result: PushResult) ->
                     ' WHERE id = ? AND "syncRev" = ?',
                     [(o.row.get("updatedOn"), o.write.id, o.rev) for o in rows],
                 )
+                ids = [o.write.id for o in rows]
+                ctx.local.set_versions(coll, [(i, result.versions[(coll, i)]) for i in ids])
+                # a row written again while in flight stays dirty: what was just sent is
+                # its new merge base; the others keep no base
+                again = set(ctx.local.still_dirty(coll, ids))
+                ctx.local.drop_bases(coll, [i for i in ids if i not in again])
                 ctx.local.set_bases(
                     coll,
-                    [(o.write.id, result.versions[o.write.key], {**o.base, **o.row}) for o in rows],
+                    [
+                        (o.write.id, result.versions[o.write.key], {**o.base, **o.row})
+                        for o in rows
+                        if o.write.id in again
+                    ],
                 )
                 ctx.local.forget_sent(coll, [o.write.id for o in rows])
                 ctx.counts.bump(ctx.counts.uploaded, coll, len(rows))
@@ -324,5 +335,6 @@ def _refresh(ctx: SyncContext, keys: list[tuple[str, str]]) -> None:
                 if doc is None:
                     # our base names a document the remote no longer has: create it afresh
                     ctx.local.drop_base(coll, doc_id)
+                    ctx.local.set_versions(coll, [(doc_id, None)])
                 else:
                     apply_remote(ctx, model, ctx.incoming(model, doc))

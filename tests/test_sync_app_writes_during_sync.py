@@ -165,3 +165,24 @@ def _device_record(iid: str) -> Any:
     from replicator import DeviceRecord
 
     return DeviceRecord(installation_id=iid)
+
+
+def test_a_database_locked_by_another_writer_is_a_retryable_error(tmp_path, remote):
+    """No raw sqlite error escapes sync(): a lock held past the timeout is retryable."""
+    from replicator import LocalDatabaseError
+    from replicator.demo import MODELS, Note
+
+    db = peewee.SqliteDatabase(str(tmp_path / "locked.db"), timeout=0.2)
+    device = Replicator(db, MODELS, remote, device_name="locked")
+    with device.bound():
+        Note.create(title="waits")
+    other = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(LocalDatabaseError) as info:
+            device.sync()
+        assert info.value.retryable and "locked" in str(info.value)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert device.sync().uploaded == {"note": 1}  # nothing was lost

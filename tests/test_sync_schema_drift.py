@@ -65,11 +65,12 @@ def test_an_upgraded_device_takes_the_new_column_values_and_never_uploads_the_de
     old.database.close()
     # the app is upgraded: the same database file, now with the v2 model
     upgraded = make_device("old", models=[NoteV2])
-    with upgraded.bound():
-        assert NoteV2.get_by_id(note.id).color == "red"  # adopted from what the remote holds
+    with upgraded.bound():  # edited before the first sync after the upgrade
         NoteV2.update(title="edited after the upgrade").where(NoteV2.id == note.id).execute()
-    report = upgraded.sync()
-    assert not report.conflicts
+    report = upgraded.sync()  # downloads the collection again to fill the new column
+    assert not report.conflicts and not report.recovered
+    with upgraded.bound():
+        assert NoteV2.get_by_id(note.id).color == "red"  # what the remote holds
     doc = remote.all_docs("note")[note.id]
     assert (doc.data["title"], doc.data["color"]) == ("edited after the upgrade", "red")
     new.sync()
