@@ -92,25 +92,33 @@ def fetch_row(ctx: SyncContext, model: type[peewee.Model], doc_id: str) -> dict[
     return dict(zip([d[0] for d in cursor.description], row, strict=True))
 
 
+def _data_fields(model: type[peewee.Model]) -> list[tuple[str, peewee.Field]]:
+    """(column, field) of the model's remote columns but ``id`` (kept on the model class:
+    decoding runs for every downloaded document)."""
+    plan: list[tuple[str, peewee.Field]] | None = model.__dict__.get("_replicator_data_fields")
+    if plan is None:
+        plan = [
+            (f.column_name, f)
+            for f in model._meta.sorted_fields
+            if f.column_name not in LOCAL_COLUMNS and f.column_name != "id"
+        ]
+        model._replicator_data_fields = plan  # type: ignore[attr-defined]
+    return plan
+
+
 def decode_doc(model: type[peewee.Model], doc: RemoteDoc) -> dict[str, Any]:
     """The doc's values for this model's remote columns, checked and defaulted."""
-    coll = doc.collection
+    coll, doc_id, data = doc.collection, doc.id, doc.data
     if doc.problem is not None:
-        raise RemoteDataError(coll, doc.id, doc.problem)
-    check_id(coll, doc.id)
-    out: dict[str, Any] = {}
-    for field in model._meta.sorted_fields:
-        col = field.column_name
-        if col in LOCAL_COLUMNS:
-            continue
-        if col == "id":
-            out[col] = doc.id
-            continue
-        if col in doc.data:
-            out[col] = check_value(coll, doc.id, field, doc.data[col])
+        raise RemoteDataError(coll, doc_id, doc.problem)
+    check_id(coll, doc_id)
+    out: dict[str, Any] = {"id": doc_id}
+    for col, field in _data_fields(model):
+        if col in data:
+            out[col] = check_value(coll, doc_id, field, data[col])
         else:
             # written by an app version that did not have this column yet
-            out[col] = check_value(coll, doc.id, field, missing_value(field))
+            out[col] = check_value(coll, doc_id, field, missing_value(field))
     return out
 
 
@@ -560,8 +568,7 @@ def apply_page(ctx: SyncContext, model: type[peewee.Model], docs: list[RemoteDoc
         chunk = docs[start:]
         ids = [d.id for d in chunk]
         tombs = ctx.local.tombstones_for(coll, ids)
-        held = ctx.local.versions_for(coll, ids)
-        dirty = _row_states(ctx, coll, ids)
+        dirty, held = _row_states(ctx, coll, ids)
         parents = {
             fk: _existing(
                 ctx,
@@ -655,10 +662,19 @@ def _existing(ctx: SyncContext, table: str, ids: list[str]) -> set[str]:
     return {r[0] for r in rows}
 
 
-def _row_states(ctx: SyncContext, table: str, ids: list[str]) -> dict[str, bool]:
-    """id → isDirty for the rows of ``ids`` that exist locally."""
-    sql = f'SELECT id, "isDirty" FROM "{table}" WHERE id IN ({{}})'
-    return {r[0]: bool(r[1]) for r in select_in(ctx.db.execute_sql, sql, ids)}
+def _row_states(
+    ctx: SyncContext, table: str, ids: list[str]
+) -> tuple[dict[str, bool], dict[str, str]]:
+    """For the rows of ``ids`` that exist locally: id → isDirty, and id → the remote
+    version each agrees with (one query)."""
+    sql = f'SELECT id, "isDirty", "syncVersion" FROM "{table}" WHERE id IN ({{}})'
+    dirty: dict[str, bool] = {}
+    held: dict[str, str] = {}
+    for doc_id, is_dirty, version in select_in(ctx.db.execute_sql, sql, ids):
+        dirty[doc_id] = bool(is_dirty)
+        if version is not None:
+            held[doc_id] = version
+    return dirty, held
 
 
 def _flush(

@@ -295,22 +295,34 @@ def _mark_synced(ctx: SyncContext, batch: list[Outgoing], result: PushResult) ->
             if rows:
                 # updatedOn as it stands remotely (corrected for this device's clock)
                 conn.executemany(
-                    f'UPDATE "{coll}" SET "isDirty" = 0, "serverId" = id, "updatedOn" = ?'
-                    ' WHERE id = ? AND "syncRev" = ?',
-                    [(o.row.get("updatedOn"), o.write.id, o.rev) for o in rows],
+                    f'UPDATE "{coll}" SET "isDirty" = 0, "serverId" = id, "updatedOn" = ?,'
+                    ' "syncVersion" = ? WHERE id = ? AND "syncRev" = ?',
+                    [
+                        (o.row.get("updatedOn"), result.versions[o.write.key], o.write.id, o.rev)
+                        for o in rows
+                    ],
                 )
-                ids = [o.write.id for o in rows]
-                ctx.local.set_versions(coll, [(i, result.versions[(coll, i)]) for i in ids])
-                # a row written again while in flight stays dirty: what was just sent is
-                # its new merge base; the others keep no base
-                again = set(ctx.local.still_dirty(coll, ids))
-                ctx.local.drop_bases(coll, [i for i in ids if i not in again])
+                # a row written again while in flight stays dirty: it now stands over the
+                # new version, and what was just sent is its merge base; the others keep
+                # no base (a create never had one)
+                again = set(ctx.local.still_dirty(coll, [o.write.id for o in rows]))
+                ctx.local.drop_bases(
+                    coll,
+                    [
+                        o.write.id
+                        for o in rows
+                        if o.write.base_version is not None and o.write.id not in again
+                    ],
+                )
+                moved = [o for o in rows if o.write.id in again]
+                ctx.local.set_versions(
+                    coll, [(o.write.id, result.versions[o.write.key]) for o in moved]
+                )
                 ctx.local.set_bases(
                     coll,
                     [
                         (o.write.id, result.versions[o.write.key], {**o.base, **o.row})
-                        for o in rows
-                        if o.write.id in again
+                        for o in moved
                     ],
                 )
                 ctx.local.forget_sent(coll, [o.write.id for o in rows])

@@ -146,7 +146,7 @@ class EmbeddedRemote:
         doc_id, text, deleted, seq = row
         problem = None
         try:
-            data = decode_json(text)
+            data = decode_json(text, strict_document=True)
         except (ValueError, TypeError, RecursionError) as exc:
             data, problem = {}, f"not valid JSON ({exc})"
         if not isinstance(data, dict):
