@@ -361,6 +361,9 @@ def apply_remote(
     _agree(ctx, model, doc)
     if cleared:
         _mark_engine_edit(ctx, model, doc.id, {})
+        # the row was written with the keys already cleared: its merge base is the
+        # document, so the cleared keys count as this device's change and go up
+        ctx.local.set_base(coll, doc.id, doc.version, doc.data)
         names = ", ".join(fk.column_name for fk in cleared)
         _key_cleared(
             ctx,

@@ -155,7 +155,7 @@ def snapshot_rows(device: Replicator, models: Any = None) -> dict[str, list[tupl
         cols = [
             f.column_name
             for f in model._meta.sorted_fields
-            if f.column_name not in ("isDirty", "serverId", "syncRev")
+            if f.column_name not in ("isDirty", "serverId", "syncRev", "syncVersion")
         ]
         names = ", ".join(f'"{c}"' for c in cols)
         out[table] = device.database.execute_sql(

@@ -107,6 +107,27 @@ def test_set_null_keeps_the_child_everywhere_with_its_concurrent_edit(make_devic
     assert not doc.deleted and doc.data["owner_id"] is None
 
 
+def test_set_null_reaches_the_remote_when_the_child_arrives_after_the_delete(make_device, remote):
+    """The child is downloaded by the device that deleted its parent: the key it clears
+    while applying the document is its own change, and goes up (found by the
+    convergence property of app writes)."""
+    a, b = _pair(make_device)
+    with a.bound():
+        owner = Owner.create(name="o")
+    a.sync()
+    b.sync()
+    with a.bound():
+        owner.delete_instance()  # offline on a
+    with b.bound():
+        item = Item.create(owner=owner.id, text="made on b")
+    b.sync()
+    report = a.sync()  # downloads the item, clears its key, uploads that
+    assert [(c.outcome, c.id) for c in report.conflicts] == [("set-null", item.id)]
+    assert remote.all_docs("item")[item.id].data["owner_id"] is None
+    b.sync()
+    _same(a, b)
+
+
 def test_set_null_for_a_child_created_offline_under_a_parent_deleted_elsewhere(make_device, remote):
     a, b = _pair(make_device)
     with a.bound():
