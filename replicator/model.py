@@ -46,7 +46,7 @@ NOW_SQL = (
 )
 T = TypeVar("T")
 
-_TRIGGER_VERSION = "v2"
+_TRIGGER_VERSION = "v3"
 #: device clock offsets (seconds) smaller than this are measurement noise and not corrected
 CLOCK_TOLERANCE = 2.0
 
@@ -297,6 +297,8 @@ def _trigger_sql(table: str, cols: Sequence[str] = ("id",), *, rowid: bool = Tru
     names = dict(zip(TRIGGER_KINDS, trigger_names(table, cols), strict=True))
     stamp = f'"syncRev" = random(), "updatedOn" = {NOW_SQL}, "updatedBy" = {me}'
     created = f'"createdOn" = COALESCE(NEW."createdOn", {NOW_SQL})'
+    # the version is the engine's: a stale instance saved again cannot set it back
+    keep_version = '"syncVersion" = OLD."syncVersion"'
     watched = ", ".join(f'"{c}"' for c in cols if c not in _STAMPED) or '"id"'
     out = [f'DROP TRIGGER IF EXISTS "{name}"' for name in names.values()]
     for clean in (False, True):
@@ -313,7 +315,7 @@ def _trigger_sql(table: str, cols: Sequence[str] = ("id",), *, rowid: bool = Tru
             f"""CREATE TRIGGER "{names["upd" + suffix]}" AFTER UPDATE OF {watched} ON "{table}"
             WHEN {when}
             BEGIN
-                UPDATE "{table}" SET {dirty}{stamp} WHERE {row};
+                UPDATE "{table}" SET {dirty}{stamp}, {keep_version} WHERE {row};
             END""",
         ]
     out.append(

@@ -129,3 +129,21 @@ def test_a_database_of_the_earlier_layout_moves_to_this_one(make_device, remote)
     with a.bound():
         merged = Note.get_by_id(notes[0].id)
     assert (merged.title, merged.body) == ("b edit", "a edit")  # a three-way merge still
+
+
+def test_a_stale_instance_saved_again_does_not_set_the_version_back(make_device, remote):
+    a = make_device("a", conflict_strategy=FieldMerge())
+    with a.bound():
+        note = Note.create(title="t")
+    a.sync()
+    with a.bound():
+        stale = Note.get_by_id(note.id)  # loaded at the first version
+        Note.update(body="b").where(Note.id == note.id).execute()
+    a.sync()
+    version = _versions(a)[note.id]
+    with a.bound():
+        stale.title = "t2"
+        stale.save()  # writes every field it loaded, syncVersion included
+    assert _versions(a)[note.id] == version
+    report = a.sync()
+    assert report.conflicts == () and report.uploaded == {"note": 1}

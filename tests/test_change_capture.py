@@ -172,7 +172,7 @@ def test_triggers_of_an_earlier_version_are_replaced_not_doubled(device):
 
     db = device.database
     for sql in _trigger_sql("note", ["id", "title"]):  # as an earlier release left them
-        db.execute_sql(sql.replace("_v2", "_v1"))
+        db.execute_sql(sql.replace("_v3", "_v1"))
     install_capture(db, [Note])
     names = {
         r[0]
