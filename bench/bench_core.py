@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 
 import peewee
+from bench_scale import Item  # the same synced table as the scale bench
 
 from replicator import EmbeddedRemote, Replicator, SyncModel
 
@@ -190,15 +191,6 @@ def sync_rows(directory: Path, parents: int, children_each: int) -> None:
         f"  ratio {eng_down / raw_down:.2f}x"
     )
     print(f"            {down_report.usage.reads} reads, {down_report.usage.writes} writes")
-
-
-class Item(SyncModel):
-    name = peewee.TextField()
-    body = peewee.TextField()
-    qty = peewee.IntegerField()
-
-    class Meta:
-        table_name = "item"
 
 
 ITEM_COLS = ["id", "name", "body", "qty", "createdOn", "updatedOn", "updatedBy"]
