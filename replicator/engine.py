@@ -217,8 +217,11 @@ class Replicator:
             self._register(ctx)
             registered = True
         purged: dict[str, int] = {}
-        with contextlib.suppress(RemoteError):  # maintenance: retried at the next sync
+        purge_error: RemoteError | None = None
+        try:
             purged = maintain(ctx, self.tombstone_retention)
+        except RemoteError as exc:  # maintenance only: the data is synced; retried next sync
+            purge_error = exc
         snapshot = snapshot_error = None
         if self.blobs is not None:
             self.local.count_changes(ctx.counts.total())
@@ -246,6 +249,7 @@ class Replicator:
             snapshot_error=snapshot_error,
             recovered=tuple(ctx.recovered),
             purged=purged,
+            purge_error=purge_error,
         )
 
     def _register(self, ctx: SyncContext) -> None:

@@ -107,6 +107,8 @@ class SyncReport:
     recovered: tuple[str, ...] = ()
     #: remote tombstones this sync purged, per collection
     purged: Mapping[str, int] = attrs.field(factory=dict)
+    #: why purging old tombstones failed (the sync itself succeeded; retried next sync)
+    purge_error: Exception | None = None
 
     @property
     def total_downloaded(self) -> int:
@@ -143,6 +145,8 @@ class SyncReport:
             )
         if self.purged:
             parts.append(f"purged old tombstones {_fmt(self.purged)}")
+        if self.purge_error is not None:
+            parts.append(f"old tombstones not purged: {type(self.purge_error).__name__}")
         parts.append(f"{self.usage.reads} reads, {self.usage.writes} writes")
         if self.restored:
             parts.insert(0, f"restored snapshot {self.restored}")

@@ -219,3 +219,20 @@ def test_replicator_compact_purges_for_an_operator(make_device, remote, tmp_path
     assert_converged([a, c])
     neither = runner.invoke(main, ["compact"])
     assert neither.exit_code != 0 and "exactly one remote" in neither.output
+
+
+def test_a_failed_purge_is_reported_and_tried_again(make_device, remote):
+    faulty = FaultyRemote(remote)
+    a = make_device("a", store=faulty, tombstone_retention=SHORT)
+    with a.bound():
+        note = Note.create(title="x")
+    a.sync()
+    with a.bound():
+        note.delete_instance()
+    a.sync()
+    time.sleep(1.2)
+    faulty.fail("purge_tombstones")
+    report = a.sync()
+    assert isinstance(report.purge_error, OfflineError) and report.purged == {}
+    assert "not purged" in report.summary()
+    assert a.sync().purged == {"note": 1}  # the next sync tries again
