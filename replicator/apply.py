@@ -297,7 +297,7 @@ def _remote_delete(ctx: SyncContext, model: type[peewee.Model], doc: RemoteDoc, 
             by_model.setdefault(child_model, []).append(child_id)
         for child_model, ids in by_model.items():
             child_coll = collection_name(child_model)
-            held = ctx.local.versions_for(child_coll, ids)
+            _, held = ctx.local.row_states(child_coll, ids)
             for child_id, child_doc in ctx.remote.get(child_coll, ids).items():
                 if held.get(child_id) != child_doc.version:
                     apply_remote(
@@ -571,7 +571,7 @@ def apply_page(ctx: SyncContext, model: type[peewee.Model], docs: list[RemoteDoc
         chunk = docs[start:]
         ids = [d.id for d in chunk]
         tombs = ctx.local.tombstones_for(coll, ids)
-        dirty, held = _row_states(ctx, coll, ids)
+        dirty, held = ctx.local.row_states(coll, ids)
         parents = {
             fk: _existing(
                 ctx,
@@ -663,21 +663,6 @@ def _existing(ctx: SyncContext, table: str, ids: list[str]) -> set[str]:
     """The ids of ``ids`` that exist in ``table``."""
     rows = select_in(ctx.db.execute_sql, f'SELECT id FROM "{table}" WHERE id IN ({{}})', ids)
     return {r[0] for r in rows}
-
-
-def _row_states(
-    ctx: SyncContext, table: str, ids: list[str]
-) -> tuple[dict[str, bool], dict[str, str]]:
-    """For the rows of ``ids`` that exist locally: id → isDirty, and id → the remote
-    version each agrees with (one query)."""
-    sql = f'SELECT id, "isDirty", "syncVersion" FROM "{table}" WHERE id IN ({{}})'
-    dirty: dict[str, bool] = {}
-    held: dict[str, str] = {}
-    for doc_id, is_dirty, version in select_in(ctx.db.execute_sql, sql, ids):
-        dirty[doc_id] = bool(is_dirty)
-        if version is not None:
-            held[doc_id] = version
-    return dirty, held
 
 
 def _flush(

@@ -46,7 +46,7 @@ import peewee
 
 from .codec import decode_json, encode_json
 from .errors import ConfigurationError
-from .model import NOW_SQL, new_id
+from .model import NOW_SQL, new_id, preimage_json
 from .sql import select_in
 
 _SCHEMA = [
@@ -340,9 +340,6 @@ class LocalState:
             self.db.execute_sql("SELECT 1 FROM replicator_recovery LIMIT 1").fetchone() is not None
         )
 
-    def recovering(self, collection: str) -> bool:
-        return self.recovery(collection) is not None
-
     def recovery(self, collection: str) -> tuple[bool, list[str]] | None:
         """``(reconcile, columns to fill)`` of a download from the start under way, or None."""
         row = self.db.execute_sql(
@@ -440,11 +437,17 @@ class LocalState:
             [(collection, i, v, encode_json(d)) for i, v, d in entries],
         )
 
-    def versions_for(self, collection: str, ids: list[str]) -> dict[str, str]:
-        """id → the remote version each row last agreed with, for the rows that have one."""
-        sql = f'SELECT id, "syncVersion" FROM "{collection}" WHERE id IN ({{}})'
-        rows = select_in(self.db.execute_sql, sql, ids)
-        return {i: v for i, v in rows if v is not None}
+    def row_states(self, collection: str, ids: list[str]) -> tuple[dict[str, bool], dict[str, str]]:
+        """For the rows of ``ids`` that exist locally: id → isDirty, and id → the remote
+        version each agrees with (one query)."""
+        sql = f'SELECT id, "isDirty", "syncVersion" FROM "{collection}" WHERE id IN ({{}})'
+        dirty: dict[str, bool] = {}
+        held: dict[str, str] = {}
+        for doc_id, is_dirty, version in select_in(self.db.execute_sql, sql, ids):
+            dirty[doc_id] = bool(is_dirty)
+            if version is not None:
+                held[doc_id] = version
+        return dirty, held
 
     def set_versions(self, collection: str, entries: list[tuple[str, str | None]]) -> None:
         """Record (id, version) as the remote version each row now agrees with."""
@@ -456,8 +459,6 @@ class LocalState:
     def keep_base(self, collection: str, columns: list[str], ids: list[str]) -> None:
         """Save the merge base of rows about to be changed by the engine itself (its
         writes are not captured): what the triggers save for an app's first change."""
-        from .model import preimage_json
-
         self.db.connection().executemany(
             "INSERT OR IGNORE INTO replicator_base (collection, id, version, data)"
             f' SELECT ?, id, "syncVersion", {preimage_json(columns)} FROM "{collection}"'
@@ -594,6 +595,4 @@ class LocalState:
         return out
 
     def drop_base(self, collection: str, doc_id: str) -> None:
-        self.db.execute_sql(
-            "DELETE FROM replicator_base WHERE collection = ? AND id = ?", (collection, doc_id)
-        )
+        self.drop_bases(collection, [doc_id])

@@ -250,8 +250,9 @@ def trigger_names(table: str, cols: Sequence[str]) -> list[str]:
     return [f"replicator_{table}_{kind}_{_TRIGGER_VERSION}_{digest}" for kind in TRIGGER_KINDS]
 
 
-#: the columns the triggers write themselves (an update of only these is not captured)
-_STAMPED = ("isDirty", "syncRev", "createdOn", "updatedOn", "updatedBy", "serverId", "syncVersion")
+#: the remote columns the triggers stamp themselves: the update triggers watch the others
+#: (the local columns are never among the watched: they do not travel)
+_STAMPED = ("createdOn", "updatedOn", "updatedBy")
 
 
 def _json_value(ref: str) -> str:
@@ -271,7 +272,7 @@ def preimage_json(cols: Sequence[str], prefix: str = "") -> str:
     return f"json_object({pairs})"
 
 
-def _trigger_sql(table: str, cols: Sequence[str] = ("id",), *, rowid: bool = True) -> list[str]:
+def _trigger_sql(table: str, cols: Sequence[str], *, rowid: bool = True) -> list[str]:
     """The change-capture triggers of ``table``.
 
     Inserts and updates each get two triggers, split on the row's ``isDirty``

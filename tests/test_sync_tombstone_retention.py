@@ -119,13 +119,13 @@ def test_a_recovery_cut_short_resumes_where_it_stopped(make_device, remote):
     faulty.hooks["pull"] = cut
     with pytest.raises(OfflineError):
         c.sync()
-    assert c.local.recovering("note")
+    assert c.local.recovery("note") is not None
     faulty.hooks.clear()
     report = c.sync()
     assert "note" in report.recovered
     assert _note(c, notes[3].id) is None
     assert _note(c, notes[1].id).body == "edited on c"
-    assert not c.local.recovering("note") and not c.local.recovering("comment")
+    assert c.local.recovery("note") is None and c.local.recovery("comment") is None
     (seen,) = c.database.execute_sql("SELECT COUNT(*) FROM replicator_seen").fetchone()
     assert seen == 0
     assert_converged([a, c])
