@@ -58,7 +58,7 @@ from .snapshot import (
     resolve_key,
     temp_beside,
 )
-from .stores.base import BlobStore, Deadlined, RemoteStore
+from .stores.base import BlobStore, Deadlined, RemoteStore, Sessions
 from .strategies.conflict import LastWriterWins
 from .strategies.snapshot import BigBrother, SnapshotDecision
 from .upgrade import adopt_new_columns
@@ -177,7 +177,11 @@ class Replicator:
         if timeout is not None and timeout <= 0:
             raise ConfigurationError(f"timeout must be positive, got {timeout}")
         store = self.remote if timeout is not None and isinstance(self.remote, Deadlined) else None
-        with self._lock:
+        # one connection (or channel) for the whole sync, where the store can keep one
+        session = (
+            self.remote.session() if isinstance(self.remote, Sessions) else contextlib.nullcontext()
+        )
+        with self._lock, session:
             if store is not None and timeout is not None:
                 store.set_deadline(time.monotonic() + timeout)
             try:

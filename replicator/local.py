@@ -541,16 +541,21 @@ class LocalState:
 
     # -- what the last upload sent ------------------------------------------------------
 
-    def record_sent(self, entries: list[tuple[str, str, Mapping[str, Any]]]) -> None:
-        """Remember ``(collection, id, values)`` of writes about to be pushed.
+    def record_sent(self, entries: list[tuple[str, str, Mapping[str, Any]]]) -> tuple[int, int]:
+        """Remember ``(collection, id, values)`` of writes about to be pushed; return the
+        span of journal rowids they took (for :meth:`forget_sends`).
 
         Every unacknowledged send of a row is kept (a retry after a lost
         acknowledgement may send newer values than the batch that committed).
         """
+        top = "SELECT COALESCE(max(rowid), 0) FROM replicator_sent"
+        (first,) = self.db.execute_sql(top).fetchone()
         self.db.connection().executemany(
             "INSERT OR IGNORE INTO replicator_sent (collection, id, sent) VALUES (?, ?, ?)",
             [(c, i, encode_json(v)) for c, i, v in entries],
         )
+        (last,) = self.db.execute_sql(top).fetchone()
+        return first + 1, last
 
     def sent_values(self, collection: str, doc_id: str) -> list[dict[str, Any]]:
         """The values of each unacknowledged send of a row, oldest first."""
@@ -565,6 +570,19 @@ class LocalState:
             "DELETE FROM replicator_sent WHERE collection = ? AND id = ?",
             [(collection, i) for i in ids],
         )
+
+    def forget_sends(self, span: tuple[int, int], acked: Mapping[str, list[str]]) -> None:
+        """Forget every send of the rows ``acked`` (collection → ids), whose latest send took
+        the journal rowids ``span``: one range delete when the journal holds nothing older
+        (the usual case: no acknowledgement was lost), else row by row."""
+        older = self.db.execute_sql(
+            "SELECT 1 FROM replicator_sent WHERE rowid < ? LIMIT 1", (span[0],)
+        ).fetchone()
+        if older is None:
+            self.db.execute_sql("DELETE FROM replicator_sent WHERE rowid BETWEEN ? AND ?", span)
+            return
+        for coll, ids in acked.items():
+            self.forget_sent(coll, ids)
 
     # -- remote documents set aside -------------------------------------------------------
 

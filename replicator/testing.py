@@ -56,9 +56,12 @@ class FaultyRemote:
         exc = error or OfflineError(f"injected failure of {method}")
         self._faults.setdefault(method, []).append((after, exc))
 
+    #: what the store offers that is not a call to the remote: passed through, not counted
+    PLUMBING = frozenset({"session", "close", "set_deadline"})
+
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.inner, name)
-        if not callable(attr) or name.startswith("_"):
+        if not callable(attr) or name.startswith("_") or name in self.PLUMBING:
             return attr
 
         def call(*args: Any, **kwargs: Any) -> Any:

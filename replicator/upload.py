@@ -17,8 +17,10 @@ After the commit a row is marked clean, and gets its ``serverId``, only if its
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -167,13 +169,14 @@ def _outgoing_rows(
             error = UnsupportedValueError(exc.column, exc.reason, coll, doc_id)
             yield RowError(coll, doc_id, error)
             continue
-        write = Write(coll, doc_id, full, base_version=version)
         if limit:
-            size = measure(write)
+            size = measure(Write(coll, doc_id, full, base_version=version))
             if size > limit:
                 yield RowError(coll, doc_id, DocumentTooLargeError(coll, doc_id, size, limit))
                 continue
-        write = attrs.evolve(write, data={k: v for k, v in full.items() if k in sent})
+        if sent is not data:
+            full = {k: v for k, v in full.items() if k in sent}
+        write = Write(coll, doc_id, full, base_version=version)
         batch_ids.add((coll, doc_id))
         yield Outgoing(write, row[-1], data, sent, base_data or {})
 
@@ -214,11 +217,12 @@ def upload(ctx: SyncContext) -> PushResult | None:
         waiting: dict[tuple[str, str], RowError] = {}
         pushed = 0
         try:
-            for batch in _batches(ctx, per_batch, waiting):
-                last = _push(ctx, batch)
-                pushed += len(batch)
-                done += len(batch)
-                ctx.progress("upload", None, done, max(total, done))
+            with _Commits(ctx) as commits:
+                for batch in _batches(ctx, per_batch, waiting):
+                    last = _push(ctx, batch, commits)
+                    pushed += len(batch)
+                    done += len(batch)
+                    commits.after_commit(functools.partial(_told, ctx, done, total))
         except PreconditionFailed as exc:
             rounds += 1
             if rounds >= MAX_CONFLICT_ROUNDS:
@@ -259,23 +263,80 @@ def _batches(
         yield batch
 
 
-def _push(ctx: SyncContext, batch: list[Outgoing]) -> PushResult:
-    with ctx.db.atomic():
-        ctx.local.record_sent(
+def _told(ctx: SyncContext, done: int, total: int) -> None:
+    ctx.progress("upload", None, done, max(total, done))
+
+
+class _Commits:
+    """The upload's local transactions, one write to disk per batch rather than two.
+
+    What a batch needs before its push (the sent journal) must be committed
+    before the push; marking the batch synced after it may wait. So the mark of
+    one batch stays open while the next batch is read and its journal written,
+    and both commit together: a crash in between loses the mark, which the
+    journal, committed before that batch's push, recovers like any lost
+    acknowledgement. Progress is told after the commit, so an app acting on it
+    never waits for a lock the upload holds.
+    """
+
+    def __init__(self, ctx: SyncContext) -> None:
+        self.ctx = ctx
+        self.open: Any = None
+        self.told: list[Callable[[], None]] = []
+
+    def __enter__(self) -> _Commits:
+        return self
+
+    def __exit__(self, kind: object, *exc: object) -> None:
+        if kind is None:
+            self.commit()
+            return
+        # keep what the open transaction marked; the error on its way out is the news
+        with contextlib.suppress(Exception):
+            self.commit()
+
+    def begin(self) -> None:
+        if self.open is None:
+            self.open = self.ctx.db.atomic(lock_type="IMMEDIATE")
+            self.open.__enter__()
+
+    def commit(self) -> None:
+        txn, self.open = self.open, None
+        if txn is not None:
+            txn.__exit__(None, None, None)  # peewee rolls back and raises if COMMIT fails
+        told, self.told = self.told, []
+        for tell in told:
+            tell()
+
+    def after_commit(self, tell: Callable[[], None]) -> None:
+        if self.open is None:
+            tell()
+        else:
+            self.told.append(tell)
+
+
+def _push(ctx: SyncContext, batch: list[Outgoing], commits: _Commits) -> PushResult:
+    commits.begin()
+    with ctx.db.atomic():  # a savepoint: a failed journal write leaves the open mark whole
+        span = ctx.local.record_sent(
             [(o.write.collection, o.write.id, o.sent) for o in batch if o.sent is not None]
         )
+    commits.commit()
     before = ctx.clock()
     try:
         result = ctx.remote.push([o.write for o in batch], ctx.device_record())
     except PreconditionFailed as exc:
         exc.batch_keys = [o.write.key for o in batch]  # type: ignore[attr-defined]
         raise
+    commits.begin()
     ctx.measured_clock(before, result.server_time)
-    _mark_synced(ctx, batch, result)
+    _mark_synced(ctx, batch, result, span)
     return result
 
 
-def _mark_synced(ctx: SyncContext, batch: list[Outgoing], result: PushResult) -> None:
+def _mark_synced(
+    ctx: SyncContext, batch: list[Outgoing], result: PushResult, span: tuple[int, int]
+) -> None:
     """Mark each pushed row clean, only if it is unchanged since it was read."""
     conn = ctx.db.connection()
     by_coll: dict[str, list[Outgoing]] = defaultdict(list)
@@ -325,8 +386,14 @@ def _mark_synced(ctx: SyncContext, batch: list[Outgoing], result: PushResult) ->
                         for o in moved
                     ],
                 )
-                ctx.local.forget_sent(coll, [o.write.id for o in rows])
                 ctx.counts.bump(ctx.counts.uploaded, coll, len(rows))
+        ctx.local.forget_sends(
+            span,
+            {
+                coll: [o.write.id for o in items if not o.write.deleted]
+                for coll, items in by_coll.items()
+            },
+        )
         ctx.local.set_device(last_upload=result.position, registered=1)
 
 

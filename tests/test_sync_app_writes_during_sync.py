@@ -186,3 +186,37 @@ def test_a_database_locked_by_another_writer_is_a_retryable_error(tmp_path, remo
         other.execute("ROLLBACK")
         other.close()
     assert device.sync().uploaded == {"note": 1}  # nothing was lost
+
+
+def test_an_app_writing_from_its_progress_callback_never_waits_for_the_upload(tmp_path):
+    """The upload keeps a transaction open across batches (one commit a batch); progress
+    is told only after it commits, so an app that writes from another connection when
+    told (a UI thread saving what it shows) is never blocked by the sync it watches."""
+    remote = EmbeddedRemote(tmp_path / "remote.db")
+    path = tmp_path / "a.db"
+    told: list[str] = []
+
+    def write_from_elsewhere(progress: Any) -> None:
+        if progress.phase != "upload":
+            return
+        other = sqlite3.connect(path, timeout=0.5, isolation_level=None)
+        try:
+            other.execute("INSERT INTO note (id, title, body) VALUES (?, 'told', '')",
+                          (str(uuid.uuid4()),))  # fmt: skip
+            told.append("written")
+        except sqlite3.OperationalError as exc:
+            told.append(str(exc))
+        finally:
+            other.close()
+
+    a = _device(path, remote, "a")
+    with a.bound(), a.database.atomic():
+        for i in range(1_200):  # three batches
+            Note.create(title=f"n{i}")
+    a.on_progress = write_from_elsewhere
+    a.sync()
+    assert told and set(told) == {"written"}, told
+    a.on_progress = None
+    a.sync()
+    assert a.dirty_counts()["note"] == 0
+    assert len(remote.all_docs("note")) == 1_200 + len(told)

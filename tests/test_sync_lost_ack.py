@@ -49,3 +49,5 @@ def test_lost_ack_then_local_edit_uploads_the_edit(make_device, remote):
     a.sync()
     assert remote.all_docs("note")[note.id].data["title"] == "v2"
     assert a.dirty_counts() == {"note": 0, "comment": 0}
+    # every send of the row is forgotten once one is acknowledged, the lost one included
+    assert a.database.execute_sql("SELECT count(*) FROM replicator_sent").fetchone() == (0,)

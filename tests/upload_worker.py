@@ -1,10 +1,12 @@
 """A device with a backlog of dirty rows uploads it, for the streaming-upload tests.
 
-usage: python upload_worker.py DIR ROWS [die-after-push N]
+usage: python upload_worker.py DIR ROWS [die-after-push N | die-in-journal N]
 
 Prints the process's peak RSS growth (MB) during the upload. With
 ``die-after-push N`` the process is killed (os._exit) right after the N-th
-batch commits, before anything else runs.
+batch commits, before anything else runs; with ``die-in-journal N`` while the
+N-th batch's sent journal is written, when the mark of batch N-1 is written
+but not yet committed.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ def hwm() -> int:
 
 def main() -> None:
     directory, rows = sys.argv[1], int(sys.argv[2])
+    mode = sys.argv[3] if len(sys.argv) > 4 else ""
     die_after = int(sys.argv[4]) if len(sys.argv) > 4 else 0
     remote = FaultyRemote(EmbeddedRemote(os.path.join(directory, "remote.db")))
     db = peewee.SqliteDatabase(os.path.join(directory, "device.db"))
@@ -38,7 +41,19 @@ def main() -> None:
             Note.insert_many(
                 [{"title": f"offline note {i}", "body": "x" * 200} for i in batch]
             ).execute()
-    if die_after:
+    if mode == "die-in-journal":
+        journals = {"n": 0}
+        real_record = device.local.record_sent
+
+        def record_then_maybe_die(entries):
+            journals["n"] += 1
+            span = real_record(entries)
+            if journals["n"] == die_after:
+                os._exit(17)
+            return span
+
+        device.local.record_sent = record_then_maybe_die
+    elif die_after:
         pushes = {"n": 0}
         real = remote.inner.push
 

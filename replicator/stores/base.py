@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
@@ -253,6 +254,18 @@ class Deadlined(Protocol):
     """
 
     def set_deadline(self, at: float | None) -> None: ...
+
+
+@runtime_checkable
+class Sessions(Protocol):
+    """Optional capability of a store: share one connection over many calls.
+
+    Inside ``with store.session():`` the store may keep what a call opened
+    (a connection, a channel) for the next call of the same thread, and
+    releases it when the block ends; a sync runs in one session.
+    """
+
+    def session(self) -> AbstractContextManager[None]: ...
 
 
 @runtime_checkable

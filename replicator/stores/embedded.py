@@ -7,15 +7,20 @@ inside the write transaction (``BEGIN IMMEDIATE``), so the sequence is the
 server's change order: cursors, versions and positions are all sequence
 numbers, unique and never reused, whatever the devices' clocks say.
 
-A connection is opened for each operation, so one store object may be used
-from several threads and several processes may share the file.
+A connection is opened for each operation, or, inside ``session()`` (a sync),
+kept by the thread for the next one; so one store object may be used from
+several threads and several processes may share the file, and between syncs
+the store holds nothing open (the file may be copied or replaced then).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import sqlite3
+import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -91,6 +96,7 @@ class EmbeddedRemote:
         self.max_document_bytes = max_document_bytes
         self.usage = Usage()
         self._deadline: float | None = None
+        self._local = threading.local()
         if create:
             with self._connect() as conn:
                 conn.execute("PRAGMA journal_mode=WAL")
@@ -110,6 +116,49 @@ class EmbeddedRemote:
         """Give up (``OfflineError``) once ``time.monotonic()`` passes ``at``."""
         self._deadline = at
 
+    def _connection(self, wait: float) -> sqlite3.Connection:
+        """This thread's connection, opened anew when the file is not the one it was
+        opened on (replaced, deleted) or the process is not the one that opened it."""
+        if not self.path.parent.is_dir():
+            raise sqlite3.OperationalError("unable to open database file")
+        try:
+            st = os.stat(self.path)
+            identity: tuple[int, int, int] | None = (os.getpid(), st.st_dev, st.st_ino)
+        except OSError:
+            identity = None
+        held = getattr(self._local, "held", None)
+        if held is not None and identity is not None and held[0] == identity:
+            conn, timeout = held[1], held[2]
+            if timeout != wait:
+                conn.execute(f"PRAGMA busy_timeout = {max(0, int(wait * 1000))}")
+                self._local.held = (identity, conn, wait)
+            return conn
+        self.close()
+        conn = sqlite3.connect(self.path, timeout=wait, isolation_level=None)
+        if identity is None:  # the file was created just now
+            st = os.stat(self.path)
+            identity = (os.getpid(), st.st_dev, st.st_ino)
+        self._local.held = (identity, conn, wait)
+        return conn
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """Keep this thread's connection for every operation in the block (see ``Sessions``)."""
+        self._local.depth = getattr(self._local, "depth", 0) + 1
+        try:
+            yield
+        finally:
+            self._local.depth -= 1
+            if not self._local.depth:
+                self.close()
+
+    def close(self) -> None:
+        """Close this thread's connection (the next operation opens one again)."""
+        held = getattr(self._local, "held", None)
+        self._local.held = None
+        if held is not None and held[0][0] == os.getpid():
+            held[1].close()
+
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         wait = self.timeout
@@ -118,9 +167,7 @@ class EmbeddedRemote:
             if wait <= 0:
                 raise OfflineError(f"the sync's deadline passed (embedded remote at {self.path})")
         try:
-            if not self.path.parent.is_dir():
-                raise sqlite3.OperationalError("unable to open database file")
-            conn = sqlite3.connect(self.path, timeout=wait, isolation_level=None)
+            conn = self._connection(wait)
         except sqlite3.Error as exc:
             raise OfflineError(f"cannot open the embedded remote at {self.path}", orig=exc) from exc
         try:
@@ -140,7 +187,11 @@ class EmbeddedRemote:
                 f"the embedded remote at {self.path} failed: {exc}", orig=exc
             ) from exc
         finally:
-            conn.close()
+            # outside a session nothing stays open; a kept connection never keeps a
+            # transaction (nor one that just failed)
+            kept = getattr(self._local, "depth", 0) and sys.exc_info()[0] is None
+            if not kept or conn.in_transaction:
+                self.close()
 
     def _doc(self, collection: str, row: tuple[Any, ...]) -> RemoteDoc:
         doc_id, text, deleted, seq = row
