@@ -395,40 +395,17 @@ def snapshot_restore(database: Path, force: bool, source: _Source) -> None:
     """
     import peewee
 
-    from .restore import check, install, plan
-    from .snapshot import clean_leftovers, temp_beside
+    from .restore import prepare
 
     database = database.absolute()
     if not database.parent.is_dir():
         raise click.ClickException(f"the directory {database.parent} does not exist")
     db = peewee.SqliteDatabase(str(database))
     try:
-        found = _guard(lambda: plan(db))
-        others = [
-            r[0]
-            for r in db.execute_sql(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-            )
-        ]
-        if others and not found.managed:
-            raise click.ClickException(
-                f"{database} holds tables replicator does not manage ({', '.join(others[:5])});"
-                " restore into a new file, or into a database a Replicator has opened"
-            )
-        _guard(lambda: check(found, force=force, path=database))
-        store, key = source.store(), source.key()
-        clean_leftovers(database)
-        with temp_beside(database, "restore") as tmp:
-            manifest = _fetch(store, key, tmp)
-            _guard(
-                lambda: install(
-                    db,
-                    tmp,
-                    None,
-                    seen_position=manifest.seen_position,
-                    note=f"restored {manifest.snapshot_id}",
-                )
-            )
+        job = _guard(lambda: prepare(db, source.store(), source.key(), force=force))
+        manifest = job.manifest
+        with click.progressbar(length=manifest.size, label="downloading", file=sys.stderr) as bar:
+            _guard(lambda: job.run(on_bytes=bar.update))
     finally:
         db.close()
     click.echo(f"restored snapshot {manifest.snapshot_id} into {database}")

@@ -23,7 +23,6 @@ import datetime as _dt
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -35,32 +34,22 @@ from .download import download
 from .errors import (
     ConfigurationError,
     LocalDatabaseError,
-    PreconditionFailed,
     RemoteError,
     SnapshotError,
     SnapshotNotFoundError,
-    UnsafeRestoreError,
 )
 from .local import LocalState
 from .model import SyncModel, check_models, collection_name, install_capture, sort_models
+from .publish import byte_counter, publish_if_due
+from .register import register
 from .report import Progress, Resolution, SyncReport
-from .restore import install as install_snapshot
+from .restore import database_file
+from .restore import prepare as prepare_restore
 from .retention import DEFAULT_RETENTION, maintain
-from .snapshot import (
-    Manifest,
-    check_not_rolled_back,
-    clean_leftovers,
-    fetch_and_decrypt,
-    open_latest,
-    publish,
-    read_current,
-    read_manifest,
-    resolve_key,
-    temp_beside,
-)
+from .snapshot import Manifest, clean_leftovers, read_manifest
 from .stores.base import BlobStore, Deadlined, RemoteStore, Sessions
 from .strategies.conflict import LastWriterWins
-from .strategies.snapshot import BigBrother, SnapshotDecision
+from .strategies.snapshot import BigBrother
 from .upgrade import adopt_new_columns
 from .upload import upload
 
@@ -132,7 +121,7 @@ class Replicator:
             # what a publish or restore killed part-way left beside the database
             # (plaintext copies included) goes now
             with contextlib.suppress(ConfigurationError, OSError):
-                clean_leftovers(self._db_path())
+                clean_leftovers(database_file(self.database))
         self._prepare_schema()
 
     def _prepare_schema(self) -> None:
@@ -158,8 +147,7 @@ class Replicator:
 
     def dirty_counts(self) -> dict[str, int]:
         """Rows and deletes waiting for upload, per collection."""
-        tombs = self.local.count_pending_tombstones()
-        return {c: self.local.count_dirty(c) + tombs.get(c, 0) for c in self.collections}
+        return self.local.pending_counts(self.collections)
 
     def sync(self, *, timeout: float | None = None) -> SyncReport:
         """Download, upload, register. Raises a ``ReplicatorError`` on failure.
@@ -212,13 +200,13 @@ class Replicator:
         if self.local.clock_offset is None:
             # first contact: learn how this device's clock stands against the store's
             # before any timestamp of it is compared or uploaded
-            self._register(ctx)
+            register(ctx)
             registered = True
         others = download(ctx)
         pushed = upload(ctx)
         registered = registered or pushed is not None
         if pushed is None and (others or not self.local.registered):
-            self._register(ctx)
+            register(ctx)
             registered = True
         purged: dict[str, int] = {}
         purge_error: RemoteError | None = None
@@ -230,7 +218,15 @@ class Replicator:
         if self.blobs is not None:
             self.local.count_changes(ctx.counts.total())
             try:
-                snapshot = self._snapshot_phase(ctx, uploaded=pushed is not None)
+                snapshot = publish_if_due(
+                    ctx,
+                    blobs=self.blobs,
+                    key=self.key,
+                    strategy=self.snapshot_strategy,
+                    db_path=database_file(self.database),
+                    tables=self.collections,
+                    uploaded=pushed is not None,
+                )
             except (SnapshotError, RemoteError) as exc:
                 snapshot_error = exc  # the data is synced; only the snapshot is missing
         finished = _dt.datetime.now(_dt.timezone.utc)
@@ -255,87 +251,6 @@ class Replicator:
             purged=purged,
             purge_error=purge_error,
         )
-
-    def _register(self, ctx: SyncContext) -> None:
-        ctx.progress("register", None, 0, 1)
-        before = ctx.clock()
-        ctx.measured_clock(before, self.remote.register(ctx.device_record()))
-        self.local.set_device(registered=1)
-
-    # -- snapshots (Big Brother) ------------------------------------------------------
-
-    def _db_path(self) -> Path:
-        name = self.database.database
-        if not name or name == ":memory:" or str(name).startswith("file:"):
-            raise ConfigurationError(
-                "snapshots need a database file", hint="open the SqliteDatabase on a path"
-            )
-        return Path(name).resolve()
-
-    def _snapshot_phase(self, ctx: SyncContext, *, uploaded: bool) -> str | None:
-        """Publish under the snapshot strategy. A snapshot that cannot be made is reported
-        in ``SyncReport.snapshot_error``; the sync itself has succeeded by then."""
-        assert self.blobs is not None
-        if not getattr(self.snapshot_strategy, "publishes", True):
-            return None
-        if sum(self.dirty_counts().values()):
-            return None
-        kek, _kdf = resolve_key(self.blobs, self.key, create=True)
-        current = read_current(self.blobs, kek)
-        manifest = current.manifest
-        seen = None if manifest is None else manifest.snapshot_id
-        if seen != self.local.manifest_seen:
-            # a new snapshot appeared (ours or another device's): count afresh from it
-            self.local.set_device(manifest_seen=seen, changes_since_snapshot=0)
-        if uploaded:
-            # move the cursors past this device's own uploads, so a device that
-            # restores this snapshot does not download them again
-            download(ctx, catch_up_only=True)
-        for _attempt in range(2):
-            decision = SnapshotDecision(
-                watermarks=self.local.trackers(),
-                manifest_watermarks=None if manifest is None else dict(manifest.watermarks),
-                manifest_created=None
-                if manifest is None
-                else _dt.datetime.fromisoformat(manifest.created),
-                dirty=sum(self.dirty_counts().values()),
-                now=_dt.datetime.now(_dt.timezone.utc),
-                changes=self.local.changes_since_snapshot,
-            )
-            if not self.snapshot_strategy.should_publish(decision):
-                return None
-            ctx.progress("snapshot", None, 0)
-            try:
-                published = publish(
-                    connection=self.database.connection(),
-                    db_path=self._db_path(),
-                    blobs=self.blobs,
-                    key=self.key,
-                    watermarks=decision.watermarks,
-                    seen_position=self.local.seen_position,
-                    device_name=self.local.device_name,
-                    current=current,
-                    generation=_highest_generation(self.remote),
-                    keep=getattr(self.snapshot_strategy, "keep", 3),
-                    tables=self.collections,
-                    on_bytes=_byte_counter(ctx, "snapshot"),
-                    now=ctx.store_now().replace(tzinfo=_dt.timezone.utc),
-                )
-            except PreconditionFailed:
-                current = read_current(self.blobs, kek)  # another device won: re-decide
-                manifest = current.manifest
-                continue
-            self.local.set_device(
-                last_snapshot=f"published {published.snapshot_id}",
-                manifest_seen=published.snapshot_id,
-                changes_since_snapshot=0,
-                snapshot_generation=published.generation,
-            )
-            # the Devices collection learns the generation now: a later rollback of
-            # the manifest to an older snapshot is then detectable by every device
-            self._register(ctx)
-            return published.snapshot_id
-        return None
 
     def is_empty(self) -> bool:
         """True if no synced table holds a row and nothing was ever downloaded."""
@@ -368,44 +283,26 @@ class Replicator:
         if self.blobs is None:
             raise ConfigurationError("no blob store configured", hint="pass blobs= and key=")
         with self._lock:
-            dirty = sum(self.dirty_counts().values())
-            if dirty:
-                raise UnsafeRestoreError(
-                    f"the database holds {dirty} unsynced change(s); a restore would lose them"
-                )
-            if not force and not self.is_empty():
-                raise UnsafeRestoreError(
-                    "the database already holds synced data",
-                    hint="pass force=True to replace it with the snapshot",
-                )
-            manifest, _kek, _kdf = open_latest(self.blobs, self.key)
-            check_not_rolled_back(manifest, self.remote.devices())
-            db_path = self._db_path()
-            clean_leftovers(db_path)
-            with temp_beside(db_path, "restore") as plain:
-                fetch_and_decrypt(
-                    self.blobs,
-                    manifest,
-                    self.key,
-                    plain,
-                    on_bytes=_byte_counter(self, "restore", manifest.size),
-                )
-                self.local = install_snapshot(
-                    self.database,
-                    plain,
-                    self.collections,
-                    device_name=self.local.device_name,
-                    seen_position=manifest.seen_position,
-                    note=f"restored {manifest.snapshot_id}",
-                    defaults={
-                        collection_name(m): {
-                            f.column_name: missing_value(f) for f in m._meta.sorted_fields
-                        }
-                        for m in self.models
-                    },
-                )
+            job = prepare_restore(
+                self.database,
+                self.blobs,
+                self.key,
+                force=force,
+                tables=self.collections,
+                devices=self.remote.devices(),
+            )
+            self.local = job.run(
+                device_name=self.local.device_name,
+                defaults={
+                    collection_name(m): {
+                        f.column_name: missing_value(f) for f in m._meta.sorted_fields
+                    }
+                    for m in self.models
+                },
+                on_bytes=byte_counter(self.progress, "restore", job.manifest.size),
+            )
             self._prepare_schema()
-            return manifest.snapshot_id
+            return job.manifest.snapshot_id
 
     def login(self) -> SyncReport:
         """Start a session on this device: restore the latest snapshot if the
@@ -438,19 +335,3 @@ def _local_error(exc: peewee.DatabaseError) -> LocalDatabaseError:
     return LocalDatabaseError(
         f"the local database refused the sync: {text}", retryable=busy, hint=hint
     )
-
-
-def _highest_generation(remote: RemoteStore) -> int:
-    """The highest snapshot generation any device says it published."""
-    return max((d.snapshot_generation or 0 for d in remote.devices()), default=0)
-
-
-def _byte_counter(target: Any, phase: str, total: int | None = None) -> Callable[[int], None]:
-    done = 0
-
-    def count(n: int) -> None:
-        nonlocal done
-        done += n
-        target.progress(phase, None, done, total)
-
-    return count

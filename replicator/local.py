@@ -38,7 +38,7 @@ from __future__ import annotations
 import datetime as _dt
 import platform as _platform
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -400,6 +400,14 @@ class LocalState:
             " GROUP BY collection"
         )
         return dict(rows.fetchall())
+
+    def pending_counts(self, collections: Sequence[str]) -> dict[str, int]:
+        """Rows and deletes waiting for upload, per collection."""
+        tombs = self.count_pending_tombstones()
+        return {c: self.count_dirty(c) + tombs.get(c, 0) for c in collections}
+
+    def pending_total(self, collections: Sequence[str]) -> int:
+        return sum(self.pending_counts(collections).values())
 
     # -- base versions ---------------------------------------------------------------
 

@@ -14,14 +14,17 @@ those tables into the live database inside one transaction:
   and integrity-checked into a temporary file, and the copy either commits
   whole or not at all, so a failed restore leaves the database as it was.
 
-The same :func:`plan` and :func:`install` serve ``Replicator.restore`` and the
-``replicator snapshot restore`` command.
+One path serves ``Replicator.restore`` and the ``replicator snapshot restore``
+command: :func:`prepare` plans and checks (what the database holds, which
+snapshot is latest, authenticated, and not rolled back), then
+:meth:`Restore.run` fetches it into a temporary file beside the database and
+installs it.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,15 @@ import peewee
 from .errors import ConfigurationError, TamperedSnapshotError, UnsafeRestoreError
 from .local import LocalState
 from .model import SYNC_COLUMNS
+from .snapshot import (
+    Manifest,
+    check_not_rolled_back,
+    clean_leftovers,
+    fetch_and_decrypt,
+    open_latest,
+    temp_beside,
+)
+from .stores.base import BlobStore, DeviceRecord
 
 #: replicator's tables a snapshot carries and a restore installs as they are
 CARRIED = (
@@ -54,6 +66,7 @@ class Plan:
     pending_changes: int
     synced_rows: int
     managed: bool  # the database already holds replicator's tables
+    downloaded: bool = False  # a download ever advanced a cursor here
 
 
 def synced_tables(conn: sqlite3.Connection | peewee.Database, schema: str = "main") -> list[str]:
@@ -88,7 +101,96 @@ def plan(db: peewee.SqliteDatabase, tables: Sequence[str] | None = None) -> Plan
             "SELECT COUNT(*) FROM replicator_tombstones WHERE pending = 1"
         ).fetchone()
         dirty += deletes
-    return Plan(tuple(tables), dirty, rows, "replicator_device" in names)
+    downloaded = (
+        "DownloadedTracker" in names
+        and db.execute_sql(
+            'SELECT 1 FROM "DownloadedTracker" WHERE "downloadedTill" IS NOT NULL LIMIT 1'
+        ).fetchone()
+        is not None
+    )
+    return Plan(tuple(tables), dirty, rows, "replicator_device" in names, downloaded)
+
+
+def database_file(db: peewee.SqliteDatabase) -> Path:
+    """The file of ``db``: snapshots are made from, and restored beside, a database file."""
+    name = db.database
+    if not name or name == ":memory:" or str(name).startswith("file:"):
+        raise ConfigurationError(
+            "snapshots need a database file", hint="open the SqliteDatabase on a path"
+        )
+    return Path(name).resolve()
+
+
+@attrs.frozen
+class Restore:
+    """A restore decided on (see :func:`prepare`): :meth:`run` does it."""
+
+    db: peewee.SqliteDatabase
+    path: Path
+    blobs: BlobStore
+    key: Any
+    manifest: Manifest
+    tables: Sequence[str] | None
+
+    def run(
+        self,
+        *,
+        device_name: str | None = None,
+        defaults: Mapping[str, Mapping[str, Any]] | None = None,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> LocalState:
+        """Fetch, decrypt and check the snapshot beside the database, then install it
+        (see :func:`install`); ``on_bytes`` is told each chunk's size as it arrives."""
+        clean_leftovers(self.path)
+        with temp_beside(self.path, "restore") as plain:
+            fetch_and_decrypt(self.blobs, self.manifest, self.key, plain, on_bytes=on_bytes)
+            return install(
+                self.db,
+                plain,
+                self.tables,
+                device_name=device_name,
+                seen_position=self.manifest.seen_position,
+                note=f"restored {self.manifest.snapshot_id}",
+                defaults=defaults,
+            )
+
+
+def prepare(
+    db: peewee.SqliteDatabase,
+    blobs: BlobStore,
+    key: Any,
+    *,
+    force: bool,
+    tables: Sequence[str] | None = None,
+    devices: Sequence[DeviceRecord] | None = None,
+) -> Restore:
+    """Decide a restore into ``db`` without writing anything.
+
+    Refuses (``UnsafeRestoreError``) a database holding unsynced changes, or,
+    unless ``force``, synced data; with no ``tables`` (the CLI, which knows no
+    models) also a database holding tables replicator does not manage. Reads
+    and authenticates the manifest; with ``devices`` (the Devices collection)
+    refuses a manifest rolled back behind a generation a device published.
+    """
+    path = database_file(db)
+    found = plan(db, tables)
+    if tables is None and not found.managed:
+        others = [
+            r[0]
+            for r in db.execute_sql(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
+        ]
+        if others:
+            raise UnsafeRestoreError(
+                f"{path} holds tables replicator does not manage ({', '.join(others[:5])})",
+                hint="restore into a new file, or into a database a Replicator has opened",
+            )
+    check(found, force=force, path=path)
+    manifest, _kek, _kdf = open_latest(blobs, key)
+    if devices is not None:
+        check_not_rolled_back(manifest, devices)
+    return Restore(db, path, blobs, key, manifest, None if tables is None else tuple(tables))
 
 
 def check(found: Plan, *, force: bool, path: object) -> None:
@@ -97,7 +199,7 @@ def check(found: Plan, *, force: bool, path: object) -> None:
         raise UnsafeRestoreError(
             f"{path} holds {found.pending_changes} unsynced change(s); a restore would lose them"
         )
-    if found.synced_rows and not force:
+    if (found.synced_rows or found.downloaded) and not force:
         raise UnsafeRestoreError(
             f"{path} already holds synced data",
             hint="pass force=True (--force) to replace it with the snapshot",

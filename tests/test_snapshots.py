@@ -113,24 +113,34 @@ def test_a_device_behind_or_dirty_never_publishes(make_device, blobs):
     assert manifest.snapshot_id == published
     # a is behind now; syncing catches it up but never past b: no publish
     assert a.sync().snapshot is None
-    # dirty rows block publishing whatever the watermarks
+
+
+class _Eager:
+    """A careless app strategy: publish every time, dirty rows or not."""
+
+    def should_publish(self, decision):
+        return True
+
+
+@pytest.mark.parametrize("strategy", [None, _Eager()], ids=["default", "careless-strategy"])
+def test_a_sync_that_leaves_rows_dirty_never_publishes(make_device, blobs, tmp_path, strategy):
+    # the sync succeeds, but a row too large for the store stays dirty: a snapshot now
+    # would hold a row no other device can have, and a restore would take it for synced.
+    # The engine enforces it whatever the strategy says.
+    store = EmbeddedRemote(tmp_path / "small-docs.db", max_document_bytes=2_000)
+    extra = {} if strategy is None else {"snapshot_strategy": strategy}
+    a = make_device("a", store=store, blobs=blobs, key=KEY, **extra)
+    fill(a, 2)
     with a.bound():
-        Note.create(title="dirty")
-    a.remote = _FailingPush(a.remote)
-    with pytest.raises(Exception, match="injected"):
-        a.sync()
-    assert read_manifest(blobs).snapshot_id == published
-
-
-class _FailingPush:
-    def __init__(self, inner):
-        self.inner = inner
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def push(self, *args, **kwargs):
-        raise RuntimeError("injected push failure")
+        Note.create(title="too large", body="x" * 5_000)
+    report = a.sync()
+    assert report.total_uploaded == 4 and len(report.rejected) == 1
+    assert a.dirty_counts()["note"] == 1
+    assert report.snapshot is None and report.snapshot_error is None
+    assert read_manifest(blobs) is None
+    with a.bound():
+        Note.delete().where(Note.title == "too large").execute()
+    assert a.sync().snapshot is not None  # nothing dirty any more: it publishes
 
 
 class _RacingBlobs:

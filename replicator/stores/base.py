@@ -239,10 +239,6 @@ class RemoteStore(Protocol):
         """Every device record."""
         ...
 
-    def max_position(self) -> str | None:
-        """The highest position committed so far (used to stamp snapshots)."""
-        ...
-
 
 @runtime_checkable
 class Deadlined(Protocol):

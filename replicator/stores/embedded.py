@@ -392,12 +392,6 @@ class EmbeddedRemote:
         self.usage.reads += max(1, len(out))
         return out
 
-    def max_position(self) -> str | None:
-        with self._connect() as conn:
-            (value,) = conn.execute("SELECT value FROM sequence").fetchone()
-        self.usage.reads += 1
-        return _seq(value) if value else None
-
     # -- Compactable -----------------------------------------------------------
 
     def purge_tombstones(self, collection: str, before: _dt.datetime, limit: int) -> int:

@@ -379,18 +379,6 @@ class FirestoreRemote:
             )
         return out
 
-    def max_position(self) -> str | None:
-        query = (
-            self._collection(DEVICES)
-            .order_by("lastUpload", direction=firestore.Query.DESCENDING)
-            .limit(1)
-        )
-        snaps = self._call("the latest upload", lambda: list(query.stream(**self._opts())))
-        self.usage.reads += 1
-        if not snaps or not isinstance(snaps[0].get("lastUpload"), _dt.datetime):
-            return None
-        return _ts(snaps[0].get("lastUpload"))
-
     # -- Compactable ---------------------------------------------------------------------
 
     def purge_tombstones(self, collection: str, before: _dt.datetime, limit: int) -> int:

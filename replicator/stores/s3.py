@@ -10,7 +10,6 @@ servers do not verify checksums themselves.
 from __future__ import annotations
 
 import hashlib
-import os
 import tempfile
 from collections.abc import Callable
 from typing import Any, BinaryIO
@@ -188,7 +187,3 @@ class S3BlobStore:
             err = self._translate(exc, key)
             if not isinstance(err, BlobNotFoundError):
                 raise err from exc
-
-
-def _env_endpoint() -> str | None:  # pragma: no cover - convenience for the CLI
-    return os.environ.get("REPLICATOR_S3_ENDPOINT")
