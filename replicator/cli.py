@@ -79,33 +79,24 @@ def status(database: Path) -> None:
             conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")
         except sqlite3.DatabaseError:
             raise click.ClickException(f"{database} is not a SQLite database") from None
-        try:
-            device = conn.execute(
-                "SELECT installation_id, name, platform, last_sync, last_upload, seen_position,"
-                " last_snapshot FROM replicator_device"
-            ).fetchone()
-        except sqlite3.OperationalError:
+        from .local import read_recorded
+
+        recorded = read_recorded(conn.execute)
+        if recorded is None:
             raise click.ClickException(
                 f"{database} has no replicator tables; create a Replicator on it first"
-            ) from None
+            )
+        device = recorded.device
         if device is None:
             raise click.ClickException(f"{database} has no device identity yet")
-        iid, name, platform, last_sync, last_upload, seen, last_snapshot = device
-        click.echo(f"device        {name} ({platform})")
-        click.echo(f"installation  {iid}")
-        click.echo(f"last sync     {last_sync or 'never'}")
-        click.echo(f"last upload   {last_upload or 'never'}")
-        click.echo(f"caught up to  {seen or 'nothing yet'}")
-        click.echo(f"snapshot      {last_snapshot or 'none published or restored here'}")
-        trackers = dict(
-            conn.execute('SELECT collection, "downloadedTill" FROM "DownloadedTracker"')
-        )
-        tombs = dict(
-            conn.execute(
-                "SELECT collection, COUNT(*) FROM replicator_tombstones WHERE pending = 1"
-                " GROUP BY collection"
-            )
-        )
+        click.echo(f"device        {device.get('name')} ({device.get('platform')})")
+        click.echo(f"installation  {device.get('installation_id')}")
+        click.echo(f"last sync     {device.get('last_sync') or 'never'}")
+        click.echo(f"last upload   {device.get('last_upload') or 'never'}")
+        click.echo(f"caught up to  {device.get('seen_position') or 'nothing yet'}")
+        snap = device.get("last_snapshot") or "none published or restored here"
+        click.echo(f"snapshot      {snap}")
+        trackers, tombs = recorded.trackers, recorded.pending_deletes
         click.echo(f"{'collection':<20} {'rows':>7} {'dirty':>7} {'deletes':>8}  downloadedTill")
         for table, rows, dirty in _synced_tables(conn):
             click.echo(

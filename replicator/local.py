@@ -38,10 +38,11 @@ from __future__ import annotations
 import datetime as _dt
 import platform as _platform
 import socket
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import attrs
 import peewee
 
 from .codec import decode_json, encode_json
@@ -139,8 +140,72 @@ _LATER_DEVICE_COLUMNS = {
     "last_purge": "TEXT",
 }
 
-#: tables that describe this installation only and must not travel in a snapshot
+#: replicator's tables a snapshot carries and a restore installs as they are
+CARRIED = (
+    "DownloadedTracker",
+    "replicator_tombstones",
+    "replicator_base",
+    "replicator_parked",
+    "replicator_schema",
+    "replicator_recovery",
+    "replicator_seen",
+)
+#: replicator's tables about this installation only: a snapshot's copy and a restore
+#: empty them (the identity in ``replicator_device``; the sends in flight)
 DEVICE_LOCAL_TABLES = ("replicator_device",)
+DEVICE_ONLY = ("replicator_sent",)
+#: every table of replicator's in an app's database
+OWN_TABLES = (*CARRIED, *DEVICE_LOCAL_TABLES, *DEVICE_ONLY, "replicator_control")
+
+
+def forget_installation(execute: Callable[..., Any]) -> None:
+    """In a copy of a database (a snapshot being made, a file about to be restored):
+    forget the installation (its identity, its sends in flight) and open the capture
+    gate. ``execute`` runs a statement on the copy's connection, inside its transaction."""
+    have = {r[0] for r in execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    for table in (*DEVICE_LOCAL_TABLES, *DEVICE_ONLY):
+        if table in have:
+            execute(f'DELETE FROM "{table}"')
+    if "replicator_control" in have:
+        execute("UPDATE replicator_control SET applying = 0")
+
+
+@attrs.frozen
+class Recorded:
+    """What replicator's tables of a database say, read without writing anything."""
+
+    device: Mapping[str, Any] | None  # replicator_device's row, by column name
+    trackers: Mapping[str, str]  # collection → downloadedTill
+    pending_deletes: Mapping[str, int]  # collection → deletes not uploaded yet
+
+
+def read_recorded(execute: Callable[..., Any]) -> Recorded | None:
+    """Read replicator's tables through ``execute`` (``sqlite3.Connection.execute`` or
+    ``Database.execute_sql``), e.g. on a read-only connection; ``None`` when the
+    database has none (replicator never opened it)."""
+    have = {r[0] for r in execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "replicator_device" not in have:
+        return None
+    cursor = execute("SELECT * FROM replicator_device")
+    row = cursor.fetchone()
+    names = [d[0] for d in cursor.description]
+    device = None if row is None else dict(zip(names, row, strict=True))
+    trackers: dict[str, str] = {}
+    if "DownloadedTracker" in have:
+        trackers = {
+            c: t
+            for c, t in execute('SELECT collection, "downloadedTill" FROM "DownloadedTracker"')
+            if t is not None
+        }
+    deletes: dict[str, int] = {}
+    if "replicator_tombstones" in have:
+        deletes = dict(
+            execute(
+                "SELECT collection, COUNT(*) FROM replicator_tombstones WHERE pending = 1"
+                " GROUP BY collection"
+            )
+        )
+    return Recorded(device, trackers, deletes)
 
 
 class LocalState:
@@ -393,6 +458,13 @@ class LocalState:
             f'SELECT COUNT(*) FROM "{collection}" WHERE "isDirty" = 1'
         ).fetchone()
         return int(n)
+
+    def ack_tombstones(self, collection: str, ids: Sequence[str]) -> None:
+        """The deletes of ``ids`` are on the remote: keep them, no longer pending."""
+        self.db.connection().executemany(
+            "UPDATE replicator_tombstones SET pending = 0 WHERE collection = ? AND id = ?",
+            [(collection, i) for i in ids],
+        )
 
     def count_pending_tombstones(self) -> dict[str, int]:
         rows = self.db.execute_sql(

@@ -32,7 +32,7 @@ import attrs
 import peewee
 
 from .errors import ConfigurationError, TamperedSnapshotError, UnsafeRestoreError
-from .local import LocalState
+from .local import CARRIED, DEVICE_ONLY, LocalState, forget_installation, read_recorded
 from .model import SYNC_COLUMNS
 from .snapshot import (
     Manifest,
@@ -43,19 +43,6 @@ from .snapshot import (
     temp_beside,
 )
 from .stores.base import BlobStore, DeviceRecord
-
-#: replicator's tables a snapshot carries and a restore installs as they are
-CARRIED = (
-    "DownloadedTracker",
-    "replicator_tombstones",
-    "replicator_base",
-    "replicator_parked",
-    "replicator_schema",
-    "replicator_recovery",
-    "replicator_seen",
-)
-#: replicator's tables that describe this device only: emptied by a restore
-DEVICE_ONLY = ("replicator_sent",)
 
 
 @attrs.frozen
@@ -96,19 +83,11 @@ def plan(db: peewee.SqliteDatabase, tables: Sequence[str] | None = None) -> Plan
             (n,) = db.execute_sql(f'SELECT COUNT(*) FROM "{table}"').fetchone()
             (d,) = db.execute_sql(f'SELECT COUNT(*) FROM "{table}" WHERE "isDirty" = 1').fetchone()
             rows, dirty = rows + n, dirty + d
-    if "replicator_tombstones" in names:
-        (deletes,) = db.execute_sql(
-            "SELECT COUNT(*) FROM replicator_tombstones WHERE pending = 1"
-        ).fetchone()
-        dirty += deletes
-    downloaded = (
-        "DownloadedTracker" in names
-        and db.execute_sql(
-            'SELECT 1 FROM "DownloadedTracker" WHERE "downloadedTill" IS NOT NULL LIMIT 1'
-        ).fetchone()
-        is not None
-    )
-    return Plan(tuple(tables), dirty, rows, "replicator_device" in names, downloaded)
+    recorded = read_recorded(db.execute_sql)
+    if recorded is None:
+        return Plan(tuple(tables), dirty, rows, False)
+    dirty += sum(recorded.pending_deletes.values())
+    return Plan(tuple(tables), dirty, rows, True, bool(recorded.trackers))
 
 
 def database_file(db: peewee.SqliteDatabase) -> Path:
@@ -311,11 +290,7 @@ def _install_by_backup(db: peewee.SqliteDatabase, snapshot_file: Path) -> None:
         for _kind, name, _table, sql in sorted(schema, key=lambda r: order.get(r[0], 9)):
             if name not in have:  # the app's own tables, and anything newer than the snapshot
                 target.execute(sql)
-        for table in DEVICE_ONLY:
-            if table in have:
-                target.execute(f'DELETE FROM "{table}"')
-        target.execute("DELETE FROM replicator_device")
-        target.execute("UPDATE replicator_control SET applying = 0")
+        forget_installation(target.execute)
         target.execute("COMMIT")
         target.backup(live)
     finally:

@@ -62,7 +62,7 @@ from .errors import (
     UnsupportedSnapshotError,
     WrongKeyError,
 )
-from .local import DEVICE_LOCAL_TABLES
+from .local import OWN_TABLES, forget_installation
 from .stores.base import BlobStore
 
 MANIFEST = "snapshots/manifest.json"
@@ -393,9 +393,7 @@ def write_plain_copy(conn: sqlite3.Connection | Any, dest: Path, tables: Sequenc
     from the copy (with ``secure_delete``, then a ``VACUUM``, so none of their
     bytes remain), and so is device-local state.
     """
-    from .restore import CARRIED, DEVICE_ONLY
-
-    keep = {*tables, *CARRIED, *DEVICE_ONLY, *DEVICE_LOCAL_TABLES, "replicator_control"}
+    keep = {*tables, *OWN_TABLES}
     conn.execute("VACUUM INTO ?", (str(dest),))
     copy = sqlite3.connect(dest, isolation_level=None)
     try:
@@ -412,9 +410,7 @@ def write_plain_copy(conn: sqlite3.Connection | Any, dest: Path, tables: Sequenc
             elif name not in keep:
                 copy.execute(f'DROP TABLE "{name}"')
                 dropped = True
-        for table in (*DEVICE_LOCAL_TABLES, *DEVICE_ONLY):
-            copy.execute(f'DELETE FROM "{table}"')
-        copy.execute("UPDATE replicator_control SET applying = 0")
+        forget_installation(copy.execute)
         copy.execute("COMMIT")
         if dropped:  # secure_delete zeroed their pages; VACUUM also drops the free pages
             copy.execute("VACUUM")

@@ -347,10 +347,7 @@ def _mark_synced(
             deletes = [o.write.id for o in items if o.write.deleted]
             rows = [o for o in items if not o.write.deleted]
             if deletes:
-                conn.executemany(
-                    "UPDATE replicator_tombstones SET pending = 0 WHERE collection = ? AND id = ?",
-                    [(coll, i) for i in deletes],
-                )
+                ctx.local.ack_tombstones(coll, deletes)
                 ctx.local.drop_bases(coll, deletes)
                 ctx.counts.bump(ctx.counts.uploaded_deletes, coll, len(deletes))
             if rows:
