@@ -36,12 +36,13 @@ from .stores.directory import DirectoryBlobStore
 from .stores.embedded import EmbeddedRemote
 from .strategies.conflict import (
     ClientWins,
+    ConflictStrategy,
     FieldMerge,
     LastWriterWins,
     PerCollection,
     ServerWins,
 )
-from .strategies.snapshot import Always, BigBrother, Never
+from .strategies.snapshot import Always, BigBrother, Never, SnapshotDecision, SnapshotStrategy
 
 __version__ = "0.1.0"
 
@@ -53,6 +54,7 @@ __all__ = [
     "ClientWins",
     "ConfigurationError",
     "ConflictError",
+    "ConflictStrategy",
     "DeviceRecord",
     "DirectoryBlobStore",
     "DocumentTooLargeError",
@@ -76,9 +78,11 @@ __all__ = [
     "RowError",
     "SchemaError",
     "ServerWins",
+    "SnapshotDecision",
     "SnapshotError",
     "SnapshotKey",
     "SnapshotNotFoundError",
+    "SnapshotStrategy",
     "SyncModel",
     "SyncReport",
     "TamperedSnapshotError",

@@ -49,10 +49,16 @@ from .model import (
     shift_time,
     utcnow,
 )
-from .report import Resolution, RowError
+from .report import Outcome, Resolution, RowError
 from .sql import select_in
 from .stores.base import RemoteDoc
-from .strategies.conflict import store_clock
+from .strategies.conflict import (
+    ConflictStrategy,
+    Resolver,
+    resolver,
+    store_clock,
+    strategy_name,
+)
 
 CASCADE, SET_NULL, RESTRICT = "CASCADE", "SET NULL", "RESTRICT"
 #: how many missing ancestors one document may pull in before it is set aside
@@ -267,7 +273,7 @@ def _key_cleared(
     why: str,
 ) -> None:
     """Report keys cleared under ``SET NULL`` / ``SET DEFAULT`` (never silently)."""
-    outcome = "set-null" if all(v is None for v in cleared) else "set-default"
+    outcome: Outcome = "set-null" if all(v is None for v in cleared) else "set-default"
     ctx.resolved(
         Resolution(coll, doc_id, outcome, local, remote, None, result, f"on_delete: {why}")
     )
@@ -504,6 +510,7 @@ def _resolve(
         result = _call_strategy(ctx.strategy, coll, local_vals, remote_vals, base_vals)
     merged = {c: result.get(c, local_vals[c]) for c in cols}
     merged["id"] = doc.id
+    outcome: Outcome
     if _same(merged, remote_vals, cols):
         outcome = "remote"
         _write_row(ctx, model, remote_vals, exists=True, dirty=False)
@@ -523,7 +530,7 @@ def _resolve(
             remote_vals,
             base_vals,
             merged,
-            getattr(ctx.strategy, "name", type(ctx.strategy).__name__),
+            strategy_name(ctx.strategy),
         )
     )
 
@@ -536,13 +543,13 @@ def _same(a: Mapping[str, Any], b: Mapping[str, Any], cols: list[str]) -> bool:
 
 
 def _call_strategy(
-    strategy: Any,
+    strategy: ConflictStrategy | Resolver,
     collection: str,
     local: dict[str, Any],
     remote: dict[str, Any],
     base: dict[str, Any] | None,
 ) -> Mapping[str, Any]:
-    resolve = getattr(strategy, "resolve", strategy)
+    resolve = resolver(strategy)
     result = resolve(collection, dict(local), dict(remote), None if base is None else dict(base))
     if not isinstance(result, Mapping):
         raise TypeError(

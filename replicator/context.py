@@ -12,10 +12,9 @@ import peewee
 from .codec import from_native, to_native
 from .local import LocalState
 from .model import CLOCK_TOLERANCE, collection_name
-from .report import Progress, Resolution, RowError, _Counts
-from .stores.base import DeviceRecord, RemoteDoc, RemoteStore
-
-ConflictStrategy = Callable[[str, dict[str, Any], dict[str, Any], "dict[str, Any] | None"], Any]
+from .report import Phase, Progress, Resolution, RowError, _Counts
+from .stores.base import DeviceRecord, RemoteDoc, RemoteStore, keeps_native_types
+from .strategies.conflict import ConflictStrategy, Resolver
 
 
 @attrs.define
@@ -24,7 +23,7 @@ class SyncContext:
     local: LocalState
     remote: RemoteStore
     models: list[type[peewee.Model]]  # parents before children
-    strategy: Any
+    strategy: ConflictStrategy | Resolver
     me: str
     page_size: int
     app_version: str
@@ -53,18 +52,18 @@ class SyncContext:
 
     def incoming(self, model: type[peewee.Model], doc: RemoteDoc) -> RemoteDoc:
         """A remote document with its values in SQLite form."""
-        if not getattr(self.remote, "native_types", False):
+        if not keeps_native_types(self.remote):
             return doc
         return attrs.evolve(doc, data=from_native(model, doc.data))
 
     def outgoing(self, model: type[peewee.Model], data: dict[str, Any]) -> dict[str, Any]:
         """A row's values in the store's form."""
-        if not getattr(self.remote, "native_types", False):
+        if not keeps_native_types(self.remote):
             return data
         return to_native(model, data)
 
     def progress(
-        self, phase: str, collection: str | None, done: int, total: int | None = None
+        self, phase: Phase, collection: str | None, done: int, total: int | None = None
     ) -> None:
         if self.on_progress is not None:
             self.on_progress(Progress(phase, collection, done, total))

@@ -42,14 +42,14 @@ from .local import LocalState
 from .model import SyncModel, check_models, collection_name, install_capture, sort_models
 from .publish import byte_counter, publish_if_due
 from .register import register
-from .report import Progress, Resolution, SyncReport
+from .report import Phase, Progress, Resolution, SyncReport
 from .restore import database_file
 from .restore import prepare as prepare_restore
 from .retention import DEFAULT_RETENTION, maintain
 from .snapshot import Manifest, clean_leftovers, read_manifest
-from .stores.base import BlobStore, Deadlined, RemoteStore, Sessions
-from .strategies.conflict import LastWriterWins
-from .strategies.snapshot import BigBrother
+from .stores.base import BlobStore, Deadlined, RemoteStore, Sessions, keeps_native_types
+from .strategies.conflict import ConflictStrategy, LastWriterWins, Resolver, resolver
+from .strategies.snapshot import BigBrother, SnapshotStrategy, checked
 from .upgrade import adopt_new_columns
 from .upload import upload
 
@@ -71,8 +71,8 @@ class Replicator:
         blobs: BlobStore | None = None,
         key: Any = None,
         *,
-        snapshot_strategy: Any = None,
-        conflict_strategy: Any = None,
+        snapshot_strategy: SnapshotStrategy | None = None,
+        conflict_strategy: ConflictStrategy | Resolver | None = None,
         device_name: str | None = None,
         app_version: str = "",
         page_size: int = 500,
@@ -105,8 +105,9 @@ class Replicator:
                 "snapshots need a key",
                 hint="pass key=SnapshotKey(...) or key=Passphrase('...') with blobs=",
             )
-        self.snapshot_strategy = snapshot_strategy or BigBrother()
+        self.snapshot_strategy = checked(snapshot_strategy or BigBrother())
         self.conflict_strategy = conflict_strategy or LastWriterWins()
+        resolver(self.conflict_strategy)  # a wrong one fails now, not at the first conflict
         self.app_version = app_version
         self.page_size = page_size
         #: how long deletes are remembered, locally and remotely (``retention.py``)
@@ -128,7 +129,7 @@ class Replicator:
         """Create missing tables and columns, install change capture, adopt new columns."""
         with self.database.atomic():
             install_capture(self.database, self.models)  # type: ignore[arg-type]
-            native = bool(getattr(self.remote, "native_types", False))
+            native = keeps_native_types(self.remote)
             adopt_new_columns(self.local, self.models, native=native)
             for model in self.models:  # a database of the earlier layout moves to this one
                 self.local.trim_bases(collection_name(model))
@@ -317,7 +318,7 @@ class Replicator:
         return attrs.evolve(report, restored=restored)
 
     def progress(
-        self, phase: str, collection: str | None, done: int, total: int | None = None
+        self, phase: Phase, collection: str | None, done: int, total: int | None = None
     ) -> None:
         if self.on_progress is not None:
             self.on_progress(Progress(phase, collection, done, total))

@@ -21,9 +21,15 @@ from .context import SyncContext
 from .download import download
 from .errors import PreconditionFailed
 from .register import register
+from .report import Phase
 from .snapshot import publish, read_current, resolve_key
 from .stores.base import BlobStore, RemoteStore
-from .strategies.snapshot import SnapshotDecision
+from .strategies.snapshot import (
+    SnapshotDecision,
+    SnapshotStrategy,
+    ever_publishes,
+    snapshots_kept,
+)
 
 
 def publish_if_due(
@@ -31,7 +37,7 @@ def publish_if_due(
     *,
     blobs: BlobStore,
     key: Any,
-    strategy: Any,
+    strategy: SnapshotStrategy,
     db_path: Path,
     tables: Sequence[str],
     uploaded: bool,
@@ -42,7 +48,7 @@ def publish_if_due(
     snapshot holding a row no other device can have would make a device that
     restores it take that row for synced.
     """
-    if not getattr(strategy, "publishes", True):
+    if not ever_publishes(strategy):
         return None
     if ctx.local.pending_total(tables):
         return None
@@ -80,7 +86,7 @@ def publish_if_due(
                 device_name=ctx.local.device_name,
                 current=current,
                 generation=_highest_generation(ctx.remote),
-                keep=getattr(strategy, "keep", 3),
+                keep=snapshots_kept(strategy),
                 tables=tables,
                 on_bytes=byte_counter(ctx.progress, "snapshot"),
                 now=ctx.store_now().replace(tzinfo=_dt.timezone.utc),
@@ -108,8 +114,8 @@ def _highest_generation(remote: RemoteStore) -> int:
 
 
 def byte_counter(
-    progress: Callable[[str, str | None, int, int | None], None],
-    phase: str,
+    progress: Callable[[Phase, str | None, int, int | None], None],
+    phase: Phase,
     total: int | None = None,
 ) -> Callable[[int], None]:
     """An ``on_bytes`` callback telling ``progress`` the running byte count of ``phase``."""

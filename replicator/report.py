@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
 from .stores.base import Usage
+
+#: how a conflict ended (see :class:`Resolution`)
+Outcome = Literal["local", "remote", "merged", "deleted", "set-null", "set-default", "restored"]
+#: the long phases :class:`Progress` reports
+Phase = Literal["download", "upload", "register", "snapshot", "restore"]
 
 
 @attrs.frozen
@@ -30,7 +35,7 @@ class Resolution:
 
     collection: str
     id: str
-    outcome: str
+    outcome: Outcome
     local: Mapping[str, Any] | None
     remote: Mapping[str, Any] | None
     base: Mapping[str, Any] | None
@@ -51,7 +56,7 @@ class RowError:
 class Progress:
     """Passed to ``on_progress`` while a long phase runs."""
 
-    phase: str  # "download", "upload", "register", "snapshot", "restore"
+    phase: Phase
     collection: str | None
     done: int
     total: int | None = None

@@ -38,7 +38,7 @@ from .errors import (
 from .model import collection_name, parents_first, remote_columns, shift_time
 from .report import RowError
 from .sql import select_in
-from .stores.base import PushResult, Write
+from .stores.base import PushResult, SizedDocuments, Write
 
 MAX_CONFLICT_ROUNDS = 5
 
@@ -123,8 +123,8 @@ def _outgoing_rows(
     """
     coll = collection_name(model)
     cols = remote_columns(model)
-    limit = getattr(ctx.remote, "max_document_bytes", 0)
-    measure = getattr(ctx.remote, "document_size", document_size)
+    limit = ctx.remote.max_document_bytes
+    measure = ctx.remote.document_size if isinstance(ctx.remote, SizedDocuments) else document_size
     shift = ctx.clock_shift()
     fks = [(fk.column_name, fk.rel_model) for fk in model._meta.refs]
     bases = ctx.local.bases_for(coll, [r[0] for r in rows])
@@ -229,7 +229,7 @@ def upload(ctx: SyncContext) -> PushResult | None:
                 raise ConflictError(
                     f"uploads met fresh remote changes {MAX_CONFLICT_ROUNDS} times in a row"
                 ) from exc
-            _refresh(ctx, exc.keys or getattr(exc, "batch_keys", []))
+            _refresh(ctx, exc.keys)
             continue
         ctx.rejected[:] = list(waiting.values())
         parents_pending = any(isinstance(e.error, WaitsForParent) for e in waiting.values())
@@ -326,8 +326,10 @@ def _push(ctx: SyncContext, batch: list[Outgoing], commits: _Commits) -> PushRes
     try:
         result = ctx.remote.push([o.write for o in batch], ctx.device_record())
     except PreconditionFailed as exc:
-        exc.batch_keys = [o.write.key for o in batch]  # type: ignore[attr-defined]
-        raise
+        if exc.keys:
+            raise
+        # the store could not tell which write failed: every write of the batch is suspect
+        raise PreconditionFailed(str(exc), [o.write.key for o in batch]) from exc
     commits.begin()
     ctx.measured_clock(before, result.server_time)
     _mark_synced(ctx, batch, result, span)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -148,3 +149,36 @@ def test_strategy_results_are_plain_mappings_the_engine_accepts():
     assert json.loads(out["tags"]) == ["x", "y"]
     assert json.loads(out["progress"]) == {"a": 2}
     assert prefer_local(1, 2, 0, None) == 1
+
+
+def test_a_wrong_strategy_is_refused_when_the_replicator_is_made(tmp_path):
+    import peewee
+
+    from replicator import ConfigurationError, EmbeddedRemote, PerCollection, Replicator
+    from replicator.demo import MODELS
+
+    def make(**kw):
+        db = peewee.SqliteDatabase(str(tmp_path / "a.db"))
+        return Replicator(db, MODELS, EmbeddedRemote(tmp_path / "r.db"), **kw)
+
+    with pytest.raises(ConfigurationError, match="resolve"):
+        make(conflict_strategy=42)
+    with pytest.raises(ConfigurationError, match="should_publish"):
+        make(snapshot_strategy=object())
+
+    class KeepsNone:
+        keep = 0
+
+        def should_publish(self, decision):
+            return True
+
+    with pytest.raises(ConfigurationError, match="keep"):
+        make(snapshot_strategy=KeepsNone())
+    with pytest.raises(ConfigurationError, match="resolve"):
+        PerCollection({"note": "server wins"})
+
+    # a plain function is a strategy too, and names itself in the report
+    def mine(collection, local, remote, base):
+        return local
+
+    assert make(conflict_strategy=mine).conflict_strategy is mine

@@ -24,9 +24,9 @@ maps. Device clocks (``updatedOn``) are data only; ordering never uses them.
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 import attrs
 
@@ -253,6 +253,27 @@ class Deadlined(Protocol):
 
 
 @runtime_checkable
+class NativeTypes(Protocol):
+    """Optional capability of a store: it keeps typed values (timestamps, numbers,
+    maps) rather than JSON text; rows are converted with ``codec.to_native`` on the
+    way up and ``codec.from_native`` on the way down when ``native_types`` is true."""
+
+    native_types: bool
+
+
+@runtime_checkable
+class SizedDocuments(Protocol):
+    """Optional capability of a store: the size it counts against
+    ``max_document_bytes`` (else: the length of the document's JSON)."""
+
+    def document_size(self, write: Write) -> int: ...
+
+
+def keeps_native_types(store: object) -> bool:
+    return isinstance(store, NativeTypes) and bool(store.native_types)
+
+
+@runtime_checkable
 class Sessions(Protocol):
     """Optional capability of a store: share one connection over many calls.
 
@@ -304,35 +325,45 @@ class BlobInfo:
 class BlobStore(Protocol):
     """Object storage for snapshots and bundles (a directory, S3, anything S3-compatible).
 
-    Contract: ``put`` streams from a binary file object and stores the SHA-256
-    of the bytes with the object; with ``if_none_match`` it fails if the key
-    exists, with ``if_match`` unless the current ``etag`` equals it, raising
-    ``PreconditionFailed`` and writing nothing. ``get`` streams into a binary
-    file object and raises ``BlobNotFoundError`` for a missing key (``head``
-    returns ``None`` instead). ``list`` returns every object
-    under a prefix, sorted by key. ``delete`` of a missing key is not an error.
-    Unreachable storage raises ``OfflineError``.
+    Every method raises ``OfflineError`` when the storage cannot be reached and
+    ``RemoteError`` (not retryable) when it refuses the request (a denied
+    credential, a missing bucket); never a driver's exception.
     """
 
     def put(
         self,
         key: str,
-        source: Any,
+        source: BinaryIO,
         *,
         if_none_match: bool = False,
         if_match: str | None = None,
-        on_bytes: Any = None,
-    ) -> BlobInfo: ...
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> BlobInfo:
+        """Store what ``source`` yields (read to its end, streamed) under ``key``, with
+        its SHA-256. ``if_none_match``: only if ``key`` does not exist; ``if_match``:
+        only if its current ``etag`` is that one; otherwise ``PreconditionFailed`` and
+        nothing written. ``on_bytes`` is told the size of each chunk sent."""
+        ...
 
-    def get(self, key: str, dest: Any, *, on_bytes: Any = None) -> BlobInfo: ...
+    def get(
+        self, key: str, dest: BinaryIO, *, on_bytes: Callable[[int], None] | None = None
+    ) -> BlobInfo:
+        """Write the object into ``dest``, streamed; ``BlobNotFoundError`` if missing."""
+        ...
 
-    def open(self, key: str) -> Any:
+    def open(self, key: str) -> BinaryIO:
         """A readable binary stream of the object, read sequentially (e.g. to decrypt
         while downloading). Raises ``BlobNotFoundError``; the caller closes it."""
         ...
 
-    def head(self, key: str) -> BlobInfo | None: ...
+    def head(self, key: str) -> BlobInfo | None:
+        """The object's size, SHA-256 and etag, or ``None`` if there is no such key."""
+        ...
 
-    def list(self, prefix: str) -> list[BlobInfo]: ...
+    def list(self, prefix: str) -> list[BlobInfo]:
+        """Every object whose key starts with ``prefix``, sorted by key."""
+        ...
 
-    def delete(self, key: str) -> None: ...
+    def delete(self, key: str) -> None:
+        """Remove the object; a missing key is not an error."""
+        ...

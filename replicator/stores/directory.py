@@ -21,7 +21,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import BlobNotFoundError, OfflineError, PreconditionFailed
+from ..errors import (
+    BlobNotFoundError,
+    ConfigurationError,
+    OfflineError,
+    PreconditionFailed,
+    RemoteError,
+)
 from .base import BlobInfo
 
 _META = ".meta.json"
@@ -40,13 +46,37 @@ class DirectoryBlobStore:
         return f"DirectoryBlobStore({str(self.root)!r})"
 
     def _path(self, key: str) -> Path:
-        if key.startswith("/") or ".." in key.split("/") or key.endswith(_META):
-            raise ValueError(f"invalid blob key {key!r}")
+        if key.startswith("/") or ".." in key.split("/") or key.endswith(_META) or not key:
+            raise ConfigurationError(f"invalid blob key {key!r}")
         return self.root / key
 
     def _check_root(self) -> None:
         if not self.root.is_dir():
             raise OfflineError(f"the blob directory {self.root} is not there")
+
+    @contextmanager
+    def _mapped(self, key: str) -> Iterator[None]:
+        """The one place the file system's exceptions become replicator's: a missing
+        directory (an unmounted share) is ``OfflineError``; any other refusal (access
+        denied, a file where a directory should be, a full disk) and damaged metadata
+        are ``RemoteError``, which asking again does not cure."""
+        self._check_root()
+        try:
+            yield
+        except OSError as exc:
+            if not self.root.is_dir():
+                raise OfflineError(f"the blob directory {self.root} went away", orig=exc) from exc
+            raise RemoteError(
+                f"the blob directory {self.root} refused {key!r}: {exc.strerror or exc}",
+                hint="check the directory's permissions and free space",
+                orig=exc,
+            ) from exc
+        except (ValueError, KeyError, TypeError) as exc:  # a damaged .meta.json
+            raise RemoteError(
+                f"the metadata of blob {key!r} in {self.root} is damaged ({exc!r})",
+                hint="delete the object and publish again",
+                orig=exc,
+            ) from exc
 
     @contextmanager
     def _lock(self, path: Path) -> Iterator[None]:
@@ -67,8 +97,19 @@ class DirectoryBlobStore:
         if_match: str | None = None,
         on_bytes: Callable[[int], None] | None = None,
     ) -> BlobInfo:
-        self._check_root()
         path = self._path(key)
+        with self._mapped(key):
+            return self._put(key, path, source, if_none_match, if_match, on_bytes)
+
+    def _put(
+        self,
+        key: str,
+        path: Path,
+        source: BinaryIO,
+        if_none_match: bool,
+        if_match: str | None,
+        on_bytes: Callable[[int], None] | None,
+    ) -> BlobInfo:
         path.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
         size = 0
@@ -85,7 +126,7 @@ class DirectoryBlobStore:
                 os.fsync(out.fileno())
             info = BlobInfo(key, size, digest.hexdigest(), uuid.uuid4().hex)
             with self._lock(path):
-                current = self.head(key)
+                current = self._head(key, path)
                 if if_none_match and current is not None:
                     raise PreconditionFailed(f"blob {key} already exists")
                 if if_match is not None and (current is None or current.etag != if_match):
@@ -104,50 +145,55 @@ class DirectoryBlobStore:
 
     def head(self, key: str) -> BlobInfo | None:
         path = self._path(key)
+        with self._mapped(key):
+            return self._head(key, path)
+
+    def _head(self, key: str, path: Path) -> BlobInfo | None:
         try:
             meta = json.loads(Path(str(path) + _META).read_text())
         except FileNotFoundError:
             return None
         if not path.exists():
             return None
-        return BlobInfo(key, meta["size"], meta["sha256"], meta["etag"])
+        return BlobInfo(key, int(meta["size"]), str(meta["sha256"]), str(meta["etag"]))
 
     def get(
         self, key: str, dest: BinaryIO, *, on_bytes: Callable[[int], None] | None = None
     ) -> BlobInfo:
-        self._check_root()
-        info = self.head(key)
-        if info is None:
-            raise BlobNotFoundError(f"no blob {key} in {self.root}")
-        with open(self._path(key), "rb") as fh:
-            while block := fh.read(_BUF):
-                dest.write(block)
-                if on_bytes is not None:
-                    on_bytes(len(block))
+        path = self._path(key)
+        with self._mapped(key):
+            info = self._head(key, path)
+            if info is None:
+                raise BlobNotFoundError(f"no blob {key} in {self.root}")
+            with open(path, "rb") as fh:
+                while block := fh.read(_BUF):
+                    dest.write(block)
+                    if on_bytes is not None:
+                        on_bytes(len(block))
         return info
 
     def open(self, key: str) -> BinaryIO:
-        self._check_root()
-        if self.head(key) is None:
-            raise BlobNotFoundError(f"no blob {key} in {self.root}")
-        return open(self._path(key), "rb")
+        path = self._path(key)
+        with self._mapped(key):
+            if self._head(key, path) is None:
+                raise BlobNotFoundError(f"no blob {key} in {self.root}")
+            return open(path, "rb")
 
     def list(self, prefix: str) -> list[BlobInfo]:
-        self._check_root()
         out = []
-        base = self.root
-        for path in base.rglob("*"):
-            name = path.relative_to(base).as_posix()
-            visible = not name.endswith(_META) and not path.name.startswith(".")
-            if path.is_file() and visible and name.startswith(prefix):
-                info = self.head(name)
-                if info is not None:
-                    out.append(info)
+        with self._mapped(prefix):
+            for path in self.root.rglob("*"):
+                name = path.relative_to(self.root).as_posix()
+                visible = not name.endswith(_META) and not path.name.startswith(".")
+                if path.is_file() and visible and name.startswith(prefix):
+                    info = self._head(name, path)
+                    if info is not None:
+                        out.append(info)
         return sorted(out, key=lambda i: i.key)
 
     def delete(self, key: str) -> None:
         path = self._path(key)
-        with self._lock(path):
+        with self._mapped(key), self._lock(path):
             for p in (path, Path(str(path) + _META)):
                 if p.exists():
                     p.unlink()

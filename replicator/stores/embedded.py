@@ -28,7 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from ..codec import decode_json, encode_json
-from ..errors import OfflineError, PreconditionFailed, TransientError
+from ..errors import (
+    ConfigurationError,
+    OfflineError,
+    PreconditionFailed,
+    RemoteError,
+    TransientError,
+)
 from ..sql import select_in
 from .base import DeviceRecord, Page, PushResult, RemoteDoc, Usage, Write
 
@@ -182,9 +188,11 @@ class EmbeddedRemote:
             raise OfflineError(
                 f"the embedded remote at {self.path} failed: {text}", orig=exc
             ) from exc
-        except sqlite3.DatabaseError as exc:
-            raise OfflineError(
-                f"the embedded remote at {self.path} failed: {exc}", orig=exc
+        except sqlite3.DatabaseError as exc:  # not a database, or a damaged one
+            raise RemoteError(
+                f"the embedded remote at {self.path} is damaged: {exc}",
+                hint="restore the file from a backup (devices keep their unsynced rows)",
+                orig=exc,
             ) from exc
         finally:
             # outside a session nothing stays open; a kept connection never keeps a
@@ -254,7 +262,7 @@ class EmbeddedRemote:
 
     def push(self, writes: Sequence[Write], device: DeviceRecord) -> PushResult:
         if len(writes) + 1 > self.max_batch_writes:
-            raise ValueError(
+            raise ConfigurationError(
                 f"a batch holds at most {self.max_batch_writes - 1} writes plus the device record"
             )
         versions: dict[tuple[str, str], str] = {}

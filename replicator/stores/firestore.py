@@ -38,7 +38,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from ..errors import ConfigurationError, OfflineError, PreconditionFailed, TransientError
+from ..errors import (
+    ConfigurationError,
+    OfflineError,
+    PreconditionFailed,
+    RemoteError,
+    TransientError,
+)
 from .base import DeviceRecord, Page, PushResult, RemoteDoc, Usage, Write
 
 try:
@@ -67,6 +73,14 @@ _OFFLINE = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.RetryError)
 _TRANSIENT = (gexc.Aborted, gexc.InternalServerError, gexc.TooManyRequests, gexc.Unknown)
 # (Aborted is a Conflict too: it is matched first, as transient)
 _PRECONDITION = (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.NotFound)
+# asking again changes nothing: a credential, a rule or a request at fault
+_REFUSED = (
+    gexc.PermissionDenied,
+    gexc.Unauthenticated,
+    gexc.InvalidArgument,
+    gexc.BadRequest,
+    gexc.Forbidden,
+)
 
 
 def _ts(value: _dt.datetime) -> str:
@@ -164,7 +178,15 @@ class FirestoreRemote:
         the client's stream-resume path calls ``retry._predicate`` on a broken stream."""
         return {"retry": _NO_RETRY, "timeout": self._remaining("a call")}
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
+    def _call(self, what: str, fn: Callable[[], T], *, conditional: bool = False) -> T:
+        """Run one remote call: the one place Firestore's exceptions become replicator's.
+
+        Unreachable or busy: retried with backoff (within the deadline), then
+        ``OfflineError``/``TransientError``. A failed precondition of a
+        ``conditional`` write: ``PreconditionFailed``; of anything else (a read
+        wanting an index that is not deployed, a missing database):
+        ``RemoteError``, as is a refusal (credentials, rules, a bad request).
+        """
         delay = 0.1
         for attempt in range(1, self.attempts + 1):
             self._remaining(what)
@@ -185,10 +207,25 @@ class FirestoreRemote:
                     pause = min(pause, max(0.0, self._deadline - time.monotonic()))
                 time.sleep(pause)
                 delay = min(delay * 2, 2.0)
-            except _PRECONDITION:
-                raise
+            except _PRECONDITION as exc:
+                if conditional:
+                    raise PreconditionFailed(
+                        f"a document changed remotely since it was read ({what})", orig=exc
+                    ) from exc
+                raise RemoteError(
+                    f"Firestore refused {what}: {exc.message}",
+                    hint="deploy firestore.indexes.json if an index is missing,"
+                    " and check that the project's database exists",
+                    orig=exc,
+                ) from exc
+            except _REFUSED as exc:
+                raise RemoteError(
+                    f"Firestore refused {what}: {exc.message}",
+                    hint="check the credentials, the project and the security rules",
+                    orig=exc,
+                ) from exc
             except gexc.GoogleAPICallError as exc:
-                raise TransientError(f"Firestore refused {what}: {exc}", orig=exc) from exc
+                raise TransientError(f"Firestore failed {what}: {exc}", orig=exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _doc(self, collection: str, snap: Any) -> RemoteDoc:
@@ -276,7 +313,7 @@ class FirestoreRemote:
 
     def push(self, writes: Sequence[Write], device: DeviceRecord) -> PushResult:
         if len(writes) + 1 > self.max_batch_writes:
-            raise ValueError(
+            raise ConfigurationError(
                 f"a batch holds at most {self.max_batch_writes - 1} writes plus the device record"
             )
         batch = self.client.batch()
@@ -296,12 +333,7 @@ class FirestoreRemote:
         fields = self._device_fields(device)
         fields["lastUpload"] = firestore.SERVER_TIMESTAMP
         batch.set(device_ref, fields, merge=True)
-        try:
-            results = self._call("a commit", lambda: batch.commit(**self._opts()))
-        except _PRECONDITION as exc:
-            raise PreconditionFailed(
-                "a document changed remotely since it was read", [], orig=exc
-            ) from exc
+        results = self._call("a commit", lambda: batch.commit(**self._opts()), conditional=True)
         self.usage.writes += len(writes) + 1
         self.usage.bytes_written += size
         versions = {w.key: _ts(r.update_time) for w, r in zip(writes, results, strict=False)}
@@ -411,8 +443,10 @@ class FirestoreRemote:
                 snap.reference, option=self.client.write_option(last_update_time=snap.update_time)
             )
         try:
-            self._call("a purge of tombstones", lambda: batch.commit(**self._opts()))
-        except _PRECONDITION:
+            self._call(
+                "a purge of tombstones", lambda: batch.commit(**self._opts()), conditional=True
+            )
+        except PreconditionFailed:
             return 0  # one was rewritten meanwhile: the next pass reads them again
         self.usage.writes += len(docs)
         return len(docs)

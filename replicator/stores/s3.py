@@ -9,24 +9,34 @@ servers do not verify checksums themselves.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, BinaryIO
 
-from ..errors import BlobNotFoundError, OfflineError, PreconditionFailed, TransientError
+from ..errors import (
+    BlobNotFoundError,
+    OfflineError,
+    PreconditionFailed,
+    RemoteError,
+    TransientError,
+)
 from .base import BlobInfo
 
 try:
     import boto3
     from boto3.s3.transfer import TransferConfig
-    from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+    from botocore.exceptions import BotoCoreError, ClientError
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("S3BlobStore needs boto3: pip install 'replicator[s3]'") from exc
 
 _BUF = 1 << 20
 _PRECONDITION_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+_BUSY_CODES = {"SlowDown", "RequestTimeout", "RequestTimeTooSkewed", "ThrottlingException"}
 
 
 class S3BlobStore:
@@ -64,14 +74,31 @@ class S3BlobStore:
             status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
             if code in _PRECONDITION_CODES or status in ("412",):
                 return PreconditionFailed(f"blob {key} changed or exists", orig=exc)
+            if code == "NoSuchBucket":
+                return RemoteError(
+                    f"there is no bucket s3://{self.bucket}",
+                    hint="create it, or check its name and the endpoint",
+                    orig=exc,
+                )
             if code in _MISSING_CODES or status == "404":
                 return BlobNotFoundError(f"no blob {key} in s3://{self.bucket}", orig=exc)
-            if status.startswith("5") or code in ("SlowDown", "RequestTimeout"):
+            if status.startswith("5") or code in _BUSY_CODES or status == "429":
                 return TransientError(f"S3 failed on {key}: {code}", orig=exc)
-            return TransientError(f"S3 refused {key}: {code}", orig=exc)
-        if isinstance(exc, EndpointConnectionError | BotoCoreError):
-            return OfflineError(f"cannot reach S3 for {key}: {exc}", orig=exc)
-        return exc
+            # denied, no such bucket, a malformed request: asking again changes nothing
+            return RemoteError(
+                f"S3 refused {key} in s3://{self.bucket}: {code or status}",
+                hint="check the bucket name, the credentials and the bucket's policy",
+                orig=exc,
+            )
+        return OfflineError(f"cannot reach S3 for {key}: {exc}", orig=exc)
+
+    @contextmanager
+    def _mapped(self, key: str) -> Iterator[None]:
+        """The one place S3's exceptions become replicator's (see ``BlobStore``)."""
+        try:
+            yield
+        except (ClientError, BotoCoreError) as exc:
+            raise self._translate(exc, key) from exc
 
     def put(
         self,
@@ -97,7 +124,7 @@ class S3BlobStore:
             source.seek(start)
             sha = digest.hexdigest()
             meta = {"sha256": sha}
-            try:
+            with self._mapped(key):
                 if if_none_match or if_match is not None:
                     extra: dict[str, Any] = {"IfNoneMatch": "*"} if if_none_match else {}
                     if if_match is not None:
@@ -120,8 +147,6 @@ class S3BlobStore:
                     Callback=on_bytes,
                     Config=self.transfer,
                 )
-            except (ClientError, BotoCoreError) as exc:
-                raise self._translate(exc, key) from exc
             info = self.head(key)
             if info is None:
                 raise TransientError(f"S3 lost {key} right after writing it")
@@ -132,12 +157,10 @@ class S3BlobStore:
 
     def head(self, key: str) -> BlobInfo | None:
         try:
-            resp = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-        except (ClientError, BotoCoreError) as exc:
-            err = self._translate(exc, key)
-            if isinstance(err, BlobNotFoundError):
-                return None
-            raise err from exc
+            with self._mapped(key):
+                resp = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except BlobNotFoundError:
+            return None
         return BlobInfo(
             key,
             int(resp["ContentLength"]),
@@ -151,39 +174,58 @@ class S3BlobStore:
         info = self.head(key)
         if info is None:
             raise BlobNotFoundError(f"no blob {key} in s3://{self.bucket}")
-        try:
+        with self._mapped(key):
             self.client.download_fileobj(
                 self.bucket, self._key(key), dest, Callback=on_bytes, Config=self.transfer
             )
-        except (ClientError, BotoCoreError) as exc:
-            raise self._translate(exc, key) from exc
         return info
 
-    def open(self, key: str) -> Any:
+    def open(self, key: str) -> BinaryIO:
         """The object's body, streamed over one connection (sequential reads)."""
-        try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
-        except (ClientError, BotoCoreError) as exc:
-            raise self._translate(exc, key) from exc
+        with self._mapped(key):
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+        return _MappedBody(self, key, body)  # type: ignore[return-value]
 
     def list(self, prefix: str) -> list[BlobInfo]:
         out = []
         paginator = self.client.get_paginator("list_objects_v2")
-        try:
+        with self._mapped(prefix):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
                 for obj in page.get("Contents", []):
                     key = obj["Key"][len(self.prefix) + 1 :] if self.prefix else obj["Key"]
                     info = self.head(key)
                     if info is not None:
                         out.append(info)
-        except (ClientError, BotoCoreError) as exc:
-            raise self._translate(exc, prefix) from exc
         return sorted(out, key=lambda i: i.key)
 
     def delete(self, key: str) -> None:
         try:
-            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
-        except (ClientError, BotoCoreError) as exc:
-            err = self._translate(exc, key)
-            if not isinstance(err, BlobNotFoundError):
-                raise err from exc
+            with self._mapped(key):
+                self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except BlobNotFoundError:
+            pass  # gone already: what delete promises
+
+
+class _MappedBody(io.RawIOBase):
+    """An object's body whose read errors (a reset, a timeout mid-download) are mapped
+    like every other S3 error."""
+
+    def __init__(self, store: S3BlobStore, key: str, body: Any) -> None:
+        self.store, self.key, self.body = store, key, body
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        with self.store._mapped(self.key):
+            try:
+                return bytes(self.body.read(None if size < 0 else size))
+            except (ClientError, BotoCoreError):
+                raise  # mapped by _mapped
+            except Exception as exc:  # urllib3's protocol errors, a reset socket
+                raise OfflineError(f"the download of {self.key} broke off: {exc}") from exc
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.body.close()
+        super().close()

@@ -2,6 +2,7 @@
 
 from .conflict import (
     ClientWins,
+    ConflictStrategy,
     FieldConflict,
     FieldMerge,
     LastWriterWins,
@@ -17,14 +18,18 @@ from .conflict import (
     prefer_remote,
     set_union,
 )
+from .snapshot import SnapshotDecision, SnapshotStrategy
 
 __all__ = [
     "ClientWins",
+    "ConflictStrategy",
     "FieldConflict",
     "FieldMerge",
     "LastWriterWins",
     "PerCollection",
     "ServerWins",
+    "SnapshotDecision",
+    "SnapshotStrategy",
     "best_score",
     "map_last_writer",
     "map_max",

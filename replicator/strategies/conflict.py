@@ -21,11 +21,48 @@ import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
+from ..errors import ConfigurationError
+
 Row = Mapping[str, Any]
+#: a strategy as a plain function of ``(collection, local, remote, base)``
+Resolver = Callable[[str, Row, Row, "Row | None"], Row]
+
+
+@runtime_checkable
+class ConflictStrategy(Protocol):
+    """What the engine calls to resolve a conflict (see the module's docstring).
+
+    A plain function with ``resolve``'s signature (a :data:`Resolver`) is
+    accepted wherever a strategy is. An optional ``name`` attribute names the
+    strategy in each ``Resolution``.
+    """
+
+    def resolve(self, collection: str, local: Row, remote: Row, base: Row | None) -> Row: ...
+
+
+def resolver(strategy: ConflictStrategy | Resolver) -> Resolver:
+    """The function that resolves under ``strategy``: its ``resolve``, or the strategy
+    itself when it is a function. Anything else is a ``ConfigurationError``."""
+    if isinstance(strategy, ConflictStrategy):
+        return strategy.resolve
+    if callable(strategy):
+        return strategy
+    raise ConfigurationError(
+        f"a conflict strategy needs resolve(collection, local, remote, base), got {strategy!r}",
+        hint="pass LastWriterWins(), FieldMerge(...), a strategy object, or a function",
+    )
+
+
+def strategy_name(strategy: ConflictStrategy | Resolver) -> str:
+    """How a ``Resolution`` names the strategy: its ``name``, else its type's or function's."""
+    name = getattr(strategy, "name", None)
+    if isinstance(name, str):
+        return name
+    return str(getattr(strategy, "__name__", type(strategy).__name__))
 
 
 def _parse_time(value: Any) -> _dt.datetime | None:
@@ -217,14 +254,17 @@ class FieldMerge:
 class PerCollection:
     """A strategy per collection, and one for the rest (``LastWriterWins()`` unless given)."""
 
-    strategies: Mapping[str, Any]
-    default: Any = attrs.field(factory=LastWriterWins)
+    strategies: Mapping[str, ConflictStrategy | Resolver]
+    default: ConflictStrategy | Resolver = attrs.field(factory=LastWriterWins)
     name: str = "per-collection"
+
+    def __attrs_post_init__(self) -> None:
+        for strategy in (*self.strategies.values(), self.default):
+            resolver(strategy)  # a wrong one fails here, not at the first conflict
 
     def resolve(self, collection: str, local: Row, remote: Row, base: Row | None) -> Row:
         strategy = self.strategies.get(collection, self.default)
-        resolve = getattr(strategy, "resolve", strategy)
-        return resolve(collection, local, remote, base)
+        return resolver(strategy)(collection, local, remote, base)
 
     __call__ = resolve
 

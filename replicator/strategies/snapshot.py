@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Mapping
+from typing import Protocol, runtime_checkable
 
 import attrs
+
+from ..errors import ConfigurationError
 
 
 def dominates(mine: Mapping[str, str], theirs: Mapping[str, str]) -> bool:
@@ -34,6 +37,40 @@ class SnapshotDecision:
     now: _dt.datetime
     #: rows this device downloaded or uploaded since the current manifest appeared
     changes: int = 0
+
+
+@runtime_checkable
+class SnapshotStrategy(Protocol):
+    """Decides, after each sync that leaves nothing unsynced, whether to publish.
+
+    Optional attributes: ``keep``, how many snapshots stay in the blob store
+    (default 3), and ``publishes``; ``False`` says the strategy never publishes,
+    so the engine skips the work before asking. The engine never publishes
+    while rows are unsynced, whatever ``should_publish`` answers.
+    """
+
+    def should_publish(self, decision: SnapshotDecision) -> bool: ...
+
+
+def checked(strategy: object) -> SnapshotStrategy:
+    """``strategy`` if it is one, else a ``ConfigurationError`` naming what is missing."""
+    if not isinstance(strategy, SnapshotStrategy):
+        raise ConfigurationError(
+            f"a snapshot strategy needs should_publish(decision), got {strategy!r}",
+            hint="pass BigBrother(), Always(), Never() or an object with should_publish",
+        )
+    keep = getattr(strategy, "keep", 3)
+    if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
+        raise ConfigurationError(f"a snapshot strategy's keep must be 1 or more, got {keep!r}")
+    return strategy
+
+
+def snapshots_kept(strategy: SnapshotStrategy) -> int:
+    return int(getattr(strategy, "keep", 3))
+
+
+def ever_publishes(strategy: SnapshotStrategy) -> bool:
+    return bool(getattr(strategy, "publishes", True))
 
 
 @attrs.frozen
