@@ -243,7 +243,7 @@ def delete_local(
                 )
             )
         ctx.db.execute_sql(f'DELETE FROM "{coll}" WHERE id = ?', (doc_id,))
-        ctx.counts.bump(ctx.counts.deleted, coll)
+        ctx.tally.bump(ctx.tally.deleted, coll)
     ctx.local.add_tombstone(coll, doc_id, pending=pending, by=ctx.me)
     ctx.local.drop_base(coll, doc_id)
 
@@ -307,7 +307,10 @@ def _remote_delete(ctx: SyncContext, model: type[peewee.Model], doc: RemoteDoc, 
             for child_id, child_doc in ctx.remote.get(child_coll, ids).items():
                 if held.get(child_id) != child_doc.version:
                     apply_remote(
-                        ctx, child_model, ctx.incoming(child_model, child_doc), depth=depth + 1
+                        ctx,
+                        child_model,
+                        ctx.codec.incoming(child_model, child_doc),
+                        depth=depth + 1,
                     )
         blockers = _blockers(ctx, model, doc.id, set())
     row = fetch_row(ctx, model, doc.id)
@@ -358,10 +361,10 @@ def apply_remote(
     row = fetch_row(ctx, model, doc.id)
     if row is None:
         _write_row(ctx, model, values, exists=False, dirty=False)
-        ctx.counts.bump(ctx.counts.downloaded, coll)
+        ctx.tally.bump(ctx.tally.downloaded, coll)
     elif not row["isDirty"]:
         _write_row(ctx, model, values, exists=True, dirty=False)
-        ctx.counts.bump(ctx.counts.downloaded, coll)
+        ctx.tally.bump(ctx.tally.downloaded, coll)
     else:
         _resolve(ctx, model, doc, values, row)
     _agree(ctx, model, doc)
@@ -436,7 +439,7 @@ def _ensure_parents(
                     f"{fk.column_name} refers to {parent_coll}/{parent_id}, which does not exist",
                     hint="it is set aside and retried at every sync until its parent arrives",
                 )
-            apply_remote(ctx, parent, ctx.incoming(parent, found), depth=depth + 1)
+            apply_remote(ctx, parent, ctx.codec.incoming(parent, found), depth=depth + 1)
             if ctx.local.tombstone(parent_coll, parent_id) is None:
                 continue
         # the parent is deleted here: the key's rule decides
@@ -636,15 +639,15 @@ def _self_parents_first(model: type[peewee.Model], docs: list[RemoteDoc]) -> lis
 
 def _apply_or_set_aside(ctx: SyncContext, model: type[peewee.Model], doc: RemoteDoc) -> None:
     coll = collection_name(model)
-    mark = len(ctx.conflicts)
+    mark = len(ctx.tally.conflicts)
     try:
         with ctx.db.atomic():  # a savepoint: a failure undoes this document alone
             apply_remote(ctx, model, doc)
     except RemoteDataError as exc:
-        del ctx.conflicts[mark:]
+        del ctx.tally.conflicts[mark:]
         if exc.doc_id == doc.id:  # an id that is no row id cannot be kept either
             ctx.local.park(coll, doc.id, exc.reason)
-        ctx.set_aside.append(RowError(coll, exc.doc_id, exc))
+        ctx.tally.set_aside.append(RowError(coll, exc.doc_id, exc))
     else:
         ctx.local.unpark(coll, [doc.id])
 
@@ -652,7 +655,7 @@ def _apply_or_set_aside(ctx: SyncContext, model: type[peewee.Model], doc: Remote
 def settle(ctx: SyncContext) -> None:
     """Retry the documents set aside by earlier syncs, parents first, at their current version."""
     parked = ctx.local.parked()
-    just_now = {(e.collection, e.id) for e in ctx.set_aside}
+    just_now = {(e.collection, e.id) for e in ctx.tally.set_aside}
     for model in ctx.models:
         coll = collection_name(model)
         ids = sorted(i for i in parked.get(coll, {}) if (coll, i) not in just_now)
@@ -661,7 +664,7 @@ def settle(ctx: SyncContext) -> None:
         docs = ctx.remote.get(coll, ids)
         with ctx.local.applying():
             ctx.local.unpark(coll, [i for i in ids if i not in docs])  # gone remotely
-            found = [ctx.incoming(model, docs[i]) for i in ids if i in docs]
+            found = [ctx.codec.incoming(model, docs[i]) for i in ids if i in docs]
             for doc in _self_parents_first(model, found):
                 _apply_or_set_aside(ctx, model, doc)
 
@@ -698,4 +701,4 @@ def _flush(
             f'UPDATE "{coll}" SET {sets} WHERE id = ?',
             [(*[v[c] for c in cols], 0, d.id, d.version, d.id) for d, v, _ in updates],
         )
-    ctx.counts.bump(ctx.counts.downloaded, coll, len(pending))
+    ctx.tally.bump(ctx.tally.downloaded, coll, len(pending))

@@ -14,11 +14,15 @@ import decimal
 import json
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import attrs
 import peewee
 
 from .errors import RemoteDataError, UnsupportedValueError
+
+if TYPE_CHECKING:
+    from .stores.base import RemoteDoc
 
 
 def _encode_default(value: Any) -> Any:
@@ -89,7 +93,8 @@ def _plain_type(field: peewee.Field) -> type | None:
     """The Python type a value of the field's column has when nothing needs checking
     (remembered on the field: the check runs on every downloaded value)."""
     try:
-        return field.__dict__["_replicator_plain"]
+        known: type | None = field.__dict__["_replicator_plain"]
+        return known
     except KeyError:
         pass
     plain = _compute_plain_type(field)
@@ -325,3 +330,23 @@ def _parse_datetime(text: str) -> _dt.datetime | None:
         return _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
+
+
+@attrs.frozen
+class RowCodec:
+    """Rows between SQLite's form and the form a store keeps: typed values for a
+    store with ``NativeTypes`` (``native``), else rows as SQLite holds them."""
+
+    native: bool
+
+    def incoming(self, model: type[peewee.Model], doc: RemoteDoc) -> RemoteDoc:
+        """A remote document with its values in SQLite form."""
+        if not self.native:
+            return doc
+        return attrs.evolve(doc, data=from_native(model, doc.data))
+
+    def outgoing(self, model: type[peewee.Model], data: dict[str, Any]) -> dict[str, Any]:
+        """A row's values in the store's form."""
+        if not self.native:
+            return data
+        return to_native(model, data)

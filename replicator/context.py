@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Callable
-from typing import Any
 
 import attrs
 import peewee
 
-from .codec import from_native, to_native
+from .codec import RowCodec
 from .local import LocalState
 from .model import CLOCK_TOLERANCE, collection_name
-from .report import Phase, Progress, Resolution, RowError, _Counts
-from .stores.base import DeviceRecord, RemoteDoc, RemoteStore, keeps_native_types
+from .report import Phase, Progress, Resolution, Tally
+from .stores.base import DeviceRecord, RemoteStore, keeps_native_types
 from .strategies.conflict import ConflictStrategy, Resolver
 
 
@@ -32,35 +31,22 @@ class SyncContext:
     )
     on_progress: Callable[[Progress], None] | None = None
     on_conflict: Callable[[Resolution], None] | None = None
-    counts: _Counts = attrs.field(factory=_Counts)
-    conflicts: list[Resolution] = attrs.field(factory=list)
-    rejected: list[RowError] = attrs.field(factory=list)
-    set_aside: list[RowError] = attrs.field(factory=list)
-    #: collections downloaded again because the store purged tombstones this device missed
-    recovered: list[str] = attrs.field(factory=list)
+    #: rows to and from the store's form
+    codec: RowCodec = attrs.field(init=False)
+    #: what the running phase did (each phase starts its own: ``for_phase``)
+    tally: Tally = attrs.field(factory=Tally)
     by_collection: dict[str, type[peewee.Model]] = attrs.field(factory=dict)
     children: dict[type[peewee.Model], list[tuple[type[peewee.Model], peewee.ForeignKeyField]]] = (
         attrs.field(factory=dict)
     )
 
     def __attrs_post_init__(self) -> None:
+        self.codec = RowCodec(native=keeps_native_types(self.remote))
         self.by_collection = {collection_name(m): m for m in self.models}
         self.children = {m: [] for m in self.models}
         for m in self.models:
             for fk in m._meta.refs:
                 self.children[fk.rel_model].append((m, fk))
-
-    def incoming(self, model: type[peewee.Model], doc: RemoteDoc) -> RemoteDoc:
-        """A remote document with its values in SQLite form."""
-        if not keeps_native_types(self.remote):
-            return doc
-        return attrs.evolve(doc, data=from_native(model, doc.data))
-
-    def outgoing(self, model: type[peewee.Model], data: dict[str, Any]) -> dict[str, Any]:
-        """A row's values in the store's form."""
-        if not keeps_native_types(self.remote):
-            return data
-        return to_native(model, data)
 
     def progress(
         self, phase: Phase, collection: str | None, done: int, total: int | None = None
@@ -68,8 +54,12 @@ class SyncContext:
         if self.on_progress is not None:
             self.on_progress(Progress(phase, collection, done, total))
 
+    def for_phase(self) -> SyncContext:
+        """The same sync's context with a fresh tally, for a phase to fill and return."""
+        return attrs.evolve(self, tally=Tally())
+
     def resolved(self, resolution: Resolution) -> None:
-        self.conflicts.append(resolution)
+        self.tally.conflicts.append(resolution)
         if self.on_conflict is not None:
             self.on_conflict(resolution)
 

@@ -18,26 +18,38 @@ upgrade is downloaded again to fill them (``upgrade.py``).
 
 from __future__ import annotations
 
+import attrs
+
 from .apply import apply_page, settle
 from .context import SyncContext
 from .model import collection_name
+from .report import Tally
 from .retention import reconcile, stale
 from .stores.base import Compactable
 from .upgrade import fill_columns
 
 
-def download(ctx: SyncContext, *, catch_up_only: bool = False) -> bool:
-    """Run the phase; return whether any other device had uploaded.
+@attrs.frozen
+class Downloaded:
+    """What the phase did: whether another device had uploaded, and what was applied."""
+
+    others: bool
+    tally: Tally
+
+
+def download(ctx: SyncContext, *, catch_up_only: bool = False) -> Downloaded:
+    """Run the phase.
 
     ``catch_up_only`` skips the Devices check and pulls every collection (used
     before a snapshot, to move the cursors past this device's own uploads).
     """
+    ctx = ctx.for_phase()
     latest = None
     if not catch_up_only:
         latest = ctx.remote.uploads_after(ctx.local.seen_position, exclude=ctx.me)
         if latest is None and not ctx.local.any_recovery():
             settle(ctx)  # documents set aside are retried even when nothing is new
-            return False
+            return Downloaded(False, ctx.tally)
     horizons = ctx.remote.horizons() if isinstance(ctx.remote, Compactable) else {}
     for model in ctx.models:
         coll = collection_name(model)
@@ -49,7 +61,7 @@ def download(ctx: SyncContext, *, catch_up_only: bool = False) -> bool:
         done = 0
         while True:
             page = ctx.remote.pull(coll, cursor, ctx.page_size, catch_up=done == 0)
-            docs = [ctx.incoming(model, d) for d in page.docs]
+            docs = [ctx.codec.incoming(model, d) for d in page.docs]
             with ctx.local.applying():
                 if again is not None:
                     ctx.local.note_seen(coll, [d.id for d in docs])
@@ -69,8 +81,9 @@ def download(ctx: SyncContext, *, catch_up_only: bool = False) -> bool:
                     reconcile(ctx, model)
                 ctx.local.end_recovery(coll)
             if again[0]:
-                ctx.recovered.append(coll)
-    settle(ctx)
+                ctx.tally.recovered.append(coll)
+    if not catch_up_only:  # (the sync's own download has retried them already)
+        settle(ctx)
     if latest is not None:
         ctx.local.set_device(seen_position=latest)
-    return True
+    return Downloaded(True, ctx.tally)

@@ -42,7 +42,7 @@ from .local import LocalState
 from .model import SyncModel, check_models, collection_name, install_capture, sort_models
 from .publish import byte_counter, publish_if_due
 from .register import register
-from .report import Phase, Progress, Resolution, SyncReport
+from .report import Phase, Progress, Resolution, SyncReport, Tally
 from .restore import database_file
 from .restore import prepare as prepare_restore
 from .retention import DEFAULT_RETENTION, maintain
@@ -203,12 +203,15 @@ class Replicator:
             # before any timestamp of it is compared or uploaded
             register(ctx)
             registered = True
-        others = download(ctx)
-        pushed = upload(ctx)
-        registered = registered or pushed is not None
-        if pushed is None and (others or not self.local.registered):
+        down = download(ctx)
+        up = upload(ctx)
+        registered = registered or up.pushed is not None
+        if up.pushed is None and (down.others or not self.local.registered):
             register(ctx)
             registered = True
+        tally = Tally()
+        tally.fold(down.tally)
+        tally.fold(up.tally)
         purged: dict[str, int] = {}
         purge_error: RemoteError | None = None
         try:
@@ -217,17 +220,19 @@ class Replicator:
             purge_error = exc
         snapshot = snapshot_error = None
         if self.blobs is not None:
-            self.local.count_changes(ctx.counts.total())
+            self.local.count_changes(tally.total())
             try:
-                snapshot = publish_if_due(
+                published = publish_if_due(
                     ctx,
                     blobs=self.blobs,
                     key=self.key,
                     strategy=self.snapshot_strategy,
                     db_path=database_file(self.database),
                     tables=self.collections,
-                    uploaded=pushed is not None,
+                    uploaded=up.pushed is not None,
                 )
+                snapshot = published.snapshot
+                tally.fold(published.tally)
             except (SnapshotError, RemoteError) as exc:
                 snapshot_error = exc  # the data is synced; only the snapshot is missing
         finished = _dt.datetime.now(_dt.timezone.utc)
@@ -236,19 +241,19 @@ class Replicator:
             installation_id=ctx.me,
             started_at=started,
             finished_at=finished,
-            idle=not others and pushed is None and not registered,
-            downloaded=dict(ctx.counts.downloaded),
-            deleted=dict(ctx.counts.deleted),
-            uploaded=dict(ctx.counts.uploaded),
-            uploaded_deletes=dict(ctx.counts.uploaded_deletes),
-            conflicts=tuple(ctx.conflicts),
-            rejected=tuple(ctx.rejected),
-            set_aside=tuple(ctx.set_aside),
+            idle=not down.others and up.pushed is None and not registered,
+            downloaded=dict(tally.downloaded),
+            deleted=dict(tally.deleted),
+            uploaded=dict(tally.uploaded),
+            uploaded_deletes=dict(tally.uploaded_deletes),
+            conflicts=tuple(tally.conflicts),
+            rejected=tuple(tally.rejected),
+            set_aside=tuple(tally.set_aside),
             usage=self.remote.usage.minus(before),
             registered=registered,
             snapshot=snapshot,
             snapshot_error=snapshot_error,
-            recovered=tuple(ctx.recovered),
+            recovered=tuple(tally.recovered),
             purged=purged,
             purge_error=purge_error,
         )

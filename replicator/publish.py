@@ -17,11 +17,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from .context import SyncContext
 from .download import download
 from .errors import PreconditionFailed
 from .register import register
-from .report import Phase
+from .report import Phase, Tally
 from .snapshot import publish, read_current, resolve_key
 from .stores.base import BlobStore, RemoteStore
 from .strategies.snapshot import (
@@ -30,6 +32,15 @@ from .strategies.snapshot import (
     ever_publishes,
     snapshots_kept,
 )
+
+
+@attrs.frozen
+class Published:
+    """What the phase did: the snapshot published (``None``: none), and what the
+    catch-up download before deciding applied."""
+
+    snapshot: str | None
+    tally: Tally
 
 
 def publish_if_due(
@@ -41,17 +52,16 @@ def publish_if_due(
     db_path: Path,
     tables: Sequence[str],
     uploaded: bool,
-) -> str | None:
-    """Publish under ``strategy`` if it says so; return the new snapshot's id.
+) -> Published:
+    """Publish under ``strategy`` if it says so.
 
     Never publishes while anything is unsynced, whatever the strategy says: a
     snapshot holding a row no other device can have would make a device that
     restores it take that row for synced.
     """
-    if not ever_publishes(strategy):
-        return None
-    if ctx.local.pending_total(tables):
-        return None
+    caught_up = Tally()
+    if not ever_publishes(strategy) or ctx.local.pending_total(tables):
+        return Published(None, caught_up)
     kek, _kdf = resolve_key(blobs, key, create=True)
     current = read_current(blobs, kek)
     manifest = current.manifest
@@ -60,7 +70,7 @@ def publish_if_due(
         # a new snapshot appeared (ours or another device's): count afresh from it
         ctx.local.set_device(manifest_seen=seen, changes_since_snapshot=0)
     if uploaded:
-        download(ctx, catch_up_only=True)
+        caught_up = download(ctx, catch_up_only=True).tally
     for _attempt in range(2):
         decision = SnapshotDecision(
             watermarks=ctx.local.trackers(),
@@ -73,7 +83,7 @@ def publish_if_due(
             changes=ctx.local.changes_since_snapshot,
         )
         if not strategy.should_publish(decision):
-            return None
+            return Published(None, caught_up)
         ctx.progress("snapshot", None, 0)
         try:
             published = publish(
@@ -104,8 +114,8 @@ def publish_if_due(
         # the Devices collection learns the generation now: a later rollback of
         # the manifest to an older snapshot is then detectable by every device
         register(ctx)
-        return published.snapshot_id
-    return None
+        return Published(published.snapshot_id, caught_up)
+    return Published(None, caught_up)
 
 
 def _highest_generation(remote: RemoteStore) -> int:

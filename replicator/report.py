@@ -63,11 +63,24 @@ class Progress:
 
 
 @attrs.define
-class _Counts:
+class Tally:
+    """What one phase of a sync did, recorded as it goes.
+
+    Each phase starts its own, returns it, and the engine folds the tallies of
+    a sync into its :class:`SyncReport`; no phase reads another's.
+    """
+
     downloaded: dict[str, int] = attrs.field(factory=dict)
     deleted: dict[str, int] = attrs.field(factory=dict)
     uploaded: dict[str, int] = attrs.field(factory=dict)
     uploaded_deletes: dict[str, int] = attrs.field(factory=dict)
+    conflicts: list[Resolution] = attrs.field(factory=list)
+    #: rows the upload could not send (they stay dirty): the last pass's
+    rejected: list[RowError] = attrs.field(factory=list)
+    #: remote documents that could not be applied (kept aside, retried each sync)
+    set_aside: list[RowError] = attrs.field(factory=list)
+    #: collections downloaded again because the store purged tombstones this device missed
+    recovered: list[str] = attrs.field(factory=list)
 
     def total(self) -> int:
         """Rows moved either way: downloaded, deleted, uploaded, deletes uploaded."""
@@ -78,6 +91,23 @@ class _Counts:
     def bump(counter: dict[str, int], collection: str, n: int = 1) -> None:
         if n:
             counter[collection] = counter.get(collection, 0) + n
+
+    def fold(self, later: Tally) -> None:
+        """Add what a later phase did."""
+        for mine, theirs in (
+            (self.downloaded, later.downloaded),
+            (self.deleted, later.deleted),
+            (self.uploaded, later.uploaded),
+            (self.uploaded_deletes, later.uploaded_deletes),
+        ):
+            for coll, n in theirs.items():
+                self.bump(mine, coll, n)
+        self.conflicts += later.conflicts
+        self.rejected += later.rejected
+        aside = {(e.collection, e.id) for e in later.set_aside}
+        self.set_aside = [e for e in self.set_aside if (e.collection, e.id) not in aside]
+        self.set_aside += later.set_aside
+        self.recovered += [c for c in later.recovered if c not in self.recovered]
 
 
 @attrs.frozen

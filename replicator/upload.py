@@ -36,7 +36,7 @@ from .errors import (
     UnsupportedValueError,
 )
 from .model import collection_name, parents_first, remote_columns, shift_time
-from .report import RowError
+from .report import RowError, Tally
 from .sql import select_in
 from .stores.base import PushResult, SizedDocuments, Write
 
@@ -164,7 +164,7 @@ def _outgoing_rows(
         base_data = base[1] if base is not None and base[0] == version else None
         sent = data if base_data is None else _changed(model, data, base_data)
         try:
-            full = ctx.outgoing(model, data)
+            full = ctx.codec.outgoing(model, data)
         except UnsupportedValueError as exc:  # a value the store cannot hold
             error = UnsupportedValueError(exc.column, exc.reason, coll, doc_id)
             yield RowError(coll, doc_id, error)
@@ -193,13 +193,24 @@ def _deletes(ctx: SyncContext, model: type[peewee.Model], page: int) -> Iterator
             if shift is not None and deleted_on:
                 deleted_on = shift_time(deleted_on, shift)
             data = {"updatedOn": deleted_on, "updatedBy": deleted_by or ctx.me}
-            write = Write(coll, doc_id, ctx.outgoing(model, data), deleted=True, unconditional=True)
+            write = Write(
+                coll, doc_id, ctx.codec.outgoing(model, data), deleted=True, unconditional=True
+            )
             yield Outgoing(write, None, data, None)
         after = found[-1][0]
 
 
-def upload(ctx: SyncContext) -> PushResult | None:
-    """Run the phase; return the last commit's result, or None if nothing was pushed.
+@attrs.frozen
+class Uploaded:
+    """What the phase did: the last commit's result (``None``: nothing was pushed),
+    what went up, and what had to stay (``tally.rejected``)."""
+
+    pushed: PushResult | None
+    tally: Tally
+
+
+def upload(ctx: SyncContext) -> Uploaded:
+    """Run the phase.
 
     Streams: dirty rows are read a page at a time (parents' collections
     first), turned into writes and pushed as soon as a batch is full, so memory
@@ -207,6 +218,7 @@ def upload(ctx: SyncContext) -> PushResult | None:
     batches are marked synced as they commit). Rows that had to wait for a
     parent get another pass while passes make progress.
     """
+    ctx = ctx.for_phase()
     per_batch = ctx.remote.max_batch_writes - 1
     last: PushResult | None = None
     rounds = 0
@@ -231,10 +243,10 @@ def upload(ctx: SyncContext) -> PushResult | None:
                 ) from exc
             _refresh(ctx, exc.keys)
             continue
-        ctx.rejected[:] = list(waiting.values())
+        ctx.tally.rejected[:] = list(waiting.values())
         parents_pending = any(isinstance(e.error, WaitsForParent) for e in waiting.values())
         if not (parents_pending and pushed):
-            return last
+            return Uploaded(last, ctx.tally)
 
 
 def _batches(
@@ -351,7 +363,7 @@ def _mark_synced(
             if deletes:
                 ctx.local.ack_tombstones(coll, deletes)
                 ctx.local.drop_bases(coll, deletes)
-                ctx.counts.bump(ctx.counts.uploaded_deletes, coll, len(deletes))
+                ctx.tally.bump(ctx.tally.uploaded_deletes, coll, len(deletes))
             if rows:
                 # updatedOn as it stands remotely (corrected for this device's clock)
                 conn.executemany(
@@ -385,7 +397,7 @@ def _mark_synced(
                         for o in moved
                     ],
                 )
-                ctx.counts.bump(ctx.counts.uploaded, coll, len(rows))
+                ctx.tally.bump(ctx.tally.uploaded, coll, len(rows))
         ctx.local.forget_sends(
             span,
             {
@@ -415,4 +427,4 @@ def _refresh(ctx: SyncContext, keys: list[tuple[str, str]]) -> None:
                     ctx.local.drop_base(coll, doc_id)
                     ctx.local.set_versions(coll, [(doc_id, None)])
                 else:
-                    apply_remote(ctx, model, ctx.incoming(model, doc))
+                    apply_remote(ctx, model, ctx.codec.incoming(model, doc))

@@ -150,3 +150,24 @@ def test_local_state_upgrades_an_older_device_table(tmp_path):
     assert state.installation_id == "old-id"
     state.set_device(last_snapshot="x", changes_since_snapshot=3)
     assert state.changes_since_snapshot == 3
+
+
+def test_a_sync_folds_its_phases_tallies():
+    from replicator.errors import RemoteDataError
+    from replicator.report import RowError, Tally
+
+    down, up = Tally(), Tally()
+    down.bump(down.downloaded, "note", 3)
+    down.set_aside.append(RowError("note", "x", RemoteDataError("old reason")))
+    down.recovered.append("note")
+    up.bump(up.uploaded, "note", 2)
+    up.bump(up.downloaded, "note", 1)  # fetched to resolve a conflict
+    up.set_aside.append(RowError("note", "x", RemoteDataError("new reason")))
+    up.recovered.append("note")
+    total = Tally()
+    total.fold(down)
+    total.fold(up)
+    assert total.downloaded == {"note": 4} and total.uploaded == {"note": 2}
+    assert total.total() == 6
+    assert [str(e.error) for e in total.set_aside] == ["new reason"]  # once, as it stands
+    assert total.recovered == ["note"]

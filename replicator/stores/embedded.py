@@ -134,7 +134,8 @@ class EmbeddedRemote:
             identity = None
         held = getattr(self._local, "held", None)
         if held is not None and identity is not None and held[0] == identity:
-            conn, timeout = held[1], held[2]
+            conn: sqlite3.Connection = held[1]
+            timeout = held[2]
             if timeout != wait:
                 conn.execute(f"PRAGMA busy_timeout = {max(0, int(wait * 1000))}")
                 self._local.held = (identity, conn, wait)
