@@ -158,16 +158,16 @@ def test_a_sync_folds_its_phases_tallies():
 
     down, up = Tally(), Tally()
     down.bump(down.downloaded, "note", 3)
-    down.set_aside.append(RowError("note", "x", RemoteDataError("old reason")))
+    down.set_aside.append(RowError("note", "x", RemoteDataError("note", "x", "old reason")))
     down.recovered.append("note")
     up.bump(up.uploaded, "note", 2)
     up.bump(up.downloaded, "note", 1)  # fetched to resolve a conflict
-    up.set_aside.append(RowError("note", "x", RemoteDataError("new reason")))
+    up.set_aside.append(RowError("note", "x", RemoteDataError("note", "x", "new reason")))
     up.recovered.append("note")
     total = Tally()
     total.fold(down)
     total.fold(up)
     assert total.downloaded == {"note": 4} and total.uploaded == {"note": 2}
     assert total.total() == 6
-    assert [str(e.error) for e in total.set_aside] == ["new reason"]  # once, as it stands
+    assert [e.error.reason for e in total.set_aside] == ["new reason"]  # once, as it stands
     assert total.recovered == ["note"]
