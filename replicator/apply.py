@@ -303,9 +303,9 @@ def _remote_delete(ctx: SyncContext, model: type[peewee.Model], doc: RemoteDoc, 
             by_model.setdefault(child_model, []).append(child_id)
         for child_model, ids in by_model.items():
             child_coll = collection_name(child_model)
-            _, held = ctx.local.row_states(child_coll, ids)
+            _, versions = ctx.local.row_states(child_coll, ids)
             for child_id, child_doc in ctx.remote.get(child_coll, ids).items():
-                if held.get(child_id) != child_doc.version:
+                if versions.get(child_id) != child_doc.version:
                     apply_remote(
                         ctx,
                         child_model,
@@ -581,7 +581,7 @@ def apply_page(ctx: SyncContext, model: type[peewee.Model], docs: list[RemoteDoc
         chunk = docs[start:]
         ids = [d.id for d in chunk]
         tombs = ctx.local.tombstones_for(coll, ids)
-        dirty, held = ctx.local.row_states(coll, ids)
+        dirty, versions = ctx.local.row_states(coll, ids)
         parents = {
             fk: _existing(
                 ctx,
@@ -592,7 +592,7 @@ def apply_page(ctx: SyncContext, model: type[peewee.Model], docs: list[RemoteDoc
         }
         slow_at = None
         for i, doc in enumerate(chunk):
-            if held.get(doc.id) == doc.version or (doc.deleted and tombs.get(doc.id) is False):
+            if versions.get(doc.id) == doc.version or (doc.deleted and tombs.get(doc.id) is False):
                 continue  # already applied (our own upload, or a catch-up re-read)
             if doc.deleted or doc.id in tombs or dirty.get(doc.id):
                 slow_at = i

@@ -10,7 +10,7 @@ import peewee
 
 from .codec import RowCodec
 from .local import LocalState
-from .model import CLOCK_TOLERANCE, collection_name
+from .model import CLOCK_TOLERANCE
 from .report import Phase, Progress, Resolution, Tally
 from .stores.base import DeviceRecord, RemoteStore, keeps_native_types
 from .strategies.conflict import ConflictStrategy, Resolver
@@ -35,14 +35,12 @@ class SyncContext:
     codec: RowCodec = attrs.field(init=False)
     #: what the running phase did (each phase starts its own: ``for_phase``)
     tally: Tally = attrs.field(factory=Tally)
-    by_collection: dict[str, type[peewee.Model]] = attrs.field(factory=dict)
     children: dict[type[peewee.Model], list[tuple[type[peewee.Model], peewee.ForeignKeyField]]] = (
         attrs.field(factory=dict)
     )
 
     def __attrs_post_init__(self) -> None:
         self.codec = RowCodec(native=keeps_native_types(self.remote))
-        self.by_collection = {collection_name(m): m for m in self.models}
         self.children = {m: [] for m in self.models}
         for m in self.models:
             for fk in m._meta.refs:

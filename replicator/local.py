@@ -421,10 +421,10 @@ class LocalState:
         seen, then dropping the rows the remote no longer holds) and/or to ``fill``
         columns an app upgrade added from the documents. Joins one under way."""
         with self.db.atomic(lock_type="IMMEDIATE"):  # read, then write: lock first
-            held = self.recovery(collection)
-            if held is not None:
-                reconcile = reconcile or held[0]
-                fill = sorted({*(fill or []), *held[1]})
+            under_way = self.recovery(collection)
+            if under_way is not None:
+                reconcile = reconcile or under_way[0]
+                fill = sorted({*(fill or []), *under_way[1]})
             self.db.execute_sql(
                 "INSERT INTO replicator_recovery (collection, started_on, reconcile, fill)"
                 f" VALUES (?, {NOW_SQL}, ?, ?) ON CONFLICT (collection) DO UPDATE SET"
@@ -522,12 +522,12 @@ class LocalState:
         version each agrees with (one query)."""
         sql = f'SELECT id, "isDirty", "syncVersion" FROM "{collection}" WHERE id IN ({{}})'
         dirty: dict[str, bool] = {}
-        held: dict[str, str] = {}
+        versions: dict[str, str] = {}
         for doc_id, is_dirty, version in select_in(self.db.execute_sql, sql, ids):
             dirty[doc_id] = bool(is_dirty)
             if version is not None:
-                held[doc_id] = version
-        return dirty, held
+                versions[doc_id] = version
+        return dirty, versions
 
     def set_versions(self, collection: str, entries: list[tuple[str, str | None]]) -> None:
         """Record (id, version) as the remote version each row now agrees with."""

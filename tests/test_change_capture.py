@@ -211,3 +211,41 @@ def test_a_without_rowid_table_is_captured(make_device):
         assert Tag.get_by_id(tag.id).label == "two"
     with a.bound():
         assert not Tag.get_by_id(tag.id).is_dirty
+
+
+def test_a_row_inserted_as_if_clean_is_still_captured(device):
+    # an app copying rows from a backup or another file brings their sync columns along;
+    # a row this device never uploaded is a change whatever isDirty it claims
+    with device.bound():
+        Note.insert(id="copied", title="from a backup", is_dirty=False, updated_by="else").execute()
+    assert dirty(device) == {"copied": 1}
+    row = device.database.execute_sql(
+        'SELECT "updatedBy", "createdOn" FROM note WHERE id = ?', ("copied",)
+    ).fetchone()
+    assert row[0] == device.installation_id and row[1] is not None
+
+
+def test_the_first_change_of_a_synced_row_keeps_its_remote_values_as_merge_base(device):
+    from replicator.codec import decode_json
+
+    with device.bound():
+        note = Note.create(title="as synced", body="b")
+    clean_all(device)
+    version = device.database.execute_sql(
+        'SELECT "syncVersion" FROM note WHERE id = ?', (note.id,)
+    ).fetchone()[0]
+    assert version is not None
+
+    def base():
+        return device.database.execute_sql(
+            "SELECT version, data FROM replicator_base WHERE collection = 'note' AND id = ?",
+            (note.id,),
+        ).fetchall()
+
+    assert base() == []  # a clean row keeps no copy of itself
+    with device.bound():
+        Note.update(title="first edit").where(Note.id == note.id).execute()
+        Note.update(title="second edit").where(Note.id == note.id).execute()
+    [(kept_version, data)] = base()
+    assert kept_version == version
+    assert decode_json(data)["title"] == "as synced"  # the pre-image, not an edit

@@ -32,10 +32,33 @@ def test_demo_runs_as_an_installed_command(tmp_path):
 
 
 def test_status_shows_device_and_pending_changes(tmp_path):
-    CliRunner().invoke(main, ["demo", "--dir", str(tmp_path)])
-    result = CliRunner().invoke(main, ["status", str(tmp_path / "phone.db")])
+    import peewee
+
+    from replicator import EmbeddedRemote, Replicator
+    from replicator.demo import MODELS, Note
+
+    remote = EmbeddedRemote(tmp_path / "remote.db")
+    other = Replicator(peewee.SqliteDatabase(str(tmp_path / "b.db")), MODELS, remote)
+    with other.bound():
+        Note.create(title="from the other device")
+    other.sync()
+    db = peewee.SqliteDatabase(str(tmp_path / "a.db"))
+    device = Replicator(db, MODELS, remote, device_name="kitchen-tablet")
+    with device.bound():
+        gone = Note.create(title="synced, then deleted")
+        device.sync()
+        gone.delete_instance()
+        Note.create(title="dirty 1")
+        Note.create(title="dirty 2")
+    cursor = device.local.tracker("note")
+    db.close()
+    result = CliRunner().invoke(main, ["status", str(tmp_path / "a.db")])
     assert result.exit_code == 0, result.output
-    assert "installation" in result.output and "note" in result.output
+    assert f"installation  {device.installation_id}" in result.output
+    assert "device        kitchen-tablet" in result.output
+    # 3 rows (the other device's and two new), 2 dirty, 1 delete waiting, the cursor
+    assert re.search(rf"note\s+3\s+2\s+1\s+{re.escape(cursor)}", result.output), result.output
+    assert re.search(r"comment\s+0\s+0\s+0\s+-", result.output), result.output
 
 
 def test_status_on_a_plain_database_says_what_to_do(tmp_path):
