@@ -151,3 +151,38 @@ def test_an_edit_after_a_lost_ack_survives_another_devices_merge(make_device, re
         with device.bound():
             row = Note.get_by_id(note.id)
             assert (row.title, row.body) == ("a1", "c2")
+
+
+def test_own_uploads_coming_back_are_skipped_by_version_not_applied_again(make_device, remote):
+    a, b = make_device("a"), make_device("b")
+    with a.bound():
+        for i in range(5):
+            Note.create(title=f"mine {i}")
+    a.sync()
+    with b.bound():
+        Note.create(title="theirs")
+    b.sync()
+    report = a.sync()  # another device uploaded: a pulls the collection, its own 5 included
+    assert report.downloaded == {"note": 1}, report.downloaded
+
+
+def test_a_merge_base_of_another_version_is_not_used_to_pick_the_columns_sent(make_device, remote):
+    # the row stands over version 2; a base left from version 1 would make a column the
+    # row shares with it look unchanged, and the remote would keep version 2's value
+    a, b = make_device("a"), make_device("b")
+    with a.bound():
+        note = Note.create(title="t", body="x")
+    a.sync()
+    b.sync()
+    with b.bound():
+        Note.update(body="y").where(Note.id == note.id).execute()
+    b.sync()
+    stale = dict(remote.all_docs("note")[note.id].data, body="x")
+    a.sync()  # a now holds body "y" at version 2
+    with a.local.applying():
+        a.local.set_base("note", note.id, "a-version-long-gone", stale)
+    with a.bound():
+        Note.update(body="x", title="t2").where(Note.id == note.id).execute()
+    a.sync()
+    assert remote.all_docs("note")[note.id].data["body"] == "x"
+    assert remote.all_docs("note")[note.id].data["title"] == "t2"
