@@ -184,19 +184,7 @@ class Replicator:
     def _sync(self) -> SyncReport:
         started = _dt.datetime.now(_dt.timezone.utc)
         before = self.remote.usage.copy()
-        ctx = SyncContext(
-            db=self.database,
-            local=self.local,
-            remote=self.remote,
-            models=self.models,
-            strategy=self.conflict_strategy,
-            me=self.local.installation_id,
-            page_size=self.page_size,
-            app_version=self.app_version,
-            on_progress=self.on_progress,
-            on_conflict=self.on_conflict,
-            clock=self.clock,
-        )
+        ctx = self._context()
         registered = False
         if self.local.clock_offset is None:
             # first contact: learn how this device's clock stands against the store's
@@ -212,51 +200,68 @@ class Replicator:
         tally = Tally()
         tally.fold(down.tally)
         tally.fold(up.tally)
-        purged: dict[str, int] = {}
-        purge_error: RemoteError | None = None
-        try:
-            purged = maintain(ctx, self.tombstone_retention)
-        except RemoteError as exc:  # maintenance only: the data is synced; retried next sync
-            purge_error = exc
-        snapshot = snapshot_error = None
-        if self.blobs is not None:
-            self.local.count_changes(tally.total())
-            try:
-                published = publish_if_due(
-                    ctx,
-                    blobs=self.blobs,
-                    key=self.key,
-                    strategy=self.snapshot_strategy,
-                    db_path=database_file(self.database),
-                    tables=self.collections,
-                    uploaded=up.pushed is not None,
-                )
-                snapshot = published.snapshot
-                tally.fold(published.tally)
-            except (SnapshotError, RemoteError) as exc:
-                snapshot_error = exc  # the data is synced; only the snapshot is missing
+        purged, purge_error = self._maintain(ctx)
+        snapshot, snapshot_error = self._publish(ctx, tally, uploaded=up.pushed is not None)
         finished = _dt.datetime.now(_dt.timezone.utc)
         self.local.set_device(last_sync=finished.isoformat(timespec="seconds"))
-        return SyncReport(
+        return tally.report(
             installation_id=ctx.me,
             started_at=started,
             finished_at=finished,
             idle=not down.others and up.pushed is None and not registered,
-            downloaded=dict(tally.downloaded),
-            deleted=dict(tally.deleted),
-            uploaded=dict(tally.uploaded),
-            uploaded_deletes=dict(tally.uploaded_deletes),
-            conflicts=tuple(tally.conflicts),
-            rejected=tuple(tally.rejected),
-            set_aside=tuple(tally.set_aside),
             usage=self.remote.usage.minus(before),
             registered=registered,
             snapshot=snapshot,
             snapshot_error=snapshot_error,
-            recovered=tuple(tally.recovered),
             purged=purged,
             purge_error=purge_error,
         )
+
+    def _context(self) -> SyncContext:
+        return SyncContext(
+            db=self.database,
+            local=self.local,
+            remote=self.remote,
+            models=self.models,
+            strategy=self.conflict_strategy,
+            me=self.local.installation_id,
+            page_size=self.page_size,
+            app_version=self.app_version,
+            on_progress=self.on_progress,
+            on_conflict=self.on_conflict,
+            clock=self.clock,
+        )
+
+    def _maintain(self, ctx: SyncContext) -> tuple[dict[str, int], RemoteError | None]:
+        """Retention's share of a sync; a failure is reported, not raised: the data is
+        synced by then, and the purge is tried again at the next sync."""
+        try:
+            return maintain(ctx, self.tombstone_retention), None
+        except RemoteError as exc:
+            return {}, exc
+
+    def _publish(
+        self, ctx: SyncContext, tally: Tally, *, uploaded: bool
+    ) -> tuple[str | None, SnapshotError | RemoteError | None]:
+        """Publish a snapshot if due; a failure is reported, not raised (the data is
+        synced by then; only the snapshot is missing)."""
+        if self.blobs is None:
+            return None, None
+        self.local.count_changes(tally.total())
+        try:
+            published = publish_if_due(
+                ctx,
+                blobs=self.blobs,
+                key=self.key,
+                strategy=self.snapshot_strategy,
+                db_path=database_file(self.database),
+                tables=self.collections,
+                uploaded=uploaded,
+            )
+        except (SnapshotError, RemoteError) as exc:
+            return None, exc
+        tally.fold(published.tally)
+        return published.snapshot, None
 
     def is_empty(self) -> bool:
         """True if no synced table holds a row and nothing was ever downloaded."""

@@ -24,7 +24,7 @@ from .download import download
 from .errors import PreconditionFailed
 from .register import register
 from .report import Phase, Tally
-from .snapshot import publish, read_current, resolve_key
+from .snapshot import Manifest, publish, read_current, resolve_key
 from .stores.base import BlobStore, RemoteStore
 from .strategies.snapshot import (
     SnapshotDecision,
@@ -72,16 +72,7 @@ def publish_if_due(
     if uploaded:
         caught_up = download(ctx, catch_up_only=True).tally
     for _attempt in range(2):
-        decision = SnapshotDecision(
-            watermarks=ctx.local.trackers(),
-            manifest_watermarks=None if manifest is None else dict(manifest.watermarks),
-            manifest_created=None
-            if manifest is None
-            else _dt.datetime.fromisoformat(manifest.created),
-            dirty=ctx.local.pending_total(tables),
-            now=_dt.datetime.now(_dt.timezone.utc),
-            changes=ctx.local.changes_since_snapshot,
-        )
+        decision = _decision(ctx, manifest, tables)
         if not strategy.should_publish(decision):
             return Published(None, caught_up)
         ctx.progress("snapshot", None, 0)
@@ -116,6 +107,20 @@ def publish_if_due(
         register(ctx)
         return Published(published.snapshot_id, caught_up)
     return Published(None, caught_up)
+
+
+def _decision(
+    ctx: SyncContext, manifest: Manifest | None, tables: Sequence[str]
+) -> SnapshotDecision:
+    """What the strategy is told: this device's watermarks against the manifest's."""
+    return SnapshotDecision(
+        watermarks=ctx.local.trackers(),
+        manifest_watermarks=None if manifest is None else dict(manifest.watermarks),
+        manifest_created=None if manifest is None else _dt.datetime.fromisoformat(manifest.created),
+        dirty=ctx.local.pending_total(tables),
+        now=_dt.datetime.now(_dt.timezone.utc),
+        changes=ctx.local.changes_since_snapshot,
+    )
 
 
 def _highest_generation(remote: RemoteStore) -> int:

@@ -109,6 +109,21 @@ class Tally:
         self.set_aside += later.set_aside
         self.recovered += [c for c in later.recovered if c not in self.recovered]
 
+    def report(self, **sync: Any) -> SyncReport:
+        """The :class:`SyncReport` of a sync whose phases folded into this tally;
+        ``sync`` gives the rest of its fields (times, usage, snapshot, purge)."""
+        return SyncReport(
+            downloaded=dict(self.downloaded),
+            deleted=dict(self.deleted),
+            uploaded=dict(self.uploaded),
+            uploaded_deletes=dict(self.uploaded_deletes),
+            conflicts=tuple(self.conflicts),
+            rejected=tuple(self.rejected),
+            set_aside=tuple(self.set_aside),
+            recovered=tuple(self.recovered),
+            **sync,
+        )
+
 
 @attrs.frozen
 class SyncReport:
