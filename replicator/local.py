@@ -621,9 +621,9 @@ class LocalState:
 
     # -- what the last upload sent ------------------------------------------------------
 
-    def record_sent(self, entries: list[tuple[str, str, Mapping[str, Any]]]) -> tuple[int, int]:
-        """Remember ``(collection, id, values)`` of writes about to be pushed; return the
-        span of journal rowids they took (for :meth:`forget_sends`).
+    def record_sent(self, entries: list[tuple[str, str, str]]) -> tuple[int, int]:
+        """Remember ``(collection, id, values as JSON)`` of writes about to be pushed;
+        return the span of journal rowids they took (for :meth:`forget_sends`).
 
         Every unacknowledged send of a row is kept (a retry after a lost
         acknowledgement may send newer values than the batch that committed).
@@ -632,7 +632,7 @@ class LocalState:
         (first,) = self.db.execute_sql(top).fetchone()
         self.db.connection().executemany(
             "INSERT OR IGNORE INTO replicator_sent (collection, id, sent) VALUES (?, ?, ?)",
-            [(c, i, encode_json(v)) for c, i, v in entries],
+            entries,
         )
         (last,) = self.db.execute_sql(top).fetchone()
         return first + 1, last

@@ -56,6 +56,7 @@ class Outgoing:
     row: dict[str, Any]  # every remote column, SQLite form, as it will stand remotely
     sent: Mapping[str, Any] | None  # exactly the values sent, SQLite form (None: a delete)
     base: Mapping[str, Any] = attrs.field(factory=dict)  # the base data the update is over
+    sent_json: str | None = None  # ``sent`` as JSON, for the journal
 
 
 class WaitsForParent(ValueError):
@@ -176,9 +177,13 @@ def _outgoing_rows(
                 continue
         if sent is not data:
             full = {k: v for k, v in full.items() if k in sent}
-        write = Write(coll, doc_id, full, base_version=version)
+        # the journal keeps the values sent as JSON; when they are what the store gets
+        # (a store of SQLite's form), the store takes that JSON rather than make it again
+        sent_json = encode_json(sent)
+        encoded = sent_json if full is sent else None
+        write = Write(coll, doc_id, full, base_version=version, encoded=encoded)
         batch_ids.add((coll, doc_id))
-        yield Outgoing(write, row[-1], data, sent, base_data or {})
+        yield Outgoing(write, row[-1], data, sent, base_data or {}, sent_json)
 
 
 def _deletes(ctx: SyncContext, model: type[peewee.Model], page: int) -> Iterator[Outgoing]:
@@ -331,7 +336,11 @@ def _push(ctx: SyncContext, batch: list[Outgoing], commits: _Commits) -> PushRes
     commits.begin()
     with ctx.db.atomic():  # a savepoint: a failed journal write leaves the open mark whole
         span = ctx.local.record_sent(
-            [(o.write.collection, o.write.id, o.sent) for o in batch if o.sent is not None]
+            [
+                (o.write.collection, o.write.id, o.sent_json)
+                for o in batch
+                if o.sent_json is not None
+            ]
         )
     commits.commit()
     before = ctx.clock()

@@ -59,7 +59,9 @@ class Write:
     exist yet (a create), a string means its current version must equal it.
     ``unconditional`` skips the check (tombstones: deletes always win).
     ``data`` is merged over the stored document, so fields the writer does not
-    know (written by a newer app version) survive.
+    know (written by a newer app version) survive. ``encoded``, when given, is
+    ``codec.encode_json(data)`` already made by the writer: a store of JSON text
+    may use it rather than encode ``data`` again.
     """
 
     collection: str
@@ -68,6 +70,7 @@ class Write:
     deleted: bool = False
     base_version: str | None = None
     unconditional: bool = False
+    encoded: str | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def key(self) -> tuple[str, str]:

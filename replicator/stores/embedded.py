@@ -290,9 +290,12 @@ class EmbeddedRemote:
                 for w in writes:
                     seq += 1
                     _, old = current.get(w.key, (None, None))
-                    merged = dict(decode_json(old)) if old else {}
-                    merged.update(w.data)
-                    text = encode_json(merged)
+                    if old is None and w.encoded is not None:
+                        merged, text = dict(w.data), w.encoded  # JSON the writer made
+                    else:
+                        merged = dict(decode_json(old)) if old else {}
+                        merged.update(w.data)
+                        text = encode_json(merged)
                     written += len(text)
                     rows.append(
                         (
