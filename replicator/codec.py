@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import decimal
+import functools
 import json
 import uuid
 from collections.abc import Callable, Mapping
@@ -252,12 +253,33 @@ def _convert(
 def to_native(model: type[peewee.Model], data: Mapping[str, Any]) -> dict[str, Any]:
     """Row values in a native-typed store's form; raises ``UnsupportedValueError``
     for a value the store cannot hold (an integer beyond 64 bits)."""
-    out = _convert(model, data, _exact_to_native)
+    out = dict(data)
+    for col, field in _native_plan(model):
+        value = out.get(col)
+        if value is not None:
+            out[col] = _exact_to_native(field, value)
     for col, value in out.items():
+        if value is None or type(value) is str:
+            continue
         problem = _unstorable(value)
         if problem:
             raise UnsupportedValueError(col, problem)
     return out
+
+
+@functools.lru_cache(maxsize=256)
+def _native_plan(model: type[peewee.Model]) -> tuple[tuple[str, peewee.Field], ...]:
+    """The columns of ``model`` whose values a native store keeps in another form
+    (dates, booleans, decimals, JSON), with the field that stores each; every other
+    column travels as SQLite holds it."""
+    out = []
+    for field in model._meta.sorted_fields:
+        target = _storage_field(field)
+        if isinstance(
+            target, peewee.DateTimeField | peewee.BooleanField | peewee.DecimalField
+        ) or _is_json_field(target):
+            out.append((field.column_name, target))
+    return tuple(out)
 
 
 def _exact_to_native(target: peewee.Field, value: Any) -> Any:

@@ -170,6 +170,7 @@ def _outgoing_rows(
             error = UnsupportedValueError(exc.column, exc.reason, coll, doc_id)
             yield RowError(coll, doc_id, error)
             continue
+        size = None
         if limit:
             size = measure(Write(coll, doc_id, full, base_version=version))
             if size > limit:
@@ -181,7 +182,7 @@ def _outgoing_rows(
         # (a store of SQLite's form), the store takes that JSON rather than make it again
         sent_json = encode_json(sent)
         encoded = sent_json if full is sent else None
-        write = Write(coll, doc_id, full, base_version=version, encoded=encoded)
+        write = Write(coll, doc_id, full, base_version=version, encoded=encoded, size=size)
         batch_ids.add((coll, doc_id))
         yield Outgoing(write, row[-1], data, sent, base_data or {}, sent_json)
 

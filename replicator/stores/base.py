@@ -61,7 +61,7 @@ class Write:
     ``data`` is merged over the stored document, so fields the writer does not
     know (written by a newer app version) survive. ``encoded``, when given, is
     ``codec.encode_json(data)`` already made by the writer: a store of JSON text
-    may use it rather than encode ``data`` again.
+    may use it rather than encode ``data`` again; ``size`` likewise.
     """
 
     collection: str
@@ -71,6 +71,8 @@ class Write:
     base_version: str | None = None
     unconditional: bool = False
     encoded: str | None = attrs.field(default=None, eq=False, repr=False)
+    #: the document's size as the store counts it, when the writer measured it already
+    size: int | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def key(self) -> tuple[str, str]:

@@ -321,7 +321,7 @@ class FirestoreRemote:
         for w in writes:
             ref = self._collection(w.collection).document(w.id)
             data = {**w.data, DELETED: w.deleted, CHANGED_AT: firestore.SERVER_TIMESTAMP}
-            size += value_size(dict(w.data))
+            size += w.size if w.size is not None else value_size(dict(w.data))
             if w.unconditional:
                 batch.set(ref, data, merge=True)
             elif w.base_version is None:
