@@ -37,7 +37,7 @@ from typing import Any
 
 import peewee
 
-from .codec import check_id, check_value, missing_value, to_sqlite
+from .codec import INT64, check_id, check_value, missing_value, plain_type, to_sqlite
 from .context import SyncContext
 from .errors import RemoteDataError
 from .model import (
@@ -98,13 +98,15 @@ def fetch_row(ctx: SyncContext, model: type[peewee.Model], doc_id: str) -> dict[
     return dict(zip([d[0] for d in cursor.description], row, strict=True))
 
 
-def _data_fields(model: type[peewee.Model]) -> list[tuple[str, peewee.Field]]:
-    """(column, field) of the model's remote columns but ``id`` (kept on the model class:
-    decoding runs for every downloaded document)."""
-    plan: list[tuple[str, peewee.Field]] | None = model.__dict__.get("_replicator_data_fields")
+def _data_fields(model: type[peewee.Model]) -> list[tuple[str, peewee.Field, type | None]]:
+    """(column, field, the type a value needs no check in) of the model's remote columns
+    but ``id`` (kept on the model class: decoding runs for every downloaded document)."""
+    plan: list[tuple[str, peewee.Field, type | None]] | None = model.__dict__.get(
+        "_replicator_data_fields"
+    )
     if plan is None:
         plan = [
-            (f.column_name, f)
+            (f.column_name, f, plain_type(f))
             for f in model._meta.sorted_fields
             if f.column_name not in LOCAL_COLUMNS and f.column_name != "id"
         ]
@@ -119,12 +121,20 @@ def decode_doc(model: type[peewee.Model], doc: RemoteDoc) -> dict[str, Any]:
         raise RemoteDataError(coll, doc_id, doc.problem)
     check_id(coll, doc_id)
     out: dict[str, Any] = {"id": doc_id}
-    for col, field in _data_fields(model):
-        if col in data:
-            out[col] = check_value(coll, doc_id, field, data[col])
-        else:
+    for col, field, plain in _data_fields(model):
+        if col not in data:
             # written by an app version that did not have this column yet
             out[col] = check_value(coll, doc_id, field, missing_value(field))
+            continue
+        value = data[col]
+        kind = type(value)
+        # check_value's common case, inline: it runs for every value downloaded
+        if kind is plain and (
+            (kind is str and value.isascii()) or (kind is int and INT64[0] <= value <= INT64[1])
+        ):
+            out[col] = value
+        else:
+            out[col] = check_value(coll, doc_id, field, value)
     return out
 
 

@@ -90,7 +90,7 @@ def _storage_field(field: peewee.Field) -> peewee.Field:
     return field
 
 
-def _plain_type(field: peewee.Field) -> type | None:
+def plain_type(field: peewee.Field) -> type | None:
     """The Python type a value of the field's column has when nothing needs checking
     (remembered on the field: the check runs on every downloaded value)."""
     try:
@@ -116,7 +116,7 @@ def _compute_plain_type(field: peewee.Field) -> type | None:
 
 def check_value(collection: str, doc_id: str, field: peewee.Field, value: Any) -> Any:
     """Return ``value`` fit for the field's column, or raise RemoteDataError."""
-    plain = _plain_type(field)
+    plain = plain_type(field)
     kind = type(value)
     if (
         kind is plain
