@@ -63,7 +63,7 @@ from .errors import (
     WrongKeyError,
 )
 from .local import OWN_TABLES, forget_installation
-from .stores.base import BlobStore
+from .stores.base import BlobStore, DeviceRecord
 
 MANIFEST = "snapshots/manifest.json"
 KDF = "snapshots/kdf.json"
@@ -272,10 +272,10 @@ def read_current(blobs: BlobStore, kek: SnapshotKey) -> Current:
     return Current(manifest, found[1])
 
 
-def check_not_rolled_back(manifest: Manifest, devices: Sequence[Any]) -> None:
+def check_not_rolled_back(manifest: Manifest, devices: Sequence[DeviceRecord]) -> None:
     """Refuse a manifest older than a snapshot some device says it published (a replay)."""
     for device in devices:
-        claimed = getattr(device, "snapshot_generation", None) or 0
+        claimed = device.snapshot_generation or 0
         if claimed > manifest.generation:
             raise TamperedSnapshotError(
                 f"the manifest names snapshot generation {manifest.generation}, but device"
