@@ -7,12 +7,17 @@ import os
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import click
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from .crypto import SnapshotSecret
+    from .snapshot import Manifest
+    from .stores.base import BlobStore
 
 
 class _Guarded(click.Group):
@@ -345,9 +350,10 @@ def _guard(fn: Any) -> Any:
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
 
 
-def _fetch(store: Any, key: Any, dest: Path) -> Any:
+def _fetch(store: BlobStore, key: SnapshotSecret, dest: Path) -> Manifest:
     from .snapshot import fetch_and_decrypt, open_latest
 
+    manifest: Manifest
     manifest, _kek, _kdf = _guard(lambda: open_latest(store, key))
     with click.progressbar(length=manifest.size, label="downloading", file=sys.stderr) as bar:
         _guard(lambda: fetch_and_decrypt(store, manifest, key, dest, on_bytes=bar.update))

@@ -376,3 +376,7 @@ def decrypt_stream(
         index += 1
         current = following
     return header
+
+
+#: what a Replicator accepts as its snapshot key: a raw 32-byte key, or a passphrase
+SnapshotSecret = SnapshotKey | Passphrase | bytes

@@ -30,6 +30,7 @@ import peewee
 
 from .codec import missing_value
 from .context import SyncContext
+from .crypto import SnapshotSecret
 from .download import download
 from .errors import (
     ConfigurationError,
@@ -69,7 +70,7 @@ class Replicator:
         models: Sequence[type[SyncModel]],
         remote: RemoteStore,
         blobs: BlobStore | None = None,
-        key: Any = None,
+        key: SnapshotSecret | None = None,
         *,
         snapshot_strategy: SnapshotStrategy | None = None,
         conflict_strategy: ConflictStrategy | Resolver | None = None,
@@ -245,7 +246,7 @@ class Replicator:
     ) -> tuple[str | None, SnapshotError | RemoteError | None]:
         """Publish a snapshot if due; a failure is reported, not raised (the data is
         synced by then; only the snapshot is missing)."""
-        if self.blobs is None:
+        if self.blobs is None or self.key is None:
             return None, None
         self.local.count_changes(tally.total())
         try:
@@ -291,7 +292,7 @@ class Replicator:
         one transaction. Tables the app keeps for itself are never touched.
         The restored database gets a new installation id.
         """
-        if self.blobs is None:
+        if self.blobs is None or self.key is None:
             raise ConfigurationError("no blob store configured", hint="pass blobs= and key=")
         with self._lock:
             job = prepare_restore(

@@ -15,11 +15,11 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import attrs
 
 from .context import SyncContext
+from .crypto import SnapshotSecret
 from .download import download
 from .errors import PreconditionFailed
 from .register import register
@@ -47,7 +47,7 @@ def publish_if_due(
     ctx: SyncContext,
     *,
     blobs: BlobStore,
-    key: Any,
+    key: SnapshotSecret,
     strategy: SnapshotStrategy,
     db_path: Path,
     tables: Sequence[str],

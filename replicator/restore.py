@@ -31,6 +31,7 @@ from typing import Any
 import attrs
 import peewee
 
+from .crypto import SnapshotSecret
 from .errors import ConfigurationError, TamperedSnapshotError, UnsafeRestoreError
 from .local import CARRIED, DEVICE_ONLY, LocalState, forget_installation, read_recorded
 from .model import SYNC_COLUMNS
@@ -107,7 +108,7 @@ class Restore:
     db: peewee.SqliteDatabase
     path: Path
     blobs: BlobStore
-    key: Any
+    key: SnapshotSecret
     manifest: Manifest
     tables: Sequence[str] | None
 
@@ -137,7 +138,7 @@ class Restore:
 def prepare(
     db: peewee.SqliteDatabase,
     blobs: BlobStore,
-    key: Any,
+    key: SnapshotSecret,
     *,
     force: bool,
     tables: Sequence[str] | None = None,

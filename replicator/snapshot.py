@@ -44,6 +44,7 @@ import attrs
 from .crypto import (
     Passphrase,
     SnapshotKey,
+    SnapshotSecret,
     check_kdf,
     decrypt_stream,
     encrypt_stream,
@@ -304,7 +305,7 @@ def check_claims(manifest: Manifest, header: Mapping[str, Any], kdf: Any) -> Non
 
 
 def resolve_key(
-    blobs: BlobStore, key: Any, *, create: bool
+    blobs: BlobStore, key: object, *, create: bool
 ) -> tuple[SnapshotKey, dict[str, Any] | None]:
     """The KEK for ``key`` (raw bytes, SnapshotKey or Passphrase) and the kdf params, if any."""
     if isinstance(key, bytes):
@@ -424,7 +425,7 @@ def publish(
     connection: Any,
     db_path: Path,
     blobs: BlobStore,
-    key: Any,
+    key: SnapshotSecret,
     watermarks: Mapping[str, str],
     seen_position: str | None,
     device_name: str,
@@ -528,7 +529,9 @@ class _HashingReader:
             pass
 
 
-def open_latest(blobs: BlobStore, key: Any) -> tuple[Manifest, SnapshotKey, dict[str, Any] | None]:
+def open_latest(
+    blobs: BlobStore, key: SnapshotSecret
+) -> tuple[Manifest, SnapshotKey, dict[str, Any] | None]:
     """Plan a restore: the KEK (kdf.json checked), and the authenticated manifest."""
     try:
         kek, kdf = resolve_key(blobs, key, create=False)
@@ -548,7 +551,7 @@ def open_latest(blobs: BlobStore, key: Any) -> tuple[Manifest, SnapshotKey, dict
 def fetch_and_decrypt(
     blobs: BlobStore,
     manifest: Manifest,
-    key: Any,
+    key: SnapshotSecret,
     dest: Path,
     *,
     on_bytes: Callable[[int], None] | None = None,
