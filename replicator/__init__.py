@@ -5,6 +5,8 @@ with a remote store, and call :meth:`Replicator.sync` whenever the device is
 online. See the README for a first use.
 """
 
+import logging
+
 from .crypto import Passphrase, SnapshotKey
 from .engine import Replicator
 from .errors import (
@@ -45,6 +47,10 @@ from .strategies.conflict import (
 from .strategies.snapshot import Always, BigBrother, Never, SnapshotDecision, SnapshotStrategy
 
 __version__ = "0.1.0"
+
+# the library logs through the ``replicator`` logger and its children; it prints nothing
+# and, until the app configures logging, says nothing either
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "Always",

@@ -18,6 +18,8 @@ upgrade is downloaded again to fill them (``upgrade.py``).
 
 from __future__ import annotations
 
+import logging
+
 import attrs
 
 from .apply import apply_page, settle
@@ -27,6 +29,8 @@ from .report import Tally
 from .retention import reconcile, stale
 from .stores.base import Compactable
 from .upgrade import fill_columns
+
+log = logging.getLogger(__name__)
 
 
 @attrs.frozen
@@ -69,6 +73,9 @@ def download(ctx: SyncContext, *, catch_up_only: bool = False) -> Downloaded:
                 apply_page(ctx, model, docs)
                 if page.cursor is not None and page.cursor != cursor:
                     ctx.local.set_tracker(coll, page.cursor)
+            log.debug(
+                "download %s: page of %d document(s), cursor %s", coll, len(docs), page.cursor
+            )
             stuck = page.cursor == cursor and done > 0
             cursor = page.cursor
             done += max(1, len(page.docs))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ from .errors import (
     ConfigurationError,
     LocalDatabaseError,
     RemoteError,
+    ReplicatorError,
     SnapshotError,
     SnapshotNotFoundError,
 )
@@ -53,6 +55,8 @@ from .strategies.conflict import ConflictStrategy, LastWriterWins, Resolver, res
 from .strategies.snapshot import BigBrother, SnapshotStrategy, checked
 from .upgrade import adopt_new_columns
 from .upload import upload
+
+log = logging.getLogger(__name__)
 
 
 class Replicator:
@@ -174,13 +178,26 @@ class Replicator:
         with self._lock, session:
             if store is not None and timeout is not None:
                 store.set_deadline(time.monotonic() + timeout)
+            started = time.perf_counter()
             try:
-                return self._sync()
+                report = self._sync()
             except peewee.DatabaseError as exc:
-                raise _local_error(exc) from exc
+                error = _local_error(exc)
+                _log_failure(error)
+                raise error from exc
+            except ReplicatorError as exc:
+                _log_failure(exc)
+                raise
             finally:
                 if store is not None:
                     store.set_deadline(None)
+        log.info(
+            "sync of %s: %s; %.3f s",
+            self.local.device_name,
+            report.summary(),
+            time.perf_counter() - started,
+        )
+        return report
 
     def _sync(self) -> SyncReport:
         started = _dt.datetime.now(_dt.timezone.utc)
@@ -239,6 +256,7 @@ class Replicator:
         try:
             return maintain(ctx, self.tombstone_retention), None
         except RemoteError as exc:
+            log.warning("old tombstones not purged: %s (tried again next sync)", type(exc).__name__)
             return {}, exc
 
     def _publish(
@@ -260,6 +278,7 @@ class Replicator:
                 uploaded=uploaded,
             )
         except (SnapshotError, RemoteError) as exc:
+            log.warning("no snapshot published: %s", type(exc).__name__)
             return None, exc
         tally.fold(published.tally)
         return published.snapshot, None
@@ -333,6 +352,11 @@ class Replicator:
     ) -> None:
         if self.on_progress is not None:
             self.on_progress(Progress(phase, collection, done, total))
+
+
+def _log_failure(exc: ReplicatorError) -> None:
+    # the kind of failure only: an error's message may quote a remote value
+    log.warning("sync failed: %s (retryable: %s)", type(exc).__name__, exc.retryable)
 
 
 def _local_error(exc: peewee.DatabaseError) -> LocalDatabaseError:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -39,6 +40,8 @@ from .model import collection_name, parents_first, remote_columns, shift_time
 from .report import RowError, Tally
 from .sql import select_in
 from .stores.base import PushResult, SizedDocuments, Write
+
+log = logging.getLogger(__name__)
 
 MAX_CONFLICT_ROUNDS = 5
 
@@ -355,6 +358,7 @@ def _push(ctx: SyncContext, batch: list[Outgoing], commits: _Commits) -> PushRes
     commits.begin()
     ctx.measured_clock(before, result.server_time)
     _mark_synced(ctx, batch, result, span)
+    log.debug("upload: batch of %d write(s) committed at %s", len(batch), result.position)
     return result
 
 

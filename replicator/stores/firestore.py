@@ -33,6 +33,7 @@ the Devices check, look ``settle`` seconds back and skip what they already hold.
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -68,6 +69,8 @@ HORIZONS = "horizons"
 CHANGED_AT = "changedAt"
 DELETED = "deleted"
 MAX_DOCUMENT_BYTES = 1_048_576
+
+log = logging.getLogger(__name__)
 
 _OFFLINE = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.RetryError)
 _TRANSIENT = (gexc.Aborted, gexc.InternalServerError, gexc.TooManyRequests, gexc.Unknown)
@@ -205,6 +208,14 @@ class FirestoreRemote:
                 pause = delay * (0.5 + random.random())
                 if self._deadline is not None:
                     pause = min(pause, max(0.0, self._deadline - time.monotonic()))
+                log.warning(
+                    "Firestore failed %s (%s), attempt %d of %d: retrying in %.2f s",
+                    what,
+                    type(exc).__name__,
+                    attempt,
+                    self.attempts,
+                    pause,
+                )
                 time.sleep(pause)
                 delay = min(delay * 2, 2.0)
             except _PRECONDITION as exc:
