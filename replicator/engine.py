@@ -18,11 +18,14 @@ picks up where this one stopped.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as _dt
+import functools
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -122,6 +125,9 @@ class Replicator:
         #: the device clock (aware UTC); its offset from the store's is measured each upload
         self.clock = clock or (lambda: _dt.datetime.now(_dt.timezone.utc))
         self._lock = threading.Lock()
+        self._async_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
         self.local = LocalState(database, device_name=device_name)
         if blobs is not None:
             # what a publish or restore killed part-way left beside the database
@@ -198,6 +204,35 @@ class Replicator:
             time.perf_counter() - started,
         )
         return report
+
+    async def sync_async(self, *, timeout: float | None = None) -> SyncReport:
+        """:meth:`sync` for an asyncio app: the blocking work runs in a worker thread, so
+        the event loop keeps running. Overlapping calls wait their turn, without holding
+        a thread while they wait."""
+        async with self._turn():
+            return await asyncio.to_thread(functools.partial(self.sync, timeout=timeout))
+
+    async def login_async(self) -> SyncReport:
+        """:meth:`login` off the event loop, as :meth:`sync_async`."""
+        async with self._turn():
+            return await asyncio.to_thread(self.login)
+
+    def _turn(self) -> asyncio.Lock:
+        name = str(self.database.database)
+        if name == ":memory:" or "mode=memory" in name:
+            # the worker thread's connection would open another, empty, database
+            raise ConfigurationError(
+                "sync_async() needs a database file: an in-memory database is private"
+                " to the connection, and so to the thread, that opened it",
+                hint="open the SqliteDatabase on a path, or call sync() from the loop's"
+                " own executor",
+            )
+        # one lock per event loop (an asyncio.Lock belongs to the loop it first waits on)
+        loop = asyncio.get_running_loop()
+        lock = self._async_locks.get(loop)
+        if lock is None:
+            lock = self._async_locks[loop] = asyncio.Lock()
+        return lock
 
     def _sync(self) -> SyncReport:
         started = _dt.datetime.now(_dt.timezone.utc)
