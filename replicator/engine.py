@@ -161,6 +161,22 @@ class Replicator:
         """Rows and deletes waiting for upload, per collection."""
         return self.local.pending_counts(self.collections)
 
+    def pending_count(self) -> int:
+        """How many rows and deletes wait for upload, all collections together (one
+        indexed count per collection: cheap enough for a badge refreshed often)."""
+        return self.local.pending_total(self.collections)
+
+    def is_pending(self, model: type[SyncModel] | str, row_id: str) -> bool:
+        """Whether the row ``row_id`` of ``model`` (or of that collection) has changes, or
+        a delete, not uploaded yet."""
+        coll = model if isinstance(model, str) else collection_name(model)
+        if coll not in self.collections:
+            raise ConfigurationError(
+                f"{coll!r} is not one of this Replicator's collections",
+                hint=f"one of: {', '.join(self.collections)}",
+            )
+        return self.local.is_pending(coll, row_id)
+
     def sync(self, *, timeout: float | None = None) -> SyncReport:
         """Download, upload, register. Raises a ``ReplicatorError`` on failure.
 

@@ -478,6 +478,15 @@ class LocalState:
         tombs = self.count_pending_tombstones()
         return {c: self.count_dirty(c) + tombs.get(c, 0) for c in collections}
 
+    def is_pending(self, collection: str, row_id: str) -> bool:
+        """The row is dirty, or its delete is not uploaded yet (two lookups by key)."""
+        row = self.db.execute_sql(
+            f'SELECT "isDirty" FROM "{collection}" WHERE id = ?', (row_id,)
+        ).fetchone()
+        if row is not None:
+            return bool(row[0])
+        return bool(self.tombstone(collection, row_id))
+
     def pending_total(self, collections: Sequence[str]) -> int:
         return sum(self.pending_counts(collections).values())
 

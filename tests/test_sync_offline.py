@@ -58,3 +58,29 @@ def test_offline_mid_download_resumes(make_device, remote):
     assert snapshot_rows(a) == snapshot_rows(b)
     with b.bound():
         assert Note.select().count() == 7
+
+
+def test_the_app_can_ask_what_is_pending(make_device):
+    import pytest
+
+    from replicator import ConfigurationError
+
+    a = make_device("a")
+    with a.bound():
+        kept = Note.create(title="kept")
+        gone = Note.create(title="gone")
+    assert a.pending_count() == 2
+    assert a.is_pending(Note, kept.id) and a.is_pending("note", gone.id)
+    a.sync()
+    assert a.pending_count() == 0 and not a.is_pending(Note, kept.id)
+    with a.bound():
+        gone.delete_instance()
+        Note.update(title="edited").where(Note.id == kept.id).execute()
+    assert a.pending_count() == 2
+    assert a.is_pending(Note, gone.id)  # a delete waiting for upload
+    assert a.is_pending(Note, kept.id)
+    assert not a.is_pending(Note, "never-existed")
+    a.sync()
+    assert not a.is_pending(Note, gone.id) and a.pending_count() == 0
+    with pytest.raises(ConfigurationError, match="collections"):
+        a.is_pending("settings", kept.id)
