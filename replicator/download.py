@@ -27,7 +27,7 @@ from .context import SyncContext
 from .model import collection_name
 from .report import Tally
 from .retention import reconcile, stale
-from .stores.base import Compactable
+from .stores.base import Compactable, Countable
 from .upgrade import fill_columns
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ def download(ctx: SyncContext, *, catch_up_only: bool = False) -> Downloaded:
             ctx.local.start_recovery(coll)
             cursor, again = None, ctx.local.recovery(coll)
         done = 0
+        total: int | None = None
         while True:
             page = ctx.remote.pull(coll, cursor, ctx.page_size, catch_up=done == 0)
             docs = [ctx.codec.incoming(model, d) for d in page.docs]
@@ -77,11 +78,16 @@ def download(ctx: SyncContext, *, catch_up_only: bool = False) -> Downloaded:
                 "download %s: page of %d document(s), cursor %s", coll, len(docs), page.cursor
             )
             stuck = page.cursor == cursor and done > 0
+            if done == 0 and page.more and isinstance(ctx.remote, Countable):
+                # a long download: learn its size once, so progress has a total
+                total = len(page.docs) + ctx.remote.count_after(coll, page.cursor)
             cursor = page.cursor
             done += max(1, len(page.docs))
-            ctx.progress("download", coll, done)
+            ctx.progress("download", coll, done, None if total is None else max(total, done))
             if not page.more or stuck:  # a store that cannot move past a document
                 break
+        if total is not None and total != done:  # the estimate was off: end at 100%
+            ctx.progress("download", coll, done, done)
         if again is not None:
             with ctx.local.applying():
                 if again[0]:

@@ -68,3 +68,19 @@ def test_a_crash_mid_upload_loses_at_most_an_acknowledgement(tmp_path, kill):
     with device.bound():
         assert Note.select().count() == 2_000
         assert Note.select().where(Note.server_id.is_null()).count() == 0
+
+
+def test_a_long_download_reports_progress_with_a_total(make_device, remote):
+    a, b = make_device("a"), make_device("b", page_size=100)
+    with a.bound():
+        for i in range(450):
+            Note.create(title=f"n{i}")
+    a.sync()
+    seen = []
+    b.on_progress = lambda p: seen.append(p) if p.phase == "download" else None
+    b.sync()
+    notes = [p for p in seen if p.collection == "note"]
+    assert notes and all(p.total is not None for p in notes), notes[:3]
+    assert notes[0].total >= 450
+    assert notes[-1].done == notes[-1].total  # ends at 100%
+    assert [p.done for p in notes] == sorted(p.done for p in notes)

@@ -279,6 +279,15 @@ def keeps_native_types(store: object) -> bool:
 
 
 @runtime_checkable
+class Countable(Protocol):
+    """Optional capability of a store: how many changes of a collection lie after a
+    cursor (an estimate is fine: it only gives a long download's progress a total).
+    The engine asks only once a download turns out to take more than one page."""
+
+    def count_after(self, collection: str, after: str | None) -> int: ...
+
+
+@runtime_checkable
 class Sessions(Protocol):
     """Optional capability of a store: share one connection over many calls.
 

@@ -245,6 +245,16 @@ class EmbeddedRemote:
         ]
         return Page(docs, _seq(rows[-1][3]), len(rows) == limit)
 
+    def count_after(self, collection: str, after: str | None) -> int:
+        """Changes of ``collection`` after the cursor ``after`` (see ``Countable``)."""
+        with self._connect() as conn:
+            (n,) = conn.execute(
+                "SELECT COUNT(*) FROM docs WHERE collection = ? AND seq > ?",
+                (collection, int(after) if after else 0),
+            ).fetchone()
+        self.usage.reads += 1
+        return int(n)
+
     def get(self, collection: str, ids: Sequence[str]) -> dict[str, RemoteDoc]:
         found: dict[str, RemoteDoc] = {}
         with self._connect() as conn:
