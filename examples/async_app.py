@@ -4,7 +4,7 @@ Two devices of one user: each app runs a loop that keeps handling its own work
 (here: a heartbeat), while ``await device.sync_async()`` runs the sync in a worker
 thread. Overlapping syncs of one device take turns.
 
-Run: python examples/async_app.py [DIRECTORY]
+Run: .venv/bin/python examples/async_app.py [DIRECTORY]
 """
 
 from __future__ import annotations

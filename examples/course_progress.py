@@ -8,7 +8,7 @@ would keep only one device's map, which is exactly the lost-progress problem
 the seed describes; ``FieldMerge`` with ``map_max`` and ``best_score`` keeps
 every completion and the best attempt.
 
-Run: python examples/course_progress.py [DIRECTORY]
+Run: .venv/bin/python examples/course_progress.py [DIRECTORY]
 """
 
 from __future__ import annotations

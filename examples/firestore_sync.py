@@ -4,7 +4,7 @@ If FIRESTORE_EMULATOR_HOST is not set, the script starts the emulator itself
 (Debian package google-cloud-cli-firestore-emulator, with Java). Against a real
 project, build the client from your credentials instead and keep root=users/<uid>.
 
-Run: python examples/firestore_sync.py [DIRECTORY]
+Run: .venv/bin/python examples/firestore_sync.py [DIRECTORY]
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ data (Big Brother), it publishes an encrypted snapshot. A tablet adds a little
 more. The new laptop logs in: its empty database is restored from the snapshot
 in one download, and the sync that follows fetches only the tablet's rows.
 
-Run: python examples/new_device_restore.py [DIRECTORY]
+Run: .venv/bin/python examples/new_device_restore.py [DIRECTORY]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A device offline for longer than the tombstone retention catches up without losing
 its own edits: the README's "Deletes are remembered for a retention period".
 
-Run: python examples/offline_past_retention.py [DIRECTORY]
+Run: .venv/bin/python examples/offline_past_retention.py [DIRECTORY]
 
 The retention here is one second so the example runs at once; apps keep the
 default (90 days) or choose their own.

@@ -1,6 +1,6 @@
 """Two devices share notes through the embedded remote: the README's first use, end to end.
 
-Run: python examples/quickstart.py [DIRECTORY]
+Run: .venv/bin/python examples/quickstart.py [DIRECTORY]
 """
 
 from __future__ import annotations

@@ -49,3 +49,23 @@ def test_examples_run(script, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()
+
+
+def test_every_file_the_readme_names_exists():
+    paths = re.findall(r"`((?:examples|bench|tests|replicator|scripts|\.ci)/[\w./-]+)`", README)
+    missing = [p for p in paths if not (ROOT / p).exists()]
+    places = [ROOT, ROOT / "replicator", ROOT / "examples", ROOT / "bench", ROOT / "tests"]
+    for name in re.findall(r"`([\w-]+\.py)`", README):  # a module or script named bare
+        if not any((place / name).exists() for place in places):
+            missing.append(name)
+    assert missing == []
+
+
+def test_examples_say_how_to_run_them_with_the_projects_python():
+    for path in sorted((ROOT / "examples").glob("*.py")):
+        assert f"Run: .venv/bin/python examples/{path.name}" in path.read_text(), path.name
+
+
+def test_the_first_use_names_python_attributes_not_columns():
+    first_use = python_blocks(README)[0]
+    assert "is_dirty" in first_use and "server_id" in first_use
