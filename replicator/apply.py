@@ -128,9 +128,13 @@ def decode_doc(model: type[peewee.Model], doc: RemoteDoc) -> dict[str, Any]:
             continue
         value = data[col]
         kind = type(value)
-        # check_value's common case, inline: it runs for every value downloaded
-        if kind is plain and (
-            (kind is str and value.isascii()) or (kind is int and INT64[0] <= value <= INT64[1])
+        # codec.fits_plainly, written out: a call per value costs a 100k-row download a
+        # quarter of its time (measured: 2.25x the raw copy against 1.75x)
+        if (
+            kind is plain
+            and (kind is not str or value.isascii())
+            and (kind is not int or INT64[0] <= value <= INT64[1])
+            and (kind is not float or value == value)
         ):
             out[col] = value
         else:

@@ -114,16 +114,21 @@ def _compute_plain_type(field: peewee.Field) -> type | None:
     return None
 
 
-def check_value(collection: str, doc_id: str, field: peewee.Field, value: Any) -> Any:
-    """Return ``value`` fit for the field's column, or raise RemoteDataError."""
-    plain = plain_type(field)
+def fits_plainly(value: Any, plain: type | None) -> bool:
+    """Whether ``value`` is of its column's plain type (see :func:`plain_type`) and fit
+    for SQLite as it is: :func:`check_value`'s common case, cheap enough for every value."""
     kind = type(value)
-    if (
+    return (
         kind is plain
         and (kind is not str or value.isascii())
         and (kind is not int or INT64[0] <= value <= INT64[1])
         and (kind is not float or value == value)
-    ):
+    )
+
+
+def check_value(collection: str, doc_id: str, field: peewee.Field, value: Any) -> Any:
+    """Return ``value`` fit for the field's column, or raise RemoteDataError."""
+    if fits_plainly(value, plain_type(field)):
         return value  # the common case, decided without the general checks below
     if value is None:
         if not field.null and not field.primary_key:

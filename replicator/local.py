@@ -158,11 +158,18 @@ DEVICE_ONLY = ("replicator_sent",)
 OWN_TABLES = (*CARRIED, *DEVICE_LOCAL_TABLES, *DEVICE_ONLY, "replicator_control")
 
 
+def table_names(execute: Callable[..., Any], schema: str = "main") -> list[str]:
+    """The tables of a database, sorted by name, through ``execute``
+    (``sqlite3.Connection.execute`` or ``Database.execute_sql``)."""
+    sql = f"SELECT name FROM {schema}.sqlite_master WHERE type = 'table' ORDER BY name"
+    return [r[0] for r in execute(sql)]
+
+
 def forget_installation(execute: Callable[..., Any]) -> None:
     """In a copy of a database (a snapshot being made, a file about to be restored):
     forget the installation (its identity, its sends in flight) and open the capture
     gate. ``execute`` runs a statement on the copy's connection, inside its transaction."""
-    have = {r[0] for r in execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    have = set(table_names(execute))
     for table in (*DEVICE_LOCAL_TABLES, *DEVICE_ONLY):
         if table in have:
             execute(f'DELETE FROM "{table}"')
@@ -183,7 +190,7 @@ def read_recorded(execute: Callable[..., Any]) -> Recorded | None:
     """Read replicator's tables through ``execute`` (``sqlite3.Connection.execute`` or
     ``Database.execute_sql``), e.g. on a read-only connection; ``None`` when the
     database has none (replicator never opened it)."""
-    have = {r[0] for r in execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    have = set(table_names(execute))
     if "replicator_device" not in have:
         return None
     cursor = execute("SELECT * FROM replicator_device")

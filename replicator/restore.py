@@ -33,7 +33,14 @@ import peewee
 
 from .crypto import SnapshotSecret
 from .errors import ConfigurationError, TamperedSnapshotError, UnsafeRestoreError
-from .local import CARRIED, DEVICE_ONLY, LocalState, forget_installation, read_recorded
+from .local import (
+    CARRIED,
+    DEVICE_ONLY,
+    LocalState,
+    forget_installation,
+    read_recorded,
+    table_names,
+)
 from .model import SYNC_COLUMNS
 from .snapshot import (
     Manifest,
@@ -60,10 +67,9 @@ class Plan:
 def synced_tables(conn: sqlite3.Connection | peewee.Database, schema: str = "main") -> list[str]:
     """Tables of ``schema`` carrying every sync column, sorted by name."""
     execute = conn.execute_sql if isinstance(conn, peewee.Database) else conn.execute
-    sql = f"SELECT name FROM {schema}.sqlite_master WHERE type = 'table' ORDER BY name"
     return [
         name
-        for (name,) in execute(sql).fetchall()
+        for name in table_names(execute, schema)
         if set(SYNC_COLUMNS) <= {c[1] for c in execute(f'PRAGMA {schema}.table_info("{name}")')}
     ]
 
@@ -155,12 +161,7 @@ def prepare(
     path = database_file(db)
     found = plan(db, tables)
     if tables is None and not found.managed:
-        others = [
-            r[0]
-            for r in db.execute_sql(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-            )
-        ]
+        others = [n for n in table_names(db.execute_sql) if not n.startswith("sqlite_")]
         if others:
             raise UnsafeRestoreError(
                 f"{path} holds tables replicator does not manage ({', '.join(others[:5])})",
@@ -262,10 +263,9 @@ _IDENTITY = (
 
 def _holds_no_rows(db: peewee.SqliteDatabase) -> bool:
     """True when no table holds a row (replicator's identity aside): nothing to keep."""
-    names = [r[0] for r in db.execute_sql("SELECT name FROM sqlite_master WHERE type = 'table'")]
     return all(
         name in _IDENTITY or db.execute_sql(f'SELECT 1 FROM "{name}" LIMIT 1').fetchone() is None
-        for name in names
+        for name in table_names(db.execute_sql)
     )
 
 
