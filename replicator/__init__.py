@@ -13,7 +13,9 @@ from .errors import (
     BlobNotFoundError,
     ConfigurationError,
     ConflictError,
+    DeliveryRejected,
     DocumentTooLargeError,
+    EventError,
     LocalDatabaseError,
     OfflineError,
     PreconditionFailed,
@@ -32,6 +34,7 @@ from .errors import (
     WrongKeyError,
 )
 from .model import SyncModel, new_id
+from .outbox import Outbox, OutboxReport, SyncConfiguration, TypeStatus
 from .report import Progress, Resolution, RowError, SyncReport
 from .stores.base import BlobStore, DeviceRecord, RemoteDoc, RemoteStore, Usage, Write
 from .stores.directory import DirectoryBlobStore
@@ -61,15 +64,19 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "ConflictStrategy",
+    "DeliveryRejected",
     "DeviceRecord",
     "DirectoryBlobStore",
     "DocumentTooLargeError",
     "EmbeddedRemote",
+    "EventError",
     "FieldMerge",
     "LastWriterWins",
     "LocalDatabaseError",
     "Never",
     "OfflineError",
+    "Outbox",
+    "OutboxReport",
     "Passphrase",
     "PerCollection",
     "PreconditionFailed",
@@ -89,11 +96,13 @@ __all__ = [
     "SnapshotKey",
     "SnapshotNotFoundError",
     "SnapshotStrategy",
+    "SyncConfiguration",
     "SyncModel",
     "SyncReport",
     "TamperedSnapshotError",
     "TransientError",
     "TruncatedSnapshotError",
+    "TypeStatus",
     "UnsafeRestoreError",
     "UnsupportedSnapshotError",
     "UnsupportedValueError",

@@ -19,8 +19,10 @@ again later can succeed without anyone changing anything.
     │   ├── BlobNotFoundError     no object under that key in a blob store
     │   ├── RemoteDataError       a remote document is malformed (names collection/id)
     │   ├── DocumentTooLargeError a row would not fit in one remote document
-    │   └── UnsupportedValueError a row holds a value the store cannot hold
+    │   ├── UnsupportedValueError a row holds a value the store cannot hold
+    │   └── DeliveryRejected      a sink refused an outbox delivery for good (4xx)
     ├── ConflictError             conflicts kept recurring; sync again (retryable)
+    ├── EventError                an outbox event cannot be stored (not JSON, unknown type)
     └── SnapshotError             the local database is untouched in every case
         ├── SnapshotNotFoundError no snapshot (or not the one named) in the blob store
         ├── WrongKeyError         the key or passphrase does not open the snapshot
@@ -89,10 +91,17 @@ class OfflineError(RemoteError):
 
 
 class TransientError(RemoteError):
-    """The remote store was busy, aborted the request or timed out."""
+    """The remote store was busy, aborted the request or timed out.
+
+    ``retry_after`` is the delay in seconds the server asked for (HTTP
+    ``Retry-After``), or ``None`` when it named none."""
 
     retryable = True
     default_hint = "sync again later; no data was lost"
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: object) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.retry_after = retry_after
 
 
 class PreconditionFailed(RemoteError):
@@ -161,6 +170,25 @@ class UnsupportedValueError(RemoteError):
         self.doc_id = doc_id
         self.column = column
         self.reason = reason
+
+
+class DeliveryRejected(RemoteError):
+    """A sink answered an outbox delivery with a status that retrying cannot change
+    (a 4xx other than 408 and 429). The outbox moves the batch to its dead letters,
+    where ``replicator outbox requeue`` sends it again once the cause is fixed."""
+
+    default_hint = "fix the endpoint or the events, then requeue the dead letters"
+
+    def __init__(self, status: int, response: str, msg_id: str = "") -> None:
+        super().__init__(f"the sink refused message {msg_id or '?'} with HTTP {status}")
+        self.status = status
+        self.response = response
+        self.msg_id = msg_id
+
+
+class EventError(ReplicatorError):
+    """An outbox event cannot be stored: its data is not JSON, or its type has no
+    configuration. Nothing was stored."""
 
 
 class ConflictError(ReplicatorError):

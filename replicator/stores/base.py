@@ -381,3 +381,33 @@ class BlobStore(Protocol):
     def delete(self, key: str) -> None:
         """Remove the object; a missing key is not an error."""
         ...
+
+
+@attrs.frozen
+class Delivery:
+    """One message of an outbox: a batch of events (``gzipped`` JSON) or one event
+    (plain JSON). ``msg_id`` is the same on every attempt, so a receiver that drops
+    a ``msg_id`` it has seen receives every message exactly once."""
+
+    msg_id: str
+    type: str
+    body: bytes
+    gzipped: bool
+    event_count: int
+    key: str | None = None
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Where an outbox type's messages go (``stores/http.py`` sends them over HTTP).
+
+    ``deliver`` returns once the receiver acknowledged the message, and raises
+    :class:`~replicator.errors.OfflineError` (unreachable) or
+    :class:`~replicator.errors.TransientError` (busy, throttled, timed out; with
+    ``retry_after`` when the receiver named a delay) when sending again later can
+    succeed, and :class:`~replicator.errors.DeliveryRejected` when it cannot.
+    """
+
+    def deliver(self, delivery: Delivery) -> None: ...
+
+    def close(self) -> None: ...
