@@ -977,6 +977,7 @@ class Outbox:
             raise ConfigurationError("the outbox is closed", hint="open a new Outbox")
         if self._worker is None:
             self._worker = Worker(self)
+        if not self._worker.is_alive():
             self._worker.start()
 
     def schedule(self, job: Callable[[], object], *, every: float, name: str | None = None) -> None:

@@ -52,8 +52,13 @@ class Worker(threading.Thread):
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._deadline = float("inf")
-        self._last_run: dict[str, float] = {}
         self._allowed: dict[str, float] = {}
+        # a type holding events from before the start is due at once; the others
+        # count their frequency from now
+        now = time.time()
+        self._last_run: dict[str, float] = {
+            t: now for t in outbox.configurations if not outbox.pending(t)
+        }
 
     def wake(self) -> None:
         if not self._wake.is_set():
@@ -105,6 +110,10 @@ class Worker(threading.Thread):
                 continue
             assert auto is not None
             if not pending:
+                if auto.frequency:  # look again when the period ends
+                    period = auto.frequency * 60.0
+                    when = self._last_run.get(type_, now) + period
+                    nap = min(nap, when - now if when > now else period)
                 continue
             if auto.threshold and pending >= auto.threshold:
                 due.append((self._priority(type_), type_))
