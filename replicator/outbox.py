@@ -50,6 +50,7 @@ from .errors import (
     EventError,
     LocalDatabaseError,
     OfflineError,
+    RemoteError,
     ReplicatorError,
     TransientError,
 )
@@ -61,7 +62,14 @@ Merge = Callable[[Any, Any], Any]
 
 METHODS = ("POST", "PUT", "PATCH")
 #: tables of an outbox file; any other table means the file is not an outbox's
-TABLES = ("events", "processed_sync_data", "dead_letters", "outbox_configs", "outbox_state")
+TABLES = (
+    "events",
+    "processed_sync_data",
+    "dead_letters",
+    "outbox_configs",
+    "outbox_state",
+    "outbox_merged",
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -81,6 +89,8 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     key TEXT, size INTEGER NOT NULL, status INTEGER NOT NULL, response TEXT NOT NULL,
     failed_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox_configs (type TEXT PRIMARY KEY, config TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox_merged (
+    type TEXT NOT NULL, key TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (type, key));
 CREATE TABLE IF NOT EXISTS outbox_state (
     type TEXT PRIMARY KEY, last_success REAL, last_error TEXT, last_error_at REAL,
     next_attempt REAL, failures INTEGER NOT NULL DEFAULT 0,
@@ -173,9 +183,11 @@ class SyncConfiguration:
 
             params = urlencode({str(k): str(v) for k, v in params.items()})
         params = _field(f"{where}.api.params", params, str, "a string or an object")
+        api_ = Api(method.upper(), host.strip(), path, params)
+        _check_url(f"{where}.api", api_.url)
         return cls(
             type=type_,
-            api=Api(method.upper(), host.strip(), path, params),
+            api=api_,
             auto_sync=_auto_sync(where, raw.get("autoSync")),
             should_batch=_field(
                 f"{where}.shouldBatch", raw.get("shouldBatch", False), bool, "true or false"
@@ -190,6 +202,23 @@ class SyncConfiguration:
             "autoSync": None if auto is None else attrs.asdict(auto),
             "shouldBatch": self.should_batch,
         }
+
+
+def _check_url(where: str, url: str) -> None:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (a port out of range raises here)
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"{where}: host, path and params make no URL ({url!r}): {exc}"
+        ) from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
+        raise ConfigurationError(
+            f"{where}: host, path and params make no http(s) URL: {url!r}",
+            hint="host is a name (https assumed) or http(s)://host[:port]",
+        )
 
 
 def _auto_sync(where: str, raw: Any) -> AutoSync | None:
@@ -343,7 +372,7 @@ class Outbox:
         self.timeout = timeout
         self._synchronous = "FULL" if durable else "NORMAL"
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._registry = threading.Lock()
         self._closed = False
         self._configs: dict[str, SyncConfiguration] = {}
@@ -352,6 +381,7 @@ class Outbox:
         self._merge: dict[str, Merge] = {}
         self._type_locks: dict[str, threading.Lock] = {}
         self._counts_lock = threading.Lock()
+        self._drop_lock = threading.Lock()
         #: per type: [events not yet delivered, their bytes] (approximate across processes)
         self._pending: dict[str, list[int]] = {}
         self._worker: Any = None
@@ -389,7 +419,16 @@ class Outbox:
             ) from exc
         self._local.conn = conn
         with self._registry:
-            self._connections.append(conn)
+            # close the connections of threads that have ended (an app that saves
+            # from short-lived threads would otherwise keep one file handle per thread)
+            alive = []
+            for thread, other in self._connections:
+                if thread.is_alive():
+                    alive.append((thread, other))
+                else:
+                    with contextlib.suppress(sqlite3.Error):
+                        other.close()
+            self._connections = [*alive, (threading.current_thread(), conn)]
         return conn
 
     def _check_file(self, conn: sqlite3.Connection) -> None:
@@ -510,9 +549,12 @@ class Outbox:
         ``data`` is a JSON value (a dict, a list, ...) or JSON text (``str`` or
         ``bytes``). Without ``key`` the event gets a new unique one. With a ``key``
         that an undelivered event of this type already has, the two coalesce: the
-        later replaces the earlier, or the type's merge function combines them (also
-        with a message of that key still waiting for its acknowledgement, so what is
-        sent later never goes backwards). Higher ``priority`` is sent first.
+        later replaces the earlier, or the type's merge function combines them. With
+        a merge function, a save under a key merges with whatever is latest for it:
+        the waiting event, else the message still waiting for its acknowledgement,
+        else the state last acknowledged (kept per key for single-event types), so
+        every message of a key carries its full merged state and never goes
+        backwards. Higher ``priority`` is sent first.
         """
         config = self._configs.get(type)
         if config is None:
@@ -567,6 +609,11 @@ class Outbox:
                 ).fetchone()
                 if sent is not None:
                     earlier = gzip.decompress(sent[0]).decode()
+                else:  # the state the receiver acknowledged last
+                    last = conn.execute(
+                        "SELECT data FROM outbox_merged WHERE type = ? AND key = ?", (type_, key)
+                    ).fetchone()
+                    earlier = last[0] if last else None
             if earlier is not None and merge is not None:
                 try:
                     text = _json_text(merge(json.loads(earlier), json.loads(text)))
@@ -592,49 +639,43 @@ class Outbox:
 
     def _drop_excess(self, type_: str) -> None:
         """Drop the oldest events of the lowest priority (whole messages once no event
-        waits) until the type is within its caps; count and log what went."""
-        dropped = 0
-        with self._transaction("drop events over the cap") as conn:
-            events, size = _counts(conn, type_)
-            while events > self.max_pending or size > self.max_pending_bytes:
-                row = conn.execute(
-                    "SELECT _id, length(data) FROM events WHERE type = ?"
-                    " ORDER BY priority ASC, _id ASC LIMIT 1",
-                    (type_,),
-                ).fetchone()
-                if row is not None:
-                    conn.execute("DELETE FROM events WHERE _id = ?", (row[0],))
-                    gone, gone_bytes = 1, row[1]
-                else:
-                    row = conn.execute(
-                        "SELECT _id, event_count, size FROM processed_sync_data WHERE type = ?"
-                        " ORDER BY priority ASC, _id ASC LIMIT 1",
-                        (type_,),
-                    ).fetchone()
-                    if row is None:
+        waits) until the type is within its caps; count and log what went. Works from
+        the in-memory counts and the indexes: a few rows read per drop, whatever the
+        backlog."""
+        dropped = dropped_bytes = 0
+        with self._drop_lock, self._transaction("drop events over the cap") as conn:
+            with self._counts_lock:
+                events, size = self._pending.get(type_, [0, 0])
+            while (
+                events - dropped > self.max_pending or size - dropped_bytes > self.max_pending_bytes
+            ):
+                gone = _lowest(conn, "events", type_, "1, length(data)")
+                if gone is None:
+                    gone = _lowest(conn, "processed_sync_data", type_, "event_count, size")
+                    if gone is None:
                         break
-                    conn.execute("DELETE FROM processed_sync_data WHERE _id = ?", (row[0],))
-                    gone, gone_bytes = row[1], row[2]
-                events -= gone
-                size -= gone_bytes
-                dropped += gone
+                dropped += gone[0]
+                dropped_bytes += gone[1]
             if dropped:
                 _state(conn, type_)
                 conn.execute(
                     "UPDATE outbox_state SET dropped = dropped + ? WHERE type = ?",
                     (dropped, type_),
                 )
+        if not dropped:
+            return
         with self._counts_lock:
-            self._pending[type_] = [events, size]
-        if dropped:
-            log.warning(
-                "outbox %s is over its cap (%d events, %d bytes): dropped %d oldest"
-                " lowest-priority event(s)",
-                type_,
-                self.max_pending,
-                self.max_pending_bytes,
-                dropped,
-            )
+            counts = self._pending.setdefault(type_, [0, 0])
+            counts[0] = max(0, counts[0] - dropped)
+            counts[1] = max(0, counts[1] - dropped_bytes)
+        log.warning(
+            "outbox %s is over its cap (%d events, %d bytes): dropped %d oldest"
+            " lowest-priority event(s)",
+            type_,
+            self.max_pending,
+            self.max_pending_bytes,
+            dropped,
+        )
 
     # -- delivery ------------------------------------------------------------------------
 
@@ -837,9 +878,23 @@ class Outbox:
                     wait,
                 )
                 time.sleep(wait)
+            except ReplicatorError:
+                raise
+            except Exception as exc:  # an app's own sink failed: say so, keep the message
+                raise RemoteError(
+                    f"the sink of {message.type} failed: {type(exc).__name__}: {exc}",
+                    hint="the message stays in line; fix the sink and sync again",
+                    orig=exc,
+                ) from exc
 
     def _acknowledged(self, conn: sqlite3.Connection, message: _Message) -> None:
         conn.execute("DELETE FROM processed_sync_data WHERE _id = ?", (message.id,))
+        if message.key is not None and message.type in self._merge:
+            # what the next save under this key merges with, once nothing waits
+            conn.execute(
+                "INSERT OR REPLACE INTO outbox_merged (type, key, data) VALUES (?, ?, ?)",
+                (message.type, message.key, message.body.decode()),
+            )
         with self._counts_lock:
             counts = self._pending.setdefault(message.type, [0, 0])
             counts[0] = max(0, counts[0] - message.event_count)
@@ -1004,7 +1059,7 @@ class Outbox:
             sink.close()
         self._closed = True
         with self._registry:
-            for conn in self._connections:
+            for _thread, conn in self._connections:
                 with contextlib.suppress(sqlite3.Error):
                     conn.close()
             self._connections.clear()
@@ -1115,6 +1170,22 @@ def _counts(conn: sqlite3.Connection, type_: str) -> tuple[int, int]:
         (type_,),
     ).fetchone()
     return int(n + bn), int(b + bb)
+
+
+def _lowest(
+    conn: sqlite3.Connection, table: str, type_: str, measures: str
+) -> tuple[int, int] | None:
+    """Delete the oldest row of the lowest priority of ``type_`` in ``table`` and
+    return its ``measures`` (events, bytes); two index lookups, no sort."""
+    low = conn.execute(f"SELECT MIN(priority) FROM {table} WHERE type = ?", (type_,)).fetchone()[0]
+    if low is None:
+        return None
+    row = conn.execute(
+        f"SELECT _id, {measures} FROM {table} WHERE type = ? AND priority = ? ORDER BY _id LIMIT 1",
+        (type_, low),
+    ).fetchone()
+    conn.execute(f"DELETE FROM {table} WHERE _id = ?", (row[0],))
+    return int(row[1]), int(row[2])
 
 
 def _state(conn: sqlite3.Connection, type_: str) -> None:

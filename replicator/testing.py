@@ -307,12 +307,24 @@ class EventReceiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
+            def setup(self) -> None:
+                super().setup()
+                with receiver._lock:
+                    receiver._open.add(self.connection)
+
+            def finish(self) -> None:
+                with receiver._lock:
+                    receiver._open.discard(self.connection)
+                with contextlib.suppress(OSError):
+                    super().finish()
+
             def do_POST(self) -> None:
                 receiver._handle(self)
 
             do_PUT = do_PATCH = do_POST
 
         self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
         self._script: list[tuple[str, Any]] = []
         self.messages: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
@@ -342,8 +354,15 @@ class EventReceiver:
         return self
 
     def stop(self) -> None:
+        """Stop listening and drop the kept-alive connections: a stopped receiver
+        is gone for its clients too."""
         self.server.shutdown()
         self.server.server_close()
+        with self._lock:
+            for conn in self._open:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+            self._open.clear()
 
     def __enter__(self) -> EventReceiver:
         return self.start()

@@ -120,6 +120,10 @@ BAD_CONFIGS = [
     ("api.method", 3),
     ("api.host", ""),
     ("api.host", None),
+    ("api.host", "ftp://files.example"),
+    ("api.host", "http://127.0.0.1:99999"),
+    ("api.host", "http://"),
+    ("api.host", "bad host"),
     ("api.path", 7),
     ("api.params", 1.5),
     ("api.extra", "x"),
@@ -371,9 +375,16 @@ def test_a_merge_function_never_lets_progress_go_backwards(tmp_path, receiver):
     # a save under the key merges with the message still waiting for its answer
     box.save("COURSE_PROGRESS", {"do_2": 2}, key=key)
     box.sync("COURSE_PROGRESS")
+    # once acknowledged, the next save merges with the state the receiver holds
+    box.save("COURSE_PROGRESS", {"do_4": 1}, key=key)
+    box.sync("COURSE_PROGRESS")
     box.close()
     sent = [e["data"] for e in receiver.events]
-    assert sent == [{"do_1": 2, "do_2": 1, "do_3": 1}, {"do_1": 2, "do_2": 2, "do_3": 1}]
+    assert sent == [
+        {"do_1": 2, "do_2": 1, "do_3": 1},
+        {"do_1": 2, "do_2": 2, "do_3": 1},
+        {"do_1": 2, "do_2": 2, "do_3": 1, "do_4": 1},
+    ]
 
 
 def test_a_failing_merge_function_is_an_event_error(tmp_path, receiver):
@@ -524,3 +535,54 @@ def test_the_http_sink_maps_every_answer(receiver):
         sink.deliver(Delivery("m404", "T", body, True, 0))
     assert info.value.status == 404 and "scripted" in info.value.response
     sink.close()
+
+
+def test_dropping_at_the_cap_reads_a_few_rows_not_the_backlog(tmp_path, receiver):
+    box = Outbox(tmp_path / "events.db", max_pending=2000)
+    box.init(seed_configs(receiver.url))
+    for i in range(2000):
+        box.save("TELEMETRY", {"i": i}, priority=i % 3)
+    statements: list[str] = []
+    box._conn().set_trace_callback(statements.append)  # with the values bound
+    box.save("TELEMETRY", {"i": "one too many"})
+    box._conn().set_trace_callback(None)
+    assert box.status()["TELEMETRY"].dropped == 1
+    reads = [s for s in statements if s.startswith(("SELECT", "DELETE"))]
+    assert reads, statements
+    conn = sqlite3.connect(box.path)
+    plans = [row[3] for sql in reads for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
+    conn.close()
+    assert not [p for p in plans if p.startswith("SCAN") or "TEMP B-TREE" in p], plans
+    box.close()
+
+
+def test_a_failing_app_sink_is_a_remote_error_and_keeps_the_message(tmp_path, receiver):
+    from replicator import RemoteError
+
+    class Broken:
+        def deliver(self, delivery):
+            raise ValueError("the app's sink has a bug")
+
+        def close(self):
+            pass
+
+    box = Outbox(tmp_path / "events.db")
+    box.init(seed_configs(receiver.url), sinks={"COURSE_PROGRESS": Broken()})
+    box.save("COURSE_PROGRESS", {"a": 1})
+    with pytest.raises(RemoteError, match="sink of COURSE_PROGRESS failed"):
+        box.sync("COURSE_PROGRESS")
+    assert box.status()["COURSE_PROGRESS"].pending_events == 1
+    box.close()
+
+
+def test_connections_of_ended_threads_are_closed(outbox):
+    def save_once():
+        outbox.save("TELEMETRY", {"a": 1})
+
+    for _ in range(30):
+        t = threading.Thread(target=save_once)
+        t.start()
+        t.join()
+    save_once()
+    assert len(outbox._connections) <= 3  # this thread, the last one, at most one more
+    assert outbox.status()["TELEMETRY"].pending_events == 31
