@@ -7,6 +7,7 @@ online. See the README for a first use.
 
 import logging
 
+from .changes import Change
 from .crypto import Passphrase, SnapshotKey
 from .engine import Replicator
 from .errors import (
@@ -60,6 +61,7 @@ __all__ = [
     "BigBrother",
     "BlobNotFoundError",
     "BlobStore",
+    "Change",
     "ClientWins",
     "ConfigurationError",
     "ConflictError",

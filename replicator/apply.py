@@ -681,6 +681,7 @@ def settle(ctx: SyncContext) -> None:
             found = [ctx.codec.incoming(model, docs[i]) for i in ids if i in docs]
             for doc in _self_parents_first(model, found):
                 _apply_or_set_aside(ctx, model, doc)
+        ctx.changed("download")
 
 
 def _existing(ctx: SyncContext, table: str, ids: list[str]) -> set[str]:

@@ -8,6 +8,8 @@ from collections.abc import Callable
 import attrs
 import peewee
 
+from .changes import Listener, drain, tell
+from .changes import Phase as ChangePhase
 from .codec import RowCodec
 from .local import LocalState
 from .model import CLOCK_TOLERANCE
@@ -31,6 +33,8 @@ class SyncContext:
     )
     on_progress: Callable[[Progress], None] | None = None
     on_conflict: Callable[[Resolution], None] | None = None
+    #: change listeners (``changes.py``); with none, no change is noted or told
+    listeners: tuple[Listener, ...] = ()
     #: rows to and from the store's form
     codec: RowCodec = attrs.field(init=False)
     #: what the running phase did (each phase starts its own: ``for_phase``)
@@ -51,6 +55,15 @@ class SyncContext:
     ) -> None:
         if self.on_progress is not None:
             self.on_progress(Progress(phase, collection, done, total))
+
+    def changed(
+        self, phase: ChangePhase, uploaded: dict[str, tuple[list[str], list[str]]] | None = None
+    ) -> None:
+        """Tell the listeners what the step just committed changed (and, for an
+        upload batch, which ids the remote now holds). Call after the commit."""
+        if self.listeners:
+            order = [m._meta.table_name for m in self.models]
+            tell(self.listeners, drain(self.db.execute_sql, phase, order, uploaded))
 
     def for_phase(self) -> SyncContext:
         """The same sync's context with a fresh tally, for a phase to fill and return."""

@@ -74,6 +74,7 @@ def download(ctx: SyncContext, *, catch_up_only: bool = False) -> Downloaded:
                 apply_page(ctx, model, docs)
                 if page.cursor is not None and page.cursor != cursor:
                     ctx.local.set_tracker(coll, page.cursor)
+            ctx.changed("download")
             log.debug(
                 "download %s: page of %d document(s), cursor %s", coll, len(docs), page.cursor
             )
@@ -93,6 +94,7 @@ def download(ctx: SyncContext, *, catch_up_only: bool = False) -> Downloaded:
                 if again[0]:
                     reconcile(ctx, model)
                 ctx.local.end_recovery(coll)
+            ctx.changed("download")
             if again[0]:
                 ctx.tally.recovered.append(coll)
     if not catch_up_only:  # (the sync's own download has retried them already)

@@ -32,6 +32,7 @@ from typing import Any
 import attrs
 import peewee
 
+from .changes import Change, install
 from .codec import missing_value
 from .context import SyncContext
 from .crypto import SnapshotSecret
@@ -45,7 +46,14 @@ from .errors import (
     SnapshotNotFoundError,
 )
 from .local import LocalState
-from .model import SyncModel, check_models, collection_name, install_capture, sort_models
+from .model import (
+    SyncModel,
+    check_models,
+    collection_name,
+    data_columns,
+    install_capture,
+    sort_models,
+)
 from .publish import byte_counter, publish_if_due
 from .register import register
 from .report import Phase, Progress, Resolution, SyncReport, Tally
@@ -86,6 +94,7 @@ class Replicator:
         page_size: int = 500,
         on_progress: Callable[[Progress], None] | None = None,
         on_conflict: Callable[[Resolution], None] | None = None,
+        on_change: Callable[[Change], None] | None = None,
         clock: Callable[[], _dt.datetime] | None = None,
         tombstone_retention: _dt.timedelta | None = DEFAULT_RETENTION,
     ) -> None:
@@ -122,6 +131,8 @@ class Replicator:
         self.tombstone_retention = tombstone_retention
         self.on_progress = on_progress
         self.on_conflict = on_conflict
+        #: told which rows each committed step of a sync changed (``subscribe``)
+        self._listeners: list[Callable[[Change], None]] = [on_change] if on_change else []
         #: the device clock (aware UTC); its offset from the store's is measured each upload
         self.clock = clock or (lambda: _dt.datetime.now(_dt.timezone.utc))
         self._lock = threading.Lock()
@@ -271,6 +282,7 @@ class Replicator:
         tally.fold(up.tally)
         purged, purge_error = self._maintain(ctx)
         snapshot, snapshot_error = self._publish(ctx, tally, uploaded=up.pushed is not None)
+        ctx.changed("download")  # anything a step told no one yet (an app upgrade's fill)
         finished = _dt.datetime.now(_dt.timezone.utc)
         self.local.set_device(last_sync=finished.isoformat(timespec="seconds"))
         return tally.report(
@@ -286,8 +298,29 @@ class Replicator:
             purge_error=purge_error,
         )
 
+    def subscribe(self, listener: Callable[[Change], None]) -> Callable[[], None]:
+        """Tell ``listener`` which rows each committed step of every later sync
+        changed (a :class:`~replicator.changes.Change` per collection: after each
+        downloaded page, each upload batch, each conflict resolved). Returns a
+        function that unsubscribes. Listeners run on the syncing thread, after the
+        commit; one that raises is logged and skipped."""
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
     def _context(self) -> SyncContext:
+        listeners = tuple(self._listeners)
+        if listeners:
+            install(
+                self.database.execute_sql,
+                {m._meta.table_name: data_columns(m) for m in self.models},
+            )
         return SyncContext(
+            listeners=listeners,
             db=self.database,
             local=self.local,
             remote=self.remote,

@@ -150,6 +150,16 @@ def remote_columns(model: type[peewee.Model]) -> list[str]:
     return [c for c in columns(model) if c not in LOCAL_COLUMNS]
 
 
+def data_columns(model: type[peewee.Model]) -> list[str]:
+    """The columns that hold the row's data: what an update must touch to change it
+    (the capture triggers and the change listeners watch these)."""
+    return _watched(remote_columns(model))
+
+
+def _watched(cols: Sequence[str]) -> list[str]:
+    return [c for c in cols if c not in _STAMPED] or ["id"]
+
+
 def sort_models(models: Iterable[type[peewee.Model]]) -> list[type[peewee.Model]]:
     """Parents before children, from the models' foreign keys (peewee's own sort)."""
     sort = peewee.sort_models  # type: ignore[attr-defined]
@@ -300,7 +310,7 @@ def _trigger_sql(table: str, cols: Sequence[str], *, rowid: bool = True) -> list
     created = f'"createdOn" = COALESCE(NEW."createdOn", {NOW_SQL})'
     # the version is the engine's: a stale instance saved again cannot set it back
     keep_version = '"syncVersion" = OLD."syncVersion"'
-    watched = ", ".join(f'"{c}"' for c in cols if c not in _STAMPED) or '"id"'
+    watched = ", ".join(f'"{c}"' for c in _watched(cols))
     out = [f'DROP TRIGGER IF EXISTS "{name}"' for name in names.values()]
     for clean in (False, True):
         when = f'{gate} AND NEW."isDirty" IS NOT 1' if clean else f'{gate} AND NEW."isDirty" = 1'

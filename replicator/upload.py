@@ -358,6 +358,12 @@ def _push(ctx: SyncContext, batch: list[Outgoing], commits: _Commits) -> PushRes
     commits.begin()
     ctx.measured_clock(before, result.server_time)
     _mark_synced(ctx, batch, result, span)
+    if ctx.listeners:
+        sent: dict[str, tuple[list[str], list[str]]] = {}
+        for o in batch:
+            rows, deletes = sent.setdefault(o.write.collection, ([], []))
+            (deletes if o.write.deleted else rows).append(o.write.id)
+        commits.after_commit(lambda: ctx.changed("upload", sent))
     log.debug("upload: batch of %d write(s) committed at %s", len(batch), result.position)
     return result
 
@@ -442,3 +448,4 @@ def _refresh(ctx: SyncContext, keys: list[tuple[str, str]]) -> None:
                     ctx.local.set_versions(coll, [(doc_id, None)])
                 else:
                     apply_remote(ctx, model, ctx.codec.incoming(model, doc))
+        ctx.changed("upload")
