@@ -91,7 +91,7 @@ def save_throughput(directory: Path, n: int, runs: int, url: str) -> None:
                 outbox.close()
             if r:
                 times[kind].append(took)
-    ratio = [b / s for b, s in zip(times["bare"], times["save"])]
+    ratio = [b / s for b, s in zip(times["bare"], times["save"], strict=True)]
     print(
         f"save() throughput, {n} events: {n / statistics.median(times['save']):.0f}/s vs bare"
         f" {n / statistics.median(times['bare']):.0f}/s; ratio median"
@@ -182,7 +182,7 @@ def delivery(directory: Path, n: int, runs: int, url: str) -> None:
                 outbox.close()
             if r:
                 times[kind].append(took)
-    ratio = [raw / ob for raw, ob in zip(times["raw"], times["outbox"])]
+    ratio = [raw / ob for raw, ob in zip(times["raw"], times["outbox"], strict=True)]
     print(
         f"delivery of {n} events: {n / statistics.median(times['outbox']):.0f} events/s vs raw"
         f" {n / statistics.median(times['raw']):.0f}/s; ratio median"

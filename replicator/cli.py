@@ -112,6 +112,103 @@ def status(database: Path) -> None:
         conn.close()
 
 
+# -- a device from its config file ---------------------------------------------------------
+
+_config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default="replicator.toml",
+    show_default=True,
+    help="The device's config file: database, models module, remote, blob store, key.",
+)
+
+
+class _ProgressLine:
+    """One line on stderr that follows a sync's Progress, with a percentage when the
+    total is known; it redraws at most ten times a second, and always at the end."""
+
+    def __init__(self) -> None:
+        self.last = 0.0
+        self.width = 0
+
+    def __call__(self, progress: Any) -> None:
+        import time
+
+        now = time.monotonic()
+        done = progress.total is not None and progress.done >= progress.total
+        if now - self.last < 0.1 and not done:
+            return
+        self.last = now
+        what = f"{progress.phase} {progress.collection or ''}".strip()
+        if progress.phase == "restore" and progress.total:  # bytes of the snapshot
+            pct = min(100, progress.done * 100 // progress.total)
+            text = (
+                f"{what}: {progress.done / 1024:,.0f} of {progress.total / 1024:,.0f} KiB ({pct}%)"
+            )
+        elif progress.total:
+            pct = min(100, progress.done * 100 // progress.total)
+            text = f"{what}: {progress.done}/{progress.total} ({pct}%)"
+        else:
+            text = f"{what}: {progress.done}"
+        click.echo("\r" + text.ljust(self.width), nl=False, err=True)
+        self.width = len(text)
+
+    def end(self) -> None:
+        if self.width:
+            click.echo("", err=True)
+
+
+@main.command()
+@_config_option
+@click.option(
+    "--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds for the whole sync."
+)
+def sync(config_path: Path, timeout: float | None) -> None:
+    """Sync the device a config file describes, with a progress line.
+
+    On a new, empty database with a blob store configured this is a login:
+    the latest snapshot is restored first, then only what it lacks is
+    downloaded.
+    """
+    from .config import DeviceConfig
+
+    line = _ProgressLine()
+    device = DeviceConfig.load(config_path).replicator(on_progress=line)
+    try:
+        if device.blobs is not None and device.is_empty():
+            report = device.login()
+        else:
+            report = device.sync(timeout=timeout)
+    finally:
+        line.end()
+        device.database.close()
+    click.echo(report.summary())
+
+
+@main.command()
+@_config_option
+def devices(config_path: Path) -> None:
+    """The Devices collection of the remote a config file names."""
+    from .config import DeviceConfig
+
+    records = DeviceConfig.load(config_path).open_remote(create=False).devices()
+    if not records:
+        click.echo("no device has registered yet")
+        return
+    click.echo(
+        f"{'name':<16} {'platform':<10} {'app':<8} {'last upload':<28} {'snapshot':>8}"
+        "  installation"
+    )
+    for d in sorted(records, key=lambda r: (r.name, r.installation_id)):
+        click.echo(
+            f"{d.name or '?':<16} {(d.platform or '?').split('-')[0][:10]:<10}"
+            f" {d.app_version or '-':<8}"
+            f" {d.last_upload or 'never':<28} {d.snapshot_generation or '-':>8}"
+            f"  {d.installation_id}"
+        )
+
+
 # -- snapshots ---------------------------------------------------------------------------
 
 
@@ -195,23 +292,14 @@ def _read_key(key_file: Path | None, passphrase_env: str | None) -> Any:
 
 
 def parse_key_file(data: bytes, path: object = "the key file") -> bytes:
-    """The 32-byte key in a key file: exactly 32 raw bytes, or 64 hex digits.
+    """The 32-byte key in a key file (see :func:`replicator.crypto.key_from_file`)."""
+    from .crypto import key_from_file
+    from .errors import ConfigurationError
 
-    Raw keys are taken byte for byte (a raw key may begin or end with a byte that
-    looks like whitespace); hex keys may have surrounding whitespace or a newline.
-    """
-    if len(data) == 32:
-        return data
-    text = data.strip()
-    if len(text) == 64:
-        try:
-            return bytes.fromhex(text.decode("ascii"))
-        except (UnicodeDecodeError, ValueError):
-            pass
-    raise click.ClickException(
-        f"{path} holds {len(data)} bytes that are neither a 32-byte raw key nor 64 hex"
-        " digits; make a key with: replicator key generate FILE"
-    )
+    try:
+        return key_from_file(data, path)
+    except ConfigurationError as exc:
+        raise click.ClickException(exc.message) from None
 
 
 @main.group()
@@ -310,6 +398,33 @@ def snapshot() -> None:
     """List, verify and restore encrypted snapshots."""
 
 
+@snapshot.command("publish")
+@_config_option
+def snapshot_publish(config_path: Path) -> None:
+    """Sync the device a config file describes, then publish a snapshot of it now,
+    whatever the Big Brother rule says (it still refuses while rows stay unsynced)."""
+    from .config import DeviceConfig
+    from .strategies.snapshot import Always
+
+    config = DeviceConfig.load(config_path)
+    if config.blobs is None:
+        raise click.ClickException(f"{config_path} names no [blobs] store to publish to")
+    line = _ProgressLine()
+    device = config.replicator(on_progress=line, snapshot_strategy=Always())
+    try:
+        report = device.sync()
+    finally:
+        line.end()
+        device.database.close()
+    if report.snapshot_error is not None:
+        raise click.ClickException(
+            f"no snapshot: {type(report.snapshot_error).__name__}: {report.snapshot_error}"
+        )
+    if report.snapshot is None:
+        raise click.ClickException("no snapshot was published (rows are still unsynced)")
+    click.echo(f"published snapshot {report.snapshot}")
+
+
 @snapshot.command("list")
 @_blob_options
 def snapshot_list(source: _Source) -> None:
@@ -382,13 +497,21 @@ def snapshot_verify(source: _Source) -> None:
 @snapshot.command("restore")
 @click.argument("database", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Replace synced data the database already holds.")
+@click.option(
+    "--id",
+    "snapshot_id",
+    default=None,
+    help="Restore this older snapshot (one `snapshot list` shows) instead of the latest.",
+)
 @_blob_options
-def snapshot_restore(database: Path, force: bool, source: _Source) -> None:
-    """Restore the latest snapshot into DATABASE (never over unsynced changes).
+def snapshot_restore(database: Path, force: bool, snapshot_id: str | None, source: _Source) -> None:
+    """Restore the latest snapshot (or --id an older one) into DATABASE, never over
+    unsynced changes.
 
     Only the synced tables and replicator's own are replaced; tables the app
     keeps for itself stay as they are. DATABASE must be new, empty, or a
-    database replicator manages.
+    database replicator manages. After an older snapshot, the next sync
+    downloads everything since it.
     """
     import peewee
 
@@ -397,14 +520,22 @@ def snapshot_restore(database: Path, force: bool, source: _Source) -> None:
     database = database.absolute()
     if not database.parent.is_dir():
         raise click.ClickException(f"the directory {database.parent} does not exist")
+    existed = database.exists()
     db = peewee.SqliteDatabase(str(database))
     try:
-        job = _guard(lambda: prepare(db, source.store(), source.key(), force=force))
+        job = _guard(
+            lambda: prepare(db, source.store(), source.key(), force=force, snapshot_id=snapshot_id)
+        )
         manifest = job.manifest
         with click.progressbar(length=manifest.size, label="downloading", file=sys.stderr) as bar:
             _guard(lambda: job.run(on_bytes=bar.update))
-    finally:
+    except BaseException:
         db.close()
+        if not existed:  # a failed restore into a new file leaves no file behind
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{database}{suffix}").unlink(missing_ok=True)
+        raise
+    db.close()
     click.echo(f"restored snapshot {manifest.snapshot_id} into {database}")
 
 

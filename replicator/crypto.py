@@ -121,6 +121,26 @@ def _scrypt(text: str, salt: str, n: int, r: int, p: int) -> bytes:
     return kdf.derive(text.encode("utf-8"))
 
 
+def key_from_file(data: bytes, path: object = "the key file") -> bytes:
+    """The 32-byte key in a key file: exactly 32 raw bytes, or 64 hex digits.
+
+    Raw keys are taken byte for byte (a raw key may begin or end with a byte that
+    looks like whitespace); hex keys may have surrounding whitespace or a newline.
+    """
+    if len(data) == 32:
+        return data
+    text = data.strip()
+    if len(text) == 64:
+        try:
+            return bytes.fromhex(text.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            pass
+    raise ConfigurationError(
+        f"{path} holds {len(data)} bytes that are neither a 32-byte raw key nor 64 hex"
+        " digits; make a key with: replicator key generate FILE"
+    )
+
+
 @attrs.frozen(repr=False)
 class SnapshotKey:
     """A 32-byte key-encryption key. Its repr never shows the key."""

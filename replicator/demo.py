@@ -1,11 +1,14 @@
-"""The demo behind ``replicator demo``: three devices, offline edits, one truth.
+"""The demo behind ``replicator demo``: the whole design, with four devices.
 
 A phone, a tablet and a laptop each keep their own SQLite file and sync through
 one EmbeddedRemote file. They create, edit and delete notes and comments while
 offline, including an edit of the same note on two devices, then sync in an
 interleaved order; at the end every device holds the same rows. Conflicts are
 merged field by field (``FieldMerge``), so the phone's edit of the body and the
-tablet's edit of the title of the same note both survive.
+tablet's edit of the title of the same note both survive. Then the device with
+the freshest data publishes an encrypted snapshot into a directory blob store
+(the Big Brother rule), the tablet writes once more, and a fourth device, a
+desktop, logs in: it restores the snapshot and downloads only what came after.
 """
 
 from __future__ import annotations
@@ -17,8 +20,11 @@ from typing import Any
 
 import peewee
 
+from .crypto import Passphrase
 from .engine import Replicator
 from .model import SyncModel
+from .report import _counted
+from .stores.directory import DirectoryBlobStore
 from .stores.embedded import EmbeddedRemote
 from .strategies.conflict import FieldMerge
 
@@ -49,10 +55,23 @@ OUTCOMES = {
 }
 
 
-def open_device(directory: Path, name: str, remote: EmbeddedRemote) -> Replicator:
+#: what the demo's snapshots are sealed with (a real app asks its user)
+PASSPHRASE = "correct horse battery staple"
+
+
+def open_device(
+    directory: Path, name: str, remote: EmbeddedRemote, blobs: DirectoryBlobStore | None = None
+) -> Replicator:
     db = peewee.SqliteDatabase(str(directory / f"{name}.db"), pragmas={"foreign_keys": 1})
     return Replicator(
-        db, MODELS, remote, device_name=name, app_version="demo", conflict_strategy=FieldMerge()
+        db,
+        MODELS,
+        remote,
+        blobs,
+        Passphrase(PASSPHRASE) if blobs is not None else None,
+        device_name=name,
+        app_version="demo",
+        conflict_strategy=FieldMerge(),
     )
 
 
@@ -130,6 +149,36 @@ def run(directory: Path | None = None, echo: Callable[[str], None] = print) -> b
     }
     echo(f"  dirty rows left: {dirty}")
     echo("all three devices are identical" if converged else "DEVICES DIFFER")
-    for d in (phone, tablet, laptop):
+
+    echo("6. the phone, which synced last and holds the freshest data, publishes an encrypted")
+    echo("   snapshot of its database (a directory blob store: no credentials needed)")
+    blobs = DirectoryBlobStore(directory / "blobs")
+    phone.database.close()
+    phone = open_device(directory, "phone", remote, blobs)
+    names[id(phone)] = "phone"
+    published = phone.sync()
+    echo(f"  phone   sync: {published.summary()}")
+
+    echo("7. the tablet writes one more note after the snapshot")
+    with tablet.bound():
+        Note.create(title="Call the plumber")
+    sync(tablet)
+
+    echo("8. a fourth device, a desktop, logs in: it restores the snapshot, then downloads")
+    echo("   only what the snapshot lacks")
+    desktop = open_device(directory, "desktop", remote, blobs)
+    names[id(desktop)] = "desktop"
+    login = desktop.login()
+    echo(f"  desktop login: {login.summary()}")
+    fresh = contents(desktop) == contents(tablet)
+    with desktop.bound():
+        held = _counted({"note": Note.select().count(), "comment": Comment.select().count()})
+    echo(f"  the desktop holds {held}, as the others do" if fresh else "DESKTOP DIFFERS")
+    for d in (phone, tablet, laptop, desktop):
         d.database.close()
-    return converged and not any(dirty.values())
+    restored_then_caught_up = (
+        published.snapshot is not None
+        and login.restored == published.snapshot
+        and login.downloaded == {"note": 1}
+    )
+    return converged and not any(dirty.values()) and fresh and restored_then_caught_up

@@ -385,8 +385,9 @@ class Replicator:
             raise ConfigurationError("no blob store configured", hint="pass blobs= and key=")
         return read_manifest(self.blobs)
 
-    def restore(self, *, force: bool = False) -> str:
-        """Replace the synced tables with the latest snapshot; return its id.
+    def restore(self, *, force: bool = False, snapshot_id: str | None = None) -> str:
+        """Replace the synced tables with the latest snapshot (or ``snapshot_id``, an
+        older one the manifest keeps); return its id.
 
         Refuses (``UnsafeRestoreError``) when the database holds unsynced
         changes, and, unless ``force``, when it holds any synced data. The
@@ -405,6 +406,7 @@ class Replicator:
                 force=force,
                 tables=self.collections,
                 devices=self.remote.devices(),
+                snapshot_id=snapshot_id,
             )
             self.local = job.run(
                 device_name=self.local.device_name,

@@ -169,37 +169,49 @@ class SyncReport:
         return sum(self.uploaded.values()) + sum(self.uploaded_deletes.values())
 
     def summary(self) -> str:
-        """One readable line, e.g. for logs and the CLI."""
-        if self.idle:
-            head = "idle: nothing new"
-        else:
-            head = (
-                f"downloaded {_fmt(self.downloaded)}, deleted {_fmt(self.deleted)}, "
-                f"uploaded {_fmt(self.uploaded)}, uploaded deletes {_fmt(self.uploaded_deletes)}"
+        """One line of English, e.g. for logs and the CLI: "downloaded 3 notes;
+        uploaded 2 comments and 1 note; 4 remote reads and 2 writes"."""
+        parts = []
+        if self.restored:
+            parts.append(f"restored snapshot {self.restored}")
+        moved = [
+            (verb, counts)
+            for verb, counts in (
+                ("downloaded", self.downloaded),
+                ("deleted", self.deleted),
+                ("uploaded", self.uploaded),
+                ("uploaded the deletion of", self.uploaded_deletes),
             )
-        parts = [head]
+            if any(counts.values())
+        ]
+        if self.idle:
+            parts.append("idle: nothing new")
+        elif not moved:
+            parts.append("nothing to download or upload")
+        parts += [f"{verb} {_counted(counts)}" for verb, counts in moved]
         if self.conflicts:
             outcomes: dict[str, int] = {}
             for c in self.conflicts:
                 outcomes[c.outcome] = outcomes.get(c.outcome, 0) + 1
-            parts.append(f"conflicts {_fmt(outcomes)}")
+            kinds = ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items()))
+            parts.append(f"{_plural(len(self.conflicts), 'conflict')} resolved ({kinds})")
         if self.rejected:
-            parts.append(f"{len(self.rejected)} row(s) rejected")
+            parts.append(f"{_plural(len(self.rejected), 'row')} rejected")
         if self.set_aside:
-            parts.append(f"{len(self.set_aside)} remote document(s) set aside")
+            parts.append(f"{_plural(len(self.set_aside), 'remote document')} set aside")
         if self.recovered:
             parts.append(
                 "offline longer than the tombstone retention: downloaded "
-                + ", ".join(self.recovered)
+                + _and(list(self.recovered))
                 + " again"
             )
         if self.purged:
-            parts.append(f"purged old tombstones {_fmt(self.purged)}")
+            parts.append(f"purged old tombstones of {_counted(self.purged)}")
         if self.purge_error is not None:
             parts.append(f"old tombstones not purged: {type(self.purge_error).__name__}")
-        parts.append(f"{self.usage.reads} reads, {self.usage.writes} writes")
-        if self.restored:
-            parts.insert(0, f"restored snapshot {self.restored}")
+        parts.append(
+            f"{_plural(self.usage.reads, 'remote read')} and {_plural(self.usage.writes, 'write')}"
+        )
         if self.snapshot:
             parts.append(f"published snapshot {self.snapshot}")
         if self.snapshot_error is not None:
@@ -207,7 +219,27 @@ class SyncReport:
         return "; ".join(parts)
 
 
-def _fmt(counts: Mapping[str, int]) -> str:
-    if not counts:
-        return "0"
-    return ", ".join(f"{n} {c}" for c, n in sorted(counts.items()))
+def _and(items: list[str]) -> str:
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _plural(n: int, noun: str) -> str:
+    """``3 notes``, ``1 note``, ``2 content_status rows``: English for a plain word,
+    "rows" after a table name that is not one."""
+    if not noun.replace(" ", "").isalpha() or not noun.islower():
+        return f"{n:,} {noun} {'row' if n == 1 else 'rows'}"
+    if n == 1:
+        return f"1 {noun}"
+    if noun.endswith(("s", "x", "z", "ch", "sh")):
+        return f"{n:,} {noun}es"
+    if noun.endswith("y") and noun[-2:-1] not in ("a", "e", "i", "o", "u"):
+        return f"{n:,} {noun[:-1]}ies"
+    return f"{n:,} {noun}s"
+
+
+def _counted(counts: Mapping[str, int]) -> str:
+    """``2 comments and 1 note``: the largest first."""
+    items = sorted(((n, c) for c, n in counts.items() if n), key=lambda i: (-i[0], i[1]))
+    return _and([_plural(n, c) for n, c in items])

@@ -47,6 +47,7 @@ from .snapshot import (
     check_not_rolled_back,
     clean_leftovers,
     fetch_and_decrypt,
+    older,
     open_latest,
     temp_beside,
 )
@@ -117,6 +118,8 @@ class Restore:
     key: SnapshotSecret
     manifest: Manifest
     tables: Sequence[str] | None
+    #: an older snapshot than the latest (its claims come from its own header)
+    is_older: bool = False
 
     def run(
         self,
@@ -129,13 +132,24 @@ class Restore:
         (see :func:`install`); ``on_bytes`` is told each chunk's size as it arrives."""
         clean_leftovers(self.path)
         with temp_beside(self.path, "restore") as plain:
-            fetch_and_decrypt(self.blobs, self.manifest, self.key, plain, on_bytes=on_bytes)
+            header = fetch_and_decrypt(
+                self.blobs,
+                self.manifest,
+                self.key,
+                plain,
+                on_bytes=on_bytes,
+                is_older=self.is_older,
+            )
+            seen = self.manifest.seen_position
+            if self.is_older:
+                claimed = header["meta"].get("seen_position")
+                seen = claimed if isinstance(claimed, str) else None
             return install(
                 self.db,
                 plain,
                 self.tables,
                 device_name=device_name,
-                seen_position=self.manifest.seen_position,
+                seen_position=seen,
                 note=f"restored {self.manifest.snapshot_id}",
                 defaults=defaults,
             )
@@ -149,6 +163,7 @@ def prepare(
     force: bool,
     tables: Sequence[str] | None = None,
     devices: Sequence[DeviceRecord] | None = None,
+    snapshot_id: str | None = None,
 ) -> Restore:
     """Decide a restore into ``db`` without writing anything.
 
@@ -157,6 +172,8 @@ def prepare(
     models) also a database holding tables replicator does not manage. Reads
     and authenticates the manifest; with ``devices`` (the Devices collection)
     refuses a manifest rolled back behind a generation a device published.
+    ``snapshot_id`` picks an older snapshot the manifest still keeps (its
+    ``history``); after such a restore the next sync downloads everything since.
     """
     path = database_file(db)
     found = plan(db, tables)
@@ -171,7 +188,12 @@ def prepare(
     manifest, _kek, _kdf = open_latest(blobs, key)
     if devices is not None:
         check_not_rolled_back(manifest, devices)
-    return Restore(db, path, blobs, key, manifest, None if tables is None else tuple(tables))
+    is_older = snapshot_id is not None and snapshot_id != manifest.snapshot_id
+    if is_older:
+        manifest = older(blobs, manifest, str(snapshot_id))
+    return Restore(
+        db, path, blobs, key, manifest, None if tables is None else tuple(tables), is_older
+    )
 
 
 def check(found: Plan, *, force: bool, path: object) -> None:

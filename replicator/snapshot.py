@@ -548,6 +548,35 @@ def open_latest(
     return manifest, kek, kdf
 
 
+def older(blobs: BlobStore, manifest: Manifest, snapshot_id: str) -> Manifest:
+    """A manifest for an older snapshot, one the authenticated manifest's ``history``
+    names: its object's size and hash as the store reports them, its claims still
+    to be read from its own authenticated header (``fetch_and_decrypt(...,
+    older=True)`` reads them and checks that the header names ``snapshot_id``)."""
+    if snapshot_id == manifest.snapshot_id:
+        return manifest
+    if snapshot_id not in manifest.history:
+        kept = ", ".join(manifest.history) or "none"
+        raise SnapshotNotFoundError(
+            f"snapshot {snapshot_id} is not one the manifest keeps (kept: {kept})",
+            hint="replicator snapshot list shows the snapshots there are",
+        )
+    key = f"snapshots/{snapshot_id}.snap"
+    info = blobs.head(key)
+    if info is None:
+        raise SnapshotNotFoundError(f"snapshot {snapshot_id} is missing from the blob store")
+    return attrs.evolve(
+        manifest,
+        snapshot_id=snapshot_id,
+        key=key,
+        sha256=info.sha256,
+        size=info.size,
+        watermarks={},
+        seen_position=None,
+        history=(),
+    )
+
+
 def fetch_and_decrypt(
     blobs: BlobStore,
     manifest: Manifest,
@@ -555,8 +584,12 @@ def fetch_and_decrypt(
     dest: Path,
     *,
     on_bytes: Callable[[int], None] | None = None,
+    is_older: bool = False,
 ) -> dict[str, Any]:
     """Download ``manifest``'s snapshot and write the verified plaintext database to ``dest``.
+
+    With ``is_older`` (a manifest made by :func:`older`), the claims come from the
+    snapshot's header, which must name the snapshot asked for.
 
     Checks, in one pass over the download: every chunk's AEAD tag (the bytes are
     the key holder's), the object's size and SHA-256 against the manifest, then
@@ -591,11 +624,21 @@ def fetch_and_decrypt(
         raise TruncatedSnapshotError(
             f"got {reader.size} of {manifest.size} bytes of {manifest.snapshot_id}"
         )
-    if reader.size != manifest.size or reader.digest.hexdigest() != manifest.sha256:
+    known_hash = manifest.sha256 or not is_older  # a store may not report an object's hash
+    if reader.size != manifest.size or (
+        known_hash and reader.digest.hexdigest() != manifest.sha256
+    ):
         raise TamperedSnapshotError(
             f"snapshot {manifest.snapshot_id} does not match its size and SHA-256 in the manifest"
         )
-    check_claims(manifest, header, kdf)
+    if is_older:
+        meta = header.get("meta")
+        if not isinstance(meta, dict) or meta.get("latest") != manifest.snapshot_id:
+            raise TamperedSnapshotError(
+                f"the object of snapshot {manifest.snapshot_id} holds another snapshot"
+            )
+    else:
+        check_claims(manifest, header, kdf)
     check = sqlite3.connect(dest)
     try:
         result = check.execute("PRAGMA quick_check").fetchone()[0]

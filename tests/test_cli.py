@@ -19,6 +19,16 @@ def test_demo_converges_and_prints_an_account(tmp_path):
     assert "conflict on note/" in result.output and "merged both" in result.output
     assert "Groceries | milk, eggs, coffee" in result.output  # both edits of the note kept
     assert "dirty rows left: {'phone': 0, 'tablet': 0, 'laptop': 0}" in result.output
+    # the whole design: a snapshot from the freshest device, a fourth device logs in
+    published = re.search(r"phone   sync: .*published snapshot (\S+)", result.output)
+    assert published, result.output
+    login = re.search(r"desktop login: restored snapshot (\S+); downloaded 1 note;", result.output)
+    assert login and login.group(1) == published.group(1), result.output
+    assert "the desktop holds 2 notes and 1 comment, as the others do" in result.output
+    # the account reads as English
+    assert "uploaded 2 comments and 1 note;" in result.output
+    assert "uploaded deletes 0" not in result.output and "downloaded 0" not in result.output
+    assert (tmp_path / "blobs" / "snapshots").is_dir()
 
 
 def test_demo_runs_as_an_installed_command(tmp_path):

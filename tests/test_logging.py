@@ -35,7 +35,7 @@ def test_a_sync_logs_one_info_line_and_debug_per_page_and_batch(make_device, blo
     info = [r for r in ours if r.levelno == logging.INFO]
     assert [r.name for r in info] == ["replicator.engine", "replicator.engine"], _text(info)
     assert "sync of a:" in info[0].getMessage()
-    assert "uploaded 3 comment, 3 note" in info[0].getMessage(), info[0].getMessage()
+    assert "uploaded 3 comments and 3 notes" in info[0].getMessage(), info[0].getMessage()
     assert report.snapshot is not None and report.snapshot in info[0].getMessage()
     debug = _text([r for r in ours if r.levelno == logging.DEBUG])
     assert "upload: batch of 6 write(s)" in debug

@@ -111,6 +111,15 @@ def test_errors_say_what_to_do_and_keep_the_cause():
     assert not RemoteDataError("c", "i", "bad").retryable
 
 
+def test_report_summary_speaks_english():
+    from replicator.report import _counted
+
+    assert _counted({"comment": 2, "note": 1}) == "2 comments and 1 note"
+    assert _counted({"box": 2, "category": 3, "key": 2}) == "3 categories, 2 boxes and 2 keys"
+    assert _counted({"content_status": 2, "Tag": 1}) == "2 content_status rows and 1 Tag row"
+    assert _counted({"note": 1500}) == "1,500 notes"
+
+
 def test_report_summary():
     t = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     report = SyncReport(
@@ -128,8 +137,10 @@ def test_report_summary():
         registered=True,
     )
     text = report.summary()
-    assert "downloaded 2 note" in text and "uploaded 1 comment" in text
-    assert "conflicts 1 merged" in text and "3 reads, 2 writes" in text
+    assert text == (
+        "downloaded 2 notes; uploaded 1 comment; 1 conflict resolved (1 merged);"
+        " 3 remote reads and 2 writes"
+    )
     assert report.total_downloaded == 2 and report.total_uploaded == 1
 
 
