@@ -182,3 +182,74 @@ def test_a_wrong_strategy_is_refused_when_the_replicator_is_made(tmp_path):
         return local
 
     assert make(conflict_strategy=mine).conflict_strategy is mine
+
+
+# -- seed 004's aggregates: maps merged key by key, the later computation winning ------------
+
+
+def _agg_row(agg, when, **extra):
+    return {"agg": json.dumps(agg), "agg_last_updated": json.dumps(when), **extra}
+
+
+def test_timestamped_maps_keep_each_metrics_latest_computation():
+    from replicator.strategies import TimestampedMaps
+
+    merge = TimestampedMaps()
+    local = _agg_row(
+        {"completedCount": 3, "enrolledCount": 5},
+        {"completedCount": "2026-01-02T10:00:00", "enrolledCount": "2026-01-01T09:00:00"},
+        updatedOn="2026-01-02 10:00:00",
+    )
+    remote = _agg_row(
+        {"completedCount": 2, "enrolledCount": 6, "completionPercentage": 40},
+        {
+            "completedCount": "2026-01-01T12:00:00",
+            "enrolledCount": "2026-01-03T08:00:00",
+            "completionPercentage": "2026-01-03T08:00:00",
+        },
+        updatedOn="2026-01-03 08:00:00",
+    )
+    out = merge("activity_agg", local, remote, None)
+    assert json.loads(out["agg"]) == {
+        "completedCount": 3,  # local computed it later: the older 2 does not come back
+        "completionPercentage": 40,
+        "enrolledCount": 6,
+    }
+    assert json.loads(out["agg_last_updated"])["completedCount"] == "2026-01-02T10:00:00"
+    # the same answer whichever side is local
+    again = merge("activity_agg", remote, local, None)
+    assert json.loads(again["agg"]) == json.loads(out["agg"])
+    assert json.loads(again["agg_last_updated"]) == json.loads(out["agg_last_updated"])
+
+
+def test_timestamped_maps_ties_keep_the_larger_value_and_untimed_metrics_lose():
+    from replicator.strategies import TimestampedMaps
+
+    merge = TimestampedMaps()
+    local = _agg_row({"a": 1, "b": 9}, {"a": "t1"})
+    remote = _agg_row({"a": 2, "b": 1}, {"a": "t1", "b": "t0"})
+    out = merge("x", local, remote, None)
+    assert json.loads(out["agg"]) == {"a": 2, "b": 1}  # b: a timed value beats an untimed one
+
+
+@given(
+    st.dictionaries(st.sampled_from("abcd"), st.tuples(st.integers(0, 5), st.integers(0, 9))),
+    st.dictionaries(st.sampled_from("abcd"), st.tuples(st.integers(0, 5), st.integers(0, 9))),
+)
+def test_timestamped_maps_merge_is_symmetric_and_never_older(mine, theirs):
+    from replicator.strategies import TimestampedMaps
+
+    def row(entries):
+        return _agg_row(
+            {k: v for k, (_, v) in entries.items()},
+            {k: f"2026-01-0{t}" for k, (t, _) in entries.items()},
+        )
+
+    merge = TimestampedMaps()
+    one = merge("x", row(mine), row(theirs), None)
+    two = merge("x", row(theirs), row(mine), None)
+    assert json.loads(one["agg"]) == json.loads(two["agg"])
+    when = json.loads(one["agg_last_updated"])
+    for key in set(mine) | set(theirs):
+        latest = max(t for side in (mine, theirs) if key in side for t in [side[key][0]])
+        assert when[key] == f"2026-01-0{latest}"

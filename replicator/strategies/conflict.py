@@ -251,6 +251,62 @@ class FieldMerge:
 
 
 @attrs.frozen
+class TimestampedMaps:
+    """Seed 004's aggregates: a map of values and a map of when each was computed
+    (``agg`` and ``agg_last_updated``), merged key by key, the later computation
+    winning. Two devices that update the same row concurrently each keep the
+    metrics they computed last, so no metric goes back to an older value,
+    whichever device syncs last. A tie keeps the larger value. Other columns
+    follow ``others`` (by default :class:`FieldMerge`).
+
+    Timestamps are compared as ISO-8601 text or numbers; a metric without one is
+    older than any metric with one.
+    """
+
+    values: str = "agg"
+    times: str = "agg_last_updated"
+    others: ConflictStrategy | Resolver = attrs.field(factory=lambda: FieldMerge())
+    name: str = "timestamped-maps"
+
+    def resolve(self, collection: str, local: Row, remote: Row, base: Row | None) -> Row:
+        out = dict(resolver(self.others)(collection, local, remote, base))
+        lv, rv = _load(local.get(self.values)) or {}, _load(remote.get(self.values)) or {}
+        lt, rt = _load(local.get(self.times)) or {}, _load(remote.get(self.times)) or {}
+        values: dict[str, Any] = {}
+        times: dict[str, Any] = {}
+        for key in sorted(set(lv) | set(rv) | set(lt) | set(rt)):
+            mine, theirs = (lt.get(key), lv.get(key)), (rt.get(key), rv.get(key))
+            if key not in lv and key not in lt:
+                chosen = theirs
+            elif key not in rv and key not in rt:
+                chosen = mine
+            else:
+                chosen = max(mine, theirs, key=_when_then_value)
+            times[key], values[key] = chosen
+        form = _form(local.get(self.values), remote.get(self.values))
+        out[self.values] = _dump_like(form, values)
+        out[self.times] = _dump_like(_form(local.get(self.times), remote.get(self.times)), times)
+        return out
+
+    __call__ = resolve
+
+
+def _when_then_value(entry: tuple[Any, Any]) -> tuple[int, str, float, str]:
+    when, value = entry
+    when_key = (
+        (0, "")
+        if when is None
+        else (1, f"{when:020.6f}" if isinstance(when, int | float) else str(when))
+    )
+    number = (
+        float(value)
+        if isinstance(value, int | float) and not isinstance(value, bool)
+        else float("-inf")
+    )
+    return (*when_key, number, json.dumps(value, sort_keys=True))
+
+
+@attrs.frozen
 class PerCollection:
     """A strategy per collection, and one for the rest (``LastWriterWins()`` unless given)."""
 
