@@ -50,6 +50,16 @@ def config(url: str) -> list[dict]:
     ]
 
 
+def rates(label: str, n: int, ours: list[float], raw: list[float], name: str, goal: float) -> None:
+    """Print throughput per second and the ratio of ours to the raw work, run by run."""
+    ratio = [r / o for r, o in zip(raw, ours, strict=True)]
+    print(
+        f"{label}: {n / statistics.median(ours):.0f}/s vs {name}"
+        f" {n / statistics.median(raw):.0f}/s; ratio median {statistics.median(ratio):.2f}x"
+        f" (min {min(ratio):.2f}x) [goal >= {goal}x]"
+    )
+
+
 def bare_table(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -91,12 +101,7 @@ def save_throughput(directory: Path, n: int, runs: int, url: str) -> None:
                 outbox.close()
             if r:
                 times[kind].append(took)
-    ratio = [b / s for b, s in zip(times["bare"], times["save"], strict=True)]
-    print(
-        f"save() throughput, {n} events: {n / statistics.median(times['save']):.0f}/s vs bare"
-        f" {n / statistics.median(times['bare']):.0f}/s; ratio median"
-        f" {statistics.median(ratio):.2f}x (min {min(ratio):.2f}x) [goal >= 0.7x]"
-    )
+    rates(f"save() throughput, {n} events", n, times["save"], times["bare"], "bare", 0.7)
 
 
 def save_latency(directory: Path, n: int, url: str) -> None:
@@ -182,12 +187,7 @@ def delivery(directory: Path, n: int, runs: int, url: str) -> None:
                 outbox.close()
             if r:
                 times[kind].append(took)
-    ratio = [raw / ob for raw, ob in zip(times["raw"], times["outbox"], strict=True)]
-    print(
-        f"delivery of {n} events: {n / statistics.median(times['outbox']):.0f} events/s vs raw"
-        f" {n / statistics.median(times['raw']):.0f}/s; ratio median"
-        f" {statistics.median(ratio):.2f}x (min {min(ratio):.2f}x) [goal >= 0.8x]"
-    )
+    rates(f"delivery of {n} events", n, times["outbox"], times["raw"], "raw", 0.8)
 
 
 def wire_bytes() -> None:

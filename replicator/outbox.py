@@ -664,10 +664,7 @@ class Outbox:
                 )
         if not dropped:
             return
-        with self._counts_lock:
-            counts = self._pending.setdefault(type_, [0, 0])
-            counts[0] = max(0, counts[0] - dropped)
-            counts[1] = max(0, counts[1] - dropped_bytes)
+        self._uncount(type_, dropped, dropped_bytes)
         log.warning(
             "outbox %s is over its cap (%d events, %d bytes): dropped %d oldest"
             " lowest-priority event(s)",
@@ -895,10 +892,14 @@ class Outbox:
                 "INSERT OR REPLACE INTO outbox_merged (type, key, data) VALUES (?, ?, ?)",
                 (message.type, message.key, message.body.decode()),
             )
+        self._uncount(message.type, message.event_count, message.size)
+
+    def _uncount(self, type_: str, events: int, size: int) -> None:
+        """Events that left the outbox (delivered, dead-lettered or dropped)."""
         with self._counts_lock:
-            counts = self._pending.setdefault(message.type, [0, 0])
-            counts[0] = max(0, counts[0] - message.event_count)
-            counts[1] = max(0, counts[1] - message.size)
+            counts = self._pending.setdefault(type_, [0, 0])
+            counts[0] = max(0, counts[0] - events)
+            counts[1] = max(0, counts[1] - size)
 
     def _dead_letter(self, message: _Message, exc: DeliveryRejected) -> None:
         log.warning(
@@ -917,10 +918,7 @@ class Outbox:
                 (exc.status, exc.response, time.time(), message.id),
             )
             conn.execute("DELETE FROM processed_sync_data WHERE _id = ?", (message.id,))
-        with self._counts_lock:
-            counts = self._pending.setdefault(message.type, [0, 0])
-            counts[0] = max(0, counts[0] - message.event_count)
-            counts[1] = max(0, counts[1] - message.size)
+        self._uncount(message.type, message.event_count, message.size)
 
     def _failed(self, type_: str, exc: ReplicatorError) -> None:
         with self._transaction("record a failure") as conn:
