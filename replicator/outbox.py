@@ -992,11 +992,12 @@ class Outbox:
         """Per type (configured, or holding anything): see :class:`TypeStatus`."""
         conn = self._conn()
         with self._mapped("read the outbox status"):
-            types = set(self._configs)
-            for table in ("events", "processed_sync_data", "dead_letters", "outbox_state"):
-                types.update(r[0] for r in conn.execute(f"SELECT DISTINCT type FROM {table}"))
-            if type is not None:
+            if type is not None:  # one type (every sync asks): no walk of the tables
                 types = {type}
+            else:
+                types = set(self._configs)
+                for table in ("events", "processed_sync_data", "dead_letters", "outbox_state"):
+                    types.update(r[0] for r in conn.execute(f"SELECT DISTINCT type FROM {table}"))
             out: dict[str, TypeStatus] = {}
             for t in sorted(types):
                 events, size = _counts(conn, t)
