@@ -93,22 +93,26 @@ def test_a_new_device_logs_in_from_the_snapshot(place):
     assert count_notes(place / "new.db") == 1
 
 
-def test_publish_then_restore_an_older_snapshot_by_id(place):
+def publish_twice(place: Path) -> tuple[str, str]:
+    """A note, a snapshot by ``replicator snapshot publish``, another note, another
+    snapshot: the ids of the older and the newest."""
     w = writer(place)
-    with w.bound():
-        Note.create(title="first")
-    w.sync()
     config = write_config(place, "phone", "phone.db")
-    first = run("snapshot", "publish", "--config", str(config))
-    assert first.exit_code == 0, first.output
-    older = first.output.strip().split()[-1]
-    with w.bound():
-        Note.create(title="second")
-    w.sync()
-    latest = run("snapshot", "publish", "--config", str(config))
-    assert latest.exit_code == 0, latest.output
-    newest = latest.output.strip().split()[-1]
+    published = []
+    for title in ("first", "second"):
+        with w.bound():
+            Note.create(title=title)
+        w.sync()
+        result = run("snapshot", "publish", "--config", str(config))
+        assert result.exit_code == 0, result.output
+        published.append(result.output.strip().split()[-1])
+    older, newest = published
     assert newest != older
+    return older, newest
+
+
+def test_publish_then_restore_an_older_snapshot_by_id(place):
+    older, newest = publish_twice(place)
     listed = run("snapshot", "list", "--blobs", str(place / "blobs"))
     assert older in listed.output and f"* {newest}" in listed.output
 
@@ -130,23 +134,17 @@ def test_publish_then_restore_an_older_snapshot_by_id(place):
 
 
 def test_an_older_snapshot_swapped_for_another_is_refused(place):
-    w = writer(place)
-    with w.bound():
-        Note.create(title="first")
-    w.sync()
-    config = write_config(place, "phone", "phone.db")
-    older = run("snapshot", "publish", "--config", str(config)).output.strip().split()[-1]
-    with w.bound():
-        Note.create(title="second")
-    w.sync()
-    newest = run("snapshot", "publish", "--config", str(config)).output.strip().split()[-1]
+    older, newest = publish_twice(place)
     # the bucket's writer puts the newest snapshot's bytes under the older one's name
     blobs = place / "blobs" / "snapshots"
+    # and its size and hash as the store reports them, so only the header can tell
     (blobs / f"{older}.snap").write_bytes((blobs / f"{newest}.snap").read_bytes())
+    meta = (blobs / f"{newest}.snap.meta.json").read_text()
+    (blobs / f"{older}.snap.meta.json").write_text(meta)
     store = ["--blobs", str(place / "blobs"), "--key-file", str(place / "key.hex")]
     result = run("snapshot", "restore", str(place / "old.db"), "--id", older, *store)
     assert result.exit_code == 1, result.output
-    assert "SnapshotError" in result.output or "Tampered" in result.output
+    assert "TamperedSnapshotError" in result.output and "another snapshot" in result.output
     assert not (place / "old.db").exists() or "note" not in {
         r[0] for r in sqlite3.connect(place / "old.db").execute("SELECT name FROM sqlite_master")
     }
