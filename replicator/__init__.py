@@ -7,10 +7,12 @@ online. See the README for a first use.
 
 import logging
 
+from .bundles import Bundles, IngestRequest, IngestResult, StoreIngest
 from .changes import Change
 from .crypto import Passphrase, SnapshotKey
 from .engine import Replicator
 from .errors import (
+    BlobIntegrityError,
     BlobNotFoundError,
     ConfigurationError,
     ConflictError,
@@ -34,12 +36,15 @@ from .errors import (
     UnsupportedValueError,
     WrongKeyError,
 )
+from .ingest import Ingestor
 from .model import SyncModel, new_id
 from .outbox import Outbox, OutboxReport, SyncConfiguration, TypeStatus
+from .reference import ReferenceFiles, localizations
 from .report import Progress, Resolution, RowError, SyncReport
 from .stores.base import BlobStore, DeviceRecord, RemoteDoc, RemoteStore, Usage, Write
 from .stores.directory import DirectoryBlobStore
 from .stores.embedded import EmbeddedRemote
+from .stores.http import HttpIngest
 from .strategies.conflict import (
     ClientWins,
     ConflictStrategy,
@@ -59,8 +64,10 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 __all__ = [
     "Always",
     "BigBrother",
+    "BlobIntegrityError",
     "BlobNotFoundError",
     "BlobStore",
+    "Bundles",
     "Change",
     "ClientWins",
     "ConfigurationError",
@@ -73,6 +80,10 @@ __all__ = [
     "EmbeddedRemote",
     "EventError",
     "FieldMerge",
+    "HttpIngest",
+    "IngestRequest",
+    "IngestResult",
+    "Ingestor",
     "LastWriterWins",
     "LocalDatabaseError",
     "Never",
@@ -83,6 +94,7 @@ __all__ = [
     "PerCollection",
     "PreconditionFailed",
     "Progress",
+    "ReferenceFiles",
     "RemoteDataError",
     "RemoteDoc",
     "RemoteError",
@@ -98,6 +110,7 @@ __all__ = [
     "SnapshotKey",
     "SnapshotNotFoundError",
     "SnapshotStrategy",
+    "StoreIngest",
     "SyncConfiguration",
     "SyncModel",
     "SyncReport",
@@ -112,5 +125,6 @@ __all__ = [
     "Write",
     "WrongKeyError",
     "__version__",
+    "localizations",
     "new_id",
 ]

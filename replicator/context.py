@@ -35,6 +35,10 @@ class SyncContext:
     on_conflict: Callable[[Resolution], None] | None = None
     #: change listeners (``changes.py``); with none, no change is noted or told
     listeners: tuple[Listener, ...] = ()
+    #: collections that go up as bundles only (``bundles.py``): never pushed or pulled
+    upload_only: frozenset[str] = frozenset()
+    #: collections that are only downloaded (``reference.py``): never uploaded
+    download_only: frozenset[str] = frozenset()
     #: rows to and from the store's form
     codec: RowCodec = attrs.field(init=False)
     #: what the running phase did (each phase starts its own: ``for_phase``)
@@ -49,6 +53,15 @@ class SyncContext:
         for m in self.models:
             for fk in m._meta.refs:
                 self.children[fk.rel_model].append((m, fk))
+
+    def pulled(self) -> list[type[peewee.Model]]:
+        """The models the download pulls, parents first."""
+        return [m for m in self.models if m._meta.table_name not in self.upload_only]
+
+    def pushed(self) -> list[type[peewee.Model]]:
+        """The models the upload pushes row by row, parents first."""
+        skip = self.upload_only | self.download_only
+        return [m for m in self.models if m._meta.table_name not in skip]
 
     def progress(
         self, phase: Phase, collection: str | None, done: int, total: int | None = None

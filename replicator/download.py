@@ -55,7 +55,7 @@ def download(ctx: SyncContext, *, catch_up_only: bool = False) -> Downloaded:
             settle(ctx)  # documents set aside are retried even when nothing is new
             return Downloaded(False, ctx.tally)
     horizons = ctx.remote.horizons() if isinstance(ctx.remote, Compactable) else {}
-    for model in ctx.models:
+    for model in ctx.pulled():
         coll = collection_name(model)
         cursor = ctx.local.tracker(coll)
         again = ctx.local.recovery(coll)

@@ -32,6 +32,7 @@ from typing import Any
 import attrs
 import peewee
 
+from .bundles import Bundles, BundleTally, send
 from .changes import Change, install
 from .codec import missing_value
 from .context import SyncContext
@@ -55,6 +56,7 @@ from .model import (
     sort_models,
 )
 from .publish import byte_counter, publish_if_due
+from .reference import guard_download_only
 from .register import register
 from .report import Phase, Progress, Resolution, SyncReport, Tally
 from .restore import database_file
@@ -97,6 +99,8 @@ class Replicator:
         on_change: Callable[[Change], None] | None = None,
         clock: Callable[[], _dt.datetime] | None = None,
         tombstone_retention: _dt.timedelta | None = DEFAULT_RETENTION,
+        bundles: Bundles | None = None,
+        download_only: Sequence[type[SyncModel]] = (),
     ) -> None:
         if not models:
             raise ConfigurationError("Replicator needs at least one model to sync")
@@ -112,6 +116,23 @@ class Replicator:
                 hint="e.g. datetime.timedelta(days=90); None keeps deletes for ever",
             )
         check_models(models)
+        #: how upload-only collections go up (``bundles.py``), or None
+        self.bundles = bundles
+        self.upload_only = bundles.names if bundles is not None else frozenset()
+        #: collections this device only downloads: local writes to them are refused
+        self.download_only = frozenset(collection_name(m) for m in download_only)
+        names = {collection_name(m) for m in models}
+        for label, chosen in (("bundles", self.upload_only), ("download_only", self.download_only)):
+            if not chosen <= names:
+                raise ConfigurationError(
+                    f"{label} names {sorted(chosen - names)}, not among the synced models",
+                    hint="pass every upload-only and download-only model in models too",
+                )
+        if self.upload_only & self.download_only:
+            raise ConfigurationError(
+                f"{sorted(self.upload_only & self.download_only)} cannot be both upload-only"
+                " and download-only"
+            )
         self.database = database
         self.models = sort_models(models)
         self.remote = remote
@@ -151,6 +172,7 @@ class Replicator:
         """Create missing tables and columns, install change capture, adopt new columns."""
         with self.database.atomic():
             install_capture(self.database, self.models)  # type: ignore[arg-type]
+            guard_download_only(self.database, self.collections, self.download_only)
             native = keeps_native_types(self.remote)
             adopt_new_columns(self.local, self.models, native=native)
             for model in self.models:  # a database of the earlier layout moves to this one
@@ -273,6 +295,7 @@ class Replicator:
             registered = True
         down = download(ctx)
         up = upload(ctx)
+        bundled = send(ctx, self.bundles) if self.bundles is not None else BundleTally()
         registered = registered or up.pushed is not None
         if up.pushed is None and (down.others or not self.local.registered):
             register(ctx)
@@ -289,7 +312,14 @@ class Replicator:
             installation_id=ctx.me,
             started_at=started,
             finished_at=finished,
-            idle=not down.others and up.pushed is None and not registered,
+            idle=not down.others
+            and up.pushed is None
+            and not registered
+            and not (bundled.bundled or bundled.rejected or bundled.waiting),
+            bundled=bundled.bundled,
+            refused=bundled.refused,
+            bundles_rejected=tuple(bundled.rejected),
+            bundles_waiting=bundled.waiting,
             usage=self.remote.usage.minus(before),
             registered=registered,
             snapshot=snapshot,
@@ -332,7 +362,14 @@ class Replicator:
             on_progress=self.on_progress,
             on_conflict=self.on_conflict,
             clock=self.clock,
+            upload_only=self.upload_only,
+            download_only=self.download_only,
         )
+
+    def refused(self, model: type[SyncModel]) -> list[tuple[str, str]]:
+        """(id, reason) of the rows of an upload-only ``model`` the ingest service refused;
+        such a row is sent again once the app changes it."""
+        return [(i, reason) for i, reason, _ in self.local.refused(collection_name(model))]
 
     def _maintain(self, ctx: SyncContext) -> tuple[dict[str, int], RemoteError | None]:
         """Retention's share of a sync; a failure is reported, not raised: the data is

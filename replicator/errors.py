@@ -17,6 +17,7 @@ again later can succeed without anyone changing anything.
     │   ├── TransientError        busy, aborted, timed out (retryable)
     │   ├── PreconditionFailed    a conditional write lost a race (internal, retried)
     │   ├── BlobNotFoundError     no object under that key in a blob store
+    │   ├── BlobIntegrityError    a blob's bytes do not hash to what was announced (retryable)
     │   ├── RemoteDataError       a remote document is malformed (names collection/id)
     │   ├── DocumentTooLargeError a row would not fit in one remote document
     │   ├── UnsupportedValueError a row holds a value the store cannot hold
@@ -122,6 +123,14 @@ class PreconditionFailed(RemoteError):
 
 class BlobNotFoundError(RemoteError):
     """The blob store holds no object under that key."""
+
+
+class BlobIntegrityError(RemoteError):
+    """Bytes sent to (or read from) a blob store do not hash to the SHA-256 announced
+    with them: damaged on the way. Nothing was stored; sending again can succeed."""
+
+    retryable = True
+    default_hint = "send again; if it keeps happening, something on the way alters data"
 
 
 class RemoteDataError(RemoteError):

@@ -27,6 +27,13 @@
 * ``replicator_parked``: remote documents this device could not apply (a
   parent that never arrived, a malformed value). They are set aside so that
   one bad document never blocks a device, reported, and retried each sync.
+* ``replicator_bundles`` and ``replicator_bundle_rows``: bundles of upload-only rows
+  on their way to the ingest service (``bundles.py``) and, per row, the
+  ``syncRev`` it was bundled at. A row is in at most one bundle; it is marked
+  synced only when the service accepted the bundle and the row is unchanged.
+  Device-only: never in a snapshot.
+* ``replicator_refused``: upload-only rows the ingest service refused, with its
+  reason, until a later version of the row is accepted.
 * ``replicator_recovery`` and ``replicator_seen``: a collection being
   downloaded again from the start because the remote purged tombstones this
   device never saw (see ``retention.py``), and the ids seen so far. Both move
@@ -121,6 +128,33 @@ _SCHEMA = [
         id TEXT NOT NULL,
         PRIMARY KEY (collection, id)
     ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS replicator_bundles (
+        bundle TEXT PRIMARY KEY,
+        collection TEXT NOT NULL,
+        key TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        created TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS replicator_bundle_rows (
+        collection TEXT NOT NULL,
+        id TEXT NOT NULL,
+        bundle TEXT NOT NULL,
+        rev INTEGER,
+        PRIMARY KEY (collection, id)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS replicator_bundle_rows_by_bundle"
+    " ON replicator_bundle_rows (bundle)",
+    """CREATE TABLE IF NOT EXISTS replicator_refused (
+        collection TEXT NOT NULL,
+        id TEXT NOT NULL,
+        bundle TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        refused_on TEXT NOT NULL,
+        PRIMARY KEY (collection, id)
+    )""",
     """CREATE TABLE IF NOT EXISTS replicator_base (
         collection TEXT NOT NULL,
         id TEXT NOT NULL,
@@ -149,11 +183,12 @@ CARRIED = (
     "replicator_schema",
     "replicator_recovery",
     "replicator_seen",
+    "replicator_refused",
 )
 #: replicator's tables about this installation only: a snapshot's copy and a restore
 #: empty them (the identity in ``replicator_device``; the sends in flight)
 DEVICE_LOCAL_TABLES = ("replicator_device",)
-DEVICE_ONLY = ("replicator_sent",)
+DEVICE_ONLY = ("replicator_sent", "replicator_bundles", "replicator_bundle_rows")
 #: every table of replicator's in an app's database
 OWN_TABLES = (*CARRIED, *DEVICE_LOCAL_TABLES, *DEVICE_ONLY, "replicator_control")
 
@@ -710,3 +745,96 @@ class LocalState:
 
     def drop_base(self, collection: str, doc_id: str) -> None:
         self.drop_bases(collection, [doc_id])
+
+    # -- bundles of upload-only rows (bundles.py) ------------------------------------
+
+    def bundles(self) -> list[BundleRecord]:
+        """The bundles this device made that the service has not settled, oldest first."""
+        rows = self.db.execute_sql(
+            "SELECT bundle, collection, key, sha256, size, count, state, created"
+            " FROM replicator_bundles ORDER BY created, bundle"
+        ).fetchall()
+        return [BundleRecord(*r) for r in rows]
+
+    def add_bundle(self, record: BundleRecord, rows: Sequence[tuple[str, int]]) -> None:
+        """Record a bundle and the rows (id, syncRev) it carries, in one transaction."""
+        with self.db.atomic():
+            self.db.execute_sql(
+                "INSERT INTO replicator_bundles"
+                " (bundle, collection, key, sha256, size, count, state, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                attrs.astuple(record),
+            )
+            self.db.connection().executemany(
+                "INSERT INTO replicator_bundle_rows (collection, id, bundle, rev)"
+                " VALUES (?, ?, ?, ?)",
+                [(record.collection, i, record.bundle, rev) for i, rev in rows],
+            )
+
+    def set_bundle_state(self, bundle: str, state: str) -> None:
+        self.db.execute_sql(
+            "UPDATE replicator_bundles SET state = ? WHERE bundle = ?", (state, bundle)
+        )
+
+    def drop_bundle(self, bundle: str) -> None:
+        """Forget a bundle the service never took: its rows are free for the next one."""
+        with self.db.atomic():
+            self.db.execute_sql("DELETE FROM replicator_bundle_rows WHERE bundle = ?", (bundle,))
+            self.db.execute_sql("DELETE FROM replicator_bundles WHERE bundle = ?", (bundle,))
+
+    def settle_bundle(self, record: BundleRecord, refused: Mapping[str, str]) -> tuple[int, int]:
+        """The service accepted ``record``: mark its rows synced (those unchanged since they
+        were bundled), keep the reasons of the ``refused`` ones, and forget the bundle. One
+        transaction. Returns (rows accepted, rows refused) among the unchanged rows."""
+        table = record.collection
+        with self.applying():
+            rows = self.db.execute_sql(
+                'SELECT b.id, t.id IS NOT NULL AND t."syncRev" IS b.rev'
+                f' FROM replicator_bundle_rows b LEFT JOIN "{table}" t ON t.id = b.id'
+                " WHERE b.bundle = ?",
+                (record.bundle,),
+            ).fetchall()
+            same = [(i,) for i, unchanged in rows if unchanged]
+            conn = self.db.connection()
+            conn.executemany(
+                f'UPDATE "{table}" SET "isDirty" = 0, "serverId" = id WHERE id = ?', same
+            )
+            now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+            gone = [(table, i, record.bundle, refused[i], now) for (i,) in same if i in refused]
+            conn.executemany(
+                "INSERT OR REPLACE INTO replicator_refused"
+                " (collection, id, bundle, reason, refused_on) VALUES (?, ?, ?, ?, ?)",
+                gone,
+            )
+            conn.executemany(
+                "DELETE FROM replicator_refused WHERE collection = ? AND id = ?",
+                [(table, i) for (i,) in same if i not in refused],
+            )
+            self.db.execute_sql(
+                "DELETE FROM replicator_bundle_rows WHERE bundle = ?", (record.bundle,)
+            )
+            self.db.execute_sql("DELETE FROM replicator_bundles WHERE bundle = ?", (record.bundle,))
+        return len(same) - len(gone), len(gone)
+
+    def refused(self, collection: str) -> list[tuple[str, str, str]]:
+        """(id, reason, bundle) of the rows of ``collection`` the ingest service refused."""
+        rows = self.db.execute_sql(
+            "SELECT id, reason, bundle FROM replicator_refused WHERE collection = ? ORDER BY id",
+            (collection,),
+        )
+        return [tuple(r) for r in rows.fetchall()]
+
+
+@attrs.frozen
+class BundleRecord:
+    """A bundle as this device recorded it: ``state`` is ``built`` (made, maybe not
+    stored yet) or ``requested`` (stored, and the service asked to ingest it)."""
+
+    bundle: str
+    collection: str
+    key: str
+    sha256: str
+    size: int
+    count: int
+    state: str
+    created: str

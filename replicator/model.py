@@ -175,7 +175,7 @@ def check_models(models: Sequence[type[peewee.Model]]) -> None:
                 hint="derive every synced model from replicator.SyncModel",
             )
         name = collection_name(model)
-        if name in ("devices", "replicator_meta"):
+        if name in ("devices", "replicator_meta", "ingest_requests"):
             raise SchemaError(
                 f"a synced table cannot be named {name!r}: the remote keeps"
                 f" {'the Devices' if name == 'devices' else 'its own'} collection under that name",

@@ -159,6 +159,14 @@ class SyncReport:
     purged: Mapping[str, int] = attrs.field(factory=dict)
     #: why purging old tombstones failed (the sync itself succeeded; retried next sync)
     purge_error: Exception | None = None
+    #: upload-only rows the ingest service accepted in bundles, per collection
+    bundled: Mapping[str, int] = attrs.field(factory=dict)
+    #: upload-only rows it refused (``Replicator.refused`` tells why), per collection
+    refused: Mapping[str, int] = attrs.field(factory=dict)
+    #: bundles the service rejected whole (why); their rows go in the next sync's bundles
+    bundles_rejected: tuple[str, ...] = ()
+    #: bundles sent that the service has not decided on yet
+    bundles_waiting: int = 0
 
     @property
     def total_downloaded(self) -> int:
@@ -184,6 +192,8 @@ class SyncReport:
             )
             if any(counts.values())
         ]
+        if any(self.bundled.values()):
+            moved.append(("bundled", self.bundled))
         if self.idle:
             parts.append("idle: nothing new")
         elif not moved:
@@ -199,6 +209,12 @@ class SyncReport:
             parts.append(f"{_plural(len(self.rejected), 'row')} rejected")
         if self.set_aside:
             parts.append(f"{_plural(len(self.set_aside), 'remote document')} set aside")
+        if any(self.refused.values()):
+            parts.append(f"the ingest service refused {_counted(self.refused)}")
+        if self.bundles_rejected:
+            parts.append(f"{_plural(len(self.bundles_rejected), 'bundle')} rejected")
+        if self.bundles_waiting:
+            parts.append(f"{_plural(self.bundles_waiting, 'bundle')} awaiting the service")
         if self.recovered:
             parts.append(
                 "offline longer than the tombstone retention: downloaded "

@@ -231,7 +231,7 @@ def upload(ctx: SyncContext) -> Uploaded:
     per_batch = ctx.remote.max_batch_writes - 1
     last: PushResult | None = None
     rounds = 0
-    total = sum(ctx.local.count_dirty(collection_name(m)) for m in ctx.models)
+    total = sum(ctx.local.count_dirty(collection_name(m)) for m in ctx.pushed())
     total += sum(ctx.local.count_pending_tombstones().values())
     done = 0
     while True:
@@ -264,7 +264,7 @@ def _batches(
     """Full batches of writes: rows parents first, then deletes children first."""
     batch: list[Outgoing] = []
     batch_ids: set[tuple[str, str]] = set()
-    for model in ctx.models:
+    for model in ctx.pushed():
         for rows in _pending_rows(ctx, model, per_batch):
             for item in _outgoing_rows(ctx, model, rows, batch_ids):
                 if isinstance(item, RowError):
@@ -274,7 +274,7 @@ def _batches(
                 if len(batch) == per_batch:
                     yield batch
                     batch, batch_ids = [], set()
-    for model in reversed(ctx.models):
+    for model in reversed(ctx.pushed()):
         for item in _deletes(ctx, model, per_batch):
             batch.append(item)
             if len(batch) == per_batch:

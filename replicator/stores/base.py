@@ -352,11 +352,15 @@ class BlobStore(Protocol):
         if_none_match: bool = False,
         if_match: str | None = None,
         on_bytes: Callable[[int], None] | None = None,
+        sha256: str | None = None,
     ) -> BlobInfo:
         """Store what ``source`` yields (read to its end, streamed) under ``key``, with
         its SHA-256. ``if_none_match``: only if ``key`` does not exist; ``if_match``:
         only if its current ``etag`` is that one; otherwise ``PreconditionFailed`` and
-        nothing written. ``on_bytes`` is told the size of each chunk sent."""
+        nothing written. ``on_bytes`` is told the size of each chunk sent. ``sha256``
+        (hex), when given, is what the bytes must hash to: the store refuses other bytes
+        (``BlobIntegrityError``, nothing written), on S3 through the checksum header, so
+        bytes damaged on the way are never stored."""
         ...
 
     def get(

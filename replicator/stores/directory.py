@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import (
+    BlobIntegrityError,
     BlobNotFoundError,
     ConfigurationError,
     OfflineError,
@@ -96,10 +97,11 @@ class DirectoryBlobStore:
         if_none_match: bool = False,
         if_match: str | None = None,
         on_bytes: Callable[[int], None] | None = None,
+        sha256: str | None = None,
     ) -> BlobInfo:
         path = self._path(key)
         with self._mapped(key):
-            return self._put(key, path, source, if_none_match, if_match, on_bytes)
+            return self._put(key, path, source, if_none_match, if_match, on_bytes, sha256)
 
     def _put(
         self,
@@ -109,6 +111,7 @@ class DirectoryBlobStore:
         if_none_match: bool,
         if_match: str | None,
         on_bytes: Callable[[int], None] | None,
+        sha256: str | None = None,
     ) -> BlobInfo:
         path.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
@@ -125,6 +128,11 @@ class DirectoryBlobStore:
                 out.flush()
                 os.fsync(out.fileno())
             info = BlobInfo(key, size, digest.hexdigest(), uuid.uuid4().hex)
+            if sha256 is not None and info.sha256 != sha256.lower():
+                raise BlobIntegrityError(
+                    f"blob {key}: the bytes received hash to {info.sha256[:12]}…,"
+                    f" not the {sha256[:12]}… announced; nothing stored"
+                )
             with self._lock(path):
                 current = self._head(key, path)
                 if if_none_match and current is not None:

@@ -20,10 +20,11 @@ from __future__ import annotations
 import datetime as _dt
 import email.utils
 from collections.abc import Mapping
+from typing import Any
 
 import httpx
 
-from ..errors import DeliveryRejected, OfflineError, TransientError
+from ..errors import DeliveryRejected, OfflineError, RemoteError, TransientError
 from .base import Delivery
 
 #: statuses that a later attempt can turn into a success
@@ -102,6 +103,63 @@ class HttpSink:
                 retry_after=retry_after(response.headers.get("Retry-After")),
             )
         raise DeliveryRejected(status, response.text[:KEPT_RESPONSE], delivery.msg_id)
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+
+class HttpIngest:
+    """Sends ingest requests (``bundles.IngestRequest``) to a campaign service's ``url``
+    as JSON ``POST``s; the answer is an ``IngestResult`` in JSON (``Ingestor.serve``
+    speaks this). ``headers`` go with every request (e.g. ``Authorization``).
+
+    2xx with a result: the answer; 408, 429, 5xx: :class:`TransientError`; no answer:
+    :class:`OfflineError`; any other status or an unreadable answer: :class:`RemoteError`
+    (the service refuses the request itself: a wrong URL or credential).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        client: httpx.Client | None = None,
+        timeout: float = 120.0,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.url = url
+        self._owns_client = client is None
+        self._client = client or httpx.Client(timeout=timeout)
+        self._headers = dict(headers or {})
+
+    def __repr__(self) -> str:
+        return f"HttpIngest({self.url!r})"
+
+    def submit(self, request: Any, device: Any = None) -> Any:
+        from ..bundles import IngestResult
+
+        try:
+            response = self._client.post(self.url, json=request.to_json(), headers=self._headers)
+        except httpx.TimeoutException as exc:
+            raise TransientError(f"{self.url} did not answer in time", orig=exc) from exc
+        except httpx.TransportError as exc:
+            raise OfflineError(f"could not reach {self.url}: {exc}", orig=exc) from exc
+        status = response.status_code
+        if status in RETRYABLE_STATUSES:
+            raise TransientError(
+                f"{self.url} answered HTTP {status}",
+                retry_after=retry_after(response.headers.get("Retry-After")),
+            )
+        if not 200 <= status < 300:
+            raise RemoteError(
+                f"the ingest service at {self.url} refused the request: HTTP {status}"
+                f" {response.text[:200]}",
+                hint="check the service URL and credentials",
+            )
+        try:
+            return IngestResult.from_json(response.json())
+        except ValueError as exc:
+            raise RemoteError(f"the ingest service at {self.url} answered nonsense: {exc}") from exc
 
     def close(self) -> None:
         if self._owns_client:

@@ -9,6 +9,7 @@ servers do not verify checksums themselves.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import io
@@ -18,6 +19,7 @@ from contextlib import contextmanager
 from typing import Any, BinaryIO
 
 from ..errors import (
+    BlobIntegrityError,
     BlobNotFoundError,
     OfflineError,
     PreconditionFailed,
@@ -72,6 +74,8 @@ class S3BlobStore:
         if isinstance(exc, ClientError):
             code = str(exc.response.get("Error", {}).get("Code", ""))
             status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+            if code in ("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"):
+                return BlobIntegrityError(f"S3 refused {key}: its bytes were damaged", orig=exc)
             if code in _PRECONDITION_CODES or status in ("412",):
                 return PreconditionFailed(f"blob {key} changed or exists", orig=exc)
             if code == "NoSuchBucket":
@@ -108,6 +112,7 @@ class S3BlobStore:
         if_none_match: bool = False,
         if_match: str | None = None,
         on_bytes: Callable[[int], None] | None = None,
+        sha256: str | None = None,
     ) -> BlobInfo:
         spooled = None
         if not source.seekable():
@@ -123,12 +128,20 @@ class S3BlobStore:
                 size += len(block)
             source.seek(start)
             sha = digest.hexdigest()
+            if sha256 is not None and sha != sha256.lower():
+                raise BlobIntegrityError(
+                    f"blob {key}: the bytes hash to {sha[:12]}…, not the {sha256[:12]}…"
+                    " announced; nothing stored"
+                )
             meta = {"sha256": sha}
             with self._mapped(key):
-                if if_none_match or if_match is not None:
+                if if_none_match or if_match is not None or sha256 is not None:
                     extra: dict[str, Any] = {"IfNoneMatch": "*"} if if_none_match else {}
                     if if_match is not None:
                         extra["IfMatch"] = if_match
+                    if sha256 is not None:
+                        # S3 itself refuses a body that does not hash to this (BadDigest)
+                        extra["ChecksumSHA256"] = base64.b64encode(digest.digest()).decode()
                     resp = self.client.put_object(
                         Bucket=self.bucket,
                         Key=self._key(key),
