@@ -39,6 +39,9 @@ class SyncContext:
     upload_only: frozenset[str] = frozenset()
     #: collections that are only downloaded (``reference.py``): never uploaded
     download_only: frozenset[str] = frozenset()
+    #: how many groups of collections with no foreign-key path between them are
+    #: pulled at once (``download.py``); 1 pulls one collection after another
+    parallel_downloads: int = 4
     #: rows to and from the store's form
     codec: RowCodec = attrs.field(init=False)
     #: what the running phase did (each phase starts its own: ``for_phase``)

@@ -101,6 +101,7 @@ class Replicator:
         tombstone_retention: _dt.timedelta | None = DEFAULT_RETENTION,
         bundles: Bundles | None = None,
         download_only: Sequence[type[SyncModel]] = (),
+        parallel_downloads: int = 4,
     ) -> None:
         if not models:
             raise ConfigurationError("Replicator needs at least one model to sync")
@@ -115,7 +116,11 @@ class Replicator:
                 f" got {tombstone_retention!r}",
                 hint="e.g. datetime.timedelta(days=90); None keeps deletes for ever",
             )
+        if parallel_downloads < 1:
+            raise ConfigurationError(f"parallel_downloads must be ≥ 1, got {parallel_downloads}")
         check_models(models)
+        #: groups of collections with no foreign-key path between them pulled at once
+        self.parallel_downloads = parallel_downloads
         #: how upload-only collections go up (``bundles.py``), or None
         self.bundles = bundles
         self.upload_only = bundles.names if bundles is not None else frozenset()
@@ -364,6 +369,7 @@ class Replicator:
             clock=self.clock,
             upload_only=self.upload_only,
             download_only=self.download_only,
+            parallel_downloads=self.parallel_downloads,
         )
 
     def refused(self, model: type[SyncModel]) -> list[tuple[str, str]]:
