@@ -16,6 +16,17 @@
     [key]                            # needed with [blobs]
     file = "key.hex"                 # or: passphrase_env = "SNAPSHOT_PASSPHRASE"
 
+    # a field-campaign device (seed 001), optional:
+    download_only = ["form_schemas"] # tables this device only downloads
+    [bundles]                        # upload-only tables, sent as bundles
+    collections = ["households"]
+    ingest_url = "https://campaign.example/ingest"   # or: ingest_queue = true
+    ingest_token_env = "INGEST_TOKEN"                # optional: sent as a bearer token
+    directory = "bundles"            # or: s3 = "bucket/prefix", endpoint_url = "..."
+
+The ingest service (``replicator ingest``) reads ``models``, ``[remote]`` and
+the bucket of ``[bundles]`` from a file of the same form; it needs no database.
+
 The directory of the file is put on ``sys.path`` while the models are imported,
 so a models module may sit beside it.
 """
@@ -39,12 +50,34 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-_TOP = {"database", "models", "device_name", "app_version", "remote", "blobs", "key"}
+_TOP = {
+    "database",
+    "models",
+    "device_name",
+    "app_version",
+    "remote",
+    "blobs",
+    "key",
+    "download_only",
+    "bundles",
+}
 _SECTIONS = {
     "remote": {"embedded", "firestore_root", "firestore_project"},
     "blobs": {"directory", "s3", "endpoint_url"},
     "key": {"file", "passphrase_env"},
+    "bundles": {
+        "collections",
+        "ingest_url",
+        "ingest_token_env",
+        "ingest_queue",
+        "directory",
+        "s3",
+        "endpoint_url",
+    },
 }
+#: keys whose values are not strings: a list of table names, a flag
+_LISTS = {"download_only", "collections"}
+_FLAGS = {"ingest_queue"}
 
 
 @attrs.frozen
@@ -59,9 +92,12 @@ class DeviceConfig:
     remote: Mapping[str, str]
     blobs: Mapping[str, str] | None
     key: Mapping[str, str] | None
+    download_only: tuple[str, ...] = ()
+    bundles: Mapping[str, Any] | None = None
 
     @classmethod
-    def load(cls, path: str | Path) -> DeviceConfig:
+    def load(cls, path: str | Path, *, service: bool = False) -> DeviceConfig:
+        """Read and check ``path``; ``service``: for ``replicator ingest`` (no database)."""
         path = Path(path)
         try:
             raw = tomllib.loads(path.read_text())
@@ -87,9 +123,10 @@ class DeviceConfig:
                     hint=f"known: {sorted(keys)}",
                 )
             for name, item in value.items():
-                if not isinstance(item, str) or not item:
-                    raise ConfigurationError(f"{path}: {section}.{name} must be a non-empty string")
-        for name in ("database", "models"):
+                _check_value(path, f"{section}.{name}", name, item)
+        if "download_only" in raw:
+            _check_value(path, "download_only", "download_only", raw["download_only"])
+        for name in ("models",) if service else ("database", "models"):
             if not isinstance(raw.get(name), str) or not raw[name]:
                 raise ConfigurationError(f'{path}: {name} = "..." is required')
         for name in ("device_name", "app_version"):
@@ -108,16 +145,30 @@ class DeviceConfig:
             raise ConfigurationError(
                 f"{path}: [blobs] needs [key] with exactly one of file or passphrase_env"
             )
+        bundles = raw.get("bundles")
+        if bundles is not None:
+            if not bundles.get("collections"):
+                raise ConfigurationError(f"{path}: [bundles] needs collections = [...]")
+            if ("ingest_url" in bundles) == bool(bundles.get("ingest_queue")):
+                raise ConfigurationError(
+                    f"{path}: [bundles] names exactly one of ingest_url or ingest_queue = true"
+                )
+            if ("directory" in bundles) == ("s3" in bundles) and blobs is None:
+                raise ConfigurationError(
+                    f"{path}: [bundles] names exactly one of directory or s3 (or [blobs] does)"
+                )
         here = path.resolve().parent
         return cls(
             path=path,
-            database=here / raw["database"],
+            database=here / raw.get("database", ""),
             models=raw["models"],
             device_name=raw.get("device_name"),
             app_version=raw.get("app_version", ""),
             remote=remote,
             blobs=blobs,
             key=key,
+            download_only=tuple(raw.get("download_only", ())),
+            bundles=bundles,
         )
 
     def _here(self, name: str) -> Path:
@@ -178,17 +229,64 @@ class DeviceConfig:
         client = firestore.Client(project=self.remote.get("firestore_project"))
         return FirestoreRemote(client, root=self.remote["firestore_root"])
 
-    def open_blobs(self) -> Any:
-        if self.blobs is None:
+    def open_blobs(self, where: Mapping[str, Any] | None = None) -> Any:
+        """The blob store of ``[blobs]`` (or of ``where``, a section naming one)."""
+        where = self.blobs if where is None else where
+        if where is None:
             return None
-        if "directory" in self.blobs:
+        if "directory" in where:
             from .stores.directory import DirectoryBlobStore
 
-            return DirectoryBlobStore(self._here(self.blobs["directory"]))
+            return DirectoryBlobStore(self._here(where["directory"]))
         from .stores.s3 import S3BlobStore
 
-        bucket, _, prefix = self.blobs["s3"].partition("/")
-        return S3BlobStore(bucket, prefix, endpoint_url=self.blobs.get("endpoint_url"))
+        bucket, _, prefix = where["s3"].partition("/")
+        return S3BlobStore(bucket, prefix, endpoint_url=where.get("endpoint_url"))
+
+    def bundle_blobs(self) -> Any:
+        """Where bundles go: ``[bundles]``'s own bucket, else ``[blobs]``."""
+        section = self.bundles or {}
+        if "directory" in section or "s3" in section:
+            return self.open_blobs(section)
+        if self.blobs is None:
+            raise ConfigurationError(
+                f"{self.path}: name the bundles' bucket in [bundles] (directory or s3)"
+            )
+        return self.open_blobs()
+
+    def pick(self, models: list[type[Any]], names: Any, what: str) -> list[type[Any]]:
+        """The models whose tables ``names`` lists; a name that is none of them is an error."""
+        by_name = {m._meta.table_name: m for m in models}
+        unknown = sorted(set(names) - set(by_name))
+        if unknown:
+            raise ConfigurationError(
+                f"{self.path}: {what} names {unknown}, not tables of {self.models}",
+                hint=f"tables: {sorted(by_name)}",
+            )
+        return [by_name[n] for n in names]
+
+    def open_bundles(self, models: list[type[Any]], remote: Any) -> Any:
+        if self.bundles is None:
+            return None
+        from .bundles import Bundles, StoreIngest
+        from .stores.http import HttpIngest
+
+        section = self.bundles
+        if section.get("ingest_queue"):
+            service: Any = StoreIngest(remote)
+        else:
+            headers = {}
+            if "ingest_token_env" in section:
+                token = os.environ.get(section["ingest_token_env"])
+                if not token:
+                    raise ConfigurationError(
+                        f"${section['ingest_token_env']} is empty",
+                        hint="export the ingest service's token",
+                    )
+                headers["Authorization"] = f"Bearer {token}"
+            service = HttpIngest(section["ingest_url"], headers=headers)
+        chosen = self.pick(models, section["collections"], "[bundles] collections")
+        return Bundles(self.bundle_blobs(), service, chosen)
 
     def read_key(self) -> Any:
         from .crypto import Passphrase, SnapshotKey
@@ -216,13 +314,28 @@ class DeviceConfig:
         from .engine import Replicator
 
         db = peewee.SqliteDatabase(str(self.database), pragmas={"foreign_keys": 1}, timeout=30)
+        models = self.load_models()
+        remote = self.open_remote()
         return Replicator(
             db,
-            self.load_models(),
-            self.open_remote(),
-            self.open_blobs(),
+            models,
+            remote,
+            self.open_blobs() if self.key is not None else None,
             self.read_key(),
             device_name=self.device_name,
             app_version=self.app_version,
+            bundles=self.open_bundles(models, remote),
+            download_only=self.pick(models, self.download_only, "download_only"),
             **kw,
         )
+
+
+def _check_value(path: Path, where: str, name: str, item: Any) -> None:
+    if name in _LISTS:
+        if not (isinstance(item, list) and item and all(isinstance(i, str) and i for i in item)):
+            raise ConfigurationError(f"{path}: {where} must be a list of table names")
+    elif name in _FLAGS:
+        if not isinstance(item, bool):
+            raise ConfigurationError(f"{path}: {where} must be true or false")
+    elif not isinstance(item, str) or not item:
+        raise ConfigurationError(f"{path}: {where} must be a non-empty string")
