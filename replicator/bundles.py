@@ -295,6 +295,12 @@ def _submit(ctx: SyncContext, config: Bundles, record: BundleRecord, tally: Bund
         device=ctx.me,
     )
     result = config.service.submit(request, ctx.device_record())
+    if result.bundle != record.bundle:
+        raise RemoteError(
+            f"the ingest service answered about bundle {result.bundle[:40]!r}"
+            f" when asked about {record.bundle}",
+            hint="the service is misbehaving; the rows stay unsynced and are asked about again",
+        )
     if result.state == "pending":
         tally.waiting += 1
         return True

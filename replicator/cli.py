@@ -228,12 +228,19 @@ def devices(config_path: Path) -> None:
 @click.option("--once", is_flag=True, help="Ingest what the queue holds now, then stop.")
 @click.option(
     "--poll",
-    type=click.FloatRange(min=0.1),
+    type=click.FloatRange(min=0.01),
     default=2.0,
     show_default=True,
     help="Seconds between looks at the queue.",
 )
 @click.option("--name", help="This ingestor's name (default: host name and a random suffix).")
+@click.option(
+    "--lease",
+    type=click.FloatRange(min=1),
+    default=300.0,
+    show_default=True,
+    help="Seconds a claim holds before another ingestor may take a bundle over.",
+)
 def ingest(
     config_path: Path,
     address: str | None,
@@ -241,6 +248,7 @@ def ingest(
     once: bool,
     poll: float,
     name: str | None,
+    lease: float,
 ) -> None:
     """Run the campaign service's ingestor: verify bundles devices uploaded and apply
     their rows to the remote store, from the store's queue (and over HTTP with
@@ -254,7 +262,7 @@ def ingest(
 
     config = DeviceConfig.load(config_path, service=True)
     ingestor = Ingestor(
-        config.bundle_blobs(), config.open_remote(), config.load_models(), name=name
+        config.bundle_blobs(), config.open_remote(), config.load_models(), name=name, lease=lease
     )
     if once:
         results = ingestor.poll(limit=1_000_000)

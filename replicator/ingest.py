@@ -31,6 +31,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import http.server
+import io
 import json
 import logging
 import socket
@@ -72,7 +73,8 @@ class Ingestor:
     ``models`` are the models the bundles may carry (the app's ``SyncModel``
     classes). ``lease`` (seconds) is how long a claim holds before another ingestor
     may take the bundle over. ``max_bundle_bytes`` bounds a bundle, compressed and
-    expanded. ``clock`` gives seconds since the epoch (tests move it).
+    expanded; ``prefix`` is where bundles are (a request naming another object is
+    rejected). ``clock`` gives seconds since the epoch (tests move it).
     """
 
     def __init__(
@@ -84,6 +86,7 @@ class Ingestor:
         name: str | None = None,
         lease: float = 300.0,
         max_bundle_bytes: int = 256 << 20,
+        prefix: str = "bundles",
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.blobs = blobs
@@ -92,6 +95,8 @@ class Ingestor:
         self.name = name or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self.lease = lease
         self.max_bundle_bytes = max_bundle_bytes
+        #: requests may name objects under this prefix only (``Bundles.prefix``)
+        self.prefix = prefix
         self.clock = clock
         self.codec = RowCodec(native=keeps_native_types(store))
         self.device = DeviceRecord(
@@ -255,22 +260,30 @@ class Ingestor:
         self.store.push([Write(QUEUE, bundle, data, unconditional=True)], self.device)
 
     def _verified(self, request: IngestRequest) -> list[Any]:
+        if not request.key.startswith(f"{self.prefix}/") or ".." in request.key.split("/"):
+            raise BundleRejected(f"bundles are taken from {self.prefix}/ only")
         if request.size > self.max_bundle_bytes:
             raise BundleRejected(f"the bundle is larger than {self.max_bundle_bytes} bytes")
-        with tempfile.SpooledTemporaryFile(max_size=64 << 20) as body:
+        with tempfile.SpooledTemporaryFile(max_size=64 << 20) as spool:
+            body = _Bounded(spool, request.size)
             try:
                 self.blobs.get(request.key, body)  # type: ignore[arg-type]
             except BlobNotFoundError:
                 raise BundleRejected(f"no bundle at {request.key}") from None
-            size = body.tell()
-            if size != request.size:
+            except _TooLong:
                 raise BundleRejected(
-                    f"the bundle has {size} bytes, the request says {request.size}"
+                    f"the bundle is longer than the {request.size} bytes announced"
+                ) from None
+            if body.size != request.size:
+                raise BundleRejected(
+                    f"the bundle has {body.size} bytes, the request says {request.size}"
                 )
-            body.seek(0)
-            data = body.read()
-        if hashlib.sha256(data).hexdigest() != request.sha256:
-            raise BundleRejected("the bundle's SHA-256 differs from the request's: it was altered")
+            if body.digest.hexdigest() != request.sha256:
+                raise BundleRejected(
+                    "the bundle's SHA-256 differs from the request's: it was altered"
+                )
+            spool.seek(0)
+            data = spool.read()
         try:
             header, rows = read_bundle(data, limit=self.max_bundle_bytes)
         except ValueError as exc:
@@ -353,6 +366,32 @@ class Ingestor:
                         del refused[row["id"]]
                 continue  # a device or another ingestor wrote meanwhile: look again
         raise TransientError(f"rows of {coll} kept changing while being ingested")
+
+
+class _TooLong(Exception):
+    pass
+
+
+class _Bounded(io.RawIOBase):
+    """A writable stream that hashes what passes and stops past ``limit`` bytes, so an
+    object larger than its request says is never downloaded to its end."""
+
+    def __init__(self, out: Any, limit: int) -> None:
+        self.out, self.limit = out, limit
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        block = bytes(data)
+        self.size += len(block)
+        if self.size > self.limit:
+            raise _TooLong()
+        self.digest.update(block)
+        self.out.write(block)
+        return len(block)
 
 
 def _newer(row: dict[str, Any], stored: Any) -> bool:
