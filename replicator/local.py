@@ -786,35 +786,40 @@ class LocalState:
         """The service accepted ``record``: mark its rows synced (those unchanged since they
         were bundled), keep the reasons of the ``refused`` ones, and forget the bundle. One
         transaction. Returns (rows accepted, rows refused) among the unchanged rows."""
-        table = record.collection
+        table, bundle = record.collection, record.bundle
+        # the bundle's rows, as they stand now, that are as they were bundled
+        members = (
+            f'SELECT b.id FROM replicator_bundle_rows b JOIN "{table}" t ON t.id = b.id'
+            ' WHERE b.bundle = ? AND t."syncRev" IS b.rev'
+        )
         with self.applying():
-            rows = self.db.execute_sql(
-                'SELECT b.id, t.id IS NOT NULL AND t."syncRev" IS b.rev'
-                f' FROM replicator_bundle_rows b LEFT JOIN "{table}" t ON t.id = b.id'
-                " WHERE b.bundle = ?",
-                (record.bundle,),
-            ).fetchall()
-            same = [(i,) for i, unchanged in rows if unchanged]
-            conn = self.db.connection()
-            conn.executemany(
-                f'UPDATE "{table}" SET "isDirty" = 0, "serverId" = id WHERE id = ?', same
+            gone = [
+                r[0]
+                for r in select_in(
+                    self.db.execute_sql,
+                    f"{members} AND b.id IN ({{}})",
+                    sorted(refused),
+                    before=(bundle,),
+                )
+            ]
+            marked = self.db.execute_sql(
+                f'UPDATE "{table}" SET "isDirty" = 0, "serverId" = id WHERE id IN ({members})',
+                (bundle,),
+            ).rowcount
+            # a row accepted now needs no refusal; a row changed since keeps its old one
+            self.db.execute_sql(
+                f"DELETE FROM replicator_refused WHERE collection = ? AND id IN ({members})",
+                (table, bundle),
             )
             now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-            gone = [(table, i, record.bundle, refused[i], now) for (i,) in same if i in refused]
-            conn.executemany(
+            self.db.connection().executemany(
                 "INSERT OR REPLACE INTO replicator_refused"
                 " (collection, id, bundle, reason, refused_on) VALUES (?, ?, ?, ?, ?)",
-                gone,
+                [(table, i, bundle, refused[i], now) for i in gone],
             )
-            conn.executemany(
-                "DELETE FROM replicator_refused WHERE collection = ? AND id = ?",
-                [(table, i) for (i,) in same if i not in refused],
-            )
-            self.db.execute_sql(
-                "DELETE FROM replicator_bundle_rows WHERE bundle = ?", (record.bundle,)
-            )
-            self.db.execute_sql("DELETE FROM replicator_bundles WHERE bundle = ?", (record.bundle,))
-        return len(same) - len(gone), len(gone)
+            self.db.execute_sql("DELETE FROM replicator_bundle_rows WHERE bundle = ?", (bundle,))
+            self.db.execute_sql("DELETE FROM replicator_bundles WHERE bundle = ?", (bundle,))
+        return marked - len(gone), len(gone)
 
     def refused(self, collection: str) -> list[tuple[str, str, str]]:
         """(id, reason, bundle) of the rows of ``collection`` the ingest service refused."""
