@@ -29,9 +29,7 @@ device record, ``ingestor-<name>``.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import http.server
-import io
 import json
 import logging
 import socket
@@ -55,7 +53,16 @@ from .errors import (
     TransientError,
 )
 from .model import collection_name, remote_columns
-from .stores.base import BlobStore, DeviceRecord, RemoteDoc, RemoteStore, Write, keeps_native_types
+from .stores.base import (
+    BlobStore,
+    DeviceRecord,
+    HashingWriter,
+    RemoteDoc,
+    RemoteStore,
+    TooLong,
+    Write,
+    keeps_native_types,
+)
 
 log = logging.getLogger(__name__)
 
@@ -265,12 +272,12 @@ class Ingestor:
         if request.size > self.max_bundle_bytes:
             raise BundleRejected(f"the bundle is larger than {self.max_bundle_bytes} bytes")
         with tempfile.SpooledTemporaryFile(max_size=64 << 20) as spool:
-            body = _Bounded(spool, request.size)
+            body = HashingWriter(spool, request.size)  # type: ignore[arg-type]
             try:
                 self.blobs.get(request.key, body)  # type: ignore[arg-type]
             except BlobNotFoundError:
                 raise BundleRejected(f"no bundle at {request.key}") from None
-            except _TooLong:
+            except TooLong:
                 raise BundleRejected(
                     f"the bundle is longer than the {request.size} bytes announced"
                 ) from None
@@ -366,32 +373,6 @@ class Ingestor:
                         del refused[row["id"]]
                 continue  # a device or another ingestor wrote meanwhile: look again
         raise TransientError(f"rows of {coll} kept changing while being ingested")
-
-
-class _TooLong(Exception):
-    pass
-
-
-class _Bounded(io.RawIOBase):
-    """A writable stream that hashes what passes and stops past ``limit`` bytes, so an
-    object larger than its request says is never downloaded to its end."""
-
-    def __init__(self, out: Any, limit: int) -> None:
-        self.out, self.limit = out, limit
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        block = bytes(data)
-        self.size += len(block)
-        if self.size > self.limit:
-            raise _TooLong()
-        self.digest.update(block)
-        self.out.write(block)
-        return len(block)
 
 
 def _newer(row: dict[str, Any], stored: Any) -> bool:

@@ -39,7 +39,7 @@ import attrs
 import peewee
 
 from .errors import BlobIntegrityError, ConfigurationError, RemoteDataError
-from .stores.base import BlobStore
+from .stores.base import BlobStore, HashingWriter, TooLong
 
 log = logging.getLogger(__name__)
 
@@ -306,8 +306,13 @@ class ReferenceFiles:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=_TMP)
         try:
             with os.fdopen(fd, "wb") as out:
-                hashing = _HashingWriter(out, limit=entry.size)
-                self.source.get(entry.key, hashing)  # type: ignore[arg-type]
+                hashing = HashingWriter(out, limit=entry.size)
+                try:
+                    self.source.get(entry.key, hashing)  # type: ignore[arg-type]
+                except TooLong:
+                    raise BlobIntegrityError(
+                        f"reference file {entry.path} is larger than its {entry.size} bytes"
+                    ) from None
                 out.flush()
                 os.fsync(out.fileno())
             if hashing.size != entry.size or hashing.digest.hexdigest() != entry.sha256:
@@ -328,28 +333,6 @@ class ReferenceFiles:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, self.cache_dir / _LOCAL_MANIFEST)
-
-
-class _HashingWriter(io.RawIOBase):
-    """A writable stream that hashes and counts what passes, and refuses more than
-    ``limit`` + 1 bytes (a file larger than announced is not downloaded to the end)."""
-
-    def __init__(self, out: Any, limit: int) -> None:
-        self.out, self.limit = out, limit
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        block = bytes(data)
-        self.size += len(block)
-        if self.size > self.limit:
-            raise BlobIntegrityError(f"a reference file is larger than its {self.limit} bytes")
-        self.digest.update(block)
-        self.out.write(block)
-        return len(block)
 
 
 def _sha256_file(path: Path) -> str:

@@ -253,6 +253,17 @@ class Misbehaving:
         return self.answer(request)
 
 
+def collector_of(tmp_path: Any, service: Any) -> Replicator:
+    """A collector whose bundles go to ``service``."""
+    return Replicator(
+        peewee.SqliteDatabase(str(tmp_path / "c.db")),
+        MODELS,
+        EmbeddedRemote(tmp_path / "remote.db"),
+        bundles=Bundles(DirectoryBlobStore(tmp_path / "bucket"), service, [Household]),
+        download_only=REFERENCE,
+    )
+
+
 @pytest.mark.parametrize(
     "answer",
     [
@@ -261,15 +272,7 @@ class Misbehaving:
     ],
 )
 def test_a_misbehaving_service_never_gets_rows_marked_synced(tmp_path, answer):
-    db = peewee.SqliteDatabase(str(tmp_path / "c.db"))
-    blobs = DirectoryBlobStore(tmp_path / "bucket")
-    device = Replicator(
-        db,
-        MODELS,
-        EmbeddedRemote(tmp_path / "remote.db"),
-        bundles=Bundles(blobs, Misbehaving(answer), [Household]),
-        download_only=REFERENCE,
-    )
+    device = collector_of(tmp_path, Misbehaving(answer))
     with device.bound():
         Household.create(head="a")
     with pytest.raises(RemoteError):
@@ -278,20 +281,20 @@ def test_a_misbehaving_service_never_gets_rows_marked_synced(tmp_path, answer):
 
 
 def test_refusals_naming_rows_outside_the_bundle_are_ignored(tmp_path):
-    db = peewee.SqliteDatabase(str(tmp_path / "c.db"))
-    blobs = DirectoryBlobStore(tmp_path / "bucket")
-
     def answer(r: IngestRequest) -> IngestResult:
         return IngestResult(r.bundle, "accepted", accepted=1, refused={"not-mine": "no"})
 
-    device = Replicator(
-        db,
-        MODELS,
-        EmbeddedRemote(tmp_path / "remote.db"),
-        bundles=Bundles(blobs, Misbehaving(answer), [Household]),
-        download_only=REFERENCE,
-    )
+    device = collector_of(tmp_path, Misbehaving(answer))
     with device.bound():
         Household.create(head="a")
     report = device.sync()
     assert report.bundled == {"households": 1} and device.refused(Household) == []
+
+
+def test_an_object_longer_than_its_request_is_not_read_to_its_end_on_s3(tmp_path, s3_blobs):
+    svc = Service(tmp_path)
+    svc.blobs = s3_blobs
+    svc.ingestor = Ingestor(s3_blobs, svc.remote, MODELS, name="s3")
+    data = bundle_bytes([row(0)], bundle="bx") + os.urandom(3 << 20)
+    result = svc.ingest(data, bundle="bx", count=1, size=100)
+    assert result.state == "rejected" and "longer" in result.reason, result.reason

@@ -24,6 +24,8 @@ maps. Device clocks (``updatedOn``) are data only; ordering never uses them.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import io
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, BinaryIO, Protocol, runtime_checkable
@@ -385,6 +387,33 @@ class BlobStore(Protocol):
     def delete(self, key: str) -> None:
         """Remove the object; a missing key is not an error."""
         ...
+
+
+class TooLong(Exception):
+    """More bytes came than a :class:`HashingWriter` was told to expect."""
+
+
+class HashingWriter(io.RawIOBase):
+    """A writable stream for ``BlobStore.get``: passes bytes on to ``out`` while hashing
+    (SHA-256) and counting them, and raises :class:`TooLong` once more than ``limit``
+    came, so an object larger than announced is never downloaded to its end."""
+
+    def __init__(self, out: BinaryIO, limit: int) -> None:
+        self.out, self.limit = out, limit
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        block = bytes(data)
+        self.size += len(block)
+        if self.size > self.limit:
+            raise TooLong(f"more than the {self.limit} bytes announced")
+        self.digest.update(block)
+        self.out.write(block)
+        return len(block)
 
 
 @attrs.frozen
