@@ -7,7 +7,7 @@ online. See the README for a first use.
 
 import logging
 
-from .bundles import Bundles, IngestRequest, IngestResult, StoreIngest
+from .bundles import Bundles, BundleSink, IngestRequest, IngestResult, StoreIngest
 from .changes import Change
 from .crypto import Passphrase, SnapshotKey
 from .engine import Replicator
@@ -67,6 +67,7 @@ __all__ = [
     "BlobIntegrityError",
     "BlobNotFoundError",
     "BlobStore",
+    "BundleSink",
     "Bundles",
     "Change",
     "ClientWins",

@@ -36,7 +36,10 @@ import contextlib
 import datetime as _dt
 import gzip
 import hashlib
+import io
+import json
 import logging
+import socket
 import tempfile
 import zlib
 from collections.abc import Mapping, Sequence
@@ -47,10 +50,16 @@ import peewee
 
 from .codec import decode_json, encode_json
 from .context import SyncContext
-from .errors import ConfigurationError, PreconditionFailed, RemoteError
+from .errors import (
+    ConfigurationError,
+    DeliveryRejected,
+    PreconditionFailed,
+    RemoteError,
+    TransientError,
+)
 from .local import BundleRecord
 from .model import collection_name, new_id, remote_columns, shift_time
-from .stores.base import BlobStore, DeviceRecord, RemoteStore, Write
+from .stores.base import BlobStore, Delivery, DeviceRecord, RemoteStore, Write
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +212,79 @@ def result_of(bundle: str, data: Mapping[str, Any]) -> IngestResult:
         except ValueError as exc:
             return IngestResult(bundle, "rejected", f"the recorded result is damaged: {exc}")
     return IngestResult(bundle, "pending")
+
+
+#: the collection an outbox type's events are ingested under: ``outbox:<TYPE>``
+EVENTS = "outbox:"
+
+
+class BundleSink:
+    """An outbox sink (seed 000's events by seed 001's path): each message is stored as a
+    checksummed object in ``blobs`` under ``{prefix}/outbox/<type>/<msg_id>.json.gz`` and
+    announced to ``service``; the ingestor verifies it and keeps its events as documents
+    of ``outbox_<type>`` (lower case) in its remote store.
+
+    The bundle id is the message's ``msg_id``, so a message sent again (a lost answer)
+    is recognised. Accepted: delivered. Pending (a queue the ingestors have not reached):
+    ``TransientError``, so the outbox asks again later. Rejected: ``DeliveryRejected``
+    with the service's reason (HTTP-like status 422), and the message is dead-lettered.
+    ``device`` names the sender in the requests (default: this host's name).
+    """
+
+    def __init__(
+        self,
+        blobs: BlobStore,
+        service: IngestService,
+        *,
+        device: str | None = None,
+        prefix: str = "bundles",
+        retry_after: float = 30.0,
+    ) -> None:
+        self.blobs = blobs
+        self.service = service
+        self.device = device or f"outbox-{socket.gethostname()}"
+        self.prefix = prefix
+        self.retry_after = retry_after
+
+    def deliver(self, delivery: Delivery) -> None:
+        body = delivery.body
+        if not delivery.gzipped:  # one event: in the batch form too, around its data's text
+            head = json.dumps({"msg_id": delivery.msg_id, "type": delivery.type})[:-1]
+            event = f'{{"key":{json.dumps(delivery.key)},"data":'.encode() + body + b"}"
+            body = gzip.compress(head.encode() + b',"events":[' + event + b"]}", mtime=0)
+        sha = hashlib.sha256(body).hexdigest()
+        key = f"{self.prefix}/outbox/{delivery.type}/{delivery.msg_id}.json.gz"
+        try:
+            self.blobs.put(key, io.BytesIO(body), if_none_match=True, sha256=sha)
+        except PreconditionFailed:  # sent before: the same message, or something else?
+            info = self.blobs.head(key)
+            if info is None or info.sha256 != sha:
+                raise DeliveryRejected(409, f"{key} holds other bytes", delivery.msg_id) from None
+        request = IngestRequest(
+            bundle=delivery.msg_id,
+            key=key,
+            sha256=sha,
+            size=len(body),
+            count=delivery.event_count,
+            collection=f"{EVENTS}{delivery.type}",
+            device=self.device,
+        )
+        result = self.service.submit(
+            request, DeviceRecord(self.device, name=self.device, platform="outbox")
+        )
+        if result.state == "accepted" and result.bundle == delivery.msg_id:
+            return
+        if result.state == "pending":
+            raise TransientError(
+                f"the ingest service has not decided on message {delivery.msg_id} yet",
+                retry_after=self.retry_after,
+            )
+        raise DeliveryRejected(422, result.reason or "rejected", delivery.msg_id)
+
+    def close(self) -> None:
+        close = getattr(self.service, "close", None)
+        if callable(close):
+            close()
 
 
 @attrs.frozen
@@ -389,10 +471,9 @@ def _digest(body: Any) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def read_bundle(data: bytes, *, limit: int = 1 << 30) -> tuple[dict[str, Any], list[Any]]:
-    """A bundle's header and rows (each a decoded JSON value, not yet checked).
-    ``ValueError`` when it is not one whole, well-formed bundle, or expands past
-    ``limit`` bytes (a compression bomb)."""
+def gunzip(data: bytes, limit: int) -> bytes:
+    """One whole gzip stream expanded, refusing (``ValueError``) more than ``limit``
+    bytes of output (a compression bomb), a truncated stream and trailing bytes."""
     unpack = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
         text = unpack.decompress(data, limit + 1)
@@ -404,7 +485,14 @@ def read_bundle(data: bytes, *, limit: int = 1 << 30) -> tuple[dict[str, Any], l
         raise ValueError("it ends early (truncated)")
     if unpack.unused_data:
         raise ValueError("bytes follow the end of the compressed data")
-    lines = text.split(b"\n")
+    return text
+
+
+def read_bundle(data: bytes, *, limit: int = 1 << 30) -> tuple[dict[str, Any], list[Any]]:
+    """A bundle's header and rows (each a decoded JSON value, not yet checked).
+    ``ValueError`` when it is not one whole, well-formed bundle, or expands past
+    ``limit`` bytes (a compression bomb)."""
+    lines = gunzip(data, limit).split(b"\n")
     if lines[-1] == b"":
         lines.pop()
     if not lines:

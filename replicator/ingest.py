@@ -42,7 +42,7 @@ from typing import Any
 
 import peewee
 
-from .bundles import QUEUE, IngestRequest, IngestResult, read_bundle, result_of
+from .bundles import EVENTS, QUEUE, IngestRequest, IngestResult, gunzip, read_bundle, result_of
 from .codec import RowCodec, check_id, check_value, missing_value
 from .errors import (
     BlobNotFoundError,
@@ -237,13 +237,15 @@ class Ingestor:
     def _ingest(self, request: IngestRequest, version: str) -> IngestResult:
         started = time.perf_counter()
         try:
-            model = self.models.get(request.collection)
-            if model is None:
-                raise BundleRejected(
-                    f"{request.collection!r} is not a collection this service takes"
-                )
-            rows = self._verified(request)
-            accepted, refused = self._apply(model, rows)
+            if request.collection.startswith(EVENTS):
+                accepted, refused = self._events(request)
+            else:
+                model = self.models.get(request.collection)
+                if model is None:
+                    raise BundleRejected(
+                        f"{request.collection!r} is not a collection this service takes"
+                    )
+                accepted, refused = self._apply(model, self._verified(request))
             result = IngestResult(request.bundle, "accepted", "", accepted, refused)
         except BundleRejected as exc:
             result = IngestResult(request.bundle, "rejected", str(exc))
@@ -266,7 +268,8 @@ class Ingestor:
         # that took over an expired claim may write it again
         self.store.push([Write(QUEUE, bundle, data, unconditional=True)], self.device)
 
-    def _verified(self, request: IngestRequest) -> list[Any]:
+    def _fetched(self, request: IngestRequest) -> bytes:
+        """The object the request names, checked against its size and SHA-256."""
         if not request.key.startswith(f"{self.prefix}/") or ".." in request.key.split("/"):
             raise BundleRejected(f"bundles are taken from {self.prefix}/ only")
         if request.size > self.max_bundle_bytes:
@@ -290,7 +293,11 @@ class Ingestor:
                     "the bundle's SHA-256 differs from the request's: it was altered"
                 )
             spool.seek(0)
-            data = spool.read()
+            return spool.read()
+
+    def _verified(self, request: IngestRequest) -> list[Any]:
+        """The rows of a verified bundle whose header agrees with the request."""
+        data = self._fetched(request)
         try:
             header, rows = read_bundle(data, limit=self.max_bundle_bytes)
         except ValueError as exc:
@@ -308,6 +315,56 @@ class Ingestor:
                 f"the bundle holds {len(rows)} rows, its header says {request.count}"
             )
         return rows
+
+    def _events(self, request: IngestRequest) -> tuple[int, dict[str, str]]:
+        """An outbox message (``BundleSink``): its events become documents of
+        ``outbox_<type>``, one per event, keyed by the message id and position, so a
+        message applied again changes nothing."""
+        type_ = request.collection[len(EVENTS) :]
+        if not type_ or not all(c.isalnum() or c in "_-" for c in type_) or len(type_) > 100:
+            raise BundleRejected(f"{type_[:40]!r} is not an outbox type name")
+        try:
+            body = json.loads(gunzip(self._fetched(request), self.max_bundle_bytes))
+        except ValueError as exc:
+            raise BundleRejected(f"not a readable outbox message: {exc}") from None
+        if not (isinstance(body, dict) and isinstance(body.get("events"), list)):
+            raise BundleRejected("an outbox message is an object with a list of events")
+        if body.get("msg_id") != request.bundle or body.get("type") != type_:
+            raise BundleRejected("the message names another msg_id or type than the request")
+        events = body["events"]
+        if len(events) != request.count:
+            raise BundleRejected(
+                f"the message holds {len(events)} events, the request says {request.count}"
+            )
+        coll = f"outbox_{type_.lower()}"
+        docs = {
+            f"{request.bundle}.{n}": {
+                "type": type_,
+                "device": request.device,
+                "msg_id": request.bundle,
+                "key": e.get("key") if isinstance(e, dict) else None,
+                "timestamp": e.get("timestamp") if isinstance(e, dict) else None,
+                "data": json.dumps(e.get("data") if isinstance(e, dict) else e),
+            }
+            for n, e in enumerate(events)
+        }
+        per_batch = max(1, self.store.max_batch_writes - 1)
+        ids = list(docs)
+        for start in range(0, len(ids), per_batch):
+            chunk = ids[start : start + per_batch]
+            for _attempt in range(8):
+                there = self.store.get(coll, chunk)
+                writes = [Write(coll, i, docs[i]) for i in chunk if i not in there]
+                if not writes:
+                    break
+                try:
+                    self.store.push(writes, self.device)
+                    break
+                except PreconditionFailed:  # another ingestor wrote some just now: look again
+                    continue
+            else:
+                raise TransientError(f"events of {coll} kept changing while being ingested")
+        return len(docs), {}
 
     def _apply(self, model: type[peewee.Model], rows: list[Any]) -> tuple[int, dict[str, str]]:
         coll = collection_name(model)
