@@ -350,3 +350,27 @@ def test_an_ingestor_that_died_holding_a_claim_is_taken_over_after_its_lease(loc
     now[0] += 61
     (result,) = alive.poll()
     assert result.state == "accepted" and result.accepted == 8
+
+
+def test_ten_thousand_registrations_through_s3_and_firestore(tmp_path, firestore_client, s3_blobs):
+    """The issue's scenario at its size: 10,000 offline registrations, moto's S3 server,
+    the Firestore emulator, two ingestors at once, a supervisor's normal sync."""
+    from conftest import make_firestore_remote
+
+    c = Campaign(tmp_path, make_firestore_remote(firestore_client), s3_blobs)
+    try:
+        collector = c.collector("collector", StoreIngest(c.remote), max_rows=2500)
+        ids = register(collector, 10_000)
+        assert collector.sync().bundles_waiting == 4
+        ingestors = [c.ingestor("one"), c.ingestor("two")]
+        decided: list[Any] = []
+        threads = [threading.Thread(target=lambda i=i: decided.extend(i.poll())) for i in ingestors]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(r.accepted for r in decided) == [2500] * 4
+        assert collector.sync().bundled == {"households": 10_000}
+        assert set(remote_households(c)) == set(ids)
+    finally:
+        c.close()
