@@ -28,6 +28,8 @@ A bundle killed before its request was recorded is discarded (and its object
 deleted) at the next sync, and its rows go in a new one; a request recorded but
 unanswered is sent again. A row changed while its bundle was in flight stays
 dirty and goes in the next bundle; the service keeps the later version.
+Deleting an upload-only row locally removes it from this device only: bundles
+carry rows, not deletes (a row deleted before it was bundled is never sent).
 """
 
 from __future__ import annotations
@@ -342,6 +344,8 @@ def send(ctx: SyncContext, config: Bundles) -> BundleTally:
     for model in ctx.models:
         if collection_name(model) not in config.names:
             continue
+        # a local delete of an upload-only row is this device's own business
+        ctx.local.drop_pending_tombstones(collection_name(model))
         while True:
             made = _build(ctx, config, model)
             if made is None:

@@ -508,6 +508,14 @@ class LocalState:
             [(collection, i) for i in ids],
         )
 
+    def drop_pending_tombstones(self, collection: str) -> None:
+        """Forget the deletes of ``collection`` waiting for upload (an upload-only
+        collection's: a bundle carries rows, not deletes)."""
+        self.db.execute_sql(
+            "DELETE FROM replicator_tombstones WHERE collection = ? AND pending = 1",
+            (collection,),
+        )
+
     def count_pending_tombstones(self) -> dict[str, int]:
         rows = self.db.execute_sql(
             "SELECT collection, COUNT(*) FROM replicator_tombstones WHERE pending = 1"

@@ -374,3 +374,18 @@ def test_ten_thousand_registrations_through_s3_and_firestore(tmp_path, firestore
         assert set(remote_households(c)) == set(ids)
     finally:
         c.close()
+
+
+def test_deleting_an_upload_only_row_stays_local_and_leaves_nothing_pending(local_campaign):
+    c = local_campaign
+    with c.ingestor().serve() as server:
+        collector = c.collector("collector", HttpIngest(server.url))
+        ids = register(collector, 3)
+        with collector.bound():
+            Household.delete_by_id(ids[0])  # before it was ever sent
+        assert collector.sync().bundled == {"households": 2}
+        with collector.bound():
+            Household.delete_by_id(ids[1])  # after
+        collector.sync()
+        assert collector.pending_count() == 0
+    assert set(remote_households(c)) == {ids[1], ids[2]}
