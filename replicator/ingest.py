@@ -66,8 +66,9 @@ from .stores.base import (
 
 log = logging.getLogger(__name__)
 
-#: fields a queue document carries besides the request's
-_CLAIM_FIELDS = ("state", "claimedBy", "claimedUntil")
+#: most rows of one bundle refused one by one; past it the whole bundle is rejected, so
+#: the result (ids and reasons) always fits in one queue document
+MAX_REFUSED = 2000
 
 
 class BundleRejected(Exception):
@@ -377,12 +378,18 @@ class Ingestor:
                 row = _checked(coll, fields, cols, raw)
             except RemoteDataError as exc:
                 named = isinstance(raw, dict) and raw.get("id") == exc.doc_id
-                refused[exc.doc_id if named else f"line {number + 1}"] = exc.reason
+                refused[exc.doc_id if named else f"line {number + 1}"] = exc.reason[:200]
                 continue
             if row["id"] in valid:
                 refused[row["id"]] = "the bundle holds this id twice"
                 continue
             valid[row["id"]] = row
+        if len(refused) > MAX_REFUSED:  # the result must fit in one queue document
+            first = next(iter(refused.items()))
+            raise BundleRejected(
+                f"{len(refused)} rows are invalid (more than {MAX_REFUSED}); the first,"
+                f" {first[0]}: {first[1]}"
+            )
         for rid in refused:
             valid.pop(rid, None)
         accepted = 0

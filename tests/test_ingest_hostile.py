@@ -298,3 +298,12 @@ def test_an_object_longer_than_its_request_is_not_read_to_its_end_on_s3(tmp_path
     data = bundle_bytes([row(0)], bundle="bx") + os.urandom(3 << 20)
     result = svc.ingest(data, bundle="bx", count=1, size=100)
     assert result.state == "rejected" and "longer" in result.reason, result.reason
+
+
+def test_a_bundle_of_mostly_invalid_rows_is_rejected_whole_so_its_result_stays_small(service):
+    from replicator.ingest import MAX_REFUSED
+
+    rows = [row(i, members="x" * 300) for i in range(MAX_REFUSED + 1)] + [row(10**6)]
+    result = service.ingest_rows(rows)
+    assert result.state == "rejected" and f"more than {MAX_REFUSED}" in result.reason
+    assert service.stored() == {}
