@@ -811,14 +811,21 @@ class LocalState:
                 )
             ]
             marked = self.db.execute_sql(
-                f'UPDATE "{table}" SET "isDirty" = 0, "serverId" = id WHERE id IN ({members})',
-                (bundle,),
+                f'UPDATE "{table}" SET "isDirty" = 0, "serverId" = id'
+                " WHERE id IN (SELECT id FROM replicator_bundle_rows WHERE bundle = ?)"
+                ' AND "syncRev" IS (SELECT rev FROM replicator_bundle_rows b'
+                f' WHERE b.collection = ? AND b.id = "{table}".id)',
+                (bundle, table),
             ).rowcount
             # a row accepted now needs no refusal; a row changed since keeps its old one
-            self.db.execute_sql(
-                f"DELETE FROM replicator_refused WHERE collection = ? AND id IN ({members})",
-                (table, bundle),
-            )
+            any_refused = self.db.execute_sql(
+                "SELECT 1 FROM replicator_refused WHERE collection = ? LIMIT 1", (table,)
+            ).fetchone()
+            if any_refused:
+                self.db.execute_sql(
+                    f"DELETE FROM replicator_refused WHERE collection = ? AND id IN ({members})",
+                    (table, bundle),
+                )
             now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
             self.db.connection().executemany(
                 "INSERT OR REPLACE INTO replicator_refused"
