@@ -108,6 +108,10 @@ def status(database: Path) -> None:
                 f"{table:<20} {rows:>7} {dirty:>7} {tombs.get(table, 0):>8}  "
                 f"{trackers.get(table) or '-'}"
             )
+        if recorded.bundles:
+            click.echo(f"bundles awaiting the ingest service: {recorded.bundles}")
+        for table, n in sorted(recorded.refused.items()):
+            click.echo(f"{table}: {n} row(s) refused by the ingest service")
     finally:
         conn.close()
 

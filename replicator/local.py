@@ -219,6 +219,9 @@ class Recorded:
     device: Mapping[str, Any] | None  # replicator_device's row, by column name
     trackers: Mapping[str, str]  # collection → downloadedTill
     pending_deletes: Mapping[str, int]  # collection → deletes not uploaded yet
+    #: bundles made and not yet accepted (``bundles.py``), and rows the service refused
+    bundles: int = 0
+    refused: Mapping[str, int] = attrs.field(factory=dict)
 
 
 def read_recorded(execute: Callable[..., Any]) -> Recorded | None:
@@ -247,7 +250,15 @@ def read_recorded(execute: Callable[..., Any]) -> Recorded | None:
                 " GROUP BY collection"
             )
         )
-    return Recorded(device, trackers, deletes)
+    bundles = 0
+    if "replicator_bundles" in have:
+        bundles = execute("SELECT COUNT(*) FROM replicator_bundles").fetchone()[0]
+    refused: dict[str, int] = {}
+    if "replicator_refused" in have:
+        refused = dict(
+            execute("SELECT collection, COUNT(*) FROM replicator_refused GROUP BY collection")
+        )
+    return Recorded(device, trackers, deletes, bundles, refused)
 
 
 class LocalState:

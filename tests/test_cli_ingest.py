@@ -63,6 +63,8 @@ def test_queue_mode_sync_then_ingest_once_then_sync(place):
     result = run("sync", "--config", str(config))
     assert result.exit_code == 0, result.output
     assert "1 bundle awaiting the service" in result.output
+    status = run("status", str(place / "collector.db"))
+    assert "bundles awaiting the ingest service: 1" in status.output, status.output
     result = run("ingest", "--config", str(place / "service.toml"), "--once")
     assert result.exit_code == 0, result.output
     assert "accepted  3 rows" in result.output and "1 bundle(s) decided" in result.output
