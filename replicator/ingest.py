@@ -246,7 +246,7 @@ class Ingestor:
                     raise BundleRejected(
                         f"{request.collection!r} is not a collection this service takes"
                     )
-                accepted, refused = self._apply(model, self._verified(request))
+                accepted, refused = self._apply(model, self._verified(request, model))
             result = IngestResult(request.bundle, "accepted", "", accepted, refused)
         except BundleRejected as exc:
             result = IngestResult(request.bundle, "rejected", str(exc))
@@ -296,8 +296,9 @@ class Ingestor:
             spool.seek(0)
             return spool.read()
 
-    def _verified(self, request: IngestRequest) -> list[Any]:
-        """The rows of a verified bundle whose header agrees with the request."""
+    def _verified(self, request: IngestRequest, model: type[peewee.Model]) -> list[Any]:
+        """The rows of a verified bundle whose header agrees with the request and names
+        no column the model lacks."""
         data = self._fetched(request)
         try:
             header, rows = read_bundle(data, limit=self.max_bundle_bytes)
@@ -311,6 +312,15 @@ class Ingestor:
         ):
             if header.get(name) != want:
                 raise BundleRejected(f"the bundle's header names another {name} than the request")
+        columns = header.get("columns")
+        if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+            raise BundleRejected("the bundle's header does not list its columns")
+        newer = sorted(set(columns) - set(remote_columns(model)))
+        if newer:  # rejected whole, so the rows are sent again once the service knows them
+            raise BundleRejected(
+                f"the bundle has columns this service does not know ({', '.join(newer)[:200]}):"
+                " a newer app version; upgrade the service's models"
+            )
         if len(rows) != request.count:
             raise BundleRejected(
                 f"the bundle holds {len(rows)} rows, its header says {request.count}"

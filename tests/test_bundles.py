@@ -26,6 +26,7 @@ from replicator import (
     OfflineError,
     Replicator,
     StoreIngest,
+    SyncModel,
 )
 from replicator.bundles import QUEUE, read_bundle
 
@@ -389,3 +390,52 @@ def test_deleting_an_upload_only_row_stays_local_and_leaves_nothing_pending(loca
         collector.sync()
         assert collector.pending_count() == 0
     assert set(remote_households(c)) == {ids[1], ids[2]}
+
+
+class HouseholdV2(Household):
+    """The app's next version: a column the service does not know yet."""
+
+    phone = peewee.TextField(default="")
+
+    class Meta:
+        table_name = "households"
+
+
+class HouseholdV0(SyncModel):
+    """The app's previous version: no village column yet."""
+
+    head = peewee.TextField()
+    members = peewee.IntegerField(default=1)
+
+    class Meta:
+        table_name = "households"
+
+
+def test_a_newer_app_version_waits_for_the_service_and_an_older_one_is_filled_in(tmp_path):
+    remote = EmbeddedRemote(tmp_path / "remote.db")
+    blobs = DirectoryBlobStore(tmp_path / "bucket")
+    old_service = Ingestor(blobs, remote, MODELS, name="v1")
+
+    def collector(name: str, model: Any, service: Any) -> Replicator:
+        db = peewee.SqliteDatabase(str(tmp_path / f"{name}.db"))
+        return Replicator(db, [model], remote, bundles=Bundles(blobs, service, [model]))
+
+    newer = collector("newer", HouseholdV2, StoreIngest(remote))
+    with newer.bound():
+        HouseholdV2.create(head="n", phone="+258")
+    newer.sync()
+    (result,) = old_service.poll()
+    assert result.state == "rejected" and "upgrade the service" in result.reason
+    assert newer.sync().bundles_rejected and newer.pending_count() == 1  # kept, sent again
+    newer.sync()
+    upgraded = Ingestor(blobs, remote, [HouseholdV2], name="v2")
+    assert [r.state for r in upgraded.poll()] == ["accepted"]
+    assert newer.sync().bundled == {"households": 1}
+
+    older = collector("older", HouseholdV0, StoreIngest(remote))
+    with older.bound():
+        old_id = HouseholdV0.create(head="o", members=3).id
+    older.sync()
+    assert [r.state for r in upgraded.poll()] == ["accepted"]
+    stored = remote.all_docs("households")[old_id].data
+    assert stored["village"] == "" and stored["phone"] == "" and stored["members"] == 3

@@ -31,6 +31,7 @@ from replicator import (
 )
 from replicator.bundles import FORMAT
 from replicator.codec import encode_json
+from replicator.model import remote_columns
 
 CASES = int(os.environ.get("REPLICATOR_INGEST_FUZZ", "200"))
 WHEN = "2026-11-23 10:00:00.123456"
@@ -60,6 +61,7 @@ def bundle_bytes(rows: list[Any], **header: Any) -> bytes:
         "device": "dev",
         "collection": "households",
         "count": len(rows),
+        "columns": remote_columns(Household),
         **header,
     }
     lines = [encode_json(head)] + [r if isinstance(r, str) else encode_json(r) for r in rows]
