@@ -439,3 +439,33 @@ def test_a_newer_app_version_waits_for_the_service_and_an_older_one_is_filled_in
     assert [r.state for r in upgraded.poll()] == ["accepted"]
     stored = remote.all_docs("households")[old_id].data
     assert stored["village"] == "" and stored["phone"] == "" and stored["members"] == 3
+
+
+def test_bundles_go_to_s3_with_the_checksum_header_the_bucket_verifies(tmp_path, s3_blobs):
+    """moto neither keeps nor verifies the checksum (real S3 does): the header the request
+    carries is checked here, and S3's refusal of a damaged body maps to BlobIntegrityError."""
+    import base64
+    import hashlib
+
+    from botocore.exceptions import ClientError
+
+    from replicator import BlobIntegrityError
+
+    sent: list[dict[str, str]] = []
+    s3_blobs.client.meta.events.register(
+        "before-send.s3.PutObject", lambda request, **kw: sent.append(dict(request.headers))
+    )
+    c = Campaign(tmp_path, EmbeddedRemote(tmp_path / "remote.db"), s3_blobs)
+    try:
+        collector = c.collector("collector", StoreIngest(c.remote))
+        register(collector, 5)
+        collector.sync()
+    finally:
+        c.close()
+    (info,) = s3_blobs.list("bundles/")
+    body = _read(s3_blobs, info.key)
+    want = base64.b64encode(hashlib.sha256(body).digest()).decode()
+    got = [h.get("x-amz-checksum-sha256") for h in sent]
+    assert [g.decode() if isinstance(g, bytes) else g for g in got] == [want]
+    refusal = ClientError({"Error": {"Code": "BadDigest"}}, "PutObject")
+    assert isinstance(s3_blobs._translate(refusal, "k"), BlobIntegrityError)
