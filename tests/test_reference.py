@@ -264,3 +264,71 @@ def test_files_download_concurrently(tmp_path):
     blobs.get = slow_get  # type: ignore[method-assign]
     ReferenceFiles(blobs, tmp_path / "cache", workers=4).sync("x")
     assert most[0] == 4
+
+
+def test_a_new_device_logs_in_from_a_snapshot_holding_download_only_data(make_device, tmp_path):
+    """The guard refuses the app's writes, never a restore's."""
+    from replicator import Always, SnapshotKey
+
+    key = SnapshotKey(bytes(range(32)))
+    blobs = DirectoryBlobStore(tmp_path / "blobs")
+    service = make_device("service", models=MODELS)
+    with service.bound():
+        FormSchema.create(form="household", version=4, schema="{}")
+    service.sync()
+    first = make_device(
+        "first",
+        models=MODELS,
+        blobs=blobs,
+        key=key,
+        snapshot_strategy=Always(),
+        download_only=REFERENCE,
+    )
+    assert first.sync().snapshot is not None
+    fresh = make_device("fresh", models=MODELS, blobs=blobs, key=key, download_only=REFERENCE)
+    report = fresh.login()
+    assert report.restored is not None
+    db = fresh.database
+    assert db.execute_sql("SELECT version FROM form_schemas").fetchone() == (4,)
+    with pytest.raises(peewee.IntegrityError, match="download-only"):
+        db.execute_sql("UPDATE form_schemas SET version = 5")
+
+
+_SLOW_SYNC = """
+import sys, time
+from replicator import DirectoryBlobStore, ReferenceFiles
+blobs = DirectoryBlobStore(sys.argv[1])
+real = blobs.get
+def slow(key, dest, **kw):
+    time.sleep(0.02)
+    return real(key, dest, **kw)
+blobs.get = slow
+ReferenceFiles(blobs, sys.argv[2], workers=3).sync("x")
+"""
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_sync_killed_at_any_moment_is_finished_by_the_next_one(tmp_path, seed):
+    import random
+    import signal
+    import subprocess
+    import sys
+
+    rng = random.Random(seed)
+    blobs = DirectoryBlobStore(tmp_path / "b")
+    files = {f"t/{i}.bin": os.urandom(rng.randrange(1, 300_000)) for i in range(40)}
+    Tiles(blobs).publish("x", files)
+    cache = tmp_path / "cache"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_SYNC, str(tmp_path / "b"), str(cache)],
+        stderr=subprocess.PIPE,
+    )
+    threading.Event().wait(rng.uniform(0.05, 0.5))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = _tree(cache) if cache.exists() else {}
+    assert all(files[p] == data for p, data in before.items())  # nothing half-written
+    report = ReferenceFiles(blobs, cache).sync("x")
+    assert _tree(cache) == files
+    assert set(report.downloaded) == set(files) - set(before)  # only what was missing
+    assert not [p for p in cache.rglob(".part-*")]  # leftovers of the killed one are gone
