@@ -554,6 +554,9 @@ class IngestServer:
         except ReplicatorError as exc:
             log.warning("ingest of %s failed: %s", request.bundle, exc)
             return 503, {"error": f"{type(exc).__name__}: {exc.message}"}
+        except Exception:  # a bug: the device is told to try later, the log has the trace
+            log.exception("ingest of %s failed unexpectedly", request.bundle)
+            return 500, {"error": "the ingest service failed; try again later"}
         return (202 if result.state == "pending" else 200), result.to_json()
 
     def close(self) -> None:

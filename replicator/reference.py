@@ -224,6 +224,16 @@ class ReferenceFiles:
         for a malformed manifest (nothing changed), ``BlobIntegrityError`` when a file
         does not match its manifest entry (the files that did are installed; the next
         sync fetches only the rest), ``OfflineError`` when the store is unreachable."""
+        try:
+            return self._sync(boundary)
+        except OSError as exc:  # the cache directory: not writable, not a directory, full
+            raise ConfigurationError(
+                f"cannot write the reference cache {self.cache_dir}: {exc.strerror or exc}",
+                hint="check the directory's permissions and free space",
+                orig=exc,
+            ) from exc
+
+    def _sync(self, boundary: str) -> FilesReport:
         if not boundary or "/" in boundary or boundary.startswith("."):
             raise ConfigurationError(f"bad boundary name {boundary!r}")
         manifest_key = f"{self.prefix}/{boundary}/manifest.json"

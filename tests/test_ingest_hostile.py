@@ -309,3 +309,22 @@ def test_a_bundle_of_mostly_invalid_rows_is_rejected_whole_so_its_result_stays_s
     result = service.ingest_rows(rows)
     assert result.state == "rejected" and f"more than {MAX_REFUSED}" in result.reason
     assert service.stored() == {}
+
+
+def test_a_bug_in_the_service_is_a_500_not_a_dropped_connection(service):
+    def broken(request: Any) -> Any:
+        raise KeyError("a bug")
+
+    service.ingestor.submit = broken  # type: ignore[method-assign]
+    with service.ingestor.serve() as server:
+        good = {
+            "bundle": "b9",
+            "key": "bundles/dev/b9",
+            "sha256": "a" * 64,
+            "size": 1,
+            "count": 1,
+            "collection": "households",
+            "device": "dev",
+        }
+        answer = httpx.post(server.url, json=good)
+    assert answer.status_code == 500 and "try again" in answer.json()["error"]

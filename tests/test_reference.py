@@ -332,3 +332,11 @@ def test_a_sync_killed_at_any_moment_is_finished_by_the_next_one(tmp_path, seed)
     assert _tree(cache) == files
     assert set(report.downloaded) == set(files) - set(before)  # only what was missing
     assert not [p for p in cache.rglob(".part-*")]  # leftovers of the killed one are gone
+
+
+def test_a_cache_path_that_is_a_file_is_one_clear_error(tmp_path):
+    blobs = DirectoryBlobStore(tmp_path / "b")
+    Tiles(blobs).publish("x", {"a.bin": b"a"})
+    (tmp_path / "cache").write_text("not a directory")
+    with pytest.raises(ConfigurationError, match="cannot write the reference cache"):
+        ReferenceFiles(blobs, tmp_path / "cache").sync("x")
