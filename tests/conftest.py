@@ -186,3 +186,42 @@ def run_script(script: str, *args: Any, timeout: float = 120) -> subprocess.Comp
         text=True,
         timeout=timeout,
     )
+
+
+def sync_with_app_commit_at(
+    device: Replicator, path: Path, position: int, statements: list[tuple[str, tuple[Any, ...]]]
+) -> bool:
+    """Run ``device.sync()`` while another connection (the app) commits ``statements`` in
+    one transaction just before the sync's statement number ``position`` (sqlite3's trace
+    callback), or the first later one at which the app can take the write lock. Returns
+    whether the app's transaction went in."""
+    import sqlite3
+
+    app = sqlite3.connect(path, timeout=0, isolation_level=None)
+    seen = {"n": 0, "done": False}
+
+    def trace(sql: str) -> None:
+        seen["n"] += 1
+        if seen["done"] or seen["n"] < position:
+            return
+        try:
+            app.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            return  # the sync holds the write lock here: the app would wait; try the next one
+        try:
+            for sql_text, params in statements:
+                app.execute(sql_text, params)
+            app.execute("COMMIT")
+        except BaseException:
+            app.execute("ROLLBACK")
+            raise
+        seen["done"] = True
+
+    conn = device.database.connection()
+    conn.set_trace_callback(trace)
+    try:
+        device.sync()
+    finally:
+        conn.set_trace_callback(None)
+        app.close()
+    return bool(seen["done"])

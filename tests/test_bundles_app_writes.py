@@ -15,6 +15,7 @@ from typing import Any
 import peewee
 import pytest
 from campaign_models import MODELS, REFERENCE, Household
+from conftest import sync_with_app_commit_at
 
 from replicator import Bundles, DirectoryBlobStore, EmbeddedRemote, HttpIngest, Ingestor, Replicator
 
@@ -42,36 +43,18 @@ def _run(tmp_path: Path, position: int) -> tuple[bool, dict[Any, Any], dict[Any,
         device = _collector(tmp_path, server.url)
         with device.bound():
             ids = [Household.create(head=f"h{i}").id for i in range(10)]
-        app = sqlite3.connect(tmp_path / "c.db", timeout=0, isolation_level=None)
-        seen = {"n": 0, "done": False}
-
-        def trace(sql: str) -> None:
-            seen["n"] += 1
-            if seen["done"] or seen["n"] < position:
-                return
-            try:
-                app.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError:
-                return  # the sync holds the write lock: the app would wait; try the next one
-            try:
-                app.execute(
+        injected = sync_with_app_commit_at(
+            device,
+            tmp_path / "c.db",
+            position,
+            [
+                (
                     "INSERT INTO households (id, head, members, village) VALUES (?, 'app', 2, '')",
                     (str(uuid.uuid4()),),
-                )
-                app.execute("UPDATE households SET head = 'edited' WHERE id = ?", (ids[1],))
-                app.execute("COMMIT")
-            except BaseException:
-                app.execute("ROLLBACK")
-                raise
-            seen["done"] = True
-
-        conn = device.database.connection()
-        conn.set_trace_callback(trace)
-        try:
-            device.sync()
-        finally:
-            conn.set_trace_callback(None)
-            app.close()
+                ),
+                ("UPDATE households SET head = 'edited' WHERE id = ?", (ids[1],)),
+            ],
+        )
         for _ in range(3):
             device.sync()
         local = {
@@ -83,7 +66,7 @@ def _run(tmp_path: Path, position: int) -> tuple[bool, dict[Any, Any], dict[Any,
     docs = EmbeddedRemote(tmp_path / "remote.db").all_docs("households")
     remote = {i: (d.data["head"], d.data["members"]) for i, d in docs.items()}
     assert dirty == 0
-    return bool(seen["done"]), local, remote
+    return injected, local, remote
 
 
 #: a sync of this test makes about 95 statements; every STEP-th gets the app's write

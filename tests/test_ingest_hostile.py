@@ -34,6 +34,16 @@ from replicator.codec import encode_json
 from replicator.model import remote_columns
 
 CASES = int(os.environ.get("REPLICATOR_INGEST_FUZZ", "200"))
+#: a well-formed ingest request naming an object that does not exist
+WELL_FORMED = {
+    "bundle": "b9",
+    "key": "bundles/dev/b9",
+    "sha256": "a" * 64,
+    "size": 1,
+    "count": 1,
+    "collection": "households",
+    "device": "dev",
+}
 WHEN = "2026-11-23 10:00:00.123456"
 
 
@@ -234,16 +244,7 @@ def test_the_http_endpoint_refuses_malformed_requests(service):
             answer = httpx.post(server.url, content=body)
             assert answer.status_code == 400, (body[:20], answer.text)
             assert "error" in answer.json()
-        good = {
-            "bundle": "b9",
-            "key": "bundles/dev/b9",
-            "sha256": "a" * 64,
-            "size": 1,
-            "count": 1,
-            "collection": "households",
-            "device": "dev",
-        }
-        answer = httpx.post(server.url, json=good)  # no such object: rejected, 200
+        answer = httpx.post(server.url, json=WELL_FORMED)  # no such object: rejected, 200
         assert answer.status_code == 200 and answer.json()["state"] == "rejected"
 
 
@@ -317,14 +318,5 @@ def test_a_bug_in_the_service_is_a_500_not_a_dropped_connection(service):
 
     service.ingestor.submit = broken  # type: ignore[method-assign]
     with service.ingestor.serve() as server:
-        good = {
-            "bundle": "b9",
-            "key": "bundles/dev/b9",
-            "sha256": "a" * 64,
-            "size": 1,
-            "count": 1,
-            "collection": "households",
-            "device": "dev",
-        }
-        answer = httpx.post(server.url, json=good)
+        answer = httpx.post(server.url, json=WELL_FORMED)
     assert answer.status_code == 500 and "try again" in answer.json()["error"]

@@ -16,6 +16,7 @@ from typing import Any
 
 import peewee
 import pytest
+from conftest import sync_with_app_commit_at
 
 from replicator import EmbeddedRemote, Replicator
 from replicator.demo import Comment, Note
@@ -44,38 +45,20 @@ def _sync_with_app_write_at(tmp_path: Path, position: int) -> tuple[bool, Replic
     with a.bound():
         note = Note.create(title="existing")
         Comment.create(note=note, text="existing comment")
-    app = sqlite3.connect(tmp_path / "a.db", timeout=0, isolation_level=None)
-    seen = {"n": 0, "done": False}
-
-    def trace(sql: str) -> None:
-        seen["n"] += 1
-        if seen["done"] or seen["n"] < position:
-            return
-        try:
-            app.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError:
-            return  # the sync holds the write lock here: the app would wait; try the next one
-        note_id, comment_id = str(uuid.uuid4()), str(uuid.uuid4())
-        try:
-            app.execute("INSERT INTO note (id, title, body) VALUES (?, 'app note', '')", (note_id,))
-            app.execute(
+    note_id, comment_id = str(uuid.uuid4()), str(uuid.uuid4())
+    done = sync_with_app_commit_at(
+        a,
+        tmp_path / "a.db",
+        position,
+        [
+            ("INSERT INTO note (id, title, body) VALUES (?, 'app note', '')", (note_id,)),
+            (
                 "INSERT INTO comment (id, note_id, text) VALUES (?, ?, 'app comment')",
                 (comment_id, note_id),
-            )
-            app.execute("COMMIT")
-        except BaseException:
-            app.execute("ROLLBACK")
-            raise
-        seen["done"] = True
-
-    conn = a.database.connection()
-    conn.set_trace_callback(trace)
-    try:
-        a.sync()
-    finally:
-        conn.set_trace_callback(None)
-        app.close()
-    return bool(seen["done"]), a, remote
+            ),
+        ],
+    )
+    return done, a, remote
 
 
 def _statements_in_one_sync(tmp_path: Path) -> int:
