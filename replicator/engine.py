@@ -309,6 +309,7 @@ class Replicator:
         tally.fold(down.tally)
         tally.fold(up.tally)
         purged, purge_error = self._maintain(ctx)
+        self.local.count_changes(sum(bundled.bundled.values()))  # they are in a snapshot too
         snapshot, snapshot_error = self._publish(ctx, tally, uploaded=up.pushed is not None)
         ctx.changed("download")  # anything a step told no one yet (an app upgrade's fill)
         finished = _dt.datetime.now(_dt.timezone.utc)

@@ -242,10 +242,14 @@ def _and(items: list[str]) -> str:
 
 
 def _plural(n: int, noun: str) -> str:
-    """``3 notes``, ``1 note``, ``2 content_status rows``: English for a plain word,
-    "rows" after a table name that is not one."""
+    """``3 notes``, ``1 note``, ``2 content_status rows``: English for a plain word (a
+    table named in the plural, ``households``, kept as it is), "rows" after a table
+    name that is not one."""
     if not noun.replace(" ", "").isalpha() or not noun.islower():
         return f"{n:,} {noun} {'row' if n == 1 else 'rows'}"
+    if noun.endswith("s") and not noun.endswith(("ss", "us", "is")):
+        # a table named in the plural already (``households``)
+        return f"1 {noun[:-1]}" if n == 1 else f"{n:,} {noun}"
     if n == 1:
         return f"1 {noun}"
     if noun.endswith(("s", "x", "z", "ch", "sh")):

@@ -124,7 +124,7 @@ def test_offline_registrations_reach_the_supervisor_through_concurrent_ingestors
 
     report = collector.sync()
     assert report.bundled == {"households": 1500} and unsynced(collector) == 0
-    assert "bundled 1,500 households" in report.summary()
+    assert "bundled 1,500 households;" in report.summary()
     assert set(remote_households(campaign)) == set(ids)
     with collector.bound():
         assert {h.server_id for h in Household.select()} == set(ids)  # serverId: confirmed
@@ -292,7 +292,7 @@ def test_invalid_rows_are_refused_with_a_reason_and_the_rest_accepted(local_camp
         )
         report = collector.sync()
         assert report.bundled == {"households": 4} and report.refused == {"households": 1}
-        assert "refused 1 household" in report.summary()
+        assert "the ingest service refused 1 household;" in report.summary()
         (refused,) = collector.refused(Household)
         assert refused[0] == ids[0] and "members" in refused[1]
         assert unsynced(collector) == 0  # not sent again and again

@@ -69,7 +69,7 @@ def test_queue_mode_sync_then_ingest_once_then_sync(place):
     assert result.exit_code == 0, result.output
     assert "accepted  3 rows" in result.output and "1 bundle(s) decided" in result.output
     result = run("sync", "--config", str(config))
-    assert result.exit_code == 0 and "bundled 3 households" in result.output, result.output
+    assert result.exit_code == 0 and "bundled 3 households;" in result.output, result.output
 
 
 def test_ingest_serves_http_as_a_real_process_and_stops_on_sigterm(place):
@@ -117,7 +117,7 @@ def test_ingest_serves_http_as_a_real_process_and_stops_on_sigterm(place):
             )
         )
         result = run("sync", "--config", str(config))
-        assert result.exit_code == 0 and "bundled 4 households" in result.output, result.output
+        assert result.exit_code == 0 and "bundled 4 households;" in result.output, result.output
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=20)
@@ -134,7 +134,7 @@ def test_the_ingestor_applies_what_http_devices_send(place):
         device_config = collector(place, f'ingest_url = "{server.url}"')
         register(device_config, 5)
         result = run("sync", "--config", str(device_config))
-        assert result.exit_code == 0 and "bundled 5 households" in result.output, result.output
+        assert result.exit_code == 0 and "bundled 5 households;" in result.output, result.output
     assert isinstance(DeviceConfig.load(device_config).replicator().bundles, Bundles)
     assert isinstance(DeviceConfig.load(device_config).replicator().bundles.service, HttpIngest)
 
