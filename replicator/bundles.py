@@ -344,8 +344,10 @@ def send(ctx: SyncContext, config: Bundles) -> BundleTally:
     for model in ctx.models:
         if collection_name(model) not in config.names:
             continue
+        coll = collection_name(model)
         # a local delete of an upload-only row is this device's own business
-        ctx.local.drop_pending_tombstones(collection_name(model))
+        ctx.local.drop_pending_tombstones(coll)
+        total, sent = ctx.local.count_dirty(coll), 0  # (rows in earlier bundles included)
         while True:
             made = _build(ctx, config, model)
             if made is None:
@@ -365,7 +367,8 @@ def send(ctx: SyncContext, config: Bundles) -> BundleTally:
             record = attrs.evolve(record, state="requested")
             if not _submit(ctx, config, record, tally):
                 break  # rejected: its rows wait for the next sync, not for this loop
-            ctx.progress("upload", record.collection, sum(tally.bundled.values()))
+            sent += record.count
+            ctx.progress("upload", coll, sent, max(total, sent))
     return tally
 
 

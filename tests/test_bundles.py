@@ -469,3 +469,16 @@ def test_bundles_go_to_s3_with_the_checksum_header_the_bucket_verifies(tmp_path,
     assert [g.decode() if isinstance(g, bytes) else g for g in got] == [want]
     refusal = ClientError({"Error": {"Code": "BadDigest"}}, "PutObject")
     assert isinstance(s3_blobs._translate(refusal, "k"), BlobIntegrityError)
+
+
+def test_a_long_bundle_upload_reports_progress_to_its_total(local_campaign):
+    c = local_campaign
+    seen: list[Any] = []
+    collector = c.collector("collector", StoreIngest(c.remote), max_rows=100)
+    collector.on_progress = seen.append
+    register(collector, 350)
+    collector.sync()
+    steps = [
+        (p.done, p.total) for p in seen if p.phase == "upload" and p.collection == "households"
+    ]
+    assert steps == [(100, 350), (200, 350), (300, 350), (350, 350)]
