@@ -482,3 +482,18 @@ def test_a_long_bundle_upload_reports_progress_to_its_total(local_campaign):
         (p.done, p.total) for p in seen if p.phase == "upload" and p.collection == "households"
     ]
     assert steps == [(100, 350), (200, 350), (300, 350), (350, 350)]
+
+
+def test_refusals_travel_through_the_queue_on_every_store(campaign):
+    """The refused rows and their reasons are recorded in the queue document (a list of
+    maps on Firestore) and read back by the device."""
+    collector = campaign.collector("collector", StoreIngest(campaign.remote))
+    ids = register(collector, 4)
+    collector.database.execute_sql("UPDATE households SET members = 'x' WHERE id = ?", (ids[2],))
+    collector.sync()
+    (result,) = campaign.ingestor().poll()
+    assert result.accepted == 3 and list(result.refused) == [ids[2]]
+    report = collector.sync()
+    assert report.bundled == {"households": 3} and report.refused == {"households": 1}
+    (refused,) = collector.refused(Household)
+    assert refused[0] == ids[2] and "members" in refused[1]
