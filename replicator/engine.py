@@ -3,7 +3,8 @@
 ``sync()`` runs, in order (seed 002):
 
 1. **download** what other devices uploaded (``download.py``);
-2. **upload** this device's dirty rows and deletes (``upload.py``);
+2. **upload** this device's dirty rows and deletes (``upload.py``), and the
+   upload-only collections' rows as checksummed bundles (``bundles.py``);
 3. **register** the device in the Devices collection (inside the upload's
    last batch when there was one, else a write of its own when the device is
    new or its watermarks moved);
