@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from replicator import PreconditionFailed
+from replicator import BlobIntegrityError, PreconditionFailed
 from replicator.errors import BlobNotFoundError
 
 
@@ -93,3 +93,13 @@ def test_racing_conditional_creates_have_one_winner(blobs):
     assert len(wins) >= 1 and len(wins) + len(losses) == 6
     if blobs.__class__.__name__ == "DirectoryBlobStore":
         assert len(wins) == 1  # moto does not lock a true race (DESIGN.md)
+
+
+def test_put_refuses_bytes_that_do_not_hash_to_the_announced_sha256(blobs):
+    data = b"bundle bytes" * 1000
+    right = hashlib.sha256(data).hexdigest()
+    with pytest.raises(BlobIntegrityError):
+        blobs.put("bundles/x", io.BytesIO(data), sha256="0" * 64)
+    assert blobs.head("bundles/x") is None  # nothing stored
+    info = blobs.put("bundles/x", io.BytesIO(data), sha256=right.upper(), if_none_match=True)
+    assert info.sha256 == right and info.size == len(data)
