@@ -348,11 +348,13 @@ def send(ctx: SyncContext, config: Bundles) -> BundleTally:
         # a local delete of an upload-only row is this device's own business
         ctx.local.drop_pending_tombstones(coll)
         total, sent = ctx.local.count_dirty(coll), 0  # (rows in earlier bundles included)
+        after = ""
         while True:
-            made = _build(ctx, config, model)
+            made = _build(ctx, config, model, after)
             if made is None:
                 break
             record, rows, body = made
+            after = rows[-1][0]
             with body:
                 ctx.local.add_bundle(record, rows)
                 try:
@@ -407,10 +409,11 @@ def _submit(ctx: SyncContext, config: Bundles, record: BundleRecord, tally: Bund
 
 
 def _build(
-    ctx: SyncContext, config: Bundles, model: type[peewee.Model]
+    ctx: SyncContext, config: Bundles, model: type[peewee.Model], after: str
 ) -> tuple[BundleRecord, list[tuple[str, int]], BinaryIO] | None:
-    """The next bundle of ``model``'s unsynced rows that no bundle carries yet, read in
-    one transaction; None when there are none."""
+    """The next bundle of ``model``'s unsynced rows that no bundle carries yet, with ids
+    after ``after`` (so one sync's bundles never read the rows of its earlier ones
+    again), read in one transaction; None when there are none."""
     coll = collection_name(model)
     cols = remote_columns(model)
     names = ", ".join(f'"{c}"' for c in cols)
@@ -430,10 +433,10 @@ def _build(
     with ctx.db.atomic():
         cursor = ctx.db.execute_sql(
             f'SELECT {names}, "syncRev" FROM "{coll}" AS t'
-            f' INDEXED BY "replicator_{coll}_dirty_ids" WHERE "isDirty" = 1'
+            f' INDEXED BY "replicator_{coll}_dirty_ids" WHERE "isDirty" = 1 AND id > ?'
             " AND NOT EXISTS (SELECT 1 FROM replicator_bundle_rows b"
             " WHERE b.collection = ? AND b.id = t.id) ORDER BY id",
-            (coll,),
+            (after, coll),
         )
         for values in cursor:
             row = dict(zip(cols, values[:-1], strict=True))
