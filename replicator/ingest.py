@@ -128,13 +128,13 @@ class Ingestor:
         if doc is None:
             claim = {**request.to_json(), **self._claim()}
             try:
-                result = self.store.push([Write(QUEUE, request.bundle, claim)], self.device)
+                self.store.push([Write(QUEUE, request.bundle, claim)], self.device)
             except PreconditionFailed:  # another ingestor recorded it just now
                 doc = self.store.get(QUEUE, [request.bundle]).get(request.bundle)
                 if doc is None:
                     return IngestResult(request.bundle, "pending")
             else:
-                return self._ingest(request, result.versions[(QUEUE, request.bundle)])
+                return self._ingest(request)
         if _request_of(doc) != request:
             return IngestResult(
                 request.bundle,
@@ -228,14 +228,14 @@ class Ingestor:
         if held:
             return IngestResult(request.bundle, "pending")
         try:
-            result = self.store.push(
+            self.store.push(
                 [Write(QUEUE, doc.id, self._claim(), base_version=doc.version)], self.device
             )
         except PreconditionFailed:  # another ingestor claimed it first
             return IngestResult(request.bundle, "pending")
-        return self._ingest(request, result.versions[(QUEUE, doc.id)])
+        return self._ingest(request)
 
-    def _ingest(self, request: IngestRequest, version: str) -> IngestResult:
+    def _ingest(self, request: IngestRequest) -> IngestResult:
         started = time.perf_counter()
         try:
             if request.collection.startswith(EVENTS):
@@ -359,22 +359,11 @@ class Ingestor:
             }
             for n, e in enumerate(events)
         }
-        per_batch = max(1, self.store.max_batch_writes - 1)
-        ids = list(docs)
-        for start in range(0, len(ids), per_batch):
-            chunk = ids[start : start + per_batch]
-            for _attempt in range(8):
-                there = self.store.get(coll, chunk)
-                writes = [Write(coll, i, docs[i]) for i in chunk if i not in there]
-                if not writes:
-                    break
-                try:
-                    self.store.push(writes, self.device)
-                    break
-                except PreconditionFailed:  # another ingestor wrote some just now: look again
-                    continue
-            else:
-                raise TransientError(f"events of {coll} kept changing while being ingested")
+        self._write(
+            coll,
+            list(docs),
+            lambda chunk, there: [Write(coll, i, docs[i]) for i in chunk if i not in there],
+        )
         return len(docs), {}
 
     def _apply(self, model: type[peewee.Model], rows: list[Any]) -> tuple[int, dict[str, str]]:
@@ -402,51 +391,51 @@ class Ingestor:
             )
         for rid in refused:
             valid.pop(rid, None)
-        accepted = 0
-        per_batch = max(1, self.store.max_batch_writes - 1)
-        ids = list(valid)
-        for start in range(0, len(ids), per_batch):
-            chunk = ids[start : start + per_batch]
-            accepted += self._apply_batch(model, coll, [valid[i] for i in chunk], refused)
-        return accepted, refused
+        deleted: dict[str, bool] = {}  # per row, as the store stood at the write that counted
 
-    def _apply_batch(
-        self,
-        model: type[peewee.Model],
-        coll: str,
-        rows: list[dict[str, Any]],
-        refused: dict[str, str],
-    ) -> int:
-        for _attempt in range(8):
-            current = self.store.get(coll, [r["id"] for r in rows])
-            writes, taken = [], 0
-            for row in rows:
-                doc = current.get(row["id"])
-                if doc is not None and doc.deleted:
-                    refused[row["id"]] = "deleted on the service"
+        def writes(chunk: list[str], current: dict[str, RemoteDoc]) -> list[Write]:
+            out = []
+            for rid in chunk:
+                doc, row = current.get(rid), valid[rid]
+                deleted[rid] = doc is not None and doc.deleted
+                if deleted[rid]:
                     continue
-                taken += 1
                 if doc is not None and not _newer(row, self.codec.incoming(model, doc).data):
                     continue  # applied before (or a later version is there): idempotent
-                writes.append(
-                    Write(
-                        coll,
-                        row["id"],
-                        self.codec.outgoing(model, row),
-                        base_version=doc.version if doc is not None else None,
-                    )
-                )
-            if not writes:
-                return taken
-            try:
-                self.store.push(writes, self.device)
-                return taken
-            except PreconditionFailed:
-                for row in rows:  # a refusal made this round is made again next round
-                    if refused.get(row["id"]) == "deleted on the service":
-                        del refused[row["id"]]
-                continue  # a device or another ingestor wrote meanwhile: look again
-        raise TransientError(f"rows of {coll} kept changing while being ingested")
+                base = doc.version if doc is not None else None
+                out.append(Write(coll, rid, self.codec.outgoing(model, row), base_version=base))
+            return out
+
+        self._write(coll, list(valid), writes)
+        for rid, gone in deleted.items():
+            if gone:
+                refused[rid] = "deleted on the service"
+        return sum(not gone for gone in deleted.values()), refused
+
+    def _write(
+        self,
+        coll: str,
+        ids: list[str],
+        writes: Callable[[list[str], dict[str, RemoteDoc]], list[Write]],
+    ) -> None:
+        """Write the documents ``ids`` of ``coll`` in batches the store takes. ``writes``
+        turns a batch's ids and the documents the store holds for them now into the writes
+        still needed; a batch another writer beat (a device, another ingestor) is looked
+        at and planned again."""
+        per_batch = max(1, self.store.max_batch_writes - 1)
+        for start in range(0, len(ids), per_batch):
+            chunk = ids[start : start + per_batch]
+            for _attempt in range(8):
+                needed = writes(chunk, self.store.get(coll, chunk))
+                if not needed:
+                    break
+                try:
+                    self.store.push(needed, self.device)
+                    break
+                except PreconditionFailed:
+                    continue
+            else:
+                raise TransientError(f"documents of {coll} kept changing while being ingested")
 
 
 def _newer(row: dict[str, Any], stored: Any) -> bool:

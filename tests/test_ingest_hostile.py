@@ -320,3 +320,19 @@ def test_a_bug_in_the_service_is_a_500_not_a_dropped_connection(service):
     with service.ingestor.serve() as server:
         answer = httpx.post(server.url, json=WELL_FORMED)
     assert answer.status_code == 500 and "try again" in answer.json()["error"]
+
+
+def test_a_row_deleted_on_the_service_stays_deleted_and_is_refused(service):
+    from replicator.stores.base import DeviceRecord, Write
+
+    first = service.ingest_rows([row(0), row(1)])
+    assert first.accepted == 2
+    service.remote.push(  # the supervisor deleted row 1 meanwhile
+        [Write("households", row(1)["id"], {}, deleted=True, unconditional=True)],
+        DeviceRecord("supervisor"),
+    )
+    later = service.ingest_rows([row(1, head="again", updatedOn="2027-01-01 00:00:00"), row(2)])
+    assert later.state == "accepted" and later.accepted == 1
+    assert later.refused == {row(1)["id"]: "deleted on the service"}
+    docs = service.remote.all_docs("households")
+    assert docs[row(1)["id"]].deleted and row(2)["id"] in docs
