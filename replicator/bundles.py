@@ -61,7 +61,7 @@ from .errors import (
 )
 from .local import BundleRecord
 from .model import collection_name, new_id, remote_columns, shift_time
-from .stores.base import BlobStore, Delivery, DeviceRecord, RemoteStore, Write
+from .stores.base import BlobStore, Delivery, DeviceRecord, RemoteStore, Write, hash_rest
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +206,18 @@ class StoreIngest:
         return result_of(request.bundle, doc.data)
 
 
+def put_once(blobs: BlobStore, key: str, body: BinaryIO, sha256: str) -> bool:
+    """Store ``body`` under ``key`` unless something is there already (checked against
+    ``sha256`` by the store); True when ``key`` now holds these bytes, whether this put
+    wrote them or an earlier one did (a retry), False when it holds other bytes."""
+    try:
+        blobs.put(key, body, if_none_match=True, sha256=sha256)
+    except PreconditionFailed:
+        info = blobs.head(key)
+        return info is not None and info.sha256 == sha256
+    return True
+
+
 def result_of(bundle: str, data: Mapping[str, Any]) -> IngestResult:
     """The result a queue document records (``pending`` while it is not final)."""
     if data.get("state") in ("accepted", "rejected"):
@@ -256,12 +268,8 @@ class BundleSink:
             body = gzip.compress(head.encode() + b',"events":[' + event + b"]}", mtime=0)
         sha = hashlib.sha256(body).hexdigest()
         key = f"{self.prefix}/outbox/{delivery.type}/{delivery.msg_id}.json.gz"
-        try:
-            self.blobs.put(key, io.BytesIO(body), if_none_match=True, sha256=sha)
-        except PreconditionFailed:  # sent before: the same message, or something else?
-            info = self.blobs.head(key)
-            if info is None or info.sha256 != sha:
-                raise DeliveryRejected(409, f"{key} holds other bytes", delivery.msg_id) from None
+        if not put_once(self.blobs, key, io.BytesIO(body), sha):
+            raise DeliveryRejected(409, f"{key} holds other bytes", delivery.msg_id)
         request = IngestRequest(
             bundle=delivery.msg_id,
             key=key,
@@ -357,14 +365,10 @@ def send(ctx: SyncContext, config: Bundles) -> BundleTally:
             after = rows[-1][0]
             with body:
                 ctx.local.add_bundle(record, rows)
-                try:
-                    config.blobs.put(record.key, body, if_none_match=True, sha256=record.sha256)
-                except PreconditionFailed:
-                    info = config.blobs.head(record.key)
-                    if info is None or info.sha256 != record.sha256:
-                        raise RemoteError(
-                            f"the blob store already holds other bytes under {record.key}"
-                        ) from None
+                if not put_once(config.blobs, record.key, body, record.sha256):
+                    raise RemoteError(
+                        f"the blob store already holds other bytes under {record.key}"
+                    )
             ctx.local.set_bundle_state(record.bundle, "requested")
             record = attrs.evolve(record, state="requested")
             if not _submit(ctx, config, record, tally):
@@ -457,28 +461,20 @@ def _build(
         packed.write(encode_json(header).encode() + b"\n")
         for line in lines:
             packed.write(line + b"\n")
-    digest, length = _digest(body)
+    body.seek(0)
+    digest, length = hash_rest(body)  # type: ignore[arg-type]
+    body.seek(0)
     record = BundleRecord(
         bundle=bundle,
         collection=coll,
         key=f"{config.prefix}/{ctx.me}/{bundle}.ndjson.gz",
-        sha256=digest,
+        sha256=digest.hexdigest(),
         size=length,
         count=len(rows),
         state="built",
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds"),
     )
     return record, rows, body  # type: ignore[return-value]
-
-
-def _digest(body: Any) -> tuple[str, int]:
-    body.seek(0)
-    digest, size = hashlib.sha256(), 0
-    while block := body.read(1 << 20):
-        digest.update(block)
-        size += len(block)
-    body.seek(0)
-    return digest.hexdigest(), size
 
 
 def gunzip(data: bytes, limit: int) -> bytes:

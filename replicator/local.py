@@ -843,8 +843,7 @@ class LocalState:
                 " (collection, id, bundle, reason, refused_on) VALUES (?, ?, ?, ?, ?)",
                 [(table, i, bundle, refused[i], now) for i in gone],
             )
-            self.db.execute_sql("DELETE FROM replicator_bundle_rows WHERE bundle = ?", (bundle,))
-            self.db.execute_sql("DELETE FROM replicator_bundles WHERE bundle = ?", (bundle,))
+            self.drop_bundle(bundle)
         return marked - len(gone), len(gone)
 
     def refused(self, collection: str) -> list[tuple[str, str, str]]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import hashlib
 import io
 import json
 import logging
@@ -39,7 +38,7 @@ import attrs
 import peewee
 
 from .errors import BlobIntegrityError, ConfigurationError, RemoteDataError
-from .stores.base import BlobStore, HashingWriter, TooLong
+from .stores.base import BlobStore, HashingWriter, TooLong, hash_rest
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +164,11 @@ def parse_manifest(data: bytes, boundary: str, prefix: str) -> dict[str, FileEnt
         raw = json.loads(data)
     except ValueError as exc:
         raise ValueError(f"not JSON ({exc})") from None
+    return _files(raw, boundary, prefix)
+
+
+def _files(raw: Any, boundary: str, prefix: str) -> dict[str, FileEntry]:
+    """The files of a decoded manifest (see :func:`parse_manifest`)."""
     if not isinstance(raw, Mapping) or raw.get("format") != FILES_FORMAT:
         raise ValueError(f"it does not name the format {FILES_FORMAT}")
     if raw.get("boundary") != boundary:
@@ -215,7 +219,7 @@ class ReferenceFiles:
         try:
             raw = json.loads((self.cache_dir / _LOCAL_MANIFEST).read_bytes())
             boundary = raw["boundary"]
-            return boundary, parse_manifest(json.dumps(raw).encode(), boundary, self.prefix)
+            return boundary, _files(raw, boundary, self.prefix)
         except (OSError, ValueError, KeyError, TypeError):
             return None, {}
 
@@ -289,7 +293,8 @@ class ReferenceFiles:
             return False
         if recorded is not None and recorded.sha256 == entry.sha256:
             return True
-        return _sha256_file(target) == entry.sha256
+        with target.open("rb") as f:
+            return bool(hash_rest(f)[0].hexdigest() == entry.sha256)
 
     def _clear(self, keep: set[str]) -> list[str]:
         """Remove every file under the cache that ``keep`` does not name (and leftovers
@@ -343,11 +348,3 @@ class ReferenceFiles:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, self.cache_dir / _LOCAL_MANIFEST)
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()

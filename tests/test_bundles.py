@@ -497,3 +497,18 @@ def test_refusals_travel_through_the_queue_on_every_store(campaign):
     assert report.bundled == {"households": 3} and report.refused == {"households": 1}
     (refused,) = collector.refused(Household)
     assert refused[0] == ids[2] and "members" in refused[1]
+
+
+def test_a_bundle_put_again_is_recognised_and_other_bytes_under_its_key_are_not(blobs):
+    import hashlib
+    import io
+
+    from replicator.bundles import put_once
+
+    data, other = b"bundle" * 100, b"other" * 100
+    sha = hashlib.sha256(data).hexdigest()
+    assert put_once(blobs, "bundles/d/b1", io.BytesIO(data), sha)
+    assert put_once(blobs, "bundles/d/b1", io.BytesIO(data), sha)  # a retry: same bytes
+    blobs.put("bundles/d/b2", io.BytesIO(other))
+    assert not put_once(blobs, "bundles/d/b2", io.BytesIO(data), sha)
+    assert _read(blobs, "bundles/d/b2") == other  # left as it was

@@ -389,6 +389,16 @@ class BlobStore(Protocol):
         ...
 
 
+def hash_rest(stream: BinaryIO, block: int = 1 << 20) -> tuple[Any, int]:
+    """The SHA-256 (a ``hashlib`` object) and the length of what ``stream`` yields from
+    where it stands to its end, read a block at a time; the caller rewinds."""
+    digest, size = hashlib.sha256(), 0
+    while chunk := stream.read(block):
+        digest.update(chunk)
+        size += len(chunk)
+    return digest, size
+
+
 class TooLong(Exception):
     """More bytes came than a :class:`HashingWriter` was told to expect."""
 

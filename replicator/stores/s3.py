@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import io
 import tempfile
 from collections.abc import Callable, Iterator
@@ -26,7 +25,7 @@ from ..errors import (
     RemoteError,
     TransientError,
 )
-from .base import BlobInfo
+from .base import BlobInfo, hash_rest
 
 try:
     import boto3
@@ -122,10 +121,7 @@ class S3BlobStore:
             source = spooled
         try:
             start = source.tell()
-            digest, size = hashlib.sha256(), 0
-            while block := source.read(_BUF):
-                digest.update(block)
-                size += len(block)
+            digest, size = hash_rest(source, _BUF)
             source.seek(start)
             sha = digest.hexdigest()
             if sha256 is not None and sha != sha256.lower():
