@@ -52,6 +52,8 @@ try:
     from google.api_core import exceptions as gexc
     from google.api_core.retry import Retry
     from google.cloud import firestore
+
+    from .firestore_writes import document_write
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "FirestoreRemote needs google-cloud-firestore: pip install 'replicator[firestore]'"
@@ -259,6 +261,16 @@ class FirestoreRemote:
         name = len(f"{self.root}/{write.collection}/{write.id}".encode()) + 16
         return name + value_size(dict(write.data)) + 32 + 2 * 9  # + deleted, changedAt
 
+    def _document_name(self, collection: str, doc_id: str, prefixes: dict[str, str]) -> str:
+        """The full resource name of a document (``prefixes`` caches each collection's)."""
+        if "/" in doc_id or doc_id in ("", ".", ".."):  # the client's own check says why not
+            return str(self._collection(collection).document(doc_id)._document_path)
+        prefix = prefixes.get(collection)
+        if prefix is None:
+            path = self._collection(collection).document("-")._document_path
+            prefix = prefixes[collection] = path[:-1]
+        return prefix + doc_id
+
     # -- RemoteStore --------------------------------------------------------------------
 
     def pull(
@@ -341,17 +353,22 @@ class FirestoreRemote:
             )
         batch = self.client.batch()
         size = 0
+        prefixes: dict[str, str] = {}
         for w in writes:
-            ref = self._collection(w.collection).document(w.id)
-            data = {**w.data, DELETED: w.deleted, CHANGED_AT: firestore.SERVER_TIMESTAMP}
             size += w.size if w.size is not None else value_size(dict(w.data))
-            if w.unconditional:
+            if w.unconditional:  # a delete's tombstone: merged into what the document holds
+                ref = self._collection(w.collection).document(w.id)
+                data = {**w.data, DELETED: w.deleted, CHANGED_AT: firestore.SERVER_TIMESTAMP}
                 batch.set(ref, data, merge=True)
-            elif w.base_version is None:
-                batch.create(ref, data)
-            else:
-                option = self.client.write_option(last_update_time=_parse_ts(w.base_version))
-                batch.update(ref, _update_paths(data), option=option)
+                continue
+            since = None if w.base_version is None else _parse_ts(w.base_version)
+            pb = document_write(
+                self._document_name(w.collection, w.id, prefixes),
+                {**w.data, DELETED: w.deleted},
+                CHANGED_AT,
+                update_time=since,
+            )
+            batch._add_write_pbs([pb])
         device_ref = self._collection(DEVICES).document(device.installation_id)
         fields = self._device_fields(device)
         fields["lastUpload"] = firestore.SERVER_TIMESTAMP
@@ -519,16 +536,6 @@ class FirestoreRemote:
         docs = {s.id: self._doc(collection, s) for s in snaps}
         self.usage = before
         return docs
-
-
-def _update_paths(data: Mapping[str, Any]) -> dict[str, Any]:
-    """``update()`` reads dots as nested paths; quote names that hold one."""
-    out = {}
-    for key, value in data.items():
-        if "." in key or "`" in key:
-            key = "`" + key.replace("\\", "\\\\").replace("`", "\\`") + "`"
-        out[key] = value
-    return out
 
 
 def _commit_stamp(result: Any) -> str:
