@@ -39,14 +39,12 @@ SYNC_COLUMNS = ("isDirty", "serverId", "syncRev", "createdOn", "updatedOn", "upd
 # The device clock in the text form Python's sqlite3 adapter gives a naive UTC
 # datetime (datetime.isoformat(" ")): microseconds, or none when they are zero,
 # so a timestamp reads the same whichever device or store wrote it.
-NOW_SQL = (
-    "(CASE WHEN strftime('%f', 'now') LIKE '%.000'"
-    " THEN strftime('%Y-%m-%d %H:%M:%S', 'now')"
-    " ELSE strftime('%Y-%m-%d %H:%M:%f', 'now') || '000' END)"
-)
+# One strftime, read once: the fraction padded to microseconds, dropped when it is zero
+# (a date holds no other dot).
+NOW_SQL = "replace(strftime('%Y-%m-%d %H:%M:%f', 'now') || '000', '.000000', '')"
 T = TypeVar("T")
 
-_TRIGGER_VERSION = "v3"
+_TRIGGER_VERSION = "v4"
 #: device clock offsets (seconds) smaller than this are measurement noise and not corrected
 CLOCK_TOLERANCE = 2.0
 
@@ -202,6 +200,7 @@ def install_capture(db: peewee.Database, models: Sequence[type[SyncModel]]) -> N
     change-capture triggers. Idempotent."""
     from playhouse.migrate import SqliteMigrator, migrate
 
+    me = installation(db)
     for model in models:
         table = collection_name(model)
         existing = _table_columns(db, table)
@@ -237,8 +236,11 @@ def install_capture(db: peewee.Database, models: Sequence[type[SyncModel]]) -> N
             if re.fullmatch(rf"replicator_{re.escape(table)}_\w+_v\d+(_[0-9a-f]+)?", older):
                 db.execute_sql(f'DROP TRIGGER "{older}"')  # an earlier replicator's
         if not wanted <= existing_triggers:  # leave a database that has them untouched
-            for sql in _trigger_sql(table, remote_columns(model), rowid=_has_rowid(db, table)):
+            cols = remote_columns(model)
+            for sql in _trigger_sql(table, cols, rowid=_has_rowid(db, table), me=me):
                 db.execute_sql(sql)
+    if me is not None:
+        restamp_triggers(db, me)  # triggers made under another identity (a copied database)
 
 
 def _has_rowid(db: peewee.Database, table: str) -> bool:
@@ -282,7 +284,49 @@ def preimage_json(cols: Sequence[str], prefix: str = "") -> str:
     return f"json_object({pairs})"
 
 
-def _trigger_sql(table: str, cols: Sequence[str], *, rowid: bool = True) -> list[str]:
+#: how the triggers name the device that wrote a row: its installation id as a literal
+#: (a lookup of ``replicator_device`` would cost every write a query), marked so that
+#: :func:`restamp_triggers` finds it when the database takes a new identity
+_ME_MARK = "/*installation*/"
+_ME_LITERAL = re.compile(r"'((?:[^']|'')*)' /\*installation\*/")
+
+
+def _me_sql(me: str | None) -> str:
+    if me is None:  # no identity yet (a bare install_capture): read it at each write
+        return "(SELECT installation_id FROM replicator_device WHERE singleton = 1)"
+    return "'" + me.replace("'", "''") + "' " + _ME_MARK
+
+
+def installation(db: peewee.Database) -> str | None:
+    """The database's installation id, if it has one yet."""
+    try:
+        row = db.execute_sql("SELECT installation_id FROM replicator_device").fetchone()
+    except peewee.OperationalError:  # no replicator tables yet
+        return None
+    return None if row is None else str(row[0])
+
+
+def restamp_triggers(db: peewee.Database, me: str) -> int:
+    """Make every change-capture trigger stamp ``me`` as the writer (after the database
+    took a new identity: a restore); returns how many were recreated."""
+    literal = _me_sql(me)
+    done = 0
+    for name, sql in db.execute_sql(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'replicator%'"
+    ).fetchall():
+        if not sql or _ME_MARK not in sql:
+            continue
+        fresh = _ME_LITERAL.sub(lambda _m: literal, sql)
+        if fresh != sql:
+            db.execute_sql(f'DROP TRIGGER "{name}"')
+            db.execute_sql(fresh)
+            done += 1
+    return done
+
+
+def _trigger_sql(
+    table: str, cols: Sequence[str], *, rowid: bool = True, me: str | None = None
+) -> list[str]:
     """The change-capture triggers of ``table``.
 
     Inserts and updates each get two triggers, split on the row's ``isDirty``
@@ -301,7 +345,7 @@ def _trigger_sql(table: str, cols: Sequence[str], *, rowid: bool = True) -> list
     so a write costs one stamp, not two; a write that touches nothing but
     those columns is not a change of the row's data and is not captured.
     """
-    me = "(SELECT installation_id FROM replicator_device WHERE singleton = 1)"
+    me = _me_sql(me)
     # the row just written, found by its rowid (one seek) rather than through the id index
     row = "rowid = NEW.rowid" if rowid else "id = NEW.id"
     gate = "(SELECT applying FROM replicator_control WHERE singleton = 1) = 0"
@@ -312,8 +356,10 @@ def _trigger_sql(table: str, cols: Sequence[str], *, rowid: bool = True) -> list
     keep_version = '"syncVersion" = OLD."syncVersion"'
     watched = ", ".join(f'"{c}"' for c in _watched(cols))
     out = [f'DROP TRIGGER IF EXISTS "{name}"' for name in names.values()]
+    # each WHEN tests the row's own columns before the gate's lookup: SQLite stops at the
+    # first false term, so of the three update triggers only the one that acts reads it
     for clean in (False, True):
-        when = f'{gate} AND NEW."isDirty" IS NOT 1' if clean else f'{gate} AND NEW."isDirty" = 1'
+        when = f'NEW."isDirty" IS NOT 1 AND {gate}' if clean else f'NEW."isDirty" = 1 AND {gate}'
         dirty = '"isDirty" = 1, ' if clean else ""
         suffix = "_clean" if clean else ""
         out += [
@@ -339,7 +385,7 @@ def _trigger_sql(table: str, cols: Sequence[str], *, rowid: bool = True) -> list
     )
     out.append(
         f"""CREATE TRIGGER "{names["base"]}" AFTER UPDATE OF {watched} ON "{table}"
-        WHEN {gate} AND OLD."isDirty" = 0 AND OLD."syncVersion" IS NOT NULL
+        WHEN OLD."isDirty" = 0 AND OLD."syncVersion" IS NOT NULL AND {gate}
         BEGIN
             INSERT OR IGNORE INTO replicator_base (collection, id, version, data)
             VALUES ('{table}', OLD.id, OLD."syncVersion", {preimage_json(cols, "OLD.")});

@@ -41,7 +41,7 @@ from .local import (
     read_recorded,
     table_names,
 )
-from .model import SYNC_COLUMNS
+from .model import SYNC_COLUMNS, restamp_triggers
 from .snapshot import (
     Manifest,
     check_not_rolled_back,
@@ -262,7 +262,7 @@ def install(
 
 
 def _new_device_state(local: LocalState, seen_position: str | None, note: str) -> None:
-    local.new_identity()
+    restamp_triggers(local.db, local.new_identity())
     local.set_device(
         seen_position=seen_position,
         registered=0,

@@ -172,7 +172,7 @@ def test_triggers_of_an_earlier_version_are_replaced_not_doubled(device):
 
     db = device.database
     for sql in _trigger_sql("note", ["id", "title"]):  # as an earlier release left them
-        db.execute_sql(sql.replace("_v3", "_v1"))
+        db.execute_sql(sql.replace("_v4", "_v1"))
     install_capture(db, [Note])
     names = {
         r[0]
@@ -249,3 +249,26 @@ def test_the_first_change_of_a_synced_row_keeps_its_remote_values_as_merge_base(
     [(kept_version, data)] = base()
     assert kept_version == version
     assert decode_json(data)["title"] == "as synced"  # the pre-image, not an edit
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        "2026-11-23 09:30:01.000",
+        "2026-11-23 09:30:01.120",
+        "2026-11-23 09:30:01.001",
+        "1999-12-31 23:59:59.999",
+        "2026-01-01 00:00:00.000",
+    ],
+)
+def test_the_triggers_clock_reads_as_pythons_datetime_text(when):
+    """The stamp is the text sqlite3's adapter gives a naive datetime: microseconds, or none
+    when they are zero, so a timestamp reads the same whichever device wrote it."""
+    import datetime as dt
+    import sqlite3
+
+    from replicator.model import NOW_SQL
+
+    sql = "SELECT " + NOW_SQL.replace("'now'", "?")
+    (got,) = sqlite3.connect(":memory:").execute(sql, (when,)).fetchone()
+    assert got == dt.datetime.fromisoformat(when).isoformat(" ")

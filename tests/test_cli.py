@@ -130,6 +130,27 @@ def test_snapshot_list_verify_restore(tmp_path):
     assert refused.exit_code != 0 and "--force" in refused.output
 
 
+def test_a_database_restored_by_the_cli_stamps_writes_with_its_own_id(tmp_path):
+    """Before any Replicator opens it, an app writing with plain SQL is named by the
+    restored database's new installation id, not the publisher's."""
+    _published(tmp_path)
+    store = ["--blobs", str(tmp_path / "blobs"), "--key-file", str(tmp_path / "key")]
+    restored = CliRunner().invoke(main, ["snapshot", "restore", str(tmp_path / "n.db"), *store])
+    assert restored.exit_code == 0, restored.output
+    conn = sqlite3.connect(tmp_path / "n.db")
+    (me,) = conn.execute("SELECT installation_id FROM replicator_device").fetchone()
+    (publisher,) = (
+        sqlite3.connect(tmp_path / "a.db")
+        .execute("SELECT installation_id FROM replicator_device")
+        .fetchone()
+    )
+    conn.execute("UPDATE note SET title = 'edited'")
+    conn.execute("INSERT INTO note (id, title, body) VALUES ('n2', 'new', '')")
+    conn.commit()
+    by = {r[0] for r in conn.execute('SELECT "updatedBy" FROM note')}
+    assert by == {me} and me != publisher
+
+
 def test_snapshot_verify_with_the_wrong_passphrase_says_so(tmp_path, monkeypatch):
     _published(tmp_path)
     monkeypatch.setenv("SNAP_PASS", "not the key")

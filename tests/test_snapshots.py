@@ -99,6 +99,34 @@ def test_device_identity_does_not_travel(make_device, blobs):
         assert Note.select().count() == 2
 
 
+def writers(device):
+    """Who the triggers named as the writer of each row and delete."""
+    db = device.database
+    rows = db.execute_sql('SELECT "updatedBy" FROM note WHERE "isDirty" = 1').fetchall()
+    tombs = db.execute_sql("SELECT deleted_by FROM replicator_tombstones WHERE pending = 1")
+    return {r[0] for r in rows} | {r[0] for r in tombs.fetchall()}
+
+
+@pytest.mark.parametrize("into", ["an empty database", "a database of synced data"])
+def test_a_restored_device_stamps_its_writes_with_its_own_id(make_device, blobs, into):
+    """The capture triggers name the writer by a literal id: a restore, which gives the
+    database a new identity, restamps them (snapshot triggers carry the publisher's)."""
+    a = make_device("a", blobs=blobs, key=KEY)
+    fill(a, 3)
+    a.sync()
+    c = make_device("c", blobs=blobs, key=KEY, snapshot_strategy=Never())
+    if into == "an empty database":
+        c.login()
+    else:
+        c.sync()
+        c.restore(force=True)
+    with c.bound():
+        Note.create(title="new on c")
+        Note.update(title="edited on c").where(Note.title == f"{SECRET}-0").execute()
+        Comment.delete().where(Comment.text == "comment 1").execute()
+    assert writers(c) == {c.installation_id} != {a.installation_id}
+
+
 def test_a_device_behind_or_dirty_never_publishes(make_device, blobs):
     a = make_device("a", blobs=blobs, key=KEY)
     b = make_device("b", blobs=blobs, key=KEY)
