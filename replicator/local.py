@@ -43,6 +43,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import platform as _platform
 import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -56,6 +57,24 @@ from .codec import decode_json, encode_json
 from .errors import ConfigurationError
 from .model import NOW_SQL, new_id, preimage_json
 from .sql import select_in
+
+#: the journal of sends; a send of values already journaled for the row is kept once,
+#: recognised by a 64-bit digest of the JSON (a key on the JSON itself would store it twice)
+_SENT_TABLE = """CREATE TABLE IF NOT EXISTS replicator_sent (
+        collection TEXT NOT NULL,
+        id TEXT NOT NULL,
+        sent TEXT NOT NULL,
+        digest INTEGER NOT NULL,
+        UNIQUE (collection, id, digest)
+    )"""
+
+
+def sent_digest(sent: str) -> int:
+    """The journal's key for a send's JSON: 64 bits of BLAKE2b, as a signed integer."""
+    return int.from_bytes(
+        hashlib.blake2b(sent.encode(), digest_size=8).digest(), "big", signed=True
+    )
+
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS replicator_device (
@@ -101,12 +120,7 @@ _SCHEMA = [
         collection TEXT PRIMARY KEY,
         columns TEXT NOT NULL
     )""",
-    """CREATE TABLE IF NOT EXISTS replicator_sent (
-        collection TEXT NOT NULL,
-        id TEXT NOT NULL,
-        sent TEXT NOT NULL,
-        PRIMARY KEY (collection, id, sent)
-    )""",
+    _SENT_TABLE,
     """CREATE TABLE IF NOT EXISTS replicator_parked (
         collection TEXT NOT NULL,
         id TEXT NOT NULL,
@@ -274,6 +288,7 @@ class LocalState:
             for sql in _SCHEMA:
                 db.execute_sql(sql)
             self._add_missing_columns()
+            self._rekey_sent()
             row = db.execute_sql("SELECT installation_id FROM replicator_device").fetchone()
             if row is None:
                 self._create_identity(device_name)
@@ -286,6 +301,22 @@ class LocalState:
         for column, decl in _LATER_DEVICE_COLUMNS.items():
             if column not in have:
                 self.db.execute_sql(f"ALTER TABLE replicator_device ADD COLUMN {column} {decl}")
+
+    def _rekey_sent(self) -> None:
+        """Move a journal of the earlier layout (keyed on the JSON itself) to the digest key."""
+        have = {r[1] for r in self.db.execute_sql("PRAGMA table_info(replicator_sent)")}
+        if "digest" in have:
+            return
+        rows = self.db.execute_sql(
+            "SELECT collection, id, sent FROM replicator_sent ORDER BY rowid"
+        ).fetchall()
+        self.db.execute_sql("DROP TABLE replicator_sent")
+        self.db.execute_sql(_SENT_TABLE)
+        self.db.connection().executemany(
+            "INSERT OR IGNORE INTO replicator_sent (collection, id, sent, digest)"
+            " VALUES (?, ?, ?, ?)",
+            [(c, i, sent, sent_digest(sent)) for c, i, sent in rows],
+        )
 
     def _create_identity(self, device_name: str | None) -> None:
         self.db.execute_sql(
@@ -701,8 +732,9 @@ class LocalState:
         top = "SELECT COALESCE(max(rowid), 0) FROM replicator_sent"
         (first,) = self.db.execute_sql(top).fetchone()
         self.db.connection().executemany(
-            "INSERT OR IGNORE INTO replicator_sent (collection, id, sent) VALUES (?, ?, ?)",
-            entries,
+            "INSERT OR IGNORE INTO replicator_sent (collection, id, sent, digest)"
+            " VALUES (?, ?, ?, ?)",
+            [(c, i, sent, sent_digest(sent)) for c, i, sent in entries],
         )
         (last,) = self.db.execute_sql(top).fetchone()
         return first + 1, last
