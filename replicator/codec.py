@@ -186,22 +186,33 @@ def _unusable(value: Any) -> str | None:
     return None
 
 
+#: what a row id must be, as the errors say it
+ROW_ID_RULE = "text of 1-36 printable characters, without '/', other than '.', '..' and '__…__'"
+
+
+def is_row_id(doc_id: Any) -> bool:
+    """True for an id every store can name a document by and every device can keep."""
+    return (
+        isinstance(doc_id, str)
+        and 0 < len(doc_id) <= 36
+        and doc_id.isprintable()
+        and "/" not in doc_id
+        and doc_id not in (".", "..")
+        and not (len(doc_id) >= 4 and doc_id.startswith("__") and doc_id.endswith("__"))
+        and _unusable(doc_id) is None
+    )
+
+
 def check_id(collection: str, doc_id: Any) -> str:
-    """A remote document id fit for a row: text of 1 to 36 printable characters.
+    """A remote document id fit for a row (:func:`is_row_id`).
 
     Ids are client UUIDs (``new_id``); an app may choose its own, but a remote id
     that could not be a row's primary key is refused, never written.
     """
-    if (
-        not isinstance(doc_id, str)
-        or not 0 < len(doc_id) <= 36
-        or not doc_id.isprintable()
-        or "/" in doc_id
-        or _unusable(doc_id)
-    ):
+    if not is_row_id(doc_id):
         shown = repr(doc_id)[:60]
-        raise RemoteDataError(collection, shown, "its id is not a row id (text of 1-36 characters)")
-    return doc_id
+        raise RemoteDataError(collection, shown, f"its id is not a row id ({ROW_ID_RULE})")
+    return str(doc_id)
 
 
 def to_sqlite(value: Any) -> Any:

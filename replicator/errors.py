@@ -172,9 +172,17 @@ class UnsupportedValueError(RemoteError):
 
     default_hint = "change the value (e.g. store a huge number as text); the row stays dirty"
 
-    def __init__(self, column: str, reason: str, collection: str = "", doc_id: str = ""):
+    def __init__(
+        self,
+        column: str,
+        reason: str,
+        collection: str = "",
+        doc_id: str = "",
+        *,
+        hint: str | None = None,
+    ):
         where = f"row {collection}/{doc_id} column {column}" if collection else f"column {column}"
-        super().__init__(f"{where}: {reason}")
+        super().__init__(f"{where}: {reason}", hint=hint)
         self.collection = collection
         self.doc_id = doc_id
         self.column = column

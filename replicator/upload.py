@@ -28,7 +28,7 @@ import attrs
 import peewee
 
 from .apply import apply_remote
-from .codec import encode_json, missing_value
+from .codec import ROW_ID_RULE, encode_json, is_row_id, missing_value
 from .context import SyncContext
 from .errors import (
     ConflictError,
@@ -94,18 +94,18 @@ def _pending_rows(ctx: SyncContext, model: type[peewee.Model], page: int) -> Ite
     dirty ids), each page read on its own: memory holds one page, whatever the backlog."""
     coll = collection_name(model)
     names = ", ".join(f'"{c}"' for c in remote_columns(model))
-    after = ""
-    while True:
-        rows = ctx.db.execute_sql(
-            f'SELECT {names}, "syncVersion", "syncRev" FROM "{coll}"'
-            f' INDEXED BY "replicator_{coll}_dirty_ids"'
-            ' WHERE "isDirty" = 1 AND id > ? ORDER BY id LIMIT ?',
-            (after, page),
-        ).fetchall()
-        if not rows:
-            return
+    select = (
+        f'SELECT {names}, "syncVersion", "syncRev" FROM "{coll}"'
+        f' INDEXED BY "replicator_{coll}_dirty_ids" WHERE "isDirty" = 1'
+    )
+    # the first page from the lowest id (an empty or a numeric one included: the upload
+    # reports it rather than leave it dirty unseen), the next ones after the last read
+    rows = ctx.db.execute_sql(f"{select} ORDER BY id LIMIT ?", (page,)).fetchall()
+    while rows:
         yield rows
-        after = rows[-1][0]
+        rows = ctx.db.execute_sql(
+            f"{select} AND id > ? ORDER BY id LIMIT ?", (rows[-1][0], page)
+        ).fetchall()
 
 
 def _confirmed(ctx: SyncContext, parent: type[peewee.Model], ids: set[str]) -> set[str]:
@@ -146,6 +146,13 @@ def _outgoing_rows(
     for row in rows:
         data = dict(zip(cols, row[:-2], strict=True))
         doc_id, version = data["id"], row[-2]
+        if not is_row_id(doc_id):  # no store could name it, no other device could keep it
+            shown = repr(doc_id)[:60]
+            problem = f"{shown} is not a row id ({ROW_ID_RULE})"
+            hint = "give the row another id (a new_id()); the row stays dirty"
+            key = doc_id if isinstance(doc_id, str) else shown
+            yield RowError(coll, key, UnsupportedValueError("id", problem, coll, key, hint=hint))
+            continue
         waiting = next(
             (
                 f"{collection_name(parent)}/{data[col]}"

@@ -72,3 +72,26 @@ def test_malformed_document_names_collection_and_id(make_device, remote, data, r
     with b.bound():
         assert {n.title for n in Note.select()} == {good.title, "repaired", "b's own"}
     assert b.database.execute_sql("SELECT applying FROM replicator_control").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("bad_id", ["", "a/b", ".", "..", "__reserved__", "x" * 37, "tab\there"])
+def test_a_row_whose_id_no_store_can_hold_is_reported_and_the_rest_upload(
+    make_device, remote, bad_id
+):
+    """Without the check, Firestore raised the client's ValueError out of sync() (or refused
+    the whole batch), and the embedded store took ids other devices then set aside."""
+    a = make_device("a")
+    with a.bound():
+        good = Note.create(title="fine")
+    a.database.execute_sql(  # as an app choosing its own ids may write it
+        "INSERT INTO note (id, title, body) VALUES (?, 'odd', '')", (bad_id,)
+    )
+    report = a.sync()
+    assert report.total_uploaded == 1, report.summary()
+    [rejected] = report.rejected
+    assert rejected.id == bad_id
+    assert "is not a row id" in str(rejected.error) and "another id" in str(rejected.error)
+    assert set(remote.all_docs("note")) == {good.id}
+    assert a.dirty_counts()["note"] == 1  # kept, still to upload once it has a usable id
+    b = make_device("b")
+    assert b.sync().set_aside == ()

@@ -211,8 +211,9 @@ class EmbeddedRemote:
             data, problem = {}, f"not valid JSON ({exc})"
         if not isinstance(data, dict):
             data, problem = {}, f"data is a {type(data).__name__}, not a map"
+        position = _seq(seq)  # the document's version and its cursor alike
         return RemoteDoc(
-            collection, doc_id, data, bool(deleted), _seq(seq), _seq(seq), problem=problem
+            collection, doc_id, data, bool(deleted), position, position, problem=problem
         )
 
     def _count_reads(self, rows: Sequence[tuple[Any, ...]]) -> None:
