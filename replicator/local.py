@@ -461,15 +461,17 @@ class LocalState:
         )
 
     def pending_tombstones(
-        self, collection: str, *, after: str = "", limit: int = -1
+        self, collection: str, *, after: str | None = None, limit: int = -1
     ) -> list[tuple[str, str | None, str | None]]:
-        """Deletes of ``collection`` still to upload, in id order, from ``after`` on."""
+        """Deletes of ``collection`` still to upload, in id order, after ``after`` (from the
+        first, the empty id included, when ``None``)."""
+        since = "id >= ''" if after is None else "id > ?"
         return list(
             self.db.execute_sql(
                 "SELECT id, deleted_on, deleted_by FROM replicator_tombstones"
                 " INDEXED BY replicator_tombstones_pending_by_collection"
-                " WHERE collection = ? AND pending = 1 AND id > ? ORDER BY id LIMIT ?",
-                (collection, after, limit),
+                f" WHERE collection = ? AND pending = 1 AND {since} ORDER BY id LIMIT ?",
+                (collection, limit) if after is None else (collection, after, limit),
             ).fetchall()
         )
 

@@ -200,12 +200,17 @@ def _outgoing_rows(
 def _deletes(ctx: SyncContext, model: type[peewee.Model], page: int) -> Iterator[Outgoing]:
     coll = collection_name(model)
     shift = ctx.clock_shift()
-    after = ""
+    after = None
     while True:
         found = ctx.local.pending_tombstones(coll, after=after, limit=page)
         if not found:
             return
+        unnamable = [r[0] for r in found if not is_row_id(r[0])]
+        if unnamable:  # a row no store could hold was never uploaded: nothing to delete there
+            ctx.local.ack_tombstones(coll, unnamable)
         for doc_id, deleted_on, deleted_by in found:
+            if doc_id in unnamable:
+                continue
             if shift is not None and deleted_on:
                 deleted_on = shift_time(deleted_on, shift)
             data = {"updatedOn": deleted_on, "updatedBy": deleted_by or ctx.me}

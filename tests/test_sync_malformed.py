@@ -95,3 +95,7 @@ def test_a_row_whose_id_no_store_can_hold_is_reported_and_the_rest_upload(
     assert a.dirty_counts()["note"] == 1  # kept, still to upload once it has a usable id
     b = make_device("b")
     assert b.sync().set_aside == ()
+    a.database.execute_sql("DELETE FROM note WHERE id = ?", (bad_id,))
+    after = a.sync()  # its delete has nothing to delete remotely, and is not retried
+    assert after.rejected == () and a.dirty_counts() == {"note": 0, "comment": 0}
+    assert set(remote.all_docs("note")) == {good.id}
