@@ -272,3 +272,23 @@ def test_the_triggers_clock_reads_as_pythons_datetime_text(when):
     sql = "SELECT " + NOW_SQL.replace("'now'", "?")
     (got,) = sqlite3.connect(":memory:").execute(sql, (when,)).fetchone()
     assert got == dt.datetime.fromisoformat(when).isoformat(" ")
+
+
+def test_the_writer_id_in_the_triggers_survives_quotes_and_a_new_identity(device):
+    """The triggers hold the installation id as a SQL literal: an id with quotes is
+    written and rewritten whole, and every write after a restamp names the new one."""
+    from replicator.model import restamp_triggers
+
+    db = device.database
+    for me in ("it's", "o''brien'", device.installation_id):
+        db.execute_sql("UPDATE replicator_device SET installation_id = ?", (me,))
+        assert restamp_triggers(db, me) > 0
+        assert restamp_triggers(db, me) == 0  # already stamped: nothing to rewrite
+        with device.bound():
+            kept, gone = Note.create(title="kept"), Note.create(title="gone")
+            gone.delete_instance()
+        by = db.execute_sql('SELECT "updatedBy" FROM note WHERE id = ?', (kept.id,)).fetchone()
+        tomb = db.execute_sql(
+            "SELECT deleted_by FROM replicator_tombstones WHERE id = ?", (gone.id,)
+        )
+        assert by == (me,) and tomb.fetchone() == (me,)
