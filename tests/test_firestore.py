@@ -172,3 +172,17 @@ def test_root_must_be_a_document_path(firestore_client):
 
     with pytest.raises(ConfigurationError, match="users/<uid>"):
         FirestoreRemote(firestore_client, root="users")
+
+
+@pytest.mark.parametrize("bad_id", ["", "a/b", ".", "__x__"])
+def test_a_push_naming_a_document_by_no_row_id_writes_nothing(remote, bad_id):
+    """Called directly (the upload reports such rows first), the store refuses with a
+    typed error before the commit, instead of the client's ValueError or an invented id."""
+    from replicator import UnsupportedValueError
+    from replicator.stores.base import DeviceRecord, Write
+
+    good = Write("note", "fine", {"id": "fine", "title": "t"})
+    bad = Write("note", bad_id, {"id": bad_id, "title": "t"})
+    with pytest.raises(UnsupportedValueError, match="is not a row id"):
+        remote.push([good, bad], DeviceRecord("dev-1"))
+    assert remote.all_docs("note") == {}

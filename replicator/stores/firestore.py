@@ -39,12 +39,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from ..codec import ROW_ID_RULE, is_row_id
 from ..errors import (
     ConfigurationError,
     OfflineError,
     PreconditionFailed,
     RemoteError,
     TransientError,
+    UnsupportedValueError,
 )
 from .base import DeviceRecord, Page, PushResult, RemoteDoc, Usage, Write
 
@@ -263,8 +265,9 @@ class FirestoreRemote:
 
     def _document_name(self, collection: str, doc_id: str, prefixes: dict[str, str]) -> str:
         """The full resource name of a document (``prefixes`` caches each collection's)."""
-        if "/" in doc_id or doc_id in ("", ".", ".."):  # the client's own check says why not
-            return str(self._collection(collection).document(doc_id)._document_path)
+        if not is_row_id(doc_id):  # the upload reports such rows before they get here
+            problem = f"{doc_id!r:.60} is not a row id ({ROW_ID_RULE})"
+            raise UnsupportedValueError("id", problem, collection, str(doc_id)[:60])
         prefix = prefixes.get(collection)
         if prefix is None:
             path = self._collection(collection).document("-")._document_path
