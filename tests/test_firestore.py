@@ -183,6 +183,6 @@ def test_a_push_naming_a_document_by_no_row_id_writes_nothing(remote, bad_id):
 
     good = Write("note", "fine", {"id": "fine", "title": "t"})
     bad = Write("note", bad_id, {"id": bad_id, "title": "t"})
-    with pytest.raises(UnsupportedValueError, match="is not a row id"):
+    with pytest.raises(UnsupportedValueError, match="cannot name a Firestore document"):
         remote.push([good, bad], DeviceRecord("dev-1"))
     assert remote.all_docs("note") == {}

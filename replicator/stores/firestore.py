@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from ..codec import ROW_ID_RULE, is_row_id
+from ..codec import ROW_ID_RULE
 from ..errors import (
     ConfigurationError,
     OfflineError,
@@ -265,9 +265,15 @@ class FirestoreRemote:
 
     def _document_name(self, collection: str, doc_id: str, prefixes: dict[str, str]) -> str:
         """The full resource name of a document (``prefixes`` caches each collection's)."""
-        if not is_row_id(doc_id):  # the upload reports such rows before they get here
-            problem = f"{doc_id!r:.60} is not a row id ({ROW_ID_RULE})"
-            raise UnsupportedValueError("id", problem, collection, str(doc_id)[:60])
+        if (  # Firestore's own rules for a document id (the upload refuses more, earlier)
+            not doc_id
+            or "/" in doc_id
+            or doc_id in (".", "..")
+            or (len(doc_id) >= 4 and doc_id.startswith("__") and doc_id.endswith("__"))
+        ):
+            problem = f"{doc_id!r:.60} cannot name a Firestore document"
+            hint = f"give the row another id (a row id is {ROW_ID_RULE})"
+            raise UnsupportedValueError("id", problem, collection, doc_id[:60], hint=hint)
         prefix = prefixes.get(collection)
         if prefix is None:
             path = self._collection(collection).document("-")._document_path
