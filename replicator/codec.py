@@ -190,15 +190,24 @@ def _unusable(value: Any) -> str | None:
 ROW_ID_RULE = "text of 1-36 printable characters, without '/', other than '.', '..' and '__…__'"
 
 
+def names_a_document(doc_id: str) -> bool:
+    """True for text a document store can take as a document's id: not empty, without
+    ``/``, other than ``.``, ``..`` and ``__…__`` (Firestore's rules; the strictest)."""
+    return (
+        bool(doc_id)
+        and "/" not in doc_id
+        and doc_id not in (".", "..")
+        and not (len(doc_id) >= 4 and doc_id.startswith("__") and doc_id.endswith("__"))
+    )
+
+
 def is_row_id(doc_id: Any) -> bool:
     """True for an id every store can name a document by and every device can keep."""
     return (
         isinstance(doc_id, str)
-        and 0 < len(doc_id) <= 36
+        and len(doc_id) <= 36
         and doc_id.isprintable()
-        and "/" not in doc_id
-        and doc_id not in (".", "..")
-        and not (len(doc_id) >= 4 and doc_id.startswith("__") and doc_id.endswith("__"))
+        and names_a_document(doc_id)
         and _unusable(doc_id) is None
     )
 

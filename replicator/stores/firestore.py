@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from ..codec import ROW_ID_RULE
+from ..codec import ROW_ID_RULE, names_a_document
 from ..errors import (
     ConfigurationError,
     OfflineError,
@@ -265,12 +265,7 @@ class FirestoreRemote:
 
     def _document_name(self, collection: str, doc_id: str, prefixes: dict[str, str]) -> str:
         """The full resource name of a document (``prefixes`` caches each collection's)."""
-        if (  # Firestore's own rules for a document id (the upload refuses more, earlier)
-            not doc_id
-            or "/" in doc_id
-            or doc_id in (".", "..")
-            or (len(doc_id) >= 4 and doc_id.startswith("__") and doc_id.endswith("__"))
-        ):
+        if not names_a_document(doc_id):  # the upload refuses more, earlier (is_row_id)
             problem = f"{doc_id!r:.60} cannot name a Firestore document"
             hint = f"give the row another id (a row id is {ROW_ID_RULE})"
             raise UnsupportedValueError("id", problem, collection, doc_id[:60], hint=hint)

@@ -14,12 +14,12 @@ encoded by the client's encoder.
 
 from __future__ import annotations
 
-import calendar
 import datetime as _dt
 from collections.abc import Mapping
 from typing import Any
 
 from google.api_core.datetime_helpers import DatetimeWithNanoseconds
+from google.cloud._helpers import _datetime_to_pb_timestamp  # the client's own conversion
 from google.cloud.firestore_v1 import _helpers
 from google.cloud.firestore_v1.field_path import FieldPath
 from google.cloud.firestore_v1.types import common, document, write
@@ -40,10 +40,8 @@ def timestamp_pb(value: _dt.datetime) -> timestamp_pb2.Timestamp:
     """A datetime as a protobuf timestamp (a naive one is UTC), to the microsecond."""
     if isinstance(value, DatetimeWithNanoseconds):
         return value.timestamp_pb()  # type: ignore[no-untyped-call]
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=_dt.timezone.utc)
-    seconds = calendar.timegm(value.utctimetuple())
-    return timestamp_pb2.Timestamp(seconds=seconds, nanos=value.microsecond * 1000)
+    stamp: timestamp_pb2.Timestamp = _datetime_to_pb_timestamp(value)  # type: ignore[no-untyped-call]
+    return stamp
 
 
 def value_pb(value: Any) -> Any:
