@@ -35,8 +35,8 @@ import zstandard
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from replicator import Always, EmbeddedRemote, Replicator, SnapshotKey, SyncModel
-from replicator.crypto import encrypt_stream
-from replicator.snapshot import read_manifest
+from replicator.snapshots.crypto import encrypt_stream
+from replicator.snapshots.manifest import read_manifest
 from replicator.stores.s3 import S3BlobStore
 from replicator.testing import free_port
 

@@ -39,7 +39,7 @@ from replicator import (
     SyncModel,
     localizations,
 )
-from replicator.reference import FILES_FORMAT
+from replicator.reference.files import FILES_FORMAT
 from replicator.testing import FaultyRemote
 
 

@@ -51,7 +51,7 @@ def main(directory: Path) -> None:
     time.sleep(1.5)  # ... and the retention passes
     # an operator (or the phone's next sync) purges the old tombstones
     subprocess.run(
-        [sys.executable, "-m", "replicator.cli", "compact",
+        [sys.executable, "-m", "replicator", "compact",
          "--embedded", str(remote.path), "--older-than-days", "0.00001"],
         check=True,
     )  # fmt: skip

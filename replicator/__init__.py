@@ -7,9 +7,8 @@ online. See the README for a first use.
 
 import logging
 
-from .bundles import Bundles, BundleSink, IngestRequest, IngestResult, StoreIngest
-from .changes import Change
-from .crypto import Passphrase, SnapshotKey
+from .bundles.ingest import Ingestor
+from .bundles.send import Bundles, BundleSink, IngestRequest, IngestResult, StoreIngest
 from .engine import Replicator
 from .errors import (
     BlobIntegrityError,
@@ -36,11 +35,11 @@ from .errors import (
     UnsupportedValueError,
     WrongKeyError,
 )
-from .ingest import Ingestor
 from .model import SyncModel, new_id
-from .outbox import Outbox, OutboxReport, SyncConfiguration, TypeStatus
-from .reference import ReferenceFiles, localizations
+from .outbox.outbox import Outbox, OutboxReport, SyncConfiguration, TypeStatus
+from .reference.files import ReferenceFiles, localizations
 from .report import Progress, Resolution, RowError, SyncReport
+from .snapshots.crypto import Passphrase, SnapshotKey
 from .stores.base import BlobStore, DeviceRecord, RemoteDoc, RemoteStore, Usage, Write
 from .stores.directory import DirectoryBlobStore
 from .stores.embedded import EmbeddedRemote
@@ -54,6 +53,7 @@ from .strategies.conflict import (
     ServerWins,
 )
 from .strategies.snapshot import Always, BigBrother, Never, SnapshotDecision, SnapshotStrategy
+from .sync.listeners import Change
 
 __version__ = "0.1.0"
 

@@ -33,12 +33,8 @@ from typing import Any
 import attrs
 import peewee
 
-from .bundles import Bundles, BundleTally, send
-from .changes import Change, install
+from .bundles.send import Bundles, BundleTally, send
 from .codec import missing_value
-from .context import SyncContext
-from .crypto import SnapshotSecret
-from .download import download
 from .errors import (
     ConfigurationError,
     LocalDatabaseError,
@@ -56,19 +52,23 @@ from .model import (
     install_capture,
     sort_models,
 )
-from .publish import byte_counter, publish_if_due
-from .reference import guard_download_only
-from .register import register
+from .reference.files import guard_download_only
 from .report import Phase, Progress, Resolution, SyncReport, Tally
-from .restore import database_file
-from .restore import prepare as prepare_restore
-from .retention import DEFAULT_RETENTION, maintain
-from .snapshot import Manifest, clean_leftovers, read_manifest
+from .snapshots.crypto import SnapshotSecret
+from .snapshots.manifest import Manifest, clean_leftovers, read_manifest
+from .snapshots.publish import byte_counter, publish_if_due
+from .snapshots.restore import database_file
+from .snapshots.restore import prepare as prepare_restore
 from .stores.base import BlobStore, Deadlined, RemoteStore, Sessions, keeps_native_types
 from .strategies.conflict import ConflictStrategy, LastWriterWins, Resolver, resolver
 from .strategies.snapshot import BigBrother, SnapshotStrategy, checked
-from .upgrade import adopt_new_columns
-from .upload import upload
+from .sync.context import SyncContext
+from .sync.download import download
+from .sync.listeners import Change, install
+from .sync.register import register
+from .sync.retention import DEFAULT_RETENTION, maintain
+from .sync.upgrade import adopt_new_columns
+from .sync.upload import upload
 
 log = logging.getLogger(__name__)
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,12 +11,13 @@ import peewee
 import pytest
 
 from replicator import EmbeddedRemote, Replicator
-from replicator.demo import Comment, Note
+from tests.helpers import FIRESTORE_PROJECT, ROOT, make_firestore_remote
+from tests.models import MODELS
 
-MODELS = [Note, Comment]
-
-
-FIRESTORE_PROJECT = "demo-replicator"
+# the scripts tests run in processes of their own import ``tests.*`` as this one does
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+)
 
 
 @pytest.fixture(scope="session")
@@ -61,13 +60,6 @@ def firestore_client(firestore_emulator: Any) -> Any:
 
     firestore_emulator.reset(FIRESTORE_PROJECT)
     return firestore.Client(project=FIRESTORE_PROJECT)
-
-
-def make_firestore_remote(client: Any, **kw: Any) -> Any:
-    from replicator.stores.firestore import FirestoreRemote
-
-    kw.setdefault("timeout", 10.0)
-    return FirestoreRemote(client, root="users/test-user", **kw)
 
 
 @pytest.fixture(params=["embedded", "firestore"])
@@ -145,83 +137,3 @@ def make_device(tmp_path: Path, remote: EmbeddedRemote) -> Iterator[DeviceFactor
     yield make
     for device in opened:
         device.database.close()
-
-
-def snapshot_rows(device: Replicator, models: Any = None) -> dict[str, list[tuple[Any, ...]]]:
-    """Every synced row of a device, sync columns dropped, for comparing devices."""
-    out = {}
-    for model in models or MODELS:
-        table = model._meta.table_name
-        cols = [
-            f.column_name
-            for f in model._meta.sorted_fields
-            if f.column_name not in ("isDirty", "serverId", "syncRev", "syncVersion")
-        ]
-        names = ", ".join(f'"{c}"' for c in cols)
-        out[table] = device.database.execute_sql(
-            f'SELECT {names} FROM "{table}" ORDER BY id'
-        ).fetchall()
-    return out
-
-
-def assert_converged(devices: list[Replicator], models: Any = None, rounds: int = 3) -> list[Any]:
-    """Sync every device ``rounds`` times in turn; then every device must hold the same
-    rows and nothing dirty. Returns each device's rows."""
-    for _ in range(rounds):
-        for device in devices:
-            device.sync()
-    views = [snapshot_rows(d, models) for d in devices]
-    for i, view in enumerate(views[1:], 1):
-        assert view == views[0], f"device {i} differs from device 0"
-    for device in devices:
-        assert sum(device.dirty_counts().values()) == 0, "dirty rows left"
-    return views
-
-
-def run_script(script: str, *args: Any, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run ``script`` in a new Python process (one that may kill itself part-way)."""
-    return subprocess.run(
-        [sys.executable, "-c", script, *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def sync_with_app_commit_at(
-    device: Replicator, path: Path, position: int, statements: list[tuple[str, tuple[Any, ...]]]
-) -> bool:
-    """Run ``device.sync()`` while another connection (the app) commits ``statements`` in
-    one transaction just before the sync's statement number ``position`` (sqlite3's trace
-    callback), or the first later one at which the app can take the write lock. Returns
-    whether the app's transaction went in."""
-    import sqlite3
-
-    app = sqlite3.connect(path, timeout=0, isolation_level=None)
-    seen = {"n": 0, "done": False}
-
-    def trace(sql: str) -> None:
-        seen["n"] += 1
-        if seen["done"] or seen["n"] < position:
-            return
-        try:
-            app.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError:
-            return  # the sync holds the write lock here: the app would wait; try the next one
-        try:
-            for sql_text, params in statements:
-                app.execute(sql_text, params)
-            app.execute("COMMIT")
-        except BaseException:
-            app.execute("ROLLBACK")
-            raise
-        seen["done"] = True
-
-    conn = device.database.connection()
-    conn.set_trace_callback(trace)
-    try:
-        device.sync()
-    finally:
-        conn.set_trace_callback(None)
-        app.close()
-    return bool(seen["done"])

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from replicator import OfflineError, Passphrase
-from replicator.demo import Comment, Note
 from replicator.testing import FaultyRemote
+from tests.models import Comment, Note
 
 SECRET_TITLE = "the-secret-title-3141"
 PASSPHRASE = "correct horse battery staple 2718"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from replicator.demo import Comment, Note
+from tests.models import Comment, Note
 
 #: tables whose size does not grow with the data
 SMALL = {"replicator_device", "replicator_control", "DownloadedTracker", "replicator_schema",
@@ -79,7 +79,6 @@ def test_no_bundle_sync_statement_walks_a_table(tmp_path):
     """A collector whose 600 registrations went up long ago bundles 3 new ones without
     walking the table, the bundle tables or the refusals."""
     import peewee
-    from campaign_models import MODELS, REFERENCE, Household
 
     from replicator import (
         Bundles,
@@ -89,6 +88,7 @@ def test_no_bundle_sync_statement_walks_a_table(tmp_path):
         Replicator,
         StoreIngest,
     )
+    from tests.campaign_models import MODELS, REFERENCE, Household
 
     remote = EmbeddedRemote(tmp_path / "remote.db")
     blobs = DirectoryBlobStore(tmp_path / "bucket")

@@ -136,7 +136,7 @@ class HttpIngest:
         return f"HttpIngest({self.url!r})"
 
     def submit(self, request: Any, device: Any = None) -> Any:
-        from ..bundles import IngestResult
+        from ..bundles.send import IngestResult
 
         try:
             response = self._client.post(self.url, json=request.to_json(), headers=self._headers)

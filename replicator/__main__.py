@@ -1,0 +1,6 @@
+"""``python -m replicator``: the ``replicator`` command."""
+
+from .cli import main
+
+if __name__ == "__main__":
+    main()

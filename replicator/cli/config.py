@@ -1,0 +1,341 @@
+"""A device described in a TOML file, for the command line (``replicator sync``).
+
+::
+
+    # replicator.toml; relative paths are relative to this file
+    database = "phone.db"
+    models = "notes_app.models"      # a module: its SyncModel classes; or "module:NAME"
+    device_name = "phone"            # optional
+
+    [remote]
+    embedded = "remote.db"           # or: firestore_root = "users/<uid>"
+                                     #     firestore_project = "my-project" (optional)
+    [blobs]                          # optional: snapshots
+    directory = "blobs"              # or: s3 = "bucket/prefix", endpoint_url = "..."
+
+    [key]                            # needed with [blobs]
+    file = "key.hex"                 # or: passphrase_env = "SNAPSHOT_PASSPHRASE"
+
+    # a field-campaign device (seed 001), optional:
+    download_only = ["form_schemas"] # tables this device only downloads
+    [bundles]                        # upload-only tables, sent as bundles
+    collections = ["households"]
+    ingest_url = "https://campaign.example/ingest"   # or: ingest_queue = true
+    ingest_token_env = "INGEST_TOKEN"                # optional: sent as a bearer token
+    directory = "bundles"            # or: s3 = "bucket/prefix", endpoint_url = "..."
+
+The ingest service (``replicator ingest``) reads ``models``, ``[remote]`` and
+the bucket of ``[bundles]`` from a file of the same form; it needs no database.
+
+The directory of the file is put on ``sys.path`` while the models are imported,
+so a models module may sit beside it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import peewee
+
+from ..errors import ConfigurationError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+_TOP = {
+    "database",
+    "models",
+    "device_name",
+    "app_version",
+    "remote",
+    "blobs",
+    "key",
+    "download_only",
+    "bundles",
+}
+_SECTIONS = {
+    "remote": {"embedded", "firestore_root", "firestore_project"},
+    "blobs": {"directory", "s3", "endpoint_url"},
+    "key": {"file", "passphrase_env"},
+    "bundles": {
+        "collections",
+        "ingest_url",
+        "ingest_token_env",
+        "ingest_queue",
+        "directory",
+        "s3",
+        "endpoint_url",
+    },
+}
+#: keys whose values are not strings: a list of table names, a flag
+_LISTS = {"download_only", "collections"}
+_FLAGS = {"ingest_queue"}
+
+
+@attrs.frozen
+class DeviceConfig:
+    """What a config file says; :meth:`replicator` opens the device it describes."""
+
+    path: Path
+    database: Path
+    models: str
+    device_name: str | None
+    app_version: str
+    remote: Mapping[str, str]
+    blobs: Mapping[str, str] | None
+    key: Mapping[str, str] | None
+    download_only: tuple[str, ...] = ()
+    bundles: Mapping[str, Any] | None = None
+
+    @classmethod
+    def load(cls, path: str | Path, *, service: bool = False) -> DeviceConfig:
+        """Read and check ``path``; ``service``: for ``replicator ingest`` (no database)."""
+        path = Path(path)
+        try:
+            raw = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigurationError(f"{path} is not valid TOML: {exc}") from exc
+        unknown = set(raw) - _TOP
+        if unknown:
+            raise ConfigurationError(
+                f"{path}: unknown key(s) {sorted(unknown)}", hint=f"known: {sorted(_TOP)}"
+            )
+        for section, keys in _SECTIONS.items():
+            value = raw.get(section)
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise ConfigurationError(f"{path}: [{section}] must be a table")
+            extra = set(value) - keys
+            if extra:
+                raise ConfigurationError(
+                    f"{path}: unknown key(s) in [{section}]: {sorted(extra)}",
+                    hint=f"known: {sorted(keys)}",
+                )
+            for name, item in value.items():
+                _check_value(path, f"{section}.{name}", name, item)
+        if "download_only" in raw:
+            _check_value(path, "download_only", "download_only", raw["download_only"])
+        for name in ("models",) if service else ("database", "models"):
+            if not isinstance(raw.get(name), str) or not raw[name]:
+                raise ConfigurationError(f'{path}: {name} = "..." is required')
+        for name in ("device_name", "app_version"):
+            if name in raw and not isinstance(raw[name], str):
+                raise ConfigurationError(f"{path}: {name} must be a string")
+        remote = raw.get("remote") or {}
+        if ("embedded" in remote) == ("firestore_root" in remote):
+            raise ConfigurationError(
+                f"{path}: [remote] names exactly one of embedded or firestore_root"
+            )
+        blobs = raw.get("blobs")
+        if blobs is not None and ("directory" in blobs) == ("s3" in blobs):
+            raise ConfigurationError(f"{path}: [blobs] names exactly one of directory or s3")
+        key = raw.get("key")
+        if blobs is not None and (not key or ("file" in key) == ("passphrase_env" in key)):
+            raise ConfigurationError(
+                f"{path}: [blobs] needs [key] with exactly one of file or passphrase_env"
+            )
+        bundles = raw.get("bundles")
+        if bundles is not None:
+            if not bundles.get("collections"):
+                raise ConfigurationError(f"{path}: [bundles] needs collections = [...]")
+            if ("ingest_url" in bundles) == bool(bundles.get("ingest_queue")):
+                raise ConfigurationError(
+                    f"{path}: [bundles] names exactly one of ingest_url or ingest_queue = true"
+                )
+            if ("directory" in bundles) == ("s3" in bundles) and blobs is None:
+                raise ConfigurationError(
+                    f"{path}: [bundles] names exactly one of directory or s3 (or [blobs] does)"
+                )
+        here = path.resolve().parent
+        return cls(
+            path=path,
+            database=here / raw.get("database", ""),
+            models=raw["models"],
+            device_name=raw.get("device_name"),
+            app_version=raw.get("app_version", ""),
+            remote=remote,
+            blobs=blobs,
+            key=key,
+            download_only=tuple(raw.get("download_only", ())),
+            bundles=bundles,
+        )
+
+    def _here(self, name: str) -> Path:
+        return self.path.resolve().parent / name
+
+    def load_models(self) -> list[type[Any]]:
+        from ..model import SyncModel
+
+        module_name, _, attr = self.models.partition(":")
+        sys.path.insert(0, str(self.path.resolve().parent))
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"{self.path}: cannot import the models module {module_name!r}: {exc}",
+                hint="put it beside the config file or on PYTHONPATH",
+            ) from exc
+        finally:
+            sys.path.pop(0)
+        if attr:
+            found = getattr(module, attr, None)
+            if not isinstance(found, list | tuple):
+                raise ConfigurationError(f"{self.models}: {attr} is not a list of models")
+            models = list(found)
+        else:
+            models = [
+                v
+                for v in vars(module).values()
+                if isinstance(v, type)
+                and issubclass(v, SyncModel)
+                and v is not SyncModel
+                and v.__module__ == module.__name__
+            ]
+        if not models:
+            raise ConfigurationError(f"{self.models} defines no SyncModel")
+        return models
+
+    def open_remote(self, *, create: bool = True) -> Any:
+        """The remote store; ``create=False`` refuses an embedded remote file that
+        does not exist yet (a command that only reads it)."""
+        if "embedded" in self.remote:
+            from ..stores.embedded import EmbeddedRemote
+
+            where = self._here(self.remote["embedded"])
+            if not create and not where.is_file():
+                raise ConfigurationError(
+                    f"no embedded remote at {where}", hint="check remote.embedded in the config"
+                )
+            return EmbeddedRemote(where, create=create)
+        try:
+            from google.cloud import firestore
+
+            from ..stores.firestore import FirestoreRemote
+        except ImportError as exc:
+            raise ConfigurationError(
+                "a Firestore remote needs: pip install 'replicator[firestore]'"
+            ) from exc
+        client = firestore.Client(project=self.remote.get("firestore_project"))
+        return FirestoreRemote(client, root=self.remote["firestore_root"])
+
+    def open_blobs(self, where: Mapping[str, Any] | None = None) -> Any:
+        """The blob store of ``[blobs]`` (or of ``where``, a section naming one)."""
+        where = self.blobs if where is None else where
+        if where is None:
+            return None
+        if "directory" in where:
+            from ..stores.directory import DirectoryBlobStore
+
+            return DirectoryBlobStore(self._here(where["directory"]))
+        from ..stores.s3 import S3BlobStore
+
+        bucket, _, prefix = where["s3"].partition("/")
+        return S3BlobStore(bucket, prefix, endpoint_url=where.get("endpoint_url"))
+
+    def bundle_blobs(self) -> Any:
+        """Where bundles go: ``[bundles]``'s own bucket, else ``[blobs]``."""
+        section = self.bundles or {}
+        if "directory" in section or "s3" in section:
+            return self.open_blobs(section)
+        if self.blobs is None:
+            raise ConfigurationError(
+                f"{self.path}: name the bundles' bucket in [bundles] (directory or s3)"
+            )
+        return self.open_blobs()
+
+    def pick(self, models: list[type[Any]], names: Any, what: str) -> list[type[Any]]:
+        """The models whose tables ``names`` lists; a name that is none of them is an error."""
+        by_name = {m._meta.table_name: m for m in models}
+        unknown = sorted(set(names) - set(by_name))
+        if unknown:
+            raise ConfigurationError(
+                f"{self.path}: {what} names {unknown}, not tables of {self.models}",
+                hint=f"tables: {sorted(by_name)}",
+            )
+        return [by_name[n] for n in names]
+
+    def open_bundles(self, models: list[type[Any]], remote: Any) -> Any:
+        if self.bundles is None:
+            return None
+        from ..bundles.send import Bundles, StoreIngest
+        from ..stores.http import HttpIngest
+
+        section = self.bundles
+        if section.get("ingest_queue"):
+            service: Any = StoreIngest(remote)
+        else:
+            headers = {}
+            if "ingest_token_env" in section:
+                token = os.environ.get(section["ingest_token_env"])
+                if not token:
+                    raise ConfigurationError(
+                        f"${section['ingest_token_env']} is empty",
+                        hint="export the ingest service's token",
+                    )
+                headers["Authorization"] = f"Bearer {token}"
+            service = HttpIngest(section["ingest_url"], headers=headers)
+        chosen = self.pick(models, section["collections"], "[bundles] collections")
+        return Bundles(self.bundle_blobs(), service, chosen)
+
+    def read_key(self) -> Any:
+        from ..snapshots.crypto import Passphrase, SnapshotKey
+
+        if self.key is None:
+            return None
+        if "file" in self.key:
+            from ..snapshots.crypto import key_from_file
+
+            key_path = self._here(self.key["file"])
+            try:
+                data = key_path.read_bytes()
+            except OSError as exc:
+                raise ConfigurationError(f"cannot read the key file {key_path}: {exc}") from exc
+            return SnapshotKey(key_from_file(data, key_path))
+        value = os.environ.get(self.key["passphrase_env"])
+        if not value:
+            raise ConfigurationError(
+                f"${self.key['passphrase_env']} is empty", hint="export the snapshot passphrase"
+            )
+        return Passphrase(value)
+
+    def replicator(self, **kw: Any) -> Any:
+        """The device the file describes (``kw`` go to ``Replicator``)."""
+        from ..engine import Replicator
+
+        db = peewee.SqliteDatabase(str(self.database), pragmas={"foreign_keys": 1}, timeout=30)
+        models = self.load_models()
+        remote = self.open_remote()
+        return Replicator(
+            db,
+            models,
+            remote,
+            self.open_blobs() if self.key is not None else None,
+            self.read_key(),
+            device_name=self.device_name,
+            app_version=self.app_version,
+            bundles=self.open_bundles(models, remote),
+            download_only=self.pick(models, self.download_only, "download_only"),
+            **kw,
+        )
+
+
+def _check_value(path: Path, where: str, name: str, item: Any) -> None:
+    if name in _LISTS:
+        if not (isinstance(item, list) and item and all(isinstance(i, str) and i for i in item)):
+            raise ConfigurationError(f"{path}: {where} must be a list of table names")
+    elif name in _FLAGS:
+        if not isinstance(item, bool):
+            raise ConfigurationError(f"{path}: {where} must be true or false")
+    elif not isinstance(item, str) or not item:
+        raise ConfigurationError(f"{path}: {where} must be a non-empty string")

@@ -1,0 +1,1 @@
+"""Download-only reference data and the reference files cached beside it."""

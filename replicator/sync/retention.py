@@ -1,0 +1,143 @@
+"""Tombstone retention: deletes are remembered for a while, then forgotten.
+
+A delete travels as a tombstone so that every device learns of it. Kept for
+ever, tombstones would make every store and every device grow with the whole
+history of deletes, so both sides forget them after a **retention period**
+(``Replicator(tombstone_retention=...)``, 90 days by default):
+
+* **locally**, acknowledged deletes older than the retention are pruned at
+  every sync (one indexed range delete: the cost follows what is pruned);
+* **remotely**, tombstones the store committed before the retention horizon
+  are purged by a sync (at most once a day per device, a bounded number per
+  collection) or by ``replicator compact`` (all of them, for an operator).
+  A purge first raises the collection's **horizon** in the store.
+
+A device whose cursor for a collection is below the horizon was offline
+longer than the retention and may have missed deletes whose tombstones are
+gone. The download notices it (one read of the horizons per sync with
+something to download), downloads that collection again from the start, and
+reconciles: rows the remote no longer holds are deleted locally, except rows
+edited here since, which are kept and uploaded again (a device never loses
+its own unsynced work), each reported as a ``"restored"`` resolution. The
+collections recovered are in ``SyncReport.recovered``. Recovery is resumable:
+the ids seen so far are stored with each page, so a sync killed part-way
+continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Callable, Iterable
+
+import peewee
+
+from ..model import collection_name, remote_columns
+from ..report import Resolution
+from ..stores.base import Compactable, RemoteStore
+from .apply import _blockers, _mark_engine_edit, delete_local, fetch_row
+from .context import SyncContext
+
+#: how long deletes are remembered when the app does not say
+DEFAULT_RETENTION = _dt.timedelta(days=90)
+#: a sync purges remote tombstones at most this often
+PURGE_INTERVAL = _dt.timedelta(days=1)
+#: tombstones one sync purges per collection (``compact`` has no limit)
+SYNC_PURGE_LIMIT = 2000
+_BATCH = 400
+
+
+def purge(
+    remote: RemoteStore,
+    collections: Iterable[str],
+    before: _dt.datetime,
+    *,
+    limit: int | None = None,
+    on_purged: Callable[[str, int], None] | None = None,
+) -> dict[str, int]:
+    """Purge the tombstones of ``collections`` committed before ``before`` (store time).
+
+    Returns collection → tombstones purged. ``limit`` bounds each collection
+    (``None``: until none is left). A store without the capability purges nothing.
+    """
+    out: dict[str, int] = {}
+    if not isinstance(remote, Compactable):
+        return out
+    when = before if before.tzinfo else before.replace(tzinfo=_dt.timezone.utc)
+    for coll in collections:
+        done = 0
+        while limit is None or done < limit:
+            step = _BATCH if limit is None else min(_BATCH, limit - done)
+            n = remote.purge_tombstones(coll, when, step)
+            done += n
+            if n:
+                if on_purged is not None:
+                    on_purged(coll, done)
+            else:
+                break
+        if done:
+            out[coll] = done
+    return out
+
+
+def maintain(ctx: SyncContext, retention: _dt.timedelta | None) -> dict[str, int]:
+    """A sync's share of retention: prune local acknowledged deletes, and purge remote
+    tombstones if this device has not done so for ``PURGE_INTERVAL``."""
+    if retention is None:
+        return {}
+    device_now = ctx.clock().astimezone(_dt.timezone.utc).replace(tzinfo=None)
+    ctx.local.prune_acked_tombstones((device_now - retention).isoformat(sep=" "))
+    if not isinstance(ctx.remote, Compactable):
+        return {}
+    store_now = ctx.store_now()
+    last = ctx.local.last_purge
+    if last is not None and store_now - last < min(PURGE_INTERVAL, retention):
+        return {}
+    purged = purge(
+        ctx.remote,
+        [collection_name(m) for m in ctx.models],
+        store_now - retention,
+        limit=SYNC_PURGE_LIMIT,
+    )
+    ctx.local.set_device(last_purge=store_now.isoformat(sep=" "))
+    return purged
+
+
+def stale(cursor: str | None, horizon: str | None) -> bool:
+    """Whether a device at ``cursor`` may have missed a purged tombstone."""
+    return cursor is not None and horizon is not None and cursor < horizon
+
+
+def reconcile(ctx: SyncContext, model: type[peewee.Model]) -> None:
+    """After a full download of ``model``'s collection: rows the remote no longer holds
+    go, unless they were edited here since (kept, and created again remotely).
+    The caller holds an ``applying()`` transaction and ends the recovery in it."""
+    coll = collection_name(model)
+    for doc_id, dirty in ctx.local.synced_but_unseen(coll):
+        row = fetch_row(ctx, model, doc_id)
+        if row is None:  # a cascade of this reconciliation removed it already
+            continue
+        if not dirty and not _blockers(ctx, model, doc_id, set()):
+            delete_local(ctx, model, doc_id, pending=False)
+            continue
+        # edited here since (or still needed by a RESTRICT child): it goes up as new
+        if not dirty:
+            _mark_engine_edit(ctx, model, doc_id, {})
+        ctx.db.execute_sql(
+            f'UPDATE "{coll}" SET "serverId" = NULL, "syncVersion" = NULL WHERE id = ?', (doc_id,)
+        )
+        ctx.local.drop_base(coll, doc_id)
+        ctx.local.forget_sent(coll, [doc_id])
+        local = {c: row[c] for c in remote_columns(model)}
+        ctx.resolved(
+            Resolution(
+                coll,
+                doc_id,
+                "restored",
+                local,
+                None,
+                None,
+                local,
+                "retention: deleted remotely longer ago than the tombstone retention;"
+                " kept because this device still needs it",
+            )
+        )

@@ -1,0 +1,183 @@
+"""A field-campaign device and its ingest service, from config files: ``replicator
+sync`` bundles, ``replicator ingest`` (in-process with --once, and as a real process
+serving HTTP) verifies and applies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from replicator.cli.config import DeviceConfig
+from replicator.cli.main import main
+from replicator.testing import free_port
+from tests.helpers import TESTS
+
+MODELS = (TESTS / "campaign_models.py").read_text()
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+@pytest.fixture
+def place(tmp_path):
+    (tmp_path / "campaign.py").write_text(MODELS)
+    service = tmp_path / "service.toml"
+    service.write_text(
+        'models = "campaign:MODELS"\n[remote]\nembedded = "remote.db"\n'
+        '[bundles]\ncollections = ["households"]\ningest_queue = true\ndirectory = "bucket"\n'
+    )
+    return tmp_path
+
+
+def collector(place: Path, ingest: str) -> Path:
+    path = place / "collector.toml"
+    path.write_text(
+        'database = "collector.db"\nmodels = "campaign:MODELS"\ndevice_name = "collector"\n'
+        'download_only = ["form_schemas", "localizations"]\n'
+        '[remote]\nembedded = "remote.db"\n'
+        f'[bundles]\ncollections = ["households"]\n{ingest}\ndirectory = "bucket"\n'
+    )
+    return path
+
+
+def register(config: Path, n: int) -> None:
+    device = DeviceConfig.load(config).replicator()
+    households = next(m for m in device.models if m._meta.table_name == "households")
+    with device.bound():
+        for i in range(n):
+            households.create(head=f"head {i}")
+    device.database.close()
+
+
+def test_queue_mode_sync_then_ingest_once_then_sync(place):
+    config = collector(place, "ingest_queue = true")
+    register(config, 3)
+    result = run("sync", "--config", str(config))
+    assert result.exit_code == 0, result.output
+    assert "1 bundle awaiting the service" in result.output
+    status = run("status", str(place / "collector.db"))
+    assert "bundles awaiting the ingest service: 1" in status.output, status.output
+    result = run("ingest", "--config", str(place / "service.toml"), "--once")
+    assert result.exit_code == 0, result.output
+    assert "accepted  3 rows" in result.output and "1 bundle(s) decided" in result.output
+    result = run("sync", "--config", str(config))
+    assert result.exit_code == 0 and "bundled 3 households;" in result.output, result.output
+
+
+def test_ingest_serves_http_as_a_real_process_and_stops_on_sigterm(place):
+    port = free_port()
+    os.environ["INGEST_TOKEN_T"] = "s3cret"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from replicator.cli.main import main; main()",
+            "ingest",
+            "--config",
+            str(place / "service.toml"),
+            "--serve",
+            f"127.0.0.1:{port}",
+            "--token-env",
+            "INGEST_TOKEN_T",
+            "--poll",
+            "0.2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=place,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/ingest"
+        for _ in range(100):
+            try:
+                httpx.post(url, content=b"{}", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        # a request without the token is refused
+        assert httpx.post(url, json={}, timeout=5).status_code == 401
+        bad = httpx.post(url, json={"bundle": 1}, headers={"Authorization": "Bearer s3cret"})
+        assert bad.status_code == 400 and "malformed ingest request" in bad.json()["error"]
+        config = collector(place, f'ingest_url = "{url}"')
+        register(config, 4)
+        result = run("sync", "--config", str(config))
+        assert result.exit_code == 1 and "HTTP 401" in result.output  # told, in one line
+        config.write_text(
+            config.read_text().replace(
+                "[bundles]", '[bundles]\ningest_token_env = "INGEST_TOKEN_T"'
+            )
+        )
+        result = run("sync", "--config", str(config))
+        assert result.exit_code == 0 and "bundled 4 households;" in result.output, result.output
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0, out
+    assert "taking ingest requests at" in out
+
+
+def test_the_ingestor_applies_what_http_devices_send(place):
+    from replicator import Bundles, HttpIngest, Ingestor
+
+    config = DeviceConfig.load(place / "service.toml", service=True)
+    ingestor = Ingestor(config.bundle_blobs(), config.open_remote(), config.load_models())
+    with ingestor.serve() as server:
+        device_config = collector(place, f'ingest_url = "{server.url}"')
+        register(device_config, 5)
+        result = run("sync", "--config", str(device_config))
+        assert result.exit_code == 0 and "bundled 5 households;" in result.output, result.output
+    assert isinstance(DeviceConfig.load(device_config).replicator().bundles, Bundles)
+    assert isinstance(DeviceConfig.load(device_config).replicator().bundles.service, HttpIngest)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ('models = "campaign:MODELS"\n[remote]\nembedded = "r.db"\n', "bundles' bucket"),
+        (
+            'models = "campaign:MODELS"\n[remote]\nembedded = "r.db"\n'
+            '[bundles]\ncollections = ["nope"]\ningest_queue = true\ndirectory = "b"\n',
+            "not tables",
+        ),
+        (
+            'models = "campaign:MODELS"\n[remote]\nembedded = "r.db"\n'
+            '[bundles]\ncollections = "households"\ningest_queue = true\ndirectory = "b"\n',
+            "list of table names",
+        ),
+        (
+            'models = "campaign:MODELS"\n[remote]\nembedded = "r.db"\n'
+            '[bundles]\ncollections = ["households"]\ndirectory = "b"\n',
+            "exactly one of ingest_url",
+        ),
+    ],
+)
+def test_a_wrong_service_or_campaign_config_is_one_line(place, text, says):
+    path = place / "bad.toml"
+    path.write_text(text)
+    device_text = 'database = "d.db"\n' + text
+    device = place / "bad_device.toml"
+    device.write_text(device_text)
+    for args in (["ingest", "--config", str(path), "--once"], ["sync", "--config", str(device)]):
+        result = run(*args)
+        if (says, args[0]) in (("bundles' bucket", "sync"), ("not tables", "ingest")):
+            # a device without bundles is fine; the service takes bundles of every model
+            assert result.exit_code == 0, result.output
+            continue
+        assert result.exit_code == 1, result.output
+        assert "Traceback" not in result.output and says in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_a_bad_serve_address_is_one_line(place):
+    result = run("ingest", "--config", str(place / "service.toml"), "--serve", "nowhere")
+    assert result.exit_code == 2 and "HOST:PORT" in result.output
