@@ -11,9 +11,9 @@ import os
 import click
 import pytest
 from click.testing import CliRunner
-from test_cli import _published
 
 from replicator.cli.main import main, parse_key_file
+from tests.cli.test_commands import _published
 from tests.helpers import ROOT
 
 README = (ROOT / "README.md").read_text()

@@ -9,12 +9,12 @@ import sqlite3
 
 import peewee
 import pytest
-from test_sync_schema_drift import NoteV1, NoteV2
 
 from replicator import EmbeddedRemote, SnapshotKey
 from replicator.snapshots.manifest import fetch_and_decrypt, read_manifest
 from tests.helpers import snapshot_rows
 from tests.models import Comment, Note
+from tests.sync.test_schema_drift import NoteV1, NoteV2
 
 KEY = SnapshotKey(bytes(range(1, 33)))
 
