@@ -63,6 +63,36 @@ class Progress:
 
 
 @attrs.define
+class Applied:
+    """What applying remote documents did locally: rows written and deleted per
+    collection, conflicts resolved (in order), documents set aside."""
+
+    downloaded: dict[str, int] = attrs.field(factory=dict)
+    deleted: dict[str, int] = attrs.field(factory=dict)
+    resolutions: list[Resolution] = attrs.field(factory=list)
+    set_aside: list[RowError] = attrs.field(factory=list)
+
+    def wrote(self, collection: str, n: int = 1) -> None:
+        if n:
+            self.downloaded[collection] = self.downloaded.get(collection, 0) + n
+
+    def removed(self, collection: str) -> None:
+        self.deleted[collection] = self.deleted.get(collection, 0) + 1
+
+    def resolved(self, resolution: Resolution) -> None:
+        self.resolutions.append(resolution)
+
+    def add(self, later: Applied) -> None:
+        """Take in what a later document (or page) did."""
+        for coll, n in later.downloaded.items():
+            self.wrote(coll, n)
+        for coll, n in later.deleted.items():
+            self.deleted[coll] = self.deleted.get(coll, 0) + n
+        self.resolutions += later.resolutions
+        self.set_aside += later.set_aside
+
+
+@attrs.define
 class Tally:
     """What one phase of a sync did, recorded as it goes.
 
@@ -108,6 +138,15 @@ class Tally:
         self.set_aside = [e for e in self.set_aside if (e.collection, e.id) not in aside]
         self.set_aside += later.set_aside
         self.recovered += [c for c in later.recovered if c not in self.recovered]
+
+    def take(self, applied: Applied) -> None:
+        """Add what applying remote documents did (once it committed)."""
+        for coll, n in applied.downloaded.items():
+            self.bump(self.downloaded, coll, n)
+        for coll, n in applied.deleted.items():
+            self.bump(self.deleted, coll, n)
+        self.conflicts += applied.resolutions
+        self.set_aside += applied.set_aside
 
     def report(self, **sync: Any) -> SyncReport:
         """The :class:`SyncReport` of a sync whose phases folded into this tally;

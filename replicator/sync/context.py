@@ -11,7 +11,7 @@ import peewee
 from ..codec import RowCodec
 from ..local import LocalState
 from ..model import CLOCK_TOLERANCE
-from ..report import Phase, Progress, Resolution, Tally
+from ..report import Applied, Phase, Progress, Resolution, Tally
 from ..stores.base import DeviceRecord, RemoteStore, keeps_native_types
 from ..strategies.conflict import ConflictStrategy, Resolver
 from .listeners import Listener, drain, tell
@@ -85,10 +85,13 @@ class SyncContext:
         """The same sync's context with a fresh tally, for a phase to fill and return."""
         return attrs.evolve(self, tally=Tally())
 
-    def resolved(self, resolution: Resolution) -> None:
-        self.tally.conflicts.append(resolution)
+    def fold(self, applied: Applied) -> None:
+        """Record what applying documents did, once it committed: the phase's tally
+        takes it, and the app's ``on_conflict`` hears of each resolution."""
+        self.tally.take(applied)
         if self.on_conflict is not None:
-            self.on_conflict(resolution)
+            for resolution in applied.resolutions:
+                self.on_conflict(resolution)
 
     def measured_clock(self, before: _dt.datetime, server_time: _dt.datetime | None) -> None:
         """Record the device clock's offset from a store time stamped between ``before``

@@ -8,7 +8,7 @@
    one local transaction. A crash between pages loses nothing: the next sync
    resumes after the last committed page. This device's own uploads come back
    too and are skipped by version; ``updatedBy`` is never trusted for that.
-3. Retry the documents earlier syncs set aside (``apply.settle``).
+3. Retry the documents earlier syncs set aside (``page.settle``).
 
 A collection whose cursor is below the store's tombstone horizon (this device
 was offline longer than the retention) is downloaded again from the start and
@@ -28,10 +28,10 @@ import attrs
 import peewee
 
 from ..model import collection_name
-from ..report import Tally
+from ..report import Applied, Tally
 from ..stores.base import Compactable, Countable, Page
-from .apply import apply_page, settle
 from .context import SyncContext
+from .page import apply_page, settle
 from .retention import reconcile, stale
 from .upgrade import fill_columns
 
@@ -69,7 +69,7 @@ def download(ctx: SyncContext, *, catch_up_only: bool = False) -> Downloaded:
     if not catch_up_only:
         latest = ctx.remote.uploads_after(ctx.local.seen_position, exclude=ctx.me)
         if latest is None and not ctx.local.any_recovery():
-            settle(ctx)  # documents set aside are retried even when nothing is new
+            _settle(ctx)  # documents set aside are retried even when nothing is new
             return Downloaded(False, ctx.tally)
     horizons = ctx.remote.horizons() if isinstance(ctx.remote, Compactable) else {}
     plans = []
@@ -87,7 +87,7 @@ def download(ctx: SyncContext, *, catch_up_only: bool = False) -> Downloaded:
         else:
             _apply(ctx, plan, page)
     if not catch_up_only:  # (the sync's own download has retried them already)
-        settle(ctx)
+        _settle(ctx)
     if latest is not None:
         ctx.local.set_device(seen_position=latest)
     return Downloaded(True, ctx.tally)
@@ -101,9 +101,10 @@ def _apply(ctx: SyncContext, plan: _Plan, page: Page) -> None:
         if plan.again is not None:
             ctx.local.note_seen(coll, [d.id for d in docs])
             fill_columns(ctx, model, docs, plan.again[1])
-        apply_page(ctx, model, docs)
+        applied = apply_page(ctx, model, docs)
         if page.cursor is not None and page.cursor != plan.cursor:
             ctx.local.set_tracker(coll, page.cursor)
+    ctx.fold(applied)
     ctx.changed("download")
     log.debug("download %s: page of %d document(s), cursor %s", coll, len(docs), page.cursor)
     if plan.done == 0 and page.more and isinstance(ctx.remote, Countable):
@@ -122,12 +123,18 @@ def _finish(ctx: SyncContext, plan: _Plan) -> None:
     again = plan.again
     if again is not None:
         with ctx.local.applying():
-            if again[0]:
-                reconcile(ctx, plan.model)
+            applied = reconcile(ctx, plan.model) if again[0] else Applied()
             ctx.local.end_recovery(plan.coll)
+        ctx.fold(applied)
         ctx.changed("download")
         if again[0]:
             ctx.tally.recovered.append(plan.coll)
+
+
+def _settle(ctx: SyncContext) -> None:
+    """Retry the documents earlier syncs set aside (not those this one just did)."""
+    just_now = {(e.collection, e.id) for e in ctx.tally.set_aside}
+    ctx.fold(settle(ctx, just_now))
 
 
 def _pulls(ctx: SyncContext, plan: _Plan) -> Iterator[Page]:

@@ -32,10 +32,11 @@ from collections.abc import Callable, Iterable
 import peewee
 
 from ..model import collection_name, remote_columns
-from ..report import Resolution
+from ..report import Applied, Resolution
 from ..stores.base import Compactable, RemoteStore
-from .apply import _blockers, _mark_engine_edit, delete_local, fetch_row
 from .context import SyncContext
+from .foreign_keys import blockers, delete_local
+from .rows import fetch_row, mark_engine_edit
 
 #: how long deletes are remembered when the app does not say
 DEFAULT_RETENTION = _dt.timedelta(days=90)
@@ -107,28 +108,30 @@ def stale(cursor: str | None, horizon: str | None) -> bool:
     return cursor is not None and horizon is not None and cursor < horizon
 
 
-def reconcile(ctx: SyncContext, model: type[peewee.Model]) -> None:
+def reconcile(ctx: SyncContext, model: type[peewee.Model]) -> Applied:
     """After a full download of ``model``'s collection: rows the remote no longer holds
     go, unless they were edited here since (kept, and created again remotely).
-    The caller holds an ``applying()`` transaction and ends the recovery in it."""
+    The caller holds an ``applying()`` transaction and ends the recovery in it;
+    returns what was deleted and kept, for the caller to fold once it committed."""
     coll = collection_name(model)
+    out = Applied()
     for doc_id, dirty in ctx.local.synced_but_unseen(coll):
         row = fetch_row(ctx, model, doc_id)
         if row is None:  # a cascade of this reconciliation removed it already
             continue
-        if not dirty and not _blockers(ctx, model, doc_id, set()):
-            delete_local(ctx, model, doc_id, pending=False)
+        if not dirty and not blockers(ctx, model, doc_id):
+            delete_local(ctx, model, doc_id, out, pending=False)
             continue
         # edited here since (or still needed by a RESTRICT child): it goes up as new
         if not dirty:
-            _mark_engine_edit(ctx, model, doc_id, {})
+            mark_engine_edit(ctx, model, doc_id, {})
         ctx.db.execute_sql(
             f'UPDATE "{coll}" SET "serverId" = NULL, "syncVersion" = NULL WHERE id = ?', (doc_id,)
         )
         ctx.local.drop_base(coll, doc_id)
         ctx.local.forget_sent(coll, [doc_id])
         local = {c: row[c] for c in remote_columns(model)}
-        ctx.resolved(
+        out.resolved(
             Resolution(
                 coll,
                 doc_id,
@@ -141,3 +144,4 @@ def reconcile(ctx: SyncContext, model: type[peewee.Model]) -> None:
                 " kept because this device still needs it",
             )
         )
+    return out

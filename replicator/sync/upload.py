@@ -35,7 +35,7 @@ from ..errors import (
     UnsupportedValueError,
 )
 from ..model import collection_name, parents_first, remote_columns, shift_time
-from ..report import RowError, Tally
+from ..report import Applied, RowError, Tally
 from ..sql import select_in
 from ..stores.base import PushResult, SizedDocuments, Write
 from .apply import apply_remote
@@ -451,6 +451,7 @@ def _refresh(ctx: SyncContext, keys: list[tuple[str, str]]) -> None:
         if not ids:
             continue
         docs = ctx.remote.get(coll, ids)
+        applied = Applied()
         with ctx.local.applying():
             for doc_id in ids:
                 doc = docs.get(doc_id)
@@ -459,5 +460,6 @@ def _refresh(ctx: SyncContext, keys: list[tuple[str, str]]) -> None:
                     ctx.local.drop_base(coll, doc_id)
                     ctx.local.set_versions(coll, [(doc_id, None)])
                 else:
-                    apply_remote(ctx, model, ctx.codec.incoming(model, doc))
+                    applied.add(apply_remote(ctx, model, ctx.codec.incoming(model, doc)))
+        ctx.fold(applied)
         ctx.changed("upload")
