@@ -34,6 +34,7 @@ import attrs
 import peewee
 
 from .bundles.send import Bundles, BundleTally, send
+from .capture import install_capture
 from .codec import missing_value
 from .errors import (
     ConfigurationError,
@@ -49,7 +50,6 @@ from .model import (
     check_models,
     collection_name,
     data_columns,
-    install_capture,
     sort_models,
 )
 from .reference.files import guard_download_only

@@ -1,281 +1,58 @@
-"""replicator's own tables inside the application's database.
+"""LocalState: typed access to replicator's own tables in the app's database, the
+only code that reads or writes them (their schema and what each holds:
+``tables.py``; the bundle ledger: ``ledger.py``).
 
-* ``replicator_device``: this installation's identity and its view of the
-  Devices collection. Device-local: never synced, never in a snapshot.
-* ``replicator_control``: the ``applying`` flag that silences change capture
-  while the engine writes remote changes (see ``model.py``).
-* ``DownloadedTracker``: per collection, ``downloadedTill``, the cursor of the
-  last applied remote change. It moves in the same transaction as the page
-  of changes it covers.
-* ``replicator_tombstones``: deleted rows. ``pending = 1`` until the delete is
-  uploaded; kept afterwards so a late change to a deleted row is recognised
-  (deletes win) and an orphaned child is recognised as such.
-* ``replicator_base``: per **dirty** row that the remote held, the remote
-  version and data this device last agreed on: the common ancestor of a
-  three-way merge and what an update's changed columns are measured against.
-  The triggers save it when a clean row is first changed (its values then are
-  the remote's); it goes when the row is synced. A clean row keeps only the
-  version, in its own ``syncVersion`` column, so the bookkeeping of a synced
-  database is a few bytes per row, not a copy of it.
-* ``replicator_schema``: the columns of each synced table as this device last
-  synced them, so that a column an app upgrade adds is noticed (see
-  ``adopt_new_columns``).
-* ``replicator_sent``: per row in flight, exactly the values each unacknowledged
-  upload sent. When the acknowledgement of a committed batch is lost, the
-  remote document that carries those values is recognised as this device's
-  own write by its content, never by the ``updatedBy`` it claims.
-* ``replicator_parked``: remote documents this device could not apply (a
-  parent that never arrived, a malformed value). They are set aside so that
-  one bad document never blocks a device, reported, and retried each sync.
-* ``replicator_bundles`` and ``replicator_bundle_rows``: bundles of upload-only rows
-  on their way to the ingest service (``bundles.py``) and, per row, the
-  ``syncRev`` it was bundled at. A row is in at most one bundle; it is marked
-  synced only when the service accepted the bundle and the row is unchanged.
-  Device-only: never in a snapshot.
-* ``replicator_refused``: upload-only rows the ingest service refused, with its
-  reason, until a later version of the row is accepted.
-* ``replicator_recovery`` and ``replicator_seen``: a collection being
-  downloaded again from the start because the remote purged tombstones this
-  device never saw (see ``retention.py``), and the ids seen so far. Both move
-  with the pages they describe, so a recovery killed part-way resumes.
+Every method runs on the caller's connection and inside the caller's
+transaction when there is one, so bookkeeping always moves with the data it
+describes: a download cursor with its page, a tombstone with its delete, a
+merge base with its row.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import platform as _platform
 import socket
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import attrs
 import peewee
 
+from .capture import preimage_json
 from .codec import decode_json, encode_json
 from .errors import ConfigurationError
-from .model import NOW_SQL, new_id, preimage_json
+from .ledger import BundleLedger, BundleRecord
+from .model import NOW_SQL, new_id
 from .sql import select_in
+from .tables import (
+    CARRIED,
+    DEVICE_LOCAL_TABLES,
+    DEVICE_ONLY,
+    OWN_TABLES,
+    Recorded,
+    create_tables,
+    forget_installation,
+    read_recorded,
+    sent_digest,
+    table_names,
+)
 
-#: the journal of sends; a send of values already journaled for the row is kept once,
-#: recognised by a 64-bit digest of the JSON (a key on the JSON itself would store it twice)
-_SENT_TABLE = """CREATE TABLE IF NOT EXISTS replicator_sent (
-        collection TEXT NOT NULL,
-        id TEXT NOT NULL,
-        sent TEXT NOT NULL,
-        digest INTEGER NOT NULL,
-        UNIQUE (collection, id, digest)
-    )"""
-
-
-def sent_digest(sent: str) -> int:
-    """The journal's key for a send's JSON: 64 bits of BLAKE2b, as a signed integer."""
-    return int.from_bytes(
-        hashlib.blake2b(sent.encode(), digest_size=8).digest(), "big", signed=True
-    )
-
-
-_SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS replicator_device (
-        singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
-        installation_id TEXT NOT NULL,
-        name TEXT NOT NULL DEFAULT '',
-        platform TEXT NOT NULL DEFAULT '',
-        seen_position TEXT,
-        last_upload TEXT,
-        last_sync TEXT,
-        registered INTEGER NOT NULL DEFAULT 0,
-        last_snapshot TEXT,
-        manifest_seen TEXT,
-        changes_since_snapshot INTEGER NOT NULL DEFAULT 0,
-        clock_offset REAL,
-        snapshot_generation INTEGER,
-        last_purge TEXT
-    )""",
-    """CREATE TABLE IF NOT EXISTS replicator_control (
-        singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
-        applying INTEGER NOT NULL DEFAULT 0
-    )""",
-    "INSERT OR IGNORE INTO replicator_control (singleton, applying) VALUES (1, 0)",
-    """CREATE TABLE IF NOT EXISTS "DownloadedTracker" (
-        collection TEXT PRIMARY KEY,
-        "downloadedTill" TEXT,
-        "updatedOn" TEXT
-    )""",
-    """CREATE TABLE IF NOT EXISTS replicator_tombstones (
-        collection TEXT NOT NULL,
-        id TEXT NOT NULL,
-        deleted_on TEXT,
-        deleted_by TEXT,
-        pending INTEGER NOT NULL DEFAULT 1,
-        PRIMARY KEY (collection, id)
-    )""",
-    "CREATE INDEX IF NOT EXISTS replicator_tombstones_pending"
-    " ON replicator_tombstones (pending) WHERE pending = 1",
-    # the pending deletes of one collection, in id order, without walking the others
-    "CREATE INDEX IF NOT EXISTS replicator_tombstones_pending_by_collection"
-    " ON replicator_tombstones (collection, id) WHERE pending = 1",
-    """CREATE TABLE IF NOT EXISTS replicator_schema (
-        collection TEXT PRIMARY KEY,
-        columns TEXT NOT NULL
-    )""",
-    _SENT_TABLE,
-    """CREATE TABLE IF NOT EXISTS replicator_parked (
-        collection TEXT NOT NULL,
-        id TEXT NOT NULL,
-        reason TEXT NOT NULL,
-        parked_on TEXT NOT NULL,
-        PRIMARY KEY (collection, id)
-    )""",
-    # acknowledged deletes by age: what pruning removes once they pass the retention
-    "CREATE INDEX IF NOT EXISTS replicator_tombstones_acked"
-    " ON replicator_tombstones (deleted_on) WHERE pending = 0",
-    """CREATE TABLE IF NOT EXISTS replicator_recovery (
-        collection TEXT PRIMARY KEY,
-        started_on TEXT NOT NULL,
-        reconcile INTEGER NOT NULL DEFAULT 1,
-        fill TEXT
-    )""",
-    """CREATE TABLE IF NOT EXISTS replicator_seen (
-        collection TEXT NOT NULL,
-        id TEXT NOT NULL,
-        PRIMARY KEY (collection, id)
-    ) WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS replicator_bundles (
-        bundle TEXT PRIMARY KEY,
-        collection TEXT NOT NULL,
-        key TEXT NOT NULL,
-        sha256 TEXT NOT NULL,
-        size INTEGER NOT NULL,
-        count INTEGER NOT NULL,
-        state TEXT NOT NULL,
-        created TEXT NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS replicator_bundle_rows (
-        collection TEXT NOT NULL,
-        id TEXT NOT NULL,
-        bundle TEXT NOT NULL,
-        rev INTEGER,
-        PRIMARY KEY (collection, id)
-    ) WITHOUT ROWID""",
-    "CREATE INDEX IF NOT EXISTS replicator_bundle_rows_by_bundle"
-    " ON replicator_bundle_rows (bundle)",
-    """CREATE TABLE IF NOT EXISTS replicator_refused (
-        collection TEXT NOT NULL,
-        id TEXT NOT NULL,
-        bundle TEXT NOT NULL,
-        reason TEXT NOT NULL,
-        refused_on TEXT NOT NULL,
-        PRIMARY KEY (collection, id)
-    )""",
-    """CREATE TABLE IF NOT EXISTS replicator_base (
-        collection TEXT NOT NULL,
-        id TEXT NOT NULL,
-        version TEXT NOT NULL,
-        data TEXT NOT NULL,
-        PRIMARY KEY (collection, id)
-    )""",
+__all__ = [
+    "CARRIED",
+    "DEVICE_LOCAL_TABLES",
+    "DEVICE_ONLY",
+    "OWN_TABLES",
+    "BundleRecord",
+    "LocalState",
+    "Recorded",
+    "forget_installation",
+    "read_recorded",
+    "table_names",
 ]
 
-#: replicator_device columns added after the first release, with their declarations
-_LATER_DEVICE_COLUMNS = {
-    "last_snapshot": "TEXT",
-    "manifest_seen": "TEXT",
-    "changes_since_snapshot": "INTEGER NOT NULL DEFAULT 0",
-    "clock_offset": "REAL",
-    "snapshot_generation": "INTEGER",
-    "last_purge": "TEXT",
-}
 
-#: replicator's tables a snapshot carries and a restore installs as they are
-CARRIED = (
-    "DownloadedTracker",
-    "replicator_tombstones",
-    "replicator_base",
-    "replicator_parked",
-    "replicator_schema",
-    "replicator_recovery",
-    "replicator_seen",
-    "replicator_refused",
-)
-#: replicator's tables about this installation only: a snapshot's copy and a restore
-#: empty them (the identity in ``replicator_device``; the sends in flight)
-DEVICE_LOCAL_TABLES = ("replicator_device",)
-DEVICE_ONLY = ("replicator_sent", "replicator_bundles", "replicator_bundle_rows")
-#: every table of replicator's in an app's database
-OWN_TABLES = (*CARRIED, *DEVICE_LOCAL_TABLES, *DEVICE_ONLY, "replicator_control")
-
-
-def table_names(execute: Callable[..., Any], schema: str = "main") -> list[str]:
-    """The tables of a database, sorted by name, through ``execute``
-    (``sqlite3.Connection.execute`` or ``Database.execute_sql``)."""
-    sql = f"SELECT name FROM {schema}.sqlite_master WHERE type = 'table' ORDER BY name"
-    return [r[0] for r in execute(sql)]
-
-
-def forget_installation(execute: Callable[..., Any]) -> None:
-    """In a copy of a database (a snapshot being made, a file about to be restored):
-    forget the installation (its identity, its sends in flight) and open the capture
-    gate. ``execute`` runs a statement on the copy's connection, inside its transaction."""
-    have = set(table_names(execute))
-    for table in (*DEVICE_LOCAL_TABLES, *DEVICE_ONLY):
-        if table in have:
-            execute(f'DELETE FROM "{table}"')
-    if "replicator_control" in have:
-        execute("UPDATE replicator_control SET applying = 0")
-
-
-@attrs.frozen
-class Recorded:
-    """What replicator's tables of a database say, read without writing anything."""
-
-    device: Mapping[str, Any] | None  # replicator_device's row, by column name
-    trackers: Mapping[str, str]  # collection → downloadedTill
-    pending_deletes: Mapping[str, int]  # collection → deletes not uploaded yet
-    #: bundles made and not yet accepted (``bundles.py``), and rows the service refused
-    bundles: int = 0
-    refused: Mapping[str, int] = attrs.field(factory=dict)
-
-
-def read_recorded(execute: Callable[..., Any]) -> Recorded | None:
-    """Read replicator's tables through ``execute`` (``sqlite3.Connection.execute`` or
-    ``Database.execute_sql``), e.g. on a read-only connection; ``None`` when the
-    database has none (replicator never opened it)."""
-    have = set(table_names(execute))
-    if "replicator_device" not in have:
-        return None
-    cursor = execute("SELECT * FROM replicator_device")
-    row = cursor.fetchone()
-    names = [d[0] for d in cursor.description]
-    device = None if row is None else dict(zip(names, row, strict=True))
-    trackers: dict[str, str] = {}
-    if "DownloadedTracker" in have:
-        trackers = {
-            c: t
-            for c, t in execute('SELECT collection, "downloadedTill" FROM "DownloadedTracker"')
-            if t is not None
-        }
-    deletes: dict[str, int] = {}
-    if "replicator_tombstones" in have:
-        deletes = dict(
-            execute(
-                "SELECT collection, COUNT(*) FROM replicator_tombstones WHERE pending = 1"
-                " GROUP BY collection"
-            )
-        )
-    bundles = 0
-    if "replicator_bundles" in have:
-        bundles = execute("SELECT COUNT(*) FROM replicator_bundles").fetchone()[0]
-    refused: dict[str, int] = {}
-    if "replicator_refused" in have:
-        refused = dict(
-            execute("SELECT collection, COUNT(*) FROM replicator_refused GROUP BY collection")
-        )
-    return Recorded(device, trackers, deletes, bundles, refused)
-
-
-class LocalState:
+class LocalState(BundleLedger):
     """Typed access to replicator's tables; every method runs on the caller's connection."""
 
     def __init__(self, db: peewee.Database, *, device_name: str | None = None) -> None:
@@ -285,38 +62,12 @@ class LocalState:
             )
         self.db = db
         with db.atomic():
-            for sql in _SCHEMA:
-                db.execute_sql(sql)
-            self._add_missing_columns()
-            self._rekey_sent()
+            create_tables(db)
             row = db.execute_sql("SELECT installation_id FROM replicator_device").fetchone()
             if row is None:
                 self._create_identity(device_name)
             elif device_name is not None:
                 db.execute_sql("UPDATE replicator_device SET name = ?", (device_name,))
-
-    def _add_missing_columns(self) -> None:
-        """Bring a replicator_device table made by an older replicator up to date."""
-        have = {r[1] for r in self.db.execute_sql("PRAGMA table_info(replicator_device)")}
-        for column, decl in _LATER_DEVICE_COLUMNS.items():
-            if column not in have:
-                self.db.execute_sql(f"ALTER TABLE replicator_device ADD COLUMN {column} {decl}")
-
-    def _rekey_sent(self) -> None:
-        """Move a journal of the earlier layout (keyed on the JSON itself) to the digest key."""
-        have = {r[1] for r in self.db.execute_sql("PRAGMA table_info(replicator_sent)")}
-        if "digest" in have:
-            return
-        rows = self.db.execute_sql(
-            "SELECT collection, id, sent FROM replicator_sent ORDER BY rowid"
-        ).fetchall()
-        self.db.execute_sql("DROP TABLE replicator_sent")
-        self.db.execute_sql(_SENT_TABLE)
-        self.db.connection().executemany(
-            "INSERT OR IGNORE INTO replicator_sent (collection, id, sent, digest)"
-            " VALUES (?, ?, ?, ?)",
-            [(c, i, sent, sent_digest(sent)) for c, i, sent in rows],
-        )
 
     def _create_identity(self, device_name: str | None) -> None:
         self.db.execute_sql(
@@ -798,107 +549,3 @@ class LocalState:
 
     def drop_base(self, collection: str, doc_id: str) -> None:
         self.drop_bases(collection, [doc_id])
-
-    # -- bundles of upload-only rows (bundles.py) ------------------------------------
-
-    def bundles(self) -> list[BundleRecord]:
-        """The bundles this device made that the service has not settled, oldest first."""
-        rows = self.db.execute_sql(
-            "SELECT bundle, collection, key, sha256, size, count, state, created"
-            " FROM replicator_bundles ORDER BY created, bundle"
-        ).fetchall()
-        return [BundleRecord(*r) for r in rows]
-
-    def add_bundle(self, record: BundleRecord, rows: Sequence[tuple[str, int]]) -> None:
-        """Record a bundle and the rows (id, syncRev) it carries, in one transaction."""
-        with self.db.atomic():
-            self.db.execute_sql(
-                "INSERT INTO replicator_bundles"
-                " (bundle, collection, key, sha256, size, count, state, created)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                attrs.astuple(record),
-            )
-            self.db.connection().executemany(
-                "INSERT INTO replicator_bundle_rows (collection, id, bundle, rev)"
-                " VALUES (?, ?, ?, ?)",
-                [(record.collection, i, record.bundle, rev) for i, rev in rows],
-            )
-
-    def set_bundle_state(self, bundle: str, state: str) -> None:
-        self.db.execute_sql(
-            "UPDATE replicator_bundles SET state = ? WHERE bundle = ?", (state, bundle)
-        )
-
-    def drop_bundle(self, bundle: str) -> None:
-        """Forget a bundle the service never took: its rows are free for the next one."""
-        with self.db.atomic():
-            self.db.execute_sql("DELETE FROM replicator_bundle_rows WHERE bundle = ?", (bundle,))
-            self.db.execute_sql("DELETE FROM replicator_bundles WHERE bundle = ?", (bundle,))
-
-    def settle_bundle(self, record: BundleRecord, refused: Mapping[str, str]) -> tuple[int, int]:
-        """The service accepted ``record``: mark its rows synced (those unchanged since they
-        were bundled), keep the reasons of the ``refused`` ones, and forget the bundle. One
-        transaction. Returns (rows accepted, rows refused) among the unchanged rows."""
-        table, bundle = record.collection, record.bundle
-        # the bundle's rows, as they stand now, that are as they were bundled
-        members = (
-            f'SELECT b.id FROM replicator_bundle_rows b JOIN "{table}" t ON t.id = b.id'
-            ' WHERE b.bundle = ? AND t."syncRev" IS b.rev'
-        )
-        with self.applying():
-            gone = [
-                r[0]
-                for r in select_in(
-                    self.db.execute_sql,
-                    f"{members} AND b.id IN ({{}})",
-                    sorted(refused),
-                    before=(bundle,),
-                )
-            ]
-            marked = self.db.execute_sql(
-                f'UPDATE "{table}" SET "isDirty" = 0, "serverId" = id'
-                " WHERE id IN (SELECT id FROM replicator_bundle_rows WHERE bundle = ?)"
-                ' AND "syncRev" IS (SELECT rev FROM replicator_bundle_rows b'
-                f' WHERE b.collection = ? AND b.id = "{table}".id)',
-                (bundle, table),
-            ).rowcount
-            # a row accepted now needs no refusal; a row changed since keeps its old one
-            any_refused = self.db.execute_sql(
-                "SELECT 1 FROM replicator_refused WHERE collection = ? LIMIT 1", (table,)
-            ).fetchone()
-            if any_refused:
-                self.db.execute_sql(
-                    f"DELETE FROM replicator_refused WHERE collection = ? AND id IN ({members})",
-                    (table, bundle),
-                )
-            now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-            self.db.connection().executemany(
-                "INSERT OR REPLACE INTO replicator_refused"
-                " (collection, id, bundle, reason, refused_on) VALUES (?, ?, ?, ?, ?)",
-                [(table, i, bundle, refused[i], now) for i in gone],
-            )
-            self.drop_bundle(bundle)
-        return marked - len(gone), len(gone)
-
-    def refused(self, collection: str) -> list[tuple[str, str, str]]:
-        """(id, reason, bundle) of the rows of ``collection`` the ingest service refused."""
-        rows = self.db.execute_sql(
-            "SELECT id, reason, bundle FROM replicator_refused WHERE collection = ? ORDER BY id",
-            (collection,),
-        )
-        return [tuple(r) for r in rows.fetchall()]
-
-
-@attrs.frozen
-class BundleRecord:
-    """A bundle as this device recorded it: ``state`` is ``built`` (made, maybe not
-    stored yet) or ``requested`` (stored, and the service asked to ingest it)."""
-
-    bundle: str
-    collection: str
-    key: str
-    sha256: str
-    size: int
-    count: int
-    state: str
-    created: str

@@ -168,7 +168,8 @@ def test_the_sync_columns_come_from_the_database_not_from_python(device):
 
 def test_triggers_of_an_earlier_version_are_replaced_not_doubled(device):
     """A database whose triggers an earlier replicator made gets the current ones only."""
-    from replicator.model import _trigger_sql, install_capture, remote_columns, trigger_names
+    from replicator.capture import _trigger_sql, install_capture, trigger_names
+    from replicator.model import remote_columns
 
     db = device.database
     for sql in _trigger_sql("note", ["id", "title"]):  # as an earlier release left them
@@ -277,7 +278,7 @@ def test_the_triggers_clock_reads_as_pythons_datetime_text(when):
 def test_the_writer_id_in_the_triggers_survives_quotes_and_a_new_identity(device):
     """The triggers hold the installation id as a SQL literal: an id with quotes is
     written and rewritten whole, and every write after a restamp names the new one."""
-    from replicator.model import restamp_triggers
+    from replicator.capture import restamp_triggers
 
     db = device.database
     for me in ("it's", "o''brien'", device.installation_id):

@@ -31,6 +31,7 @@ from typing import Any
 import attrs
 import peewee
 
+from ..capture import restamp_triggers
 from ..errors import ConfigurationError, TamperedSnapshotError, UnsafeRestoreError
 from ..local import (
     CARRIED,
@@ -40,7 +41,7 @@ from ..local import (
     read_recorded,
     table_names,
 )
-from ..model import SYNC_COLUMNS, restamp_triggers
+from ..model import SYNC_COLUMNS
 from ..stores.base import BlobStore, DeviceRecord
 from .crypto import SnapshotSecret
 from .manifest import (
