@@ -104,51 +104,25 @@ class Replicator:
         download_only: Sequence[type[SyncModel]] = (),
         parallel_downloads: int = 4,
     ) -> None:
-        if not models:
-            raise ConfigurationError("Replicator needs at least one model to sync")
-        if page_size < 1:
-            raise ConfigurationError(f"page_size must be positive, got {page_size}")
-        if tombstone_retention is not None and (
-            not isinstance(tombstone_retention, _dt.timedelta)
-            or tombstone_retention <= _dt.timedelta(0)
-        ):
-            raise ConfigurationError(
-                f"tombstone_retention must be a positive timedelta or None,"
-                f" got {tombstone_retention!r}",
-                hint="e.g. datetime.timedelta(days=90); None keeps deletes for ever",
-            )
-        if parallel_downloads < 1:
-            raise ConfigurationError(f"parallel_downloads must be ≥ 1, got {parallel_downloads}")
-        check_models(models)
-        #: groups of collections with no foreign-key path between them pulled at once
-        self.parallel_downloads = parallel_downloads
-        #: how upload-only collections go up (``bundles.py``), or None
-        self.bundles = bundles
-        self.upload_only = bundles.names if bundles is not None else frozenset()
-        #: collections this device only downloads: local writes to them are refused
-        self.download_only = frozenset(collection_name(m) for m in download_only)
-        names = {collection_name(m) for m in models}
-        for label, chosen in (("bundles", self.upload_only), ("download_only", self.download_only)):
-            if not chosen <= names:
-                raise ConfigurationError(
-                    f"{label} names {sorted(chosen - names)}, not among the synced models",
-                    hint="pass every upload-only and download-only model in models too",
-                )
-        if self.upload_only & self.download_only:
-            raise ConfigurationError(
-                f"{sorted(self.upload_only & self.download_only)} cannot be both upload-only"
-                " and download-only"
-            )
-        self.database = database
-        self.models = sort_models(models)
-        self.remote = remote
-        self.blobs = blobs
-        self.key = key
+        _check_settings(models, page_size, tombstone_retention, parallel_downloads)
         if blobs is not None and key is None:
             raise ConfigurationError(
                 "snapshots need a key",
                 hint="pass key=SnapshotKey(...) or key=Passphrase('...') with blobs=",
             )
+        check_models(models)
+        #: groups of collections with no foreign-key path between them pulled at once
+        self.parallel_downloads = parallel_downloads
+        #: how upload-only collections go up (``bundles.py``), or None
+        self.bundles = bundles
+        #: collections that go up as bundles only, and those this device only downloads
+        #: (local writes to them are refused)
+        self.upload_only, self.download_only = _one_way(models, bundles, download_only)
+        self.database = database
+        self.models = sort_models(models)
+        self.remote = remote
+        self.blobs = blobs
+        self.key = key
         self.snapshot_strategy = checked(snapshot_strategy or BigBrother())
         self.conflict_strategy = conflict_strategy or LastWriterWins()
         resolver(self.conflict_strategy)  # a wrong one fails now, not at the first conflict
@@ -166,13 +140,19 @@ class Replicator:
         self._async_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary()
         )
-        self.local = LocalState(database, device_name=device_name)
-        if blobs is not None:
+        self.local = self._open(device_name)
+
+    def _open(self, device_name: str | None) -> LocalState:
+        """Open replicator's tables and the synced ones, ready to sync."""
+        local = LocalState(self.database, device_name=device_name)
+        if self.blobs is not None:
             # what a publish or restore killed part-way left beside the database
             # (plaintext copies included) goes now
             with contextlib.suppress(ConfigurationError, OSError):
                 clean_leftovers(database_file(self.database))
+        self.local = local
         self._prepare_schema()
+        return local
 
     def _prepare_schema(self) -> None:
         """Create missing tables and columns, install change capture, adopt new columns."""
@@ -483,6 +463,53 @@ class Replicator:
     ) -> None:
         if self.on_progress is not None:
             self.on_progress(Progress(phase, collection, done, total))
+
+
+def _check_settings(
+    models: Sequence[type[SyncModel]],
+    page_size: int,
+    tombstone_retention: _dt.timedelta | None,
+    parallel_downloads: int,
+) -> None:
+    """Refuse settings no sync could run with, before anything is written."""
+    if not models:
+        raise ConfigurationError("Replicator needs at least one model to sync")
+    if page_size < 1:
+        raise ConfigurationError(f"page_size must be positive, got {page_size}")
+    if tombstone_retention is not None and (
+        not isinstance(tombstone_retention, _dt.timedelta)
+        or tombstone_retention <= _dt.timedelta(0)
+    ):
+        raise ConfigurationError(
+            f"tombstone_retention must be a positive timedelta or None,"
+            f" got {tombstone_retention!r}",
+            hint="e.g. datetime.timedelta(days=90); None keeps deletes for ever",
+        )
+    if parallel_downloads < 1:
+        raise ConfigurationError(f"parallel_downloads must be ≥ 1, got {parallel_downloads}")
+
+
+def _one_way(
+    models: Sequence[type[SyncModel]],
+    bundles: Bundles | None,
+    download_only: Sequence[type[SyncModel]],
+) -> tuple[frozenset[str], frozenset[str]]:
+    """The upload-only (bundled) and the download-only collections, checked: each among
+    the synced models, none both."""
+    upload = bundles.names if bundles is not None else frozenset()
+    download = frozenset(collection_name(m) for m in download_only)
+    names = {collection_name(m) for m in models}
+    for label, chosen in (("bundles", upload), ("download_only", download)):
+        if not chosen <= names:
+            raise ConfigurationError(
+                f"{label} names {sorted(chosen - names)}, not among the synced models",
+                hint="pass every upload-only and download-only model in models too",
+            )
+    if upload & download:
+        raise ConfigurationError(
+            f"{sorted(upload & download)} cannot be both upload-only and download-only"
+        )
+    return upload, download
 
 
 def _log_failure(exc: ReplicatorError) -> None:

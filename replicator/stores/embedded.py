@@ -277,14 +277,11 @@ class EmbeddedRemote:
             raise ConfigurationError(
                 f"a batch holds at most {self.max_batch_writes - 1} writes plus the device record"
             )
-        versions: dict[tuple[str, str], str] = {}
-        written = 0
         with self._connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 (seq,) = conn.execute("SELECT value FROM sequence").fetchone()
-                keys = [w.key for w in writes]
-                current = self._current(conn, keys)
+                current = self._current(conn, [w.key for w in writes])
                 failed = [
                     w.key
                     for w in writes
@@ -296,30 +293,7 @@ class EmbeddedRemote:
                         f"{len(failed)} document(s) changed remotely since they were read",
                         failed,
                     )
-                rows = []
-                now = time.time()
-                for w in writes:
-                    seq += 1
-                    _, old = current.get(w.key, (None, None))
-                    if old is None and w.encoded is not None:
-                        merged, text = dict(w.data), w.encoded  # JSON the writer made
-                    else:
-                        merged = dict(decode_json(old)) if old else {}
-                        merged.update(w.data)
-                        text = encode_json(merged)
-                    written += len(text)
-                    rows.append(
-                        (
-                            w.collection,
-                            w.id,
-                            text,
-                            int(w.deleted),
-                            merged.get("updatedBy"),
-                            seq,
-                            now,
-                        )
-                    )
-                    versions[w.key] = _seq(seq)
+                rows, written = _rows(writes, current, seq)
                 conn.executemany(
                     "INSERT INTO docs (collection, id, data, deleted, updated_by, seq, changed_at)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (collection, id) DO UPDATE SET"
@@ -328,7 +302,7 @@ class EmbeddedRemote:
                     " changed_at = excluded.changed_at",
                     rows,
                 )
-                seq += 1  # the device record is a write too, and marks the commit's position
+                seq += len(writes) + 1  # the device record is a write too, and marks the commit
                 self._put_device(conn, device, last_upload=seq)
                 conn.execute("UPDATE sequence SET value = ?", (seq,))
                 conn.execute("COMMIT")
@@ -337,6 +311,7 @@ class EmbeddedRemote:
                 raise
         self.usage.writes += len(writes) + 1
         self.usage.bytes_written += written
+        versions = {w.key: _seq(row[5]) for w, row in zip(writes, rows, strict=True)}
         return PushResult(versions, _seq(seq), _dt.datetime.now(_dt.timezone.utc))
 
     def _current(
@@ -486,3 +461,26 @@ def _device_record(iid: Any, record: Any, last_upload: Any, last_sync: Any) -> D
         if isinstance(last_upload, int) and last_upload >= 0
         else None,
     )
+
+
+def _rows(
+    writes: Sequence[Write], current: dict[tuple[str, str], tuple[str, str]], seq: int
+) -> tuple[list[tuple[Any, ...]], int]:
+    """The ``docs`` rows a batch writes, numbered from after ``seq``: each update merged
+    over the document it replaces (a delete keeps the data it had). Returns them and the
+    bytes of JSON they hold."""
+    rows = []
+    written = 0
+    now = time.time()
+    for w in writes:
+        seq += 1
+        _, old = current.get(w.key, (None, None))
+        if old is None and w.encoded is not None:
+            merged, text = dict(w.data), w.encoded  # JSON the writer made
+        else:
+            merged = dict(decode_json(old)) if old else {}
+            merged.update(w.data)
+            text = encode_json(merged)
+        written += len(text)
+        rows.append((w.collection, w.id, text, int(w.deleted), merged.get("updatedBy"), seq, now))
+    return rows, written

@@ -185,9 +185,20 @@ def _pages(ctx: SyncContext, plans: list[_Plan]) -> Iterator[tuple[_Plan, Page |
                 yield plan, page
             yield plan, None
         return
-    inbox: queue.Queue[tuple[_Plan | None, Page | None, BaseException | None]] = queue.Queue(
-        maxsize=2 * len(chains)
-    )
+    yield from _pages_concurrently(ctx, chains)
+
+
+#: what a pulling thread hands the applying one: a page (None: its collection is
+#: complete), an error to raise there, or (None, None, None): this chain is done
+_Handed = tuple[_Plan | None, Page | None, BaseException | None]
+
+
+def _pages_concurrently(
+    ctx: SyncContext, chains: list[list[_Plan]]
+) -> Iterator[tuple[_Plan, Page | None]]:
+    """The pages of independent chains of collections, pulled by up to
+    ``parallel_downloads`` threads, handed over in the order they arrive."""
+    inbox: queue.Queue[_Handed] = queue.Queue(maxsize=2 * len(chains))
     stop = threading.Event()
 
     def pull_chain(chain: list[_Plan]) -> None:

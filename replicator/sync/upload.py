@@ -127,31 +127,23 @@ def _outgoing_rows(
     """
     coll = collection_name(model)
     cols = remote_columns(model)
-    limit = ctx.remote.max_document_bytes
-    measure = ctx.remote.document_size if isinstance(ctx.remote, SizedDocuments) else document_size
-    shift = ctx.clock_shift()
     fks = [(fk.column_name, fk.rel_model) for fk in model._meta.refs]
+    confirmed = _confirmed_parents(ctx, fks, cols, rows)
     bases = ctx.local.bases_for(coll, [r[0] for r in rows])
-    needed: dict[type[peewee.Model], set[str]] = defaultdict(set)
-    for row in rows:
-        data = dict(zip(cols, row[:-2], strict=True))
-        for col, parent in fks:
-            if data[col] is not None:
-                needed[parent].add(data[col])
-    confirmed = {parent: _confirmed(ctx, parent, ids) for parent, ids in needed.items()}
+    fit = _Fit(
+        ctx.remote.max_document_bytes,
+        ctx.remote.document_size if isinstance(ctx.remote, SizedDocuments) else document_size,
+        ctx.clock_shift(),
+    )
     id_at = cols.index("id")
     self_refs = [cols.index(c) for c, parent in fks if parent is model]
     if self_refs:
         rows = parents_first(rows, lambda r: r[id_at], lambda r: [r[i] for i in self_refs])
     for row in rows:
         data = dict(zip(cols, row[:-2], strict=True))
-        doc_id, version = data["id"], row[-2]
+        doc_id = data["id"]
         if not is_row_id(doc_id):  # no store could name it, no other device could keep it
-            shown = repr(doc_id)[:60]
-            problem = f"{shown} is not a row id ({ROW_ID_RULE})"
-            hint = "give the row another id (a new_id()); the row stays dirty"
-            key = doc_id if isinstance(doc_id, str) else shown
-            yield RowError(coll, key, UnsupportedValueError("id", problem, coll, key, hint=hint))
+            yield _not_a_row_id(coll, doc_id)
             continue
         waiting = next(
             (
@@ -167,34 +159,81 @@ def _outgoing_rows(
         if waiting is not None:
             yield RowError(coll, doc_id, WaitsForParent(f"waits for its parent {waiting}"))
             continue
-        if shift is not None and data.get("updatedOn"):
-            data["updatedOn"] = shift_time(data["updatedOn"], shift)
-        # a row the remote holds goes up over the version it last agreed with; only the
-        # columns changed since are sent when its merge base is known (else all of them)
-        base = bases.get(doc_id) if version is not None else None
-        base_data = base[1] if base is not None and base[0] == version else None
-        sent = data if base_data is None else _changed(model, data, base_data)
-        try:
-            full = ctx.codec.outgoing(model, data)
-        except UnsupportedValueError as exc:  # a value the store cannot hold
-            error = UnsupportedValueError(exc.column, exc.reason, coll, doc_id)
-            yield RowError(coll, doc_id, error)
-            continue
-        size = None
-        if limit:
-            size = measure(Write(coll, doc_id, full, base_version=version))
-            if size > limit:
-                yield RowError(coll, doc_id, DocumentTooLargeError(coll, doc_id, size, limit))
-                continue
-        if sent is not data:
-            full = {k: v for k, v in full.items() if k in sent}
-        # the journal keeps the values sent as JSON; when they are what the store gets
-        # (a store of SQLite's form), the store takes that JSON rather than make it again
-        sent_json = encode_json(sent)
-        encoded = sent_json if full is sent else None
-        write = Write(coll, doc_id, full, base_version=version, encoded=encoded, size=size)
-        batch_ids.add((coll, doc_id))
-        yield Outgoing(write, row[-1], data, sent, base_data or {}, sent_json)
+        out = _outgoing(ctx, model, data, row, bases, fit)
+        if isinstance(out, Outgoing):
+            batch_ids.add((coll, doc_id))
+        yield out
+
+
+def _confirmed_parents(
+    ctx: SyncContext,
+    fks: list[tuple[str, type[peewee.Model]]],
+    cols: list[str],
+    rows: list[Any],
+) -> dict[type[peewee.Model], set[str]]:
+    """Per parent model, which of the parents the page's rows name the remote holds."""
+    needed: dict[type[peewee.Model], set[str]] = defaultdict(set)
+    for row in rows:
+        data = dict(zip(cols, row[:-2], strict=True))
+        for col, parent in fks:
+            if data[col] is not None:
+                needed[parent].add(data[col])
+    return {parent: _confirmed(ctx, parent, ids) for parent, ids in needed.items()}
+
+
+@attrs.frozen
+class _Fit:
+    """What a write must fit, read once a page: the store's document size limit and how
+    it measures a document, and the shift from this device's clock to the store's."""
+
+    limit: int | None
+    measure: Callable[[Write], int]
+    shift: float | None
+
+
+def _not_a_row_id(coll: str, doc_id: Any) -> RowError:
+    shown = repr(doc_id)[:60]
+    problem = f"{shown} is not a row id ({ROW_ID_RULE})"
+    hint = "give the row another id (a new_id()); the row stays dirty"
+    key = doc_id if isinstance(doc_id, str) else shown
+    return RowError(coll, key, UnsupportedValueError("id", problem, coll, key, hint=hint))
+
+
+def _outgoing(
+    ctx: SyncContext,
+    model: type[peewee.Model],
+    data: dict[str, Any],
+    row: list[Any],
+    bases: Mapping[str, tuple[str, dict[str, Any]]],
+    fit: _Fit,
+) -> Outgoing | RowError:
+    """The write of one dirty row (``row`` as read; ``data``, its remote columns), or why
+    no store can take it."""
+    coll, doc_id, version = collection_name(model), data["id"], row[-2]
+    if fit.shift is not None and data.get("updatedOn"):
+        data["updatedOn"] = shift_time(data["updatedOn"], fit.shift)
+    # a row the remote holds goes up over the version it last agreed with; only the
+    # columns changed since are sent when its merge base is known (else all of them)
+    base = bases.get(doc_id) if version is not None else None
+    base_data = base[1] if base is not None and base[0] == version else None
+    sent = data if base_data is None else _changed(model, data, base_data)
+    try:
+        full = ctx.codec.outgoing(model, data)
+    except UnsupportedValueError as exc:  # a value the store cannot hold
+        return RowError(coll, doc_id, UnsupportedValueError(exc.column, exc.reason, coll, doc_id))
+    size = None
+    if fit.limit:
+        size = fit.measure(Write(coll, doc_id, full, base_version=version))
+        if size > fit.limit:
+            return RowError(coll, doc_id, DocumentTooLargeError(coll, doc_id, size, fit.limit))
+    if sent is not data:
+        full = {k: v for k, v in full.items() if k in sent}
+    # the journal keeps the values sent as JSON; when they are what the store gets
+    # (a store of SQLite's form), the store takes that JSON rather than make it again
+    sent_json = encode_json(sent)
+    encoded = sent_json if full is sent else None
+    write = Write(coll, doc_id, full, base_version=version, encoded=encoded, size=size)
+    return Outgoing(write, row[-1], data, sent, base_data or {}, sent_json)
 
 
 def _deletes(ctx: SyncContext, model: type[peewee.Model], page: int) -> Iterator[Outgoing]:
