@@ -37,7 +37,7 @@ from .errors import (
 )
 from .model import SyncModel, new_id
 from .outbox.outbox import Outbox, OutboxReport, SyncConfiguration, TypeStatus
-from .reference.files import ReferenceFiles, localizations
+from .reference import ReferenceFiles, localizations
 from .report import Progress, Resolution, RowError, SyncReport
 from .snapshots.crypto import Passphrase, SnapshotKey
 from .stores.base import BlobStore, DeviceRecord, RemoteDoc, RemoteStore, Usage, Write

@@ -52,7 +52,7 @@ from .model import (
     data_columns,
     sort_models,
 )
-from .reference.files import guard_download_only
+from .reference.data import guard_download_only
 from .report import Phase, Progress, Resolution, SyncReport, Tally
 from .snapshots.crypto import SnapshotSecret
 from .snapshots.manifest import Manifest, clean_leftovers, read_manifest

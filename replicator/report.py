@@ -237,7 +237,7 @@ class SyncReport:
             parts.append("idle: nothing new")
         elif not moved:
             parts.append("nothing to download or upload")
-        parts += [f"{verb} {_counted(counts)}" for verb, counts in moved]
+        parts += [f"{verb} {counted(counts)}" for verb, counts in moved]
         if self.conflicts:
             outcomes: dict[str, int] = {}
             for c in self.conflicts:
@@ -249,7 +249,7 @@ class SyncReport:
         if self.set_aside:
             parts.append(f"{_plural(len(self.set_aside), 'remote document')} set aside")
         if any(self.refused.values()):
-            parts.append(f"the ingest service refused {_counted(self.refused)}")
+            parts.append(f"the ingest service refused {counted(self.refused)}")
         if self.bundles_rejected:
             parts.append(f"{_plural(len(self.bundles_rejected), 'bundle')} rejected")
         if self.bundles_waiting:
@@ -261,7 +261,7 @@ class SyncReport:
                 + " again"
             )
         if self.purged:
-            parts.append(f"purged old tombstones of {_counted(self.purged)}")
+            parts.append(f"purged old tombstones of {counted(self.purged)}")
         if self.purge_error is not None:
             parts.append(f"old tombstones not purged: {type(self.purge_error).__name__}")
         parts.append(
@@ -298,7 +298,8 @@ def _plural(n: int, noun: str) -> str:
     return f"{n:,} {noun}s"
 
 
-def _counted(counts: Mapping[str, int]) -> str:
-    """``2 comments and 1 note``: the largest first."""
+def counted(counts: Mapping[str, int]) -> str:
+    """``2 comments and 1 note``: rows per table in English, the largest count first
+    (ties by table name), tables with none left out. Every summary counts rows so."""
     items = sorted(((n, c) for c, n in counts.items() if n), key=lambda i: (-i[0], i[1]))
     return _and([_plural(n, c) for n, c in items])

@@ -112,12 +112,12 @@ def test_errors_say_what_to_do_and_keep_the_cause():
 
 
 def test_report_summary_speaks_english():
-    from replicator.report import _counted
+    from replicator.report import counted
 
-    assert _counted({"comment": 2, "note": 1}) == "2 comments and 1 note"
-    assert _counted({"box": 2, "category": 3, "key": 2}) == "3 categories, 2 boxes and 2 keys"
-    assert _counted({"content_status": 2, "Tag": 1}) == "2 content_status rows and 1 Tag row"
-    assert _counted({"note": 1500}) == "1,500 notes"
+    assert counted({"comment": 2, "note": 1}) == "2 comments and 1 note"
+    assert counted({"box": 2, "category": 3, "key": 2}) == "3 categories, 2 boxes and 2 keys"
+    assert counted({"content_status": 2, "Tag": 1}) == "2 content_status rows and 1 Tag row"
+    assert counted({"note": 1500}) == "1,500 notes"
 
 
 def test_report_summary():

@@ -16,7 +16,7 @@
     [key]                            # needed with [blobs]
     file = "key.hex"                 # or: passphrase_env = "SNAPSHOT_PASSPHRASE"
 
-    # a field-campaign device (seed 001), optional:
+    # a field-campaign device, optional:
     download_only = ["form_schemas"] # tables this device only downloads
     [bundles]                        # upload-only tables, sent as bundles
     collections = ["households"]
@@ -29,6 +29,11 @@ the bucket of ``[bundles]`` from a file of the same form; it needs no database.
 
 The directory of the file is put on ``sys.path`` while the models are imported,
 so a models module may sit beside it.
+
+:meth:`DeviceConfig.load` checks the whole file before anything is opened: an
+unknown key or section (a typo is never ignored), a value of the wrong type, a
+missing requirement, or a store named twice or not at all is a
+``ConfigurationError`` that names the file and the key.
 """
 
 from __future__ import annotations
@@ -99,64 +104,14 @@ class DeviceConfig:
     def load(cls, path: str | Path, *, service: bool = False) -> DeviceConfig:
         """Read and check ``path``; ``service``: for ``replicator ingest`` (no database)."""
         path = Path(path)
-        try:
-            raw = tomllib.loads(path.read_text())
-        except OSError as exc:
-            raise ConfigurationError(f"cannot read {path}: {exc.strerror or exc}") from exc
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigurationError(f"{path} is not valid TOML: {exc}") from exc
-        unknown = set(raw) - _TOP
-        if unknown:
-            raise ConfigurationError(
-                f"{path}: unknown key(s) {sorted(unknown)}", hint=f"known: {sorted(_TOP)}"
-            )
-        for section, keys in _SECTIONS.items():
-            value = raw.get(section)
-            if value is None:
-                continue
-            if not isinstance(value, dict):
-                raise ConfigurationError(f"{path}: [{section}] must be a table")
-            extra = set(value) - keys
-            if extra:
-                raise ConfigurationError(
-                    f"{path}: unknown key(s) in [{section}]: {sorted(extra)}",
-                    hint=f"known: {sorted(keys)}",
-                )
-            for name, item in value.items():
-                _check_value(path, f"{section}.{name}", name, item)
-        if "download_only" in raw:
-            _check_value(path, "download_only", "download_only", raw["download_only"])
-        for name in ("models",) if service else ("database", "models"):
-            if not isinstance(raw.get(name), str) or not raw[name]:
-                raise ConfigurationError(f'{path}: {name} = "..." is required')
-        for name in ("device_name", "app_version"):
-            if name in raw and not isinstance(raw[name], str):
-                raise ConfigurationError(f"{path}: {name} must be a string")
+        raw = _read(path)
+        _check_names(path, raw)
+        _check_required(path, raw, service=service)
         remote = raw.get("remote") or {}
-        if ("embedded" in remote) == ("firestore_root" in remote):
-            raise ConfigurationError(
-                f"{path}: [remote] names exactly one of embedded or firestore_root"
-            )
-        blobs = raw.get("blobs")
-        if blobs is not None and ("directory" in blobs) == ("s3" in blobs):
-            raise ConfigurationError(f"{path}: [blobs] names exactly one of directory or s3")
-        key = raw.get("key")
-        if blobs is not None and (not key or ("file" in key) == ("passphrase_env" in key)):
-            raise ConfigurationError(
-                f"{path}: [blobs] needs [key] with exactly one of file or passphrase_env"
-            )
-        bundles = raw.get("bundles")
+        blobs, key, bundles = raw.get("blobs"), raw.get("key"), raw.get("bundles")
+        _check_stores(path, remote, blobs, key)
         if bundles is not None:
-            if not bundles.get("collections"):
-                raise ConfigurationError(f"{path}: [bundles] needs collections = [...]")
-            if ("ingest_url" in bundles) == bool(bundles.get("ingest_queue")):
-                raise ConfigurationError(
-                    f"{path}: [bundles] names exactly one of ingest_url or ingest_queue = true"
-                )
-            if ("directory" in bundles) == ("s3" in bundles) and blobs is None:
-                raise ConfigurationError(
-                    f"{path}: [bundles] names exactly one of directory or s3 (or [blobs] does)"
-                )
+            _check_bundles(path, bundles, blobs)
         here = path.resolve().parent
         return cls(
             path=path,
@@ -339,3 +294,86 @@ def _check_value(path: Path, where: str, name: str, item: Any) -> None:
             raise ConfigurationError(f"{path}: {where} must be true or false")
     elif not isinstance(item, str) or not item:
         raise ConfigurationError(f"{path}: {where} must be a non-empty string")
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """The TOML of ``path``; a file that cannot be read or parsed is a ConfigurationError."""
+    try:
+        raw: dict[str, Any] = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"{path} is not valid TOML: {exc}") from exc
+    return raw
+
+
+def _check_names(path: Path, raw: Mapping[str, Any]) -> None:
+    """Refuse a key or section the format does not know (a typo must not be ignored),
+    and values of the wrong type."""
+    unknown = set(raw) - _TOP
+    if unknown:
+        raise ConfigurationError(
+            f"{path}: unknown key(s) {sorted(unknown)}", hint=f"known: {sorted(_TOP)}"
+        )
+    for section, keys in _SECTIONS.items():
+        value = raw.get(section)
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise ConfigurationError(f"{path}: [{section}] must be a table")
+        extra = set(value) - keys
+        if extra:
+            raise ConfigurationError(
+                f"{path}: unknown key(s) in [{section}]: {sorted(extra)}",
+                hint=f"known: {sorted(keys)}",
+            )
+        for name, item in value.items():
+            _check_value(path, f"{section}.{name}", name, item)
+    if "download_only" in raw:
+        _check_value(path, "download_only", "download_only", raw["download_only"])
+
+
+def _check_required(path: Path, raw: Mapping[str, Any], *, service: bool) -> None:
+    """The database (not for the ingest service) and the models are required; the
+    device's name and app version, when given, are strings."""
+    for name in ("models",) if service else ("database", "models"):
+        if not isinstance(raw.get(name), str) or not raw[name]:
+            raise ConfigurationError(f'{path}: {name} = "..." is required')
+    for name in ("device_name", "app_version"):
+        if name in raw and not isinstance(raw[name], str):
+            raise ConfigurationError(f"{path}: {name} must be a string")
+
+
+def _check_stores(
+    path: Path,
+    remote: Mapping[str, Any],
+    blobs: Mapping[str, Any] | None,
+    key: Mapping[str, Any] | None,
+) -> None:
+    """Exactly one remote; a blob store names exactly one place and comes with exactly
+    one way to the key."""
+    if ("embedded" in remote) == ("firestore_root" in remote):
+        raise ConfigurationError(
+            f"{path}: [remote] names exactly one of embedded or firestore_root"
+        )
+    if blobs is not None and ("directory" in blobs) == ("s3" in blobs):
+        raise ConfigurationError(f"{path}: [blobs] names exactly one of directory or s3")
+    if blobs is not None and (not key or ("file" in key) == ("passphrase_env" in key)):
+        raise ConfigurationError(
+            f"{path}: [blobs] needs [key] with exactly one of file or passphrase_env"
+        )
+
+
+def _check_bundles(path: Path, bundles: Mapping[str, Any], blobs: Mapping[str, Any] | None) -> None:
+    """``[bundles]`` names its collections, exactly one way to the ingest service, and
+    a bucket (its own, or else ``[blobs]``)."""
+    if not bundles.get("collections"):
+        raise ConfigurationError(f"{path}: [bundles] needs collections = [...]")
+    if ("ingest_url" in bundles) == bool(bundles.get("ingest_queue")):
+        raise ConfigurationError(
+            f"{path}: [bundles] names exactly one of ingest_url or ingest_queue = true"
+        )
+    if ("directory" in bundles) == ("s3" in bundles) and blobs is None:
+        raise ConfigurationError(
+            f"{path}: [bundles] names exactly one of directory or s3 (or [blobs] does)"
+        )

@@ -1,24 +1,16 @@
-"""Download-only reference data and reference files (seed 001).
+"""Reference files: map tiles of a boundary, routing data, cached beside the database.
 
-**Download-only collections** (``Replicator(..., download_only=[FormSchema,
-Localization])``): form schemas, localizations, dashboard aggregates, contacts.
-They are pulled like any collection, by their last-updated cursor
-(``DownloadedTracker``), and each remote change overwrites the local copy. They
-are never uploaded, and the app cannot write them: a ``BEFORE`` trigger refuses
-every insert, update and delete that does not come from the engine, with an
-``IntegrityError`` whose message starts ``replicator: <table> is download-only``.
-So a local copy is always exactly the service's, never a half-edited mix.
+**Reference files** (:class:`ReferenceFiles`): a manifest in a ``BlobStore``
+(``{prefix}/{boundary}/manifest.json``) lists each file's path, size and SHA-256.
+``sync(boundary)`` downloads, several at a time, only the files whose content
+differs from what the cache holds, verifies each against the manifest before
+installing it by an atomic rename, removes every file the manifest does not list
+(so a new boundary clears the old one's tiles), and records the manifest last.
 
-**Localizations** are one row per form and language whose ``strings`` column holds
-a JSON object of field key → text; :func:`localizations` reads it as a dictionary.
-
-**Reference files** (:class:`ReferenceFiles`): map tiles of a boundary, routing
-data. A manifest in a ``BlobStore`` (``{prefix}/{boundary}/manifest.json``) lists
-each file's path, size and SHA-256. ``sync(boundary)`` downloads, several at a
-time, only the files whose content differs from what the cache holds, verifies
-each against the manifest before installing it by an atomic rename, removes every
-file the manifest does not list (so a new boundary clears the old one's tiles), and
-records the manifest last.
+Invariants: a file is installed only once it matches its manifest entry (size and
+SHA-256), by an atomic rename, so a reader never sees a partial or unverified
+file; a manifest path never leaves the cache directory (no absolute path, ``..``
+or backslash) nor names a hidden file; a malformed manifest changes nothing.
 """
 
 from __future__ import annotations
@@ -30,86 +22,16 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import attrs
-import peewee
 
 from ..errors import BlobIntegrityError, ConfigurationError, RemoteDataError
 from ..stores.base import BlobStore, HashingWriter, TooLong, hash_rest
 
 log = logging.getLogger(__name__)
-
-_GUARD_OPS = ("INSERT", "UPDATE", "DELETE")
-
-
-def _guard_name(table: str, op: str) -> str:
-    return f"replicator_{table}_download_only_{op.lower()}"
-
-
-def guard_download_only(db: peewee.Database, tables: Iterable[str], chosen: frozenset[str]) -> None:
-    """Install the triggers refusing app writes on the ``chosen`` tables, and drop them
-    from the others (a collection no longer download-only). Idempotent."""
-    gate = "(SELECT applying FROM replicator_control WHERE singleton = 1) = 0"
-    for table in tables:
-        for op in _GUARD_OPS:
-            name = _guard_name(table, op)
-            if table not in chosen:
-                db.execute_sql(f'DROP TRIGGER IF EXISTS "{name}"')
-                continue
-            message = (
-                f"replicator: {table} is download-only: the app cannot {op.lower()} its rows"
-                " (the next sync brings the service's copy)"
-            ).replace("'", "''")
-            db.execute_sql(
-                f'CREATE TRIGGER IF NOT EXISTS "{name}" BEFORE {op} ON "{table}" WHEN {gate}'
-                f" BEGIN SELECT RAISE(ABORT, '{message}'); END"
-            )
-
-
-def localizations(
-    model: type[peewee.Model],
-    form: str,
-    language: str,
-    *,
-    form_field: str = "form",
-    language_field: str = "language",
-    strings_field: str = "strings",
-) -> dict[str, str]:
-    """The localization of ``form`` in ``language`` as a dictionary of field key → text
-    (empty if there is none). ``strings_field`` holds the JSON object; entries that are
-    not text are left out, so a damaged document cannot break a form."""
-    fields = model._meta.fields
-    for name in (form_field, language_field, strings_field):
-        if name not in fields:
-            raise ConfigurationError(
-                f"{model.__name__} has no field {name!r}",
-                hint="name the fields: localizations(..., form_field=, language_field=,"
-                " strings_field=)",
-            )
-    row = (
-        model.select(fields[strings_field])
-        .where((fields[form_field] == form) & (fields[language_field] == language))
-        .order_by(model._meta.primary_key)
-        .first()
-    )
-    if row is None:
-        return {}
-    raw = getattr(row, strings_field)
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except ValueError:
-            log.warning("localization %s/%s is not JSON", form, language)
-            return {}
-    if not isinstance(raw, Mapping):
-        return {}
-    return {k: v for k, v in raw.items() if isinstance(k, str) and isinstance(v, str)}
-
-
-# -- reference files -------------------------------------------------------------------
 
 FILES_FORMAT = "replicator-files/1"
 _LOCAL_MANIFEST = ".manifest.json"

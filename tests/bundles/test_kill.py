@@ -27,7 +27,7 @@ def _ingestor_cmd(place: Path, name: str) -> list[str]:
     return [
         sys.executable,
         "-c",
-        "from replicator.cli.main import main; main()",
+        "from replicator.cli import main; main()",
         "ingest",
         "--config",
         str(place / "service.toml"),

@@ -9,7 +9,7 @@ import sys
 
 from click.testing import CliRunner
 
-from replicator.cli.main import main
+from replicator.cli import main
 
 
 def test_demo_converges_and_prints_an_account(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from replicator import DirectoryBlobStore, EmbeddedRemote, Replicator, SnapshotKey
-from replicator.cli.main import main
+from replicator.cli import main
 from tests.models import MODELS, Note
 
 KEY = bytes(range(32))

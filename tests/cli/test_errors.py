@@ -12,7 +12,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from replicator.cli.main import main, parse_key_file
+from replicator.cli import main
+from replicator.cli.snapshot import parse_key_file
 from tests.cli.test_commands import _published
 from tests.helpers import ROOT
 

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+from replicator.cli import main
 from replicator.cli.config import DeviceConfig
-from replicator.cli.main import main
 from replicator.testing import free_port
 from tests.helpers import TESTS
 
@@ -80,7 +80,7 @@ def test_ingest_serves_http_as_a_real_process_and_stops_on_sigterm(place):
         [
             sys.executable,
             "-c",
-            "from replicator.cli.main import main; main()",
+            "from replicator.cli import main; main()",
             "ingest",
             "--config",
             str(place / "service.toml"),

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from replicator import Outbox
-from replicator.cli.main import main
+from replicator.cli import main
 from replicator.testing import SEED_CONFIGS, SEED_EVENTS, EventReceiver
 
 

@@ -198,7 +198,7 @@ def test_an_embedded_remote_from_before_retention_is_upgraded(tmp_path):
 def test_replicator_compact_purges_for_an_operator(make_device, remote, tmp_path):
     from click.testing import CliRunner
 
-    from replicator.cli.main import main
+    from replicator.cli import main
 
     a, c, _notes, _ = _history(make_device)
     if hasattr(remote, "path"):

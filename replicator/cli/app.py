@@ -1,0 +1,133 @@
+"""The ``replicator`` command group, and what its command modules share.
+
+Every command registers on the one group :data:`main`: the command modules
+import it from here and decorate, and the package imports them so that they do.
+This module imports none of them, so the group has no cycle.
+
+Invariants: no command ends in a traceback. Errors of the library and of the
+files and stores a command was pointed at become one line on stderr that says
+what happened and what to do, and exit status 1 (:class:`_Guarded` for errors a
+command lets through, :func:`guard` for a library call whose error a command
+wants to report the same way before it goes on). Progress goes to stderr, so
+stdout holds only a command's result.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from .. import __version__
+
+T = TypeVar("T")
+
+
+class _Guarded(click.Group):
+    """A command group whose commands never end in a traceback.
+
+    Errors of the library and of the files and stores it was pointed at become
+    one line on stderr that says what happened and what to do, and exit 1.
+    Set ``REPLICATOR_DEBUG=1`` to see the traceback of an unexpected error.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from ..errors import ReplicatorError
+
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except ReplicatorError as exc:
+            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            raise click.ClickException(f"SQLite refused the database: {exc}") from None
+        except OSError as exc:
+            raise click.ClickException(f"{exc.strerror or exc}: {exc.filename or ''}") from None
+        except ImportError as exc:
+            raise click.ClickException(str(exc)) from None
+        except Exception as exc:
+            if os.environ.get("REPLICATOR_DEBUG"):
+                raise
+            raise click.ClickException(
+                f"unexpected {type(exc).__name__}: {exc} (set REPLICATOR_DEBUG=1 for the"
+                " traceback and report it)"
+            ) from None
+
+
+@click.group(cls=_Guarded)
+@click.version_option(__version__, prog_name="replicator")
+def main() -> None:
+    """Offline-first replication of peewee/SQLite databases."""
+
+
+def guard(fn: Callable[[], T]) -> T:
+    """``fn()``, with a library error turned into the command's one-line error."""
+    from ..errors import ReplicatorError
+
+    try:
+        return fn()
+    except ReplicatorError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+
+
+#: the ``--config`` option of the commands that open a device from its config file
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default="replicator.toml",
+    show_default=True,
+    help="The device's config file: database, models module, remote, blob store, key.",
+)
+
+
+class ProgressLine:
+    """One line on stderr that follows a sync's Progress, with a percentage when the
+    total is known; it redraws at most ten times a second, and always at the end."""
+
+    def __init__(self) -> None:
+        self.last = 0.0
+        self.width = 0
+
+    def __call__(self, progress: Any) -> None:
+        import time
+
+        now = time.monotonic()
+        done = progress.total is not None and progress.done >= progress.total
+        if now - self.last < 0.1 and not done:
+            return
+        self.last = now
+        what = f"{progress.phase} {progress.collection or ''}".strip()
+        if progress.phase == "restore" and progress.total:  # bytes of the snapshot
+            pct = min(100, progress.done * 100 // progress.total)
+            text = (
+                f"{what}: {progress.done / 1024:,.0f} of {progress.total / 1024:,.0f} KiB ({pct}%)"
+            )
+        elif progress.total:
+            pct = min(100, progress.done * 100 // progress.total)
+            text = f"{what}: {progress.done}/{progress.total} ({pct}%)"
+        else:
+            text = f"{what}: {progress.done}"
+        click.echo("\r" + text.ljust(self.width), nl=False, err=True)
+        self.width = len(text)
+
+    def end(self) -> None:
+        if self.width:
+            click.echo("", err=True)
+
+
+def synced_tables(conn: sqlite3.Connection) -> list[tuple[str, int, int]]:
+    """(table, rows, dirty rows) for every table that carries replicator's sync columns."""
+    from ..snapshots.restore import synced_tables as names
+
+    out = []
+    for name in names(conn):
+        (rows,) = conn.execute(f'SELECT COUNT(*) FROM "{name}"').fetchone()
+        (dirty,) = conn.execute(f'SELECT COUNT(*) FROM "{name}" WHERE "isDirty" = 1').fetchone()
+        out.append((name, rows, dirty))
+    return out

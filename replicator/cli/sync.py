@@ -1,0 +1,108 @@
+"""The device commands: ``replicator status``, ``sync`` and ``devices``.
+
+``status`` only reads the database (opened read-only: looking never changes a
+device); ``sync`` opens the device its config file describes and closes its
+database whatever happens; ``devices`` reads the remote's Devices collection and
+never creates a remote that does not exist.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import click
+
+from .app import ProgressLine, config_option, main, synced_tables
+
+
+@main.command()
+@click.argument("database", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def status(database: Path) -> None:
+    """Show a device's identity, pending changes and download watermarks."""
+    conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        try:
+            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")
+        except sqlite3.DatabaseError:
+            raise click.ClickException(f"{database} is not a SQLite database") from None
+        from ..local import read_recorded
+
+        recorded = read_recorded(conn.execute)
+        if recorded is None:
+            raise click.ClickException(
+                f"{database} has no replicator tables; create a Replicator on it first"
+            )
+        device = recorded.device
+        if device is None:
+            raise click.ClickException(f"{database} has no device identity yet")
+        click.echo(f"device        {device.get('name')} ({device.get('platform')})")
+        click.echo(f"installation  {device.get('installation_id')}")
+        click.echo(f"last sync     {device.get('last_sync') or 'never'}")
+        click.echo(f"last upload   {device.get('last_upload') or 'never'}")
+        click.echo(f"caught up to  {device.get('seen_position') or 'nothing yet'}")
+        snap = device.get("last_snapshot") or "none published or restored here"
+        click.echo(f"snapshot      {snap}")
+        trackers, tombs = recorded.trackers, recorded.pending_deletes
+        click.echo(f"{'collection':<20} {'rows':>7} {'dirty':>7} {'deletes':>8}  downloadedTill")
+        for table, rows, dirty in synced_tables(conn):
+            click.echo(
+                f"{table:<20} {rows:>7} {dirty:>7} {tombs.get(table, 0):>8}  "
+                f"{trackers.get(table) or '-'}"
+            )
+        if recorded.bundles:
+            click.echo(f"bundles awaiting the ingest service: {recorded.bundles}")
+        for table, n in sorted(recorded.refused.items()):
+            click.echo(f"{table}: {n} row(s) refused by the ingest service")
+    finally:
+        conn.close()
+
+
+@main.command()
+@config_option
+@click.option(
+    "--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds for the whole sync."
+)
+def sync(config_path: Path, timeout: float | None) -> None:
+    """Sync the device a config file describes, with a progress line.
+
+    On a new, empty database with a blob store configured this is a login:
+    the latest snapshot is restored first, then only what it lacks is
+    downloaded.
+    """
+    from .config import DeviceConfig
+
+    line = ProgressLine()
+    device = DeviceConfig.load(config_path).replicator(on_progress=line)
+    try:
+        if device.blobs is not None and device.is_empty():
+            report = device.login()
+        else:
+            report = device.sync(timeout=timeout)
+    finally:
+        line.end()
+        device.database.close()
+    click.echo(report.summary())
+
+
+@main.command()
+@config_option
+def devices(config_path: Path) -> None:
+    """The Devices collection of the remote a config file names."""
+    from .config import DeviceConfig
+
+    records = DeviceConfig.load(config_path).open_remote(create=False).devices()
+    if not records:
+        click.echo("no device has registered yet")
+        return
+    click.echo(
+        f"{'name':<16} {'platform':<10} {'app':<8} {'last upload':<28} {'snapshot':>8}"
+        "  installation"
+    )
+    for d in sorted(records, key=lambda r: (r.name, r.installation_id)):
+        click.echo(
+            f"{d.name or '?':<16} {(d.platform or '?').split('-')[0][:10]:<10}"
+            f" {d.app_version or '-':<8}"
+            f" {d.last_upload or 'never':<28} {d.snapshot_generation or '-':>8}"
+            f"  {d.installation_id}"
+        )
