@@ -38,7 +38,6 @@ from .capture import install_capture
 from .codec import missing_value
 from .errors import (
     ConfigurationError,
-    LocalDatabaseError,
     RemoteError,
     ReplicatorError,
     SnapshotError,
@@ -59,6 +58,7 @@ from .snapshots.manifest import Manifest, clean_leftovers, read_manifest
 from .snapshots.publish import byte_counter, publish_if_due
 from .snapshots.restore import database_file
 from .snapshots.restore import prepare as prepare_restore
+from .sql import local_error
 from .stores.base import BlobStore, Deadlined, RemoteStore, Sessions, keeps_native_types
 from .strategies.conflict import ConflictStrategy, LastWriterWins, Resolver, resolver
 from .strategies.snapshot import BigBrother, SnapshotStrategy, checked
@@ -223,7 +223,7 @@ class Replicator:
             try:
                 report = self._sync()
             except peewee.DatabaseError as exc:
-                error = _local_error(exc)
+                error = local_error("the local database refused the sync", exc)
                 _log_failure(error)
                 raise error from exc
             except ReplicatorError as exc:
@@ -515,17 +515,3 @@ def _one_way(
 def _log_failure(exc: ReplicatorError) -> None:
     # the kind of failure only: an error's message may quote a remote value
     log.warning("sync failed: %s (retryable: %s)", type(exc).__name__, exc.retryable)
-
-
-def _local_error(exc: peewee.DatabaseError) -> LocalDatabaseError:
-    text = str(exc)
-    busy = "locked" in text or "busy" in text
-    hint = (
-        "another connection kept the database locked; sync again (a longer"
-        " SqliteDatabase(timeout=...) waits longer)"
-        if busy
-        else "check the disk and the database file (PRAGMA integrity_check)"
-    )
-    return LocalDatabaseError(
-        f"the local database refused the sync: {text}", retryable=busy, hint=hint
-    )

@@ -35,7 +35,7 @@ from ..errors import (
     RemoteError,
     TransientError,
 )
-from ..sql import select_in
+from ..sql import select_in, trouble
 from .base import DeviceRecord, Page, PushResult, RemoteDoc, Usage, Write
 
 
@@ -180,14 +180,13 @@ class EmbeddedRemote:
         try:
             yield conn
         except sqlite3.OperationalError as exc:
-            text = str(exc)
-            if "locked" in text or "busy" in text:
+            if trouble(exc) == "busy":
                 raise TransientError(
                     f"the embedded remote at {self.path} stayed locked for {self.timeout}s",
                     orig=exc,
                 ) from exc
             raise OfflineError(
-                f"the embedded remote at {self.path} failed: {text}", orig=exc
+                f"the embedded remote at {self.path} failed: {exc}", orig=exc
             ) from exc
         except sqlite3.DatabaseError as exc:  # not a database, or a damaged one
             raise RemoteError(
