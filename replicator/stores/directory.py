@@ -29,7 +29,7 @@ from ..errors import (
     PreconditionFailed,
     RemoteError,
 )
-from .base import BlobInfo
+from .base import BlobInfo, BlobStore
 
 _META = ".meta.json"
 _BUF = 1 << 20
@@ -209,3 +209,7 @@ class DirectoryBlobStore:
     def destroy(self) -> None:
         """Remove the whole directory (tests)."""
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+# the protocols this store implements, checked by mypy
+_is_blobstore: type[BlobStore] = DirectoryBlobStore

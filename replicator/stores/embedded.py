@@ -36,7 +36,19 @@ from ..errors import (
     TransientError,
 )
 from ..sql import select_in, trouble
-from .base import DeviceRecord, Page, PushResult, RemoteDoc, Usage, Write
+from .base import (
+    Compactable,
+    Countable,
+    Deadlined,
+    DeviceRecord,
+    Page,
+    PushResult,
+    RemoteDoc,
+    RemoteStore,
+    Sessions,
+    Usage,
+    Write,
+)
 
 
 def _seq(value: int) -> str:
@@ -483,3 +495,11 @@ def _rows(
         written += len(text)
         rows.append((w.collection, w.id, text, int(w.deleted), merged.get("updatedBy"), seq, now))
     return rows, written
+
+
+# the protocols this store implements, checked by mypy
+_is_remotestore: type[RemoteStore] = EmbeddedRemote
+_is_deadlined: type[Deadlined] = EmbeddedRemote
+_is_countable: type[Countable] = EmbeddedRemote
+_is_sessions: type[Sessions] = EmbeddedRemote
+_is_compactable: type[Compactable] = EmbeddedRemote

@@ -48,7 +48,20 @@ from ..errors import (
     TransientError,
     UnsupportedValueError,
 )
-from .base import DeviceRecord, Page, PushResult, RemoteDoc, Usage, Write
+from .base import (
+    Compactable,
+    Countable,
+    Deadlined,
+    DeviceRecord,
+    NativeTypes,
+    Page,
+    PushResult,
+    RemoteDoc,
+    RemoteStore,
+    SizedDocuments,
+    Usage,
+    Write,
+)
 
 try:
     from google.api_core import exceptions as gexc
@@ -550,3 +563,12 @@ def _commit_stamp(result: Any) -> str:
         if isinstance(stamp, _dt.datetime):
             stamps.append(stamp)
     return _ts(max(stamps)) if stamps else _ts(result.update_time)
+
+
+# the protocols this store implements, checked by mypy
+_is_remotestore: type[RemoteStore] = FirestoreRemote
+_is_deadlined: type[Deadlined] = FirestoreRemote
+_is_sizeddocuments: type[SizedDocuments] = FirestoreRemote
+_is_nativetypes: type[NativeTypes] = FirestoreRemote
+_is_countable: type[Countable] = FirestoreRemote
+_is_compactable: type[Compactable] = FirestoreRemote

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from ..errors import DeliveryRejected, OfflineError, RemoteError, TransientError
-from .base import Delivery
+from .base import Delivery, Sink
 
 #: statuses that a later attempt can turn into a success
 RETRYABLE_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
@@ -164,3 +164,7 @@ class HttpIngest:
     def close(self) -> None:
         if self._owns_client:
             self._client.close()
+
+
+# the protocols this store implements, checked by mypy
+_is_sink: type[Sink] = HttpSink

@@ -25,7 +25,7 @@ from ..errors import (
     RemoteError,
     TransientError,
 )
-from .base import BlobInfo, hash_rest
+from .base import BlobInfo, BlobStore, hash_rest
 
 try:
     import boto3
@@ -238,3 +238,7 @@ class _MappedBody(io.RawIOBase):
         with contextlib.suppress(Exception):
             self.body.close()
         super().close()
+
+
+# the protocols this store implements, checked by mypy
+_is_blobstore: type[BlobStore] = S3BlobStore
