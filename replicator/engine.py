@@ -1,6 +1,6 @@
 """Replicator: the sync, told phase by phase.
 
-``sync()`` runs, in order (seed 002):
+``sync()`` runs, in order:
 
 1. **download** what other devices uploaded (``download.py``);
 2. **upload** this device's dirty rows and deletes (``upload.py``), and the

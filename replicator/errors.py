@@ -2,7 +2,8 @@
 
 Every error replicator raises derives from :class:`ReplicatorError`. Errors from
 drivers and client libraries (sqlite3, google-cloud-firestore, botocore) are
-translated at the store boundary with ``raise Mapped(...) from exc``; the
+translated at the store boundary (and SQLite's errors on local files by
+``sql.local_error``) with ``raise Mapped(...) from exc``; the
 original is kept as ``.orig``. Each error says what happened and, in ``.hint``,
 what to do. ``.retryable`` tells a scheduler whether running the same sync
 again later can succeed without anyone changing anything.
@@ -12,6 +13,8 @@ again later can succeed without anyone changing anything.
     ReplicatorError
     ├── ConfigurationError        wrong arguments, models or options
     ├── SchemaError               local tables do not match the models
+    ├── LocalDatabaseError        SQLite refused work on a local file: busy (retryable),
+    │                             full, or damaged
     ├── RemoteError               anything the remote store said or did not say
     │   ├── OfflineError          store unreachable (retryable)
     │   ├── TransientError        busy, aborted, timed out (retryable)

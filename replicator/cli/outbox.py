@@ -37,7 +37,7 @@ _outbox_file = click.argument(
 
 @main.group()
 def outbox() -> None:
-    """Inspect and drive an event outbox file (seed 000)."""
+    """Inspect and drive an event outbox file."""
 
 
 @outbox.command("status")

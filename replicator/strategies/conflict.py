@@ -252,7 +252,7 @@ class FieldMerge:
 
 @attrs.frozen
 class TimestampedMaps:
-    """Seed 004's aggregates: a map of values and a map of when each was computed
+    """Group aggregates (a course's counts and percentages): a map of values and a map of when each was computed
     (``agg`` and ``agg_last_updated``), merged key by key, the later computation
     winning. Two devices that update the same row concurrently each keep the
     metrics they computed last, so no metric goes back to an older value,
@@ -358,7 +358,7 @@ def _three_maps(
 def map_max(local: Any, remote: Any, base: Any, c: FieldConflict | None = None) -> Any:
     """Per-key maximum: a status map where 2 (completed) beats 1 (in progress) beats 0.
 
-    Seed 003's ``content_status`` merges with this: progress never goes backwards,
+    A learner's ``content_status`` map merges with this: progress never goes backwards,
     whichever device recorded it.
     """
     lm, rm, _ = _three_maps(local, remote, base)

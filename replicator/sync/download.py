@@ -1,4 +1,4 @@
-"""Download phase (seed 002 §2): apply what other devices uploaded.
+"""Download phase: apply what other devices uploaded.
 
 1. Ask the Devices collection whether any other device uploaded after the
    position this device last caught up with. If none, stop: one remote read.

@@ -1,4 +1,4 @@
-"""Registration (seed 002 §4): this device's record in the Devices collection.
+"""Registration: this device's record in the Devices collection.
 
 The record names the device and carries its watermarks (what it has
 downloaded) and the generation of the last snapshot it published: Big

@@ -1,4 +1,4 @@
-"""Upload phase (seed 002 §3): send this device's dirty rows and deletes.
+"""Upload phase: send this device's dirty rows and deletes.
 
 Rows go parents before children, deletes children before parents, in atomic
 batches the size of the store's limit (the device's own record rides in the
