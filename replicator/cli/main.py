@@ -553,7 +553,7 @@ def _guard(fn: Any) -> Any:
 
 
 def _fetch(store: BlobStore, key: SnapshotSecret, dest: Path) -> Manifest:
-    from ..snapshots.manifest import fetch_and_decrypt, open_latest
+    from ..snapshots.fetch import fetch_and_decrypt, open_latest
 
     manifest: Manifest
     manifest, _kek, _kdf = _guard(lambda: open_latest(store, key))
