@@ -2,14 +2,25 @@
 
 ``sync()`` runs, in order:
 
-1. **download** what other devices uploaded (``download.py``);
-2. **upload** this device's dirty rows and deletes (``upload.py``), and the
-   upload-only collections' rows as checksummed bundles (``bundles.py``);
-3. **register** the device in the Devices collection (inside the upload's
+1. **register** first, when this device has never measured its clock against
+   the store's (its first contact), so no timestamp of it is compared or
+   uploaded before (``sync/register.py``);
+2. **download** what other devices uploaded (``sync/download.py``);
+3. **upload** this device's dirty rows and deletes (``sync/upload.py``);
+4. **bundles**: the upload-only collections' rows go up as checksummed
+   bundles, when configured (``bundles/send.py``);
+5. **register** the device in the Devices collection (inside the upload's
    last batch when there was one, else a write of its own when the device is
-   new or its watermarks moved);
-4. **snapshot** the database under the snapshot strategy, when blob storage
-   is configured.
+   not registered yet or others had uploaded, so its watermarks moved);
+6. **retention**: forget acknowledged deletes older than the retention, and
+   purge such tombstones remotely now and then (``sync/retention.py``); a
+   failure is reported, not raised;
+7. **snapshot**, when blob storage is configured (``snapshots/publish.py``):
+   ask whether a publish may be due (nothing unsynced, the manifest read);
+   if so and this device uploaded, a **catch-up download** moves the cursors
+   past its own uploads; then **publish** if the strategy says so, and
+   **register** again, so the Devices collection learns the generation
+   published; a failure of any of these is reported, not raised.
 
 An error in any phase leaves the local database consistent: pages of
 downloaded changes are applied with their cursor in one transaction, and rows
@@ -54,8 +65,9 @@ from .model import (
 from .reference.data import guard_download_only
 from .report import Phase, Progress, Resolution, SyncReport, Tally
 from .snapshots.crypto import SnapshotSecret
-from .snapshots.manifest import Manifest, clean_leftovers, read_manifest
-from .snapshots.publish import byte_counter, publish_if_due
+from .snapshots.files import clean_leftovers
+from .snapshots.manifest import Manifest, read_manifest
+from .snapshots.publish import byte_counter, publish_due, snapshot_due
 from .snapshots.restore import database_file
 from .snapshots.restore import prepare as prepare_restore
 from .sql import local_error
@@ -372,25 +384,46 @@ class Replicator:
         self, ctx: SyncContext, tally: Tally, *, uploaded: bool
     ) -> tuple[str | None, SnapshotError | RemoteError | None]:
         """Publish a snapshot if due; a failure is reported, not raised (the data is
-        synced by then; only the snapshot is missing)."""
+        synced by then; only the snapshot is missing).
+
+        Between the phase's two steps, a device that uploaded downloads its own
+        uploads back (so the snapshot's cursors are past them); after a publish,
+        it registers (so every device can tell a rolled-back manifest). What the
+        catch-up applied joins ``tally`` once the whole phase succeeded.
+        """
         if self.blobs is None or self.key is None:
             return None, None
         self.local.count_changes(tally.total())
+        db_path = database_file(self.database)
+        caught_up = Tally()
         try:
-            published = publish_if_due(
+            due = snapshot_due(
                 ctx,
                 blobs=self.blobs,
                 key=self.key,
                 strategy=self.snapshot_strategy,
-                db_path=database_file(self.database),
                 tables=self.collections,
-                uploaded=uploaded,
             )
+            if due is None:
+                return None, None
+            if uploaded:
+                caught_up = download(ctx, catch_up_only=True).tally
+            published = publish_due(
+                ctx,
+                due,
+                blobs=self.blobs,
+                key=self.key,
+                strategy=self.snapshot_strategy,
+                db_path=db_path,
+                tables=self.collections,
+            )
+            if published is not None:
+                register(ctx)
         except (SnapshotError, RemoteError) as exc:
             log.warning("no snapshot published: %s", type(exc).__name__)
             return None, exc
-        tally.fold(published.tally)
-        return published.snapshot, None
+        tally.fold(caught_up)
+        return None if published is None else published.snapshot_id, None
 
     def is_empty(self) -> bool:
         """True if no synced table holds a row and nothing was ever downloaded."""

@@ -182,7 +182,7 @@ def snapshot_list(source: _Source) -> None:
 
 
 def _fetch(store: BlobStore, key: SnapshotSecret, dest: Path) -> Manifest:
-    from ..snapshots.manifest import fetch_and_decrypt, open_latest
+    from ..snapshots.fetch import fetch_and_decrypt, open_latest
 
     manifest: Manifest
     manifest, _kek, _kdf = guard(lambda: open_latest(store, key))

@@ -37,7 +37,7 @@ import hmac
 import json
 import os
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, BinaryIO
 
 import attrs
@@ -320,8 +320,42 @@ def decrypt_stream(
     *,
     on_bytes: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Verify and decrypt ``src`` into ``dst``; return the header. Raises a SnapshotError."""
+    """Verify and decrypt ``src`` into ``dst``; return the header. Raises a SnapshotError.
+
+    Each chunk is authenticated before its plaintext is written, and the last
+    one must carry the "last" flag, so a stream cut at a chunk boundary is
+    told apart from a whole one.
+    """
     header, aad = read_header(src)
+    sealing = _open_header(header, key)
+    aead = AESGCM(sealing.data_key)
+    decompressor = zstandard.ZstdDecompressor().decompressobj()
+    limit = sealing.chunk_size + 64  # a sealed chunk: at most a chunk of data plus the tag
+    for index, (record, last) in enumerate(_records(src, limit)):
+        chunk = _open_chunk(aead, sealing.nonce_prefix, index, record, last, aad)
+        try:
+            out = decompressor.decompress(chunk)
+        except zstandard.ZstdError as exc:  # authenticated, so only a writer bug gets here
+            raise TamperedSnapshotError(f"chunk {index} does not decompress") from exc
+        dst.write(out)
+        if on_bytes is not None:
+            on_bytes(len(record) + 4)
+    return header
+
+
+@attrs.frozen(repr=False)
+class _Sealing:
+    """What a checked header says about the chunks that follow it."""
+
+    chunk_size: int
+    nonce_prefix: bytes
+    data_key: bytes
+
+
+def _open_header(header: Mapping[str, Any], key: SnapshotKey | Passphrase) -> _Sealing:
+    """Check the header's fields, then unwrap its data key with ``key``: a wrong key
+    is ``WrongKeyError`` (by the key check value), an altered header
+    ``TamperedSnapshotError``."""
     if header.get("cipher") != "AES-256-GCM" or header.get("compression") != "zstd":
         raise TamperedSnapshotError("the snapshot header names an unknown cipher or compression")
     chunk_size = _field(header, "chunk", int)
@@ -346,56 +380,55 @@ def decrypt_stream(
         data_key = AESGCM(key.raw).decrypt(wrap_nonce, wrapped, _KCV_LABEL)
     except InvalidTag as exc:
         raise TamperedSnapshotError("the snapshot header was altered") from exc
-    limit = chunk_size + 64  # a sealed chunk: at most a chunk of data plus the tag
-    aead = AESGCM(data_key)
-    decompressor = zstandard.ZstdDecompressor().decompressobj()
+    return _Sealing(chunk_size, prefix, data_key)
 
-    def read_record() -> bytes | None:
-        raw = src.read(4)
-        if not raw:
-            return None
-        if len(raw) < 4:
-            raise TruncatedSnapshotError("the snapshot ends inside a chunk")
-        (length,) = _LEN.unpack(raw)
-        if length > limit:
-            raise TamperedSnapshotError(f"a chunk claims {length} bytes (at most {limit})")
-        body = src.read(length)
-        if len(body) < length:
-            raise TruncatedSnapshotError("the snapshot ends inside a chunk")
-        return body
 
-    index = 0
-    current = read_record()
+def _records(src: BinaryIO, limit: int) -> Iterator[tuple[bytes, bool]]:
+    """The sealed chunks of ``src``, each with whether it is the last: a chunk is
+    given only once the next one has been read, so the last is known."""
+    current = _read_record(src, limit)
     if current is None:
         raise TruncatedSnapshotError("the snapshot has no data")
     while current is not None:
-        following = read_record()
-        last = following is None
-        try:
-            chunk = aead.decrypt(_nonce(prefix, index, last), current, aad)
-        except InvalidTag:
-            if last:
-                try:
-                    aead.decrypt(_nonce(prefix, index, False), current, aad)
-                except InvalidTag:
-                    pass
-                else:
-                    raise TruncatedSnapshotError(
-                        f"the snapshot stops after chunk {index}; its last chunk is missing"
-                    ) from None
-            raise TamperedSnapshotError(
-                f"chunk {index} of the snapshot fails authentication"
-            ) from None
-        try:
-            out = decompressor.decompress(chunk)
-        except zstandard.ZstdError as exc:  # authenticated, so only a writer bug gets here
-            raise TamperedSnapshotError(f"chunk {index} does not decompress") from exc
-        dst.write(out)
-        if on_bytes is not None:
-            on_bytes(len(current) + 4)
-        index += 1
+        following = _read_record(src, limit)
+        yield current, following is None
         current = following
-    return header
+
+
+def _read_record(src: BinaryIO, limit: int) -> bytes | None:
+    """One length-prefixed sealed chunk, or None at the end of the stream."""
+    raw = src.read(4)
+    if not raw:
+        return None
+    if len(raw) < 4:
+        raise TruncatedSnapshotError("the snapshot ends inside a chunk")
+    (length,) = _LEN.unpack(raw)
+    if length > limit:
+        raise TamperedSnapshotError(f"a chunk claims {length} bytes (at most {limit})")
+    body = src.read(length)
+    if len(body) < length:
+        raise TruncatedSnapshotError("the snapshot ends inside a chunk")
+    return body
+
+
+def _open_chunk(
+    aead: AESGCM, prefix: bytes, index: int, sealed: bytes, last: bool, aad: bytes
+) -> bytes:
+    """Chunk ``index``'s plaintext, authenticated; a stream cut after a whole chunk
+    (one that opens only as a middle chunk) is ``TruncatedSnapshotError``."""
+    try:
+        return aead.decrypt(_nonce(prefix, index, last), sealed, aad)
+    except InvalidTag:
+        if last:
+            try:
+                aead.decrypt(_nonce(prefix, index, False), sealed, aad)
+            except InvalidTag:
+                pass
+            else:
+                raise TruncatedSnapshotError(
+                    f"the snapshot stops after chunk {index}; its last chunk is missing"
+                ) from None
+        raise TamperedSnapshotError(f"chunk {index} of the snapshot fails authentication") from None
 
 
 #: what a Replicator accepts as its snapshot key: a raw 32-byte key, or a passphrase

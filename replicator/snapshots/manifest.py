@@ -1,4 +1,4 @@
-"""Encrypted database snapshots in a blob store: publish (Big Brother) and restore.
+"""The snapshot manifest, and the key that opens the snapshots.
 
 Blob layout, under the store's prefix::
 
@@ -6,37 +6,35 @@ Blob layout, under the store's prefix::
     snapshots/kdf.json          scrypt salt and parameters, when a passphrase is used
     snapshots/{id}.snap         immutable encrypted snapshots (format: crypto.py)
 
-Publishing: a consistent copy of the live database (``VACUUM INTO``) with the
-device-local tables emptied, encrypted to a temporary file, uploaded under a
-new id, then the manifest is swapped with a conditional write against the
-version read before deciding. Of two racing devices, the one whose manifest
-write loses re-reads the manifest and only retries if it still holds newer
-data; otherwise it deletes its upload and skips. The last ``keep`` snapshots
-are kept.
+Invariants:
 
-Restoring: plan (read the manifest), download while hashing (SHA-256 checked
-against the manifest) and decrypting (AEAD checked chunk by chunk) into a
-temporary file beside the database, ``PRAGMA integrity_check``, then install
-the synced tables in one transaction (``restore.py``). Any failure leaves the
-database as it was.
+* the manifest is trusted only once authenticated: its MAC (keyed from the
+  user's key) covers every claim, and each claim it shares with the snapshot's
+  own authenticated header must agree with it (:func:`check_claims`), so a
+  manifest can neither be edited nor point at a snapshot that is not its own;
+* its ``generation`` grows by one with each publish, and publishers record
+  theirs in the Devices collection, so a manifest rolled back to an older
+  snapshot is refused (:func:`check_not_rolled_back`);
+* the manifest and ``kdf.json`` are parsed strictly and never read past
+  :data:`MAX_SMALL` bytes: a malformed or oversized object is tampering;
+* a publisher never trusts an unreadable or unauthentic manifest: it is
+  reported, and replaced by the next publish with a conditional write on
+  whatever object is there (:func:`read_current`);
+* ``kdf.json`` is written once, by whichever device creates it first; every
+  device derives its key from the parameters read back, checked against a
+  floor (no downgrade) and against the passphrase's key check value.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import glob
 import hashlib
 import hmac
 import io
 import json
-import os
 import re
-import sqlite3
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -48,19 +46,14 @@ from ..errors import (
     SnapshotError,
     SnapshotNotFoundError,
     TamperedSnapshotError,
-    TruncatedSnapshotError,
     UnsupportedSnapshotError,
     WrongKeyError,
 )
-from ..local import OWN_TABLES, forget_installation
 from ..stores.base import BlobStore, DeviceRecord
 from .crypto import (
     Passphrase,
     SnapshotKey,
-    SnapshotSecret,
     check_kdf,
-    decrypt_stream,
-    encrypt_stream,
     mac_key,
     new_kdf_params,
     require,
@@ -340,312 +333,3 @@ def resolve_key(
             " was replaced)",
         )
     return kek, kdf
-
-
-@contextmanager
-def temp_beside(db_path: Path, tag: str) -> Iterator[Path]:
-    """A temporary file beside the database, named after this process, removed (with its
-    journal files) on the way out; a leftover of a process that died is recognised, and
-    removed, by :func:`clean_leftovers`."""
-    tmp = db_path.with_name(f".{db_path.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        yield tmp
-    finally:
-        for p in (tmp, Path(f"{tmp}-journal"), Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
-            if p.exists():
-                p.unlink()
-
-
-_TEMP = re.compile(r"\.(?P<db>.+)\.(snapshot|sealed|restore)-(?P<pid>\d+)-[0-9a-f]{8}(-.*)?")
-
-
-def clean_leftovers(db_path: Path) -> int:
-    """Remove the temporary files (plaintext copies included) that a publish or restore
-    killed part-way left beside the database; files of live processes are kept.
-    Returns how many were removed."""
-    removed = 0
-    for p in db_path.parent.glob(f".{glob.escape(db_path.name)}.*"):
-        found = _TEMP.fullmatch(p.name)
-        if not found or found["db"] != db_path.name or not p.is_file():
-            continue
-        # a live process's file (this one's included: a thread may be publishing) stays
-        if _alive(int(found["pid"])):
-            continue
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
-            removed += 1
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def write_plain_copy(conn: sqlite3.Connection | Any, dest: Path, tables: Sequence[str]) -> None:
-    """A consistent copy of the synced ``tables`` and replicator's metadata.
-
-    Tables the app keeps for itself never leave the device: they are dropped
-    from the copy (with ``secure_delete``, then a ``VACUUM``, so none of their
-    bytes remain), and so is device-local state.
-    """
-    keep = {*tables, *OWN_TABLES}
-    conn.execute("VACUUM INTO ?", (str(dest),))
-    copy = sqlite3.connect(dest, isolation_level=None)
-    try:
-        copy.execute("PRAGMA secure_delete = ON")
-        copy.execute("PRAGMA foreign_keys = OFF")
-        copy.execute("BEGIN")
-        dropped = False
-        for kind, name in copy.execute(
-            "SELECT type, name FROM sqlite_master WHERE type IN ('table', 'view')"
-            " AND name NOT LIKE 'sqlite_%'"
-        ).fetchall():
-            if kind == "view":
-                copy.execute(f'DROP VIEW "{name}"')
-            elif name not in keep:
-                copy.execute(f'DROP TABLE "{name}"')
-                dropped = True
-        forget_installation(copy.execute)
-        copy.execute("COMMIT")
-        if dropped:  # secure_delete zeroed their pages; VACUUM also drops the free pages
-            copy.execute("VACUUM")
-        copy.execute("PRAGMA journal_mode = DELETE")
-    finally:
-        copy.close()
-
-
-def publish(
-    *,
-    connection: Any,
-    db_path: Path,
-    blobs: BlobStore,
-    key: SnapshotSecret,
-    watermarks: Mapping[str, str],
-    seen_position: str | None,
-    device_name: str,
-    current: Current,
-    generation: int = 0,
-    keep: int = 3,
-    on_bytes: Callable[[int], None] | None = None,
-    tables: Sequence[str] = (),
-    now: _dt.datetime | None = None,
-) -> Manifest:
-    """Upload a snapshot and swap the manifest from ``current`` to it.
-
-    ``generation`` is the highest generation known (from the Devices
-    collection); the new manifest's is one more than that and than the
-    current manifest's. Raises ``PreconditionFailed`` if the manifest changed
-    since ``current`` was read (the uploaded object is deleted again). The
-    plaintext copy lives only inside this call.
-    """
-    kek, kdf = resolve_key(blobs, key, create=True)
-    created = now or _dt.datetime.now(_dt.timezone.utc)
-    snapshot_id = created.strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:8]
-    object_key = f"snapshots/{snapshot_id}.snap"
-    expected = current.manifest
-    history = (snapshot_id, *(expected.history if expected else ()))
-    manifest = Manifest(
-        snapshot_id=snapshot_id,
-        key=object_key,
-        sha256="0" * 64,
-        size=0,
-        created=created.isoformat(),
-        watermarks=dict(watermarks),
-        seen_position=seen_position,
-        device_name=device_name,
-        history=history[:keep],
-        generation=max(generation, expected.generation if expected else 0) + 1,
-    )
-    with temp_beside(db_path, "snapshot") as plain, temp_beside(db_path, "sealed") as sealed:
-        write_plain_copy(connection, plain, tables)
-        with open(plain, "rb") as src, open(sealed, "wb") as dst:
-            encrypt_stream(src, dst, kek, manifest.header_claims(), kdf=kdf, on_bytes=on_bytes)
-        plain.unlink()  # the plaintext never outlives the encryption
-        with open(sealed, "rb") as src:
-            info = blobs.put(object_key, src)
-    manifest = attrs.evolve(manifest, sha256=info.sha256, size=info.size).signed(kek)
-    try:
-        if current.etag is None:
-            blobs.put(MANIFEST, io.BytesIO(manifest.to_json()), if_none_match=True)
-        else:
-            blobs.put(MANIFEST, io.BytesIO(manifest.to_json()), if_match=current.etag)
-    except PreconditionFailed:
-        blobs.delete(object_key)
-        raise
-    for old in history[keep:]:
-        blobs.delete(f"snapshots/{old}.snap")
-    _delete_orphans(blobs, {*manifest.history}, created)
-    return manifest
-
-
-#: an uploaded snapshot no manifest names is deleted once this old (a publisher
-#: killed between its upload and its manifest swap); younger ones may be in flight
-ORPHAN_AGE = _dt.timedelta(hours=1)
-
-
-def _delete_orphans(blobs: BlobStore, named: set[str], now: _dt.datetime) -> None:
-    for info in blobs.list("snapshots/"):
-        name = info.key.rsplit("/", 1)[-1]
-        if not name.endswith(".snap") or name[: -len(".snap")] in named:
-            continue
-        sid = name[: -len(".snap")]
-        if not SNAPSHOT_ID.fullmatch(sid):
-            continue
-        made = _dt.datetime.strptime(sid[:22], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=_dt.timezone.utc)
-        if now - made > ORPHAN_AGE:
-            blobs.delete(info.key)
-
-
-class _HashingReader:
-    """Reads a stream while hashing and counting what passes (progress included)."""
-
-    def __init__(self, stream: Any, on_bytes: Callable[[int], None] | None) -> None:
-        self.stream = stream
-        self.on_bytes = on_bytes
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data: bytes = self.stream.read(n)
-        while 0 < len(data) < n:  # network streams may return short reads
-            more = self.stream.read(n - len(data))
-            if not more:
-                break
-            data += more
-        self.digest.update(data)
-        self.size += len(data)
-        if self.on_bytes is not None and data:
-            self.on_bytes(len(data))
-        return data
-
-    def drain(self) -> None:
-        while self.read(1 << 20):
-            pass
-
-
-def open_latest(
-    blobs: BlobStore, key: SnapshotSecret
-) -> tuple[Manifest, SnapshotKey, dict[str, Any] | None]:
-    """Plan a restore: the KEK (kdf.json checked), and the authenticated manifest."""
-    try:
-        kek, kdf = resolve_key(blobs, key, create=False)
-    except SnapshotNotFoundError:
-        if isinstance(key, Passphrase) and blobs.head(MANIFEST) is not None:
-            raise WrongKeyError(
-                "the snapshots were made with a raw key, not a passphrase",
-                hint="use the key file the snapshots were made with",
-            ) from None
-        raise
-    manifest = read_manifest(blobs, kek)
-    if manifest is None:
-        raise SnapshotNotFoundError("the blob store holds no snapshot yet")
-    return manifest, kek, kdf
-
-
-def older(blobs: BlobStore, manifest: Manifest, snapshot_id: str) -> Manifest:
-    """A manifest for an older snapshot, one the authenticated manifest's ``history``
-    names: its object's size and hash as the store reports them, its claims still
-    to be read from its own authenticated header (``fetch_and_decrypt(...,
-    older=True)`` reads them and checks that the header names ``snapshot_id``)."""
-    if snapshot_id == manifest.snapshot_id:
-        return manifest
-    if snapshot_id not in manifest.history:
-        kept = ", ".join(manifest.history) or "none"
-        raise SnapshotNotFoundError(
-            f"snapshot {snapshot_id} is not one the manifest keeps (kept: {kept})",
-            hint="replicator snapshot list shows the snapshots there are",
-        )
-    key = f"snapshots/{snapshot_id}.snap"
-    info = blobs.head(key)
-    if info is None:
-        raise SnapshotNotFoundError(f"snapshot {snapshot_id} is missing from the blob store")
-    return attrs.evolve(
-        manifest,
-        snapshot_id=snapshot_id,
-        key=key,
-        sha256=info.sha256,
-        size=info.size,
-        watermarks={},
-        seen_position=None,
-        history=(),
-    )
-
-
-def fetch_and_decrypt(
-    blobs: BlobStore,
-    manifest: Manifest,
-    key: SnapshotSecret,
-    dest: Path,
-    *,
-    on_bytes: Callable[[int], None] | None = None,
-    is_older: bool = False,
-) -> dict[str, Any]:
-    """Download ``manifest``'s snapshot and write the verified plaintext database to ``dest``.
-
-    With ``is_older`` (a manifest made by :func:`older`), the claims come from the
-    snapshot's header, which must name the snapshot asked for.
-
-    Checks, in one pass over the download: every chunk's AEAD tag (the bytes are
-    the key holder's), the object's size and SHA-256 against the manifest, then
-    that the manifest's claims equal the snapshot's authenticated header, and
-    SQLite's ``quick_check`` on the result. Raises a ``SnapshotError``; ``dest``
-    is the only file written.
-    """
-    kek, kdf = resolve_key(blobs, key, create=False)
-    try:
-        stream = blobs.open(manifest.key)
-    except BlobNotFoundError as exc:
-        raise SnapshotNotFoundError(
-            f"snapshot {manifest.snapshot_id} named by the manifest is missing"
-        ) from exc
-    # decrypt while downloading: every chunk is authenticated as it arrives, and
-    # the whole object is checked against the manifest's SHA-256 at the end
-    try:
-        reader = _HashingReader(stream, on_bytes)
-        with open(dest, "wb") as out:
-            try:
-                header = decrypt_stream(reader, out, kek)  # type: ignore[arg-type]
-            except TruncatedSnapshotError:
-                if manifest.size and reader.size < manifest.size:
-                    raise TruncatedSnapshotError(
-                        f"got {reader.size} of {manifest.size} bytes of {manifest.snapshot_id}"
-                    ) from None
-                raise
-            reader.drain()
-    finally:
-        stream.close()
-    if reader.size < manifest.size:
-        raise TruncatedSnapshotError(
-            f"got {reader.size} of {manifest.size} bytes of {manifest.snapshot_id}"
-        )
-    known_hash = manifest.sha256 or not is_older  # a store may not report an object's hash
-    if reader.size != manifest.size or (
-        known_hash and reader.digest.hexdigest() != manifest.sha256
-    ):
-        raise TamperedSnapshotError(
-            f"snapshot {manifest.snapshot_id} does not match its size and SHA-256 in the manifest"
-        )
-    if is_older:
-        meta = header.get("meta")
-        if not isinstance(meta, dict) or meta.get("latest") != manifest.snapshot_id:
-            raise TamperedSnapshotError(
-                f"the object of snapshot {manifest.snapshot_id} holds another snapshot"
-            )
-    else:
-        check_claims(manifest, header, kdf)
-    check = sqlite3.connect(dest)
-    try:
-        result = check.execute("PRAGMA quick_check").fetchone()[0]
-    except sqlite3.DatabaseError as exc:
-        raise TamperedSnapshotError(f"the restored file is not a SQLite database: {exc}") from exc
-    finally:
-        check.close()
-    if result != "ok":
-        raise TamperedSnapshotError(f"the restored database fails its integrity check: {result}")
-    return header

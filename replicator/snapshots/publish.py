@@ -1,13 +1,30 @@
-"""Publishing a snapshot after a sync (seed 002 §5, the Big Brother rule).
+"""The snapshot phase of a sync: decide under the strategy, and publish (the Big
+Brother rule).
 
-A device that leaves nothing unsynced asks its snapshot strategy whether it
-should publish (by default: only when its watermarks are strictly newer than
-the manifest's, so it holds the freshest data of all devices). Before
-deciding, its cursors move past its own uploads, so a device restoring the
-snapshot does not download them again. Publishing is a conditional write of
-the manifest: when another device published first, the decision is taken
-again against the new manifest (once). The work of making, sealing and
-uploading the file is in ``snapshot.py``.
+It runs in two steps, and the engine runs what lies between them:
+
+1. :func:`snapshot_due` says whether a publish may be due, having read the
+   manifest (and noted whether a new snapshot appeared since this device last
+   looked); if this device uploaded, the engine then runs a catch-up download,
+   so the cursors move past its own uploads and a device restoring the
+   snapshot does not download them again;
+2. :func:`publish_due` asks the strategy (by default: only when this device's
+   watermarks are strictly newer than the manifest's, so it holds the
+   freshest data of all devices) and publishes; if it published, the engine
+   registers the device, so the Devices collection learns the new generation
+   and a later rollback of the manifest is detectable by every device.
+
+Invariants:
+
+* never publishes while anything is unsynced, whatever the strategy says: a
+  snapshot holding a row no other device can have would make a device that
+  restores it take that row for synced;
+* publishing is a conditional write of the manifest against the version read
+  before deciding: when another device published first, the decision is
+  taken again against the new manifest, once;
+* this module runs no other phase: it neither downloads nor registers.
+
+Making, sealing and uploading the file is in ``write.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +36,7 @@ from pathlib import Path
 import attrs
 
 from ..errors import PreconditionFailed
-from ..report import Phase, Tally
+from ..report import Phase
 from ..stores.base import BlobStore, RemoteStore
 from ..strategies.snapshot import (
     SnapshotDecision,
@@ -28,40 +45,36 @@ from ..strategies.snapshot import (
     snapshots_kept,
 )
 from ..sync.context import SyncContext
-from ..sync.download import download
-from ..sync.register import register
-from .crypto import SnapshotSecret
-from .manifest import Manifest, publish, read_current, resolve_key
+from .crypto import SnapshotKey, SnapshotSecret
+from .manifest import Current, Manifest, read_current, resolve_key
+from .write import write_snapshot
 
 
 @attrs.frozen
-class Published:
-    """What the phase did: the snapshot published (``None``: none), and what the
-    catch-up download before deciding applied."""
+class Due:
+    """A publish the strategy may want: the key, and the manifest as read before
+    deciding (the conditional write of the new manifest is against it)."""
 
-    snapshot: str | None
-    tally: Tally
+    kek: SnapshotKey
+    current: Current
 
 
-def publish_if_due(
+def snapshot_due(
     ctx: SyncContext,
     *,
     blobs: BlobStore,
     key: SnapshotSecret,
     strategy: SnapshotStrategy,
-    db_path: Path,
     tables: Sequence[str],
-    uploaded: bool,
-) -> Published:
-    """Publish under ``strategy`` if it says so.
+) -> Due | None:
+    """The first step: ``None`` when no publish can be due (the strategy never
+    publishes, or rows are unsynced), else the manifest read to decide against.
 
-    Never publishes while anything is unsynced, whatever the strategy says: a
-    snapshot holding a row no other device can have would make a device that
-    restores it take that row for synced.
+    Reading it also restarts the count of changes since the last snapshot when
+    a new snapshot (this device's or another's) appeared since it last looked.
     """
-    caught_up = Tally()
     if not ever_publishes(strategy) or ctx.local.pending_total(tables):
-        return Published(None, caught_up)
+        return None
     kek, _kdf = resolve_key(blobs, key, create=True)
     current = read_current(blobs, kek)
     manifest = current.manifest
@@ -69,15 +82,34 @@ def publish_if_due(
     if seen != ctx.local.manifest_seen:
         # a new snapshot appeared (ours or another device's): count afresh from it
         ctx.local.set_device(manifest_seen=seen, changes_since_snapshot=0)
-    if uploaded:
-        caught_up = download(ctx, catch_up_only=True).tally
+    return Due(kek, current)
+
+
+def publish_due(
+    ctx: SyncContext,
+    due: Due,
+    *,
+    blobs: BlobStore,
+    key: SnapshotSecret,
+    strategy: SnapshotStrategy,
+    db_path: Path,
+    tables: Sequence[str],
+) -> Manifest | None:
+    """The second step: publish if ``strategy`` says so; return the manifest
+    published (its snapshot id and generation), or ``None``.
+
+    Run after the catch-up download, so the watermarks decided on (and
+    published) are past this device's own uploads. The caller registers the
+    device after a publish, so the Devices collection learns the generation.
+    """
+    current = due.current
     for _attempt in range(2):
-        decision = _decision(ctx, manifest, tables)
+        decision = _decision(ctx, current.manifest, tables)
         if not strategy.should_publish(decision):
-            return Published(None, caught_up)
+            return None
         ctx.progress("snapshot", None, 0)
         try:
-            published = publish(
+            published = write_snapshot(
                 connection=ctx.db.connection(),
                 db_path=db_path,
                 blobs=blobs,
@@ -93,8 +125,7 @@ def publish_if_due(
                 now=ctx.store_now().replace(tzinfo=_dt.timezone.utc),
             )
         except PreconditionFailed:
-            current = read_current(blobs, kek)  # another device won: decide again
-            manifest = current.manifest
+            current = read_current(blobs, due.kek)  # another device won: decide again
             continue
         ctx.local.set_device(
             last_snapshot=f"published {published.snapshot_id}",
@@ -102,11 +133,8 @@ def publish_if_due(
             changes_since_snapshot=0,
             snapshot_generation=published.generation,
         )
-        # the Devices collection learns the generation now: a later rollback of
-        # the manifest to an older snapshot is then detectable by every device
-        register(ctx)
-        return Published(published.snapshot_id, caught_up)
-    return Published(None, caught_up)
+        return published
+    return None
 
 
 def _decision(

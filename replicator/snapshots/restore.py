@@ -1,7 +1,7 @@
 """Restore: plan, fetch, install: replacing only what replicator owns.
 
 A snapshot holds the synced tables and replicator's metadata, never the
-app's own tables (see ``snapshot.write_plain_copy``). Installing it copies
+app's own tables (see ``files.write_plain_copy``). Installing it copies
 those tables into the live database inside one transaction:
 
 * the app's own tables (settings, caches, plain peewee models) are not
@@ -9,7 +9,7 @@ those tables into the live database inside one transaction:
 * a synced table the snapshot lacks (the app added a table since) is left
   empty, and a column the snapshot lacks (the app added a column) takes its
   default, then the columns it gained are filled from the rows' bases, as
-  after any app upgrade (``upgrade.adopt_new_columns``);
+  after any app upgrade (``sync.upgrade.adopt_new_columns``);
 * nothing is written until the snapshot has been downloaded, authenticated
   and integrity-checked into a temporary file, and the copy either commits
   whole or not at all, so a failed restore leaves the database as it was.
@@ -44,15 +44,9 @@ from ..local import (
 from ..model import SYNC_COLUMNS
 from ..stores.base import BlobStore, DeviceRecord
 from .crypto import SnapshotSecret
-from .manifest import (
-    Manifest,
-    check_not_rolled_back,
-    clean_leftovers,
-    fetch_and_decrypt,
-    older,
-    open_latest,
-    temp_beside,
-)
+from .fetch import fetch_and_decrypt, older, open_latest
+from .files import clean_leftovers, temp_beside
+from .manifest import Manifest, check_not_rolled_back
 
 
 @attrs.frozen

@@ -252,9 +252,9 @@ class FieldMerge:
 
 @attrs.frozen
 class TimestampedMaps:
-    """Group aggregates (a course's counts and percentages): a map of values and a map of when each was computed
-    (``agg`` and ``agg_last_updated``), merged key by key, the later computation
-    winning. Two devices that update the same row concurrently each keep the
+    """Group aggregates (a course's counts and percentages): a map of values and a map
+    of when each was computed (``agg`` and ``agg_last_updated``), merged key by key,
+    the later computation winning. Two devices that update the same row concurrently each keep the
     metrics they computed last, so no metric goes back to an older value,
     whichever device syncs last. A tie keeps the larger value. Other columns
     follow ``others`` (by default :class:`FieldMerge`).

@@ -11,7 +11,8 @@ import peewee
 import pytest
 
 from replicator import EmbeddedRemote, SnapshotKey
-from replicator.snapshots.manifest import fetch_and_decrypt, read_manifest
+from replicator.snapshots.fetch import fetch_and_decrypt
+from replicator.snapshots.manifest import read_manifest
 from tests.helpers import snapshot_rows
 from tests.models import Comment, Note
 from tests.sync.test_schema_drift import NoteV1, NoteV2
