@@ -13,6 +13,10 @@ What an answer means:
   the receiver gave one (seconds or an HTTP date);
 * any other status: :class:`DeliveryRejected` (the outbox dead-letters the batch);
 * no answer (refused, reset, timed out, DNS): :class:`OfflineError`.
+
+:class:`HttpIngest`, the ingest seam (``stores/ingest.py``) over HTTP, maps answers the
+same way, except that a refusal is a :class:`RemoteError`: the service refused the
+request itself, and there is no message to dead-letter.
 """
 
 from __future__ import annotations
@@ -20,12 +24,12 @@ from __future__ import annotations
 import datetime as _dt
 import email.utils
 from collections.abc import Mapping
-from typing import Any
 
 import httpx
 
 from ..errors import DeliveryRejected, OfflineError, RemoteError, TransientError
-from .base import Delivery
+from .base import Delivery, DeviceRecord
+from .ingest import IngestRequest, IngestResult
 
 #: statuses that a later attempt can turn into a success
 RETRYABLE_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
@@ -110,7 +114,7 @@ class HttpSink:
 
 
 class HttpIngest:
-    """Sends ingest requests (``bundles.IngestRequest``) to a campaign service's ``url``
+    """Sends ingest requests (:class:`IngestRequest`) to a campaign service's ``url``
     as JSON ``POST``s; the answer is an ``IngestResult`` in JSON (``Ingestor.serve``
     speaks this). ``headers`` go with every request (e.g. ``Authorization``).
 
@@ -135,9 +139,8 @@ class HttpIngest:
     def __repr__(self) -> str:
         return f"HttpIngest({self.url!r})"
 
-    def submit(self, request: Any, device: Any = None) -> Any:
-        from ..bundles.send import IngestResult
-
+    def submit(self, request: IngestRequest, device: DeviceRecord | None = None) -> IngestResult:
+        # (``device`` is not sent: the request itself names the device)
         try:
             response = self._client.post(self.url, json=request.to_json(), headers=self._headers)
         except httpx.TimeoutException as exc:
