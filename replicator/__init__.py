@@ -7,8 +7,7 @@ online. See the README for a first use.
 
 import logging
 
-from .bundles.ingest import Ingestor
-from .bundles.send import Bundles, BundleSink, IngestRequest, IngestResult, StoreIngest
+from .bundles import Bundles, BundleSink, Ingestor
 from .engine import Replicator
 from .errors import (
     BlobIntegrityError,
@@ -44,6 +43,7 @@ from .stores.base import BlobStore, DeviceRecord, RemoteDoc, RemoteStore, Usage,
 from .stores.directory import DirectoryBlobStore
 from .stores.embedded import EmbeddedRemote
 from .stores.http import HttpIngest
+from .stores.ingest import IngestRequest, IngestResult, StoreIngest
 from .strategies.conflict import (
     ClientWins,
     ConflictStrategy,

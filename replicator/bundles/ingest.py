@@ -1,4 +1,4 @@
-"""The service side of bundle uploads (seed 001): verify a bundle, then apply it.
+"""The service side of bundle uploads: verify a bundle, then apply it.
 
 An :class:`Ingestor` takes ingest requests two ways: over HTTP
 (:meth:`Ingestor.serve`, what ``HttpIngest`` talks to) and as documents of the
@@ -62,7 +62,8 @@ from ..stores.base import (
     Write,
     keeps_native_types,
 )
-from .send import EVENTS, QUEUE, IngestRequest, IngestResult, gunzip, read_bundle, result_of
+from ..stores.ingest import QUEUE, IngestRequest, IngestResult, result_of
+from .format import EVENTS, gunzip, read_bundle
 
 log = logging.getLogger(__name__)
 

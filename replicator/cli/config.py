@@ -223,8 +223,9 @@ class DeviceConfig:
     def open_bundles(self, models: list[type[Any]], remote: Any) -> Any:
         if self.bundles is None:
             return None
-        from ..bundles.send import Bundles, StoreIngest
+        from ..bundles.send import Bundles
         from ..stores.http import HttpIngest
+        from ..stores.ingest import StoreIngest
 
         section = self.bundles
         if section.get("ingest_queue"):

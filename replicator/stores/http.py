@@ -13,19 +13,24 @@ What an answer means:
   the receiver gave one (seconds or an HTTP date);
 * any other status: :class:`DeliveryRejected` (the outbox dead-letters the batch);
 * no answer (refused, reset, timed out, DNS): :class:`OfflineError`.
+
+:class:`HttpIngest`, the ingest seam (``stores/ingest.py``) over HTTP, maps answers the
+same way, except that a refusal is a :class:`RemoteError`: the service refused the
+request itself, and there is no message to dead-letter.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import email.utils
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
 
 import httpx
 
 from ..errors import DeliveryRejected, OfflineError, RemoteError, TransientError
-from .base import Delivery, Sink
+from .base import Delivery, DeviceRecord, Sink
+from .ingest import IngestRequest, IngestResult, IngestService
 
 #: statuses that a later attempt can turn into a success
 RETRYABLE_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
@@ -49,6 +54,18 @@ def retry_after(value: str | None, now: _dt.datetime | None = None) -> float | N
         when = when.replace(tzinfo=_dt.timezone.utc)
     now = now or _dt.datetime.now(_dt.timezone.utc)
     return max(0.0, (when - now).total_seconds())
+
+
+@contextlib.contextmanager
+def transport_errors(url: str) -> Iterator[None]:
+    """The one place httpx's transport errors become replicator's: no answer in time is
+    :class:`TransientError`, no answer at all (refused, reset, DNS) :class:`OfflineError`."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise TransientError(f"{url} did not answer in time", orig=exc) from exc
+    except httpx.TransportError as exc:
+        raise OfflineError(f"could not reach {url}: {exc}", orig=exc) from exc
 
 
 class HttpSink:
@@ -86,14 +103,10 @@ class HttpSink:
             headers["Content-Encoding"] = "gzip"
         if delivery.key is not None:
             headers["X-Event-Key"] = delivery.key
-        try:
+        with transport_errors(self.url):
             response = self._client.request(
                 self.method, self.url, content=delivery.body, headers=headers
             )
-        except httpx.TimeoutException as exc:
-            raise TransientError(f"{self.url} did not answer in time", orig=exc) from exc
-        except httpx.TransportError as exc:
-            raise OfflineError(f"could not reach {self.url}: {exc}", orig=exc) from exc
         status = response.status_code
         if 200 <= status < 300:
             return
@@ -110,7 +123,7 @@ class HttpSink:
 
 
 class HttpIngest:
-    """Sends ingest requests (``bundles.IngestRequest``) to a campaign service's ``url``
+    """Sends ingest requests (:class:`IngestRequest`) to a campaign service's ``url``
     as JSON ``POST``s; the answer is an ``IngestResult`` in JSON (``Ingestor.serve``
     speaks this). ``headers`` go with every request (e.g. ``Authorization``).
 
@@ -135,15 +148,10 @@ class HttpIngest:
     def __repr__(self) -> str:
         return f"HttpIngest({self.url!r})"
 
-    def submit(self, request: Any, device: Any = None) -> Any:
-        from ..bundles.send import IngestResult
-
-        try:
+    def submit(self, request: IngestRequest, device: DeviceRecord | None = None) -> IngestResult:
+        # (``device`` is not sent: the request itself names the device)
+        with transport_errors(self.url):
             response = self._client.post(self.url, json=request.to_json(), headers=self._headers)
-        except httpx.TimeoutException as exc:
-            raise TransientError(f"{self.url} did not answer in time", orig=exc) from exc
-        except httpx.TransportError as exc:
-            raise OfflineError(f"could not reach {self.url}: {exc}", orig=exc) from exc
         status = response.status_code
         if status in RETRYABLE_STATUSES:
             raise TransientError(
@@ -168,3 +176,4 @@ class HttpIngest:
 
 # the protocols this store implements, checked by mypy
 _is_sink: type[Sink] = HttpSink
+_is_ingestservice: type[IngestService] = HttpIngest

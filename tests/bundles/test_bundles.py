@@ -1,4 +1,4 @@
-"""Bundle upload and ingest (seed 001), on real stores: a collector's offline
+"""Bundle upload and ingest, on real stores: a collector's offline
 registrations go up as checksummed bundles, a real ingestor (HTTP, or polling the
 store's queue) verifies and applies them, and a supervisor sees them by normal sync.
 Attacked: tampered, truncated, replayed and mismatched bundles, lost answers, rows
@@ -27,7 +27,8 @@ from replicator import (
     StoreIngest,
     SyncModel,
 )
-from replicator.bundles.send import QUEUE, read_bundle
+from replicator.bundles.format import read_bundle
+from replicator.stores.ingest import QUEUE
 from tests.campaign_models import MODELS, REFERENCE, Household
 
 
@@ -503,7 +504,7 @@ def test_a_bundle_put_again_is_recognised_and_other_bytes_under_its_key_are_not(
     import hashlib
     import io
 
-    from replicator.bundles.send import put_once
+    from replicator.bundles.format import put_once
 
     data, other = b"bundle" * 100, b"other" * 100
     sha = hashlib.sha256(data).hexdigest()

@@ -28,7 +28,7 @@ from replicator import (
     RemoteError,
     Replicator,
 )
-from replicator.bundles.send import FORMAT
+from replicator.bundles.format import FORMAT
 from replicator.codec import encode_json
 from replicator.model import remote_columns
 from tests.campaign_models import MODELS, REFERENCE, Household
