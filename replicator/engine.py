@@ -125,7 +125,7 @@ class Replicator:
         check_models(models)
         #: groups of collections with no foreign-key path between them pulled at once
         self.parallel_downloads = parallel_downloads
-        #: how upload-only collections go up (``bundles.py``), or None
+        #: how upload-only collections go up (``bundles/send.py``), or None
         self.bundles = bundles
         #: collections that go up as bundles only, and those this device only downloads
         #: (local writes to them are refused)
@@ -140,7 +140,7 @@ class Replicator:
         resolver(self.conflict_strategy)  # a wrong one fails now, not at the first conflict
         self.app_version = app_version
         self.page_size = page_size
-        #: how long deletes are remembered, locally and remotely (``retention.py``)
+        #: how long deletes are remembered, locally and remotely (``sync/retention.py``)
         self.tombstone_retention = tombstone_retention
         self.on_progress = on_progress
         self.on_conflict = on_conflict
@@ -329,7 +329,7 @@ class Replicator:
 
     def subscribe(self, listener: Callable[[Change], None]) -> Callable[[], None]:
         """Tell ``listener`` which rows each committed step of every later sync
-        changed (a :class:`~replicator.changes.Change` per collection: after each
+        changed (a :class:`~replicator.sync.listeners.Change` per collection: after each
         downloaded page, each upload batch, each conflict resolved). Returns a
         function that unsubscribes. Listeners run on the syncing thread, after the
         commit; one that raises is logged and skipped."""

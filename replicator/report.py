@@ -192,7 +192,7 @@ class SyncReport:
     #: why the snapshot phase could not publish (the sync itself succeeded), if it failed
     snapshot_error: Exception | None = None
     #: collections downloaded again from the start: this device was offline longer than
-    #: the tombstone retention (see ``retention.py``); nothing of its own was lost
+    #: the tombstone retention (see ``sync/retention.py``); nothing of its own was lost
     recovered: tuple[str, ...] = ()
     #: remote tombstones this sync purged, per collection
     purged: Mapping[str, int] = attrs.field(factory=dict)

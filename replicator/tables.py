@@ -225,7 +225,7 @@ class Recorded:
     device: Mapping[str, Any] | None  # replicator_device's row, by column name
     trackers: Mapping[str, str]  # collection → downloadedTill
     pending_deletes: Mapping[str, int]  # collection → deletes not uploaded yet
-    #: bundles made and not yet accepted (``bundles.py``), and rows the service refused
+    #: bundles made and not yet accepted (``bundles/``), and rows the service refused
     bundles: int = 0
     refused: Mapping[str, int] = attrs.field(factory=dict)
 

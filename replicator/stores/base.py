@@ -308,7 +308,7 @@ class Compactable(Protocol):
     A purge first raises the collection's **horizon** to the newest cursor it
     purges, then deletes (in one transaction, or horizon first): a device whose
     cursor for the collection is below the horizon may have missed a purged
-    delete and must reconcile (see ``download.py``). Cursors of one store
+    delete and must reconcile (see ``sync/download.py``). Cursors of one store
     compare as strings.
     """
 

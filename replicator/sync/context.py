@@ -33,11 +33,11 @@ class SyncContext:
     )
     on_progress: Callable[[Progress], None] | None = None
     on_conflict: Callable[[Resolution], None] | None = None
-    #: change listeners (``changes.py``); with none, no change is noted or told
+    #: change listeners (``listeners.py``); with none, no change is noted or told
     listeners: tuple[Listener, ...] = ()
-    #: collections that go up as bundles only (``bundles.py``): never pushed or pulled
+    #: collections that go up as bundles only (``bundles/send.py``): never pushed or pulled
     upload_only: frozenset[str] = frozenset()
-    #: collections that are only downloaded (``reference.py``): never uploaded
+    #: collections that are only downloaded (``reference/data.py``): never uploaded
     download_only: frozenset[str] = frozenset()
     #: how many groups of collections with no foreign-key path between them are
     #: pulled at once (``download.py``); 1 pulls one collection after another
