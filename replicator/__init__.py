@@ -36,7 +36,7 @@ from .errors import (
     WrongKeyError,
 )
 from .model import SyncModel, new_id
-from .outbox.outbox import Outbox, OutboxReport, SyncConfiguration, TypeStatus
+from .outbox import Outbox, OutboxReport, SyncConfiguration, TypeStatus
 from .reference.files import ReferenceFiles, localizations
 from .report import Progress, Resolution, RowError, SyncReport
 from .snapshots.crypto import Passphrase, SnapshotKey
