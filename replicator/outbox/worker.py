@@ -67,8 +67,8 @@ class Deliveries(Protocol):
         pace: Callable[[int], None] | None = None,
     ) -> object:
         """Send what waits of ``type_`` until nothing is left or ``should_stop()``;
-        ``pace(bytes)`` after each message. A failure is recorded (last error, next
-        attempt) before it is raised."""
+        ``pace(bytes)`` after each message. A failure that can pass is recorded
+        (last error, next attempt after a backoff) before it is raised."""
         ...
 
 
