@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from replicator import OfflineError, Outbox
-from replicator.outbox.outbox import per_key_max
+from replicator.outbox import per_key_max
 from replicator.testing import SEED_EVENTS, EventReceiver
 
 

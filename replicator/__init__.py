@@ -35,7 +35,7 @@ from .errors import (
     WrongKeyError,
 )
 from .model import SyncModel, new_id
-from .outbox.outbox import Outbox, OutboxReport, SyncConfiguration, TypeStatus
+from .outbox import Outbox, OutboxReport, SyncConfiguration, TypeStatus
 from .reference import ReferenceFiles, localizations
 from .report import Progress, Resolution, RowError, SyncReport
 from .snapshots.crypto import Passphrase, SnapshotKey

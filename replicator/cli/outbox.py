@@ -25,7 +25,7 @@ def _when(seconds: float | None) -> str:
 
 
 def _open_outbox(path: Path) -> Any:
-    from ..outbox.outbox import Outbox
+    from ..outbox import Outbox
 
     return Outbox(path)
 

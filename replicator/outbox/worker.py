@@ -8,6 +8,10 @@ outbox file, so a restart keeps it too). Jobs given to :meth:`Outbox.schedule`
 (a ``Replicator``'s ``sync``, for one) run on the same thread at their interval.
 Types due together go highest pending priority first. The app's threads only
 save; nothing here runs on them.
+
+The worker knows the outbox only through :class:`Deliveries`, given at
+construction: it reads configurations, pending counts and per type state, and asks
+for deliveries; it never touches the file itself.
 """
 
 from __future__ import annotations
@@ -15,20 +19,57 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
 import attrs
 
 from ..errors import ReplicatorError
-
-if TYPE_CHECKING:
-    from .outbox import Outbox
+from .config import AutoSync, Retry, SyncConfiguration
 
 log = logging.getLogger(__name__)
 
 #: the longest the worker sleeps without looking again (a clock change, another process)
 MAX_NAP = 30.0
+#: what :meth:`Worker._wait` says of a type due now (any other wait is positive)
+DUE = 0.0
+
+
+class Deliveries(Protocol):
+    """What the worker needs of an outbox."""
+
+    #: the backoff of scheduled jobs that failed in a way that can pass
+    retry: Retry
+
+    def configurations(self) -> Mapping[str, SyncConfiguration]:
+        """The configured types, by name."""
+        ...
+
+    def pending(self, type_: str) -> int:
+        """Events of ``type_`` not yet delivered; cheap (no rows counted)."""
+        ...
+
+    def schedule_states(self) -> Mapping[str, tuple[float | None, int]]:
+        """Per type: its next attempt after a failure (or ``None``), and 1 when a
+        sync was requested until one succeeds."""
+        ...
+
+    def top_priority(self, type_: str) -> int:
+        """The highest priority among the undelivered events of ``type_``."""
+        ...
+
+    def deliver(
+        self,
+        type_: str,
+        *,
+        automatic: bool,
+        should_stop: Callable[[], bool] = ...,
+        pace: Callable[[int], None] | None = None,
+    ) -> object:
+        """Send what waits of ``type_`` until nothing is left or ``should_stop()``;
+        ``pace(bytes)`` after each message. A failure that can pass is recorded
+        (last error, next attempt after a backoff) before it is raised."""
+        ...
 
 
 @attrs.define
@@ -45,9 +86,11 @@ class Job:
 
 
 class Worker(threading.Thread):
-    def __init__(self, outbox: Outbox) -> None:
+    """The outbox's thread: delivers per ``autoSync`` and requests, runs the jobs."""
+
+    def __init__(self, deliveries: Deliveries) -> None:
         super().__init__(name="replicator-outbox", daemon=True)
-        self.outbox = outbox
+        self.deliveries = deliveries
         self.jobs: list[Job] = []
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -57,7 +100,7 @@ class Worker(threading.Thread):
         # count their frequency from now
         now = time.time()
         self._last_run: dict[str, float] = {
-            t: now for t in outbox.configurations if not outbox.pending(t)
+            t: now for t in deliveries.configurations() if not deliveries.pending(t)
         }
 
     def wake(self) -> None:
@@ -92,42 +135,8 @@ class Worker(threading.Thread):
 
     def _pass(self) -> float:
         """Run what is due; return the seconds until something may be due."""
-        now = time.time()
-        nap = MAX_NAP
-        due: list[tuple[int, str]] = []
-        states = self._states()
-        for type_, config in self.outbox.configurations.items():
-            next_attempt, requested = states.get(type_, (None, 0))
-            auto = config.auto_sync
-            if auto is None and not requested:
-                continue
-            if next_attempt is not None and now < next_attempt:
-                nap = min(nap, next_attempt - now)
-                continue
-            pending = self.outbox.pending(type_)
-            if requested:
-                due.append((self._priority(type_), type_))
-                continue
-            assert auto is not None
-            if not pending:
-                if auto.frequency:  # look again when the period ends
-                    period = auto.frequency * 60.0
-                    when = self._last_run.get(type_, now) + period
-                    nap = min(nap, when - now if when > now else period)
-                continue
-            if auto.threshold and pending >= auto.threshold:
-                due.append((self._priority(type_), type_))
-                continue
-            last = self._last_run.get(type_)
-            if last is None:
-                due.append((self._priority(type_), type_))  # left from before the start
-            elif auto.frequency:
-                when = last + auto.frequency * 60.0
-                if now >= when:
-                    due.append((self._priority(type_), type_))
-                else:
-                    nap = min(nap, when - now)
-        for _, type_ in sorted(due, key=lambda d: (-d[0], d[1])):
+        due, nap = self._due(time.time())
+        for type_ in due:
             if self._stopping.is_set():
                 break
             self._sync(type_)
@@ -140,26 +149,58 @@ class Worker(threading.Thread):
             nap = min(nap, job.next_run - time.time())
         return nap
 
-    def _states(self) -> dict[str, tuple[float | None, int]]:
-        conn = self.outbox._conn()
-        rows = conn.execute("SELECT type, next_attempt, requested FROM outbox_state").fetchall()
-        return {t: (n, r) for t, n, r in rows}
+    def _due(self, now: float) -> tuple[list[str], float]:
+        """The types due ``now``, highest pending priority first (then by name), and
+        the seconds until another may be due."""
+        nap = MAX_NAP
+        due: list[tuple[int, str]] = []
+        states = self.deliveries.schedule_states()
+        for type_, config in self.deliveries.configurations().items():
+            wait = self._wait(type_, config.auto_sync, states.get(type_, (None, 0)), now)
+            if wait == DUE:
+                due.append((self.deliveries.top_priority(type_), type_))
+            elif wait is not None:
+                nap = min(nap, wait)
+        due.sort(key=lambda d: (-d[0], d[1]))
+        return [type_ for _, type_ in due], nap
 
-    def _priority(self, type_: str) -> int:
-        conn = self.outbox._conn()
-        row = conn.execute(
-            "SELECT MAX(p) FROM (SELECT MAX(priority) AS p FROM events WHERE type = ?"
-            " UNION ALL SELECT MAX(priority) FROM processed_sync_data WHERE type = ?)",
-            (type_, type_),
-        ).fetchone()
-        return int(row[0] or 0)
+    def _wait(
+        self, type_: str, auto: AutoSync | None, state: tuple[float | None, int], now: float
+    ) -> float | None:
+        """The seconds until ``type_`` is due (:data:`DUE`: now), or ``None`` when
+        only a save or a request can make it due. ``state`` is its next attempt
+        after a failure and whether a sync was requested."""
+        next_attempt, requested = state
+        if auto is None and not requested:
+            return None
+        if next_attempt is not None and now < next_attempt:
+            return next_attempt - now  # backing off after a failure
+        if requested:
+            return DUE
+        assert auto is not None
+        pending = self.deliveries.pending(type_)
+        if not pending:
+            if auto.frequency:  # look again when the period ends
+                period = auto.frequency * 60.0
+                when = self._last_run.get(type_, now) + period
+                return when - now if when > now else period
+            return None
+        if auto.threshold and pending >= auto.threshold:
+            return DUE
+        last = self._last_run.get(type_)
+        if last is None:
+            return DUE  # left from before the start
+        if auto.frequency:
+            when = last + auto.frequency * 60.0
+            return DUE if now >= when else when - now
+        return None
 
     def _sync(self, type_: str) -> None:
         self._last_run[type_] = time.time()
-        config = self.outbox.configurations.get(type_)
+        config = self.deliveries.configurations().get(type_)
         bandwidth = config.auto_sync.bandwidth if config and config.auto_sync else None
         try:
-            self.outbox._deliver(
+            self.deliveries.deliver(
                 type_,
                 automatic=True,
                 should_stop=self._stopping.is_set,
@@ -185,7 +226,7 @@ class Worker(threading.Thread):
             job.last_error = f"{type(exc).__name__}: {exc}"[:500]
             if isinstance(exc, ReplicatorError) and exc.retryable:
                 job.failures += 1
-                wait = self.outbox.retry.delay(job.failures)
+                wait = self.deliveries.retry.delay(job.failures)
                 log.warning(
                     "scheduled %s failed (%s), failure %d in a row; again in %.1f s",
                     job.name,
@@ -207,12 +248,12 @@ class Worker(threading.Thread):
         def late() -> bool:
             return time.time() >= self._deadline
 
-        for type_, config in self.outbox.configurations.items():
+        for type_, config in self.deliveries.configurations().items():
             if late():
                 return
-            if config.auto_sync is None or not self.outbox.pending(type_):
+            if config.auto_sync is None or not self.deliveries.pending(type_):
                 continue
             try:
-                self.outbox._deliver(type_, automatic=True, should_stop=late)
+                self.deliveries.deliver(type_, automatic=True, should_stop=late)
             except Exception as exc:
                 log.info("final flush of %s stopped: %s", type_, type(exc).__name__)

@@ -19,7 +19,7 @@ from replicator import (
     Outbox,
     TransientError,
 )
-from replicator.outbox.outbox import Retry, SyncConfiguration, load_configurations, per_key_max
+from replicator.outbox import Retry, SyncConfiguration, load_configurations, per_key_max
 from replicator.stores.base import Delivery
 from replicator.stores.http import HttpSink, retry_after
 from replicator.testing import SEED_CONFIGS, SEED_EVENTS, EventReceiver
@@ -543,9 +543,9 @@ def test_dropping_at_the_cap_reads_a_few_rows_not_the_backlog(tmp_path, receiver
     for i in range(2000):
         box.save("TELEMETRY", {"i": i}, priority=i % 3)
     statements: list[str] = []
-    box._conn().set_trace_callback(statements.append)  # with the values bound
+    box._file.conn().set_trace_callback(statements.append)  # with the values bound
     box.save("TELEMETRY", {"i": "one too many"})
-    box._conn().set_trace_callback(None)
+    box._file.conn().set_trace_callback(None)
     assert box.status()["TELEMETRY"].dropped == 1
     reads = [s for s in statements if s.startswith(("SELECT", "DELETE"))]
     assert reads, statements
@@ -584,5 +584,5 @@ def test_connections_of_ended_threads_are_closed(outbox):
         t.start()
         t.join()
     save_once()
-    assert len(outbox._connections) <= 3  # this thread, the last one, at most one more
+    assert outbox._file.open_connections() <= 3  # this thread, the last one, at most one more
     assert outbox.status()["TELEMETRY"].pending_events == 31

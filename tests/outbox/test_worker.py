@@ -12,7 +12,7 @@ import peewee
 import pytest
 
 from replicator import EmbeddedRemote, OfflineError, Outbox, Replicator
-from replicator.outbox.outbox import Retry
+from replicator.outbox import Retry
 from replicator.testing import SEED_CONFIGS, EventReceiver
 from tests.models import Comment, Note
 

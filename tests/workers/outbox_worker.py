@@ -19,7 +19,7 @@ import sys
 import uuid
 
 from replicator import Outbox, ReplicatorError
-from replicator.outbox.outbox import Retry
+from replicator.outbox import Retry
 from replicator.stores.http import HttpSink
 
 
@@ -82,15 +82,15 @@ def main() -> None:
             if rng.random() < odds:
                 os._exit(9)
 
-        outbox._conn().set_trace_callback(die_sometimes)  # the app thread's saves
-        real_conn = outbox._conn
+        outbox._file.conn().set_trace_callback(die_sometimes)  # the app thread's saves
+        real_conn = outbox._file.conn
 
         def traced():
             conn = real_conn()
             conn.set_trace_callback(die_sometimes)
             return conn
 
-        outbox._conn = traced  # and the worker's transactions
+        outbox._file.conn = traced  # and the worker's transactions
     if drain:
         for type_ in ("TELEMETRY", "COURSE_PROGRESS"):
             outbox.sync(type_)
