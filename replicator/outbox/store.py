@@ -41,6 +41,7 @@ from pathlib import Path
 import attrs
 
 from ..errors import ConfigurationError, LocalDatabaseError, ReplicatorError
+from ..sql import local_error
 from .config import SyncConfiguration
 
 #: tables of an outbox file; any other table means the file is not an outbox's
@@ -81,10 +82,9 @@ CREATE TABLE IF NOT EXISTS outbox_state (
 
 
 def database_error(what: str, exc: sqlite3.DatabaseError) -> LocalDatabaseError:
-    """``exc`` as the error the outbox raises: retryable when the file was busy."""
-    text = str(exc)
-    busy = isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
-    return LocalDatabaseError(f"could not {what}: {text}", retryable=busy, orig=exc)
+    """``exc`` as the error the outbox raises: retryable when the file was busy (the
+    package's one rule for SQLite's troubles, ``sql.local_error``)."""
+    return local_error(f"could not {what}", exc)
 
 
 @attrs.frozen
