@@ -1,4 +1,4 @@
-"""The field campaign's models (seed 001), shared by the bundle and reference tests."""
+"""The field campaign's models (registrations, reference data), for bundle and reference tests."""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ def test_the_notebook_runs_and_its_outputs_hold(tmp_path):
     assert "phone   Groceries | milk, eggs" in text and "tablet  Groceries | milk, eggs" in text
     assert "laptop restored the snapshot: True" in text
     assert "then downloaded: {'note': 1}" in text
-    # part 2: seed 004's aggregates merged per metric, never backwards
+    # part 2: the group aggregates merged per metric, never backwards
     assert "last-writer-wins would keep: {'completedCount': 1," in text
     assert (
         "merged per metric:            {'completedCount': 2, 'completionPercentage': 50.0,"

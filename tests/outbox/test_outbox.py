@@ -1,4 +1,4 @@
-"""The event outbox (seed 000) against a real HTTP receiver on 127.0.0.1."""
+"""The event outbox against a real HTTP receiver on 127.0.0.1."""
 
 from __future__ import annotations
 

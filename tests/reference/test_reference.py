@@ -1,4 +1,4 @@
-"""Download-only reference data and reference files (seed 001)."""
+"""Download-only reference data and reference files."""
 
 from __future__ import annotations
 

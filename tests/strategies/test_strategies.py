@@ -184,7 +184,7 @@ def test_a_wrong_strategy_is_refused_when_the_replicator_is_made(tmp_path):
     assert make(conflict_strategy=mine).conflict_strategy is mine
 
 
-# -- seed 004's aggregates: maps merged key by key, the later computation winning ------------
+# -- group aggregates: maps merged key by key, the later computation winning ------------
 
 
 def _agg_row(agg, when, **extra):
