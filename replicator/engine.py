@@ -45,7 +45,7 @@ import attrs
 import peewee
 
 from .bundles.send import Bundles, BundleTally, send
-from .capture import install_capture
+from .capture import check_tables, install_capture
 from .codec import missing_value
 from .errors import (
     ConfigurationError,
@@ -156,6 +156,7 @@ class Replicator:
 
     def _open(self, device_name: str | None) -> LocalState:
         """Open replicator's tables and the synced ones, ready to sync."""
+        check_tables(self.database, self.models)  # before anything is written
         local = LocalState(self.database, device_name=device_name)
         if self.blobs is not None:
             # what a publish or restore killed part-way left beside the database
