@@ -157,6 +157,7 @@ class Replicator:
     def _open(self, device_name: str | None) -> LocalState:
         """Open replicator's tables and the synced ones, ready to sync."""
         check_tables(self.database, self.models)  # before anything is written
+        _enforce_foreign_keys(self.database, self.models)
         local = LocalState(self.database, device_name=device_name)
         if self.blobs is not None:
             # what a publish or restore killed part-way left beside the database
@@ -521,6 +522,28 @@ def _check_settings(
         )
     if parallel_downloads < 1:
         raise ConfigurationError(f"parallel_downloads must be ≥ 1, got {parallel_downloads}")
+
+
+def _enforce_foreign_keys(database: peewee.SqliteDatabase, models: Sequence[type[Any]]) -> None:
+    """Turn SQLite's foreign keys on, for this connection and every later one, when a
+    synced model has one.
+
+    Without ``PRAGMA foreign_keys`` SQLite ignores every ``on_delete``: a parent the
+    app deletes leaves its children here, and they stay live on the remote, orphans,
+    until another device applies the delete. The rules a model declares are what
+    every other device applies (``sync/foreign_keys.py``), so they are made to hold
+    here too rather than refused (which would break every app opened without the
+    pragma) or merely logged (replicator's log is silent unless the app configures it).
+    """
+    if not any(m._meta.refs for m in models):
+        return
+    database.pragma("foreign_keys", 1, permanent=True)  # peewee sets it on new connections
+    if not database.execute_sql("PRAGMA foreign_keys").fetchone()[0]:
+        # SQLite ignores the pragma inside a transaction: this connection stays as it was
+        log.warning(
+            "foreign keys are not enforced on this connection (Replicator made inside a"
+            " transaction); open the database with pragmas={'foreign_keys': 1}"
+        )
 
 
 def _one_way(
