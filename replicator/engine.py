@@ -309,6 +309,9 @@ class Replicator:
         ctx.changed("download")  # anything a step told no one yet (an app upgrade's fill)
         finished = _dt.datetime.now(_dt.timezone.utc)
         self.local.set_device(last_sync=finished.isoformat(timespec="seconds"))
+        self.local.record_rejected(
+            [(r.collection, r.id, f"{type(r.error).__name__}: {r.error}") for r in tally.rejected]
+        )
         return tally.report(
             installation_id=ctx.me,
             started_at=started,

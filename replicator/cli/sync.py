@@ -9,11 +9,16 @@ never creates a remote that does not exist.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from .app import ProgressLine, config_option, main, synced_tables
+
+if TYPE_CHECKING:
+    from ..report import SyncReport
 
 
 @main.command()
@@ -54,8 +59,35 @@ def status(database: Path) -> None:
             click.echo(f"bundles awaiting the ingest service: {recorded.bundles}")
         for table, n in sorted(recorded.refused.items()):
             click.echo(f"{table}: {n} row(s) refused by the ingest service")
+        _reasons(
+            f"the last sync rejected {_rows(recorded.rejected_total, 'row')}"
+            " (it stays dirty until fixed):",
+            recorded.rejected,
+            recorded.rejected_total,
+        )
+        _reasons(
+            f"{_rows(recorded.set_aside_total, 'remote document')} set aside"
+            " (retried at every sync):",
+            recorded.set_aside,
+            recorded.set_aside_total,
+        )
     finally:
         conn.close()
+
+
+def _rows(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _reasons(title: str, rows: Sequence[tuple[str, str, str]], total: int) -> None:
+    """``title``, then each (collection, id, why) of ``rows`` on a line of its own."""
+    if not total:
+        return
+    click.echo(title)
+    for collection, row_id, why in rows:
+        click.echo(f"  {collection}/{row_id}: {why}")
+    if total > len(rows):
+        click.echo(f"  and {total - len(rows):,} more")
 
 
 @main.command()
@@ -83,6 +115,23 @@ def sync(config_path: Path, timeout: float | None) -> None:
         line.end()
         device.database.close()
     click.echo(report.summary())
+    _say_why(report)
+
+
+#: how many rejected rows and set-aside documents ``sync`` names, each with its reason
+_NAMED = 20
+
+
+def _say_why(report: SyncReport) -> None:
+    """Name each row the sync rejected and each remote document it set aside, with why:
+    a row rejected stays dirty, and without its reason nobody can fix it."""
+    for verb, errors in (("rejected", report.rejected), ("set aside", report.set_aside)):
+        for e in errors[:_NAMED]:
+            click.echo(f"{verb} {e.collection}/{e.id}: {type(e.error).__name__}: {e.error}")
+        if len(errors) > _NAMED:
+            click.echo(
+                f"{verb} {len(errors) - _NAMED:,} more (replicator status names the first 50)"
+            )
 
 
 @main.command()
