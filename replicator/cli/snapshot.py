@@ -115,7 +115,7 @@ def parse_key_file(data: bytes, path: object = "the key file") -> bytes:
     try:
         return key_from_file(data, path)
     except ConfigurationError as exc:
-        raise click.ClickException(exc.message) from None
+        raise click.ClickException(str(exc)) from None
 
 
 @main.group()
