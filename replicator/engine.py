@@ -296,6 +296,8 @@ class Replicator:
         down = download(ctx)
         up = upload(ctx)
         bundled = send(ctx, self.bundles) if self.bundles is not None else BundleTally()
+        if bundled.bundled or bundled.refused:  # the service took a bundle: an upload too
+            self.local.record_upload()
         registered = registered or up.pushed is not None
         if up.pushed is None and (down.others or not self.local.registered):
             register(ctx)

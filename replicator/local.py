@@ -151,6 +151,12 @@ class LocalState(BundleLedger):
                 (moved,),
             )
 
+    def record_upload(self, **also: Any) -> None:
+        """Note that an upload (a batch of rows, or a bundle the ingest service answered)
+        was acknowledged now: the time ``replicator status`` shows as the last upload."""
+        now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        self.set_device(last_upload=now, **also)
+
     def record_rejected(self, rows: Sequence[tuple[str, str, str]]) -> None:
         """Keep (collection, id, why) of the rows the sync just ended could not upload,
         replacing the previous sync's, for ``replicator status``."""

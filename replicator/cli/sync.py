@@ -43,8 +43,8 @@ def status(database: Path) -> None:
             raise click.ClickException(f"{database} has no device identity yet")
         click.echo(f"device        {device.get('name')} ({device.get('platform')})")
         click.echo(f"installation  {device.get('installation_id')}")
-        click.echo(f"last sync     {device.get('last_sync') or 'never'}")
-        click.echo(f"last upload   {device.get('last_upload') or 'never'}")
+        click.echo(f"last sync     {readable_time(device.get('last_sync'))}")
+        click.echo(f"last upload   {readable_time(device.get('last_upload'))}")
         click.echo(f"caught up to  {device.get('seen_position') or 'nothing yet'}")
         snap = device.get("last_snapshot") or "none published or restored here"
         click.echo(f"snapshot      {snap}")
@@ -145,13 +145,34 @@ def devices(config_path: Path) -> None:
         click.echo("no device has registered yet")
         return
     click.echo(
-        f"{'name':<16} {'platform':<10} {'app':<8} {'last upload':<28} {'snapshot':>8}"
-        "  installation"
+        f"{'name':<16} {'platform':<10} {'app':<8} {'last sync':<23} {'last upload':<23}"
+        f" {'snapshot':>8}  installation"
     )
     for d in sorted(records, key=lambda r: (r.name, r.installation_id)):
         click.echo(
             f"{d.name or '?':<16} {(d.platform or '?').split('-')[0][:10]:<10}"
-            f" {d.app_version or '-':<8}"
-            f" {d.last_upload or 'never':<28} {d.snapshot_generation or '-':>8}"
+            f" {d.app_version or '-':<8} {readable_time(d.last_sync):<23}"
+            f" {readable_time(d.last_upload):<23} {d.snapshot_generation or '-':>8}"
             f"  {d.installation_id}"
         )
+
+
+def readable_time(text: str | None) -> str:
+    """A time this device or the store recorded, as ``2026-11-23 09:45:38 UTC``.
+
+    An upload position of the embedded store is a number in its change order, not a
+    time: it reads ``change 3,011``. Nothing recorded reads ``never``.
+    """
+    import datetime as dt
+
+    if not text:
+        return "never"
+    if text.isdigit():
+        return f"change {int(text):,}"
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return text
+    if when.tzinfo is None:  # naive times here are UTC
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
