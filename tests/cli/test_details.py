@@ -225,8 +225,16 @@ def test_snapshot_list_shows_readable_sizes(tmp_path):
 def test_snapshot_restore_without_a_key_or_a_terminal_names_the_options(tmp_path):
     _published(tmp_path)
     result = subprocess.run(
-        [sys.executable, "-m", "replicator", "snapshot", "restore", str(tmp_path / "new.db")]
-        + ["--blobs", str(tmp_path / "blobs")],
+        [
+            sys.executable,
+            "-m",
+            "replicator",
+            "snapshot",
+            "restore",
+            str(tmp_path / "new.db"),
+            "--blobs",
+            str(tmp_path / "blobs"),
+        ],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
