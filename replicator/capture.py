@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import peewee
 
 from .errors import SchemaError
-from .model import NOW_SQL, SyncModel, collection_name, remote_columns, watched
+from .model import NOW_SQL, SyncModel, collection_name, remote_columns, sql_affinity, watched
 
 _TRIGGER_VERSION = "v4"
 
@@ -39,8 +39,6 @@ def _table_columns(db: peewee.Database, table: str) -> set[str]:
 def install_capture(db: peewee.Database, models: Sequence[type[SyncModel]]) -> None:
     """Create missing tables, add columns a newer model declares, and (re)create the
     change-capture triggers. Idempotent."""
-    from playhouse.migrate import SqliteMigrator, migrate
-
     me = installation(db)
     for model in models:
         table = collection_name(model)
@@ -49,16 +47,7 @@ def install_capture(db: peewee.Database, models: Sequence[type[SyncModel]]) -> N
             with db.bind_ctx([model], bind_refs=False, bind_backrefs=False):
                 model.create_table(safe=True)
             existing = _table_columns(db, table)
-        missing = [f for f in model._meta.sorted_fields if f.column_name not in existing]
-        for field in missing:
-            if not field.null and field.default is None:
-                raise SchemaError(
-                    f"table {table!r} lacks the column {field.column_name!r}, which is NOT NULL"
-                    " without a default, so replicator cannot add it",
-                    hint="give the field a default or null=True, or add the column with"
-                    " playhouse.migrate before creating the Replicator",
-                )
-            migrate(SqliteMigrator(db).add_column(table, field.column_name, field))
+        _add_columns(db, model, existing, me)
         # the dirty rows, by id: what an upload pages through and a count reads; it
         # holds only dirty rows, so its cost follows the changes
         db.execute_sql(
@@ -82,6 +71,73 @@ def install_capture(db: peewee.Database, models: Sequence[type[SyncModel]]) -> N
                 db.execute_sql(sql)
     if me is not None:
         restamp_triggers(db, me)  # triggers made under another identity (a copied database)
+
+
+def check_tables(db: peewee.Database, models: Sequence[type[peewee.Model]]) -> None:
+    """Refuse, before anything is written, a table the app already has that replicator
+    cannot adopt: its rows must be keyed by a text column ``id`` (the models' own ids are
+    checked by ``model.check_id``). Ids are how every device and the store name a row,
+    and rows made offline on several devices need ids that never collide."""
+    for model in models:
+        table = collection_name(model)
+        info = db.execute_sql(f'PRAGMA table_info("{table}")').fetchall()
+        if not info:
+            continue  # replicator creates it
+        keys = [row[1] for row in info if row[5]]
+        decl = next((str(row[2]) for row in info if row[1] == "id"), None)
+        if decl is None or keys != ["id"]:
+            raise SchemaError(
+                f"the existing table {table!r} has no column 'id' as its primary key"
+                f" (its key: {', '.join(keys) or 'none'}); replicator keys every row by a text id",
+                hint=f"copy its rows into a new table {model.__name__} creates (each row given"
+                " a text UUID, str(uuid.uuid4())), then sync that table",
+            )
+        if decl and sql_affinity(decl) != "TEXT":
+            raise SchemaError(
+                f"the existing table {table!r} keys its rows by {table}.id {decl}: integer ids,"
+                " which devices creating rows offline would give out twice; replicator needs"
+                " text ids",
+                hint="it cannot be adopted in place: copy its rows into a new table with a"
+                " text UUID id (str(uuid.uuid4()) per row), point the foreign keys that refer"
+                " to them at the new ids, then sync that table",
+            )
+
+
+def _add_columns(
+    db: peewee.Database, model: type[SyncModel], existing: set[str], me: str | None
+) -> None:
+    """Add the columns ``model`` declares that its table lacks: the sync columns of a
+    table the app had before it synced (its rows then wait for upload, stamped as
+    written now by this device), or the columns a newer app version added."""
+    from playhouse.migrate import SqliteMigrator, migrate
+
+    table = collection_name(model)
+    missing = [f for f in model._meta.sorted_fields if f.column_name not in existing]
+    for field in missing:
+        # the sync columns' SQL defaults (isDirty = 1) fill the rows the table holds
+        sql_default = any(
+            "DEFAULT" in str(getattr(c, "sql", "")).upper() for c in field.constraints or ()
+        )
+        if not field.null and field.default is None and not sql_default:
+            raise SchemaError(
+                f"table {table!r} lacks the column {field.column_name!r}, which is NOT NULL"
+                " without a default, so replicator cannot add it",
+                hint=f"give {model.__name__}.{field.name} a default or null=True, or add the"
+                " column with playhouse.migrate before creating the Replicator",
+            )
+        migrate(
+            SqliteMigrator(db).add_column(
+                table, field.column_name, field, allow_not_null=sql_default
+            )
+        )
+    if "updatedOn" in {f.column_name for f in missing}:
+        # rows written before the app synced: stamped now, by this device, so that
+        # last-writer-wins does not rank them below every other write
+        db.execute_sql(
+            f'UPDATE "{table}" SET "createdOn" = {NOW_SQL}, "updatedOn" = {NOW_SQL}'
+            + (', "updatedBy" = ?' if me is not None else ""),
+            (me,) if me is not None else (),
+        )
 
 
 def _has_rowid(db: peewee.Database, table: str) -> bool:

@@ -45,7 +45,7 @@ import attrs
 import peewee
 
 from .bundles.send import Bundles, BundleTally, send
-from .capture import install_capture
+from .capture import check_tables, install_capture
 from .codec import missing_value
 from .errors import (
     ConfigurationError,
@@ -156,6 +156,8 @@ class Replicator:
 
     def _open(self, device_name: str | None) -> LocalState:
         """Open replicator's tables and the synced ones, ready to sync."""
+        check_tables(self.database, self.models)  # before anything is written
+        _enforce_foreign_keys(self.database, self.models)
         local = LocalState(self.database, device_name=device_name)
         if self.blobs is not None:
             # what a publish or restore killed part-way left beside the database
@@ -294,6 +296,8 @@ class Replicator:
         down = download(ctx)
         up = upload(ctx)
         bundled = send(ctx, self.bundles) if self.bundles is not None else BundleTally()
+        if bundled.bundled or bundled.refused:  # the service took a bundle: an upload too
+            self.local.record_upload()
         registered = registered or up.pushed is not None
         if up.pushed is None and (down.others or not self.local.registered):
             register(ctx)
@@ -307,6 +311,9 @@ class Replicator:
         ctx.changed("download")  # anything a step told no one yet (an app upgrade's fill)
         finished = _dt.datetime.now(_dt.timezone.utc)
         self.local.set_device(last_sync=finished.isoformat(timespec="seconds"))
+        self.local.record_rejected(
+            [(r.collection, r.id, f"{type(r.error).__name__}: {r.error}") for r in tally.rejected]
+        )
         return tally.report(
             installation_id=ctx.me,
             started_at=started,
@@ -520,6 +527,28 @@ def _check_settings(
         )
     if parallel_downloads < 1:
         raise ConfigurationError(f"parallel_downloads must be ≥ 1, got {parallel_downloads}")
+
+
+def _enforce_foreign_keys(database: peewee.SqliteDatabase, models: Sequence[type[Any]]) -> None:
+    """Turn SQLite's foreign keys on, for this connection and every later one, when a
+    synced model has one.
+
+    Without ``PRAGMA foreign_keys`` SQLite ignores every ``on_delete``: a parent the
+    app deletes leaves its children here, and they stay live on the remote, orphans,
+    until another device applies the delete. The rules a model declares are what
+    every other device applies (``sync/foreign_keys.py``), so they are made to hold
+    here too rather than refused (which would break every app opened without the
+    pragma) or merely logged (replicator's log is silent unless the app configures it).
+    """
+    if not any(m._meta.refs for m in models):
+        return
+    database.pragma("foreign_keys", 1, permanent=True)  # peewee sets it on new connections
+    if not database.execute_sql("PRAGMA foreign_keys").fetchone()[0]:
+        # SQLite ignores the pragma inside a transaction: this connection stays as it was
+        log.warning(
+            "foreign keys are not enforced on this connection (Replicator made inside a"
+            " transaction); open the database with pragmas={'foreign_keys': 1}"
+        )
 
 
 def _one_way(

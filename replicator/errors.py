@@ -256,3 +256,5 @@ class UnsafeRestoreError(SnapshotError):
     """The local database holds rows a restore would overwrite."""
 
     default_hint = "sync first; a restore only replaces an empty or fully synced database"
+    #: the database holds only synced data, which ``force=True`` (``--force``) replaces
+    forceable: bool = False

@@ -32,6 +32,7 @@ from .tables import (
     OWN_TABLES,
     Recorded,
     create_tables,
+    encode_rejected,
     forget_installation,
     read_recorded,
     sent_digest,
@@ -149,6 +150,17 @@ class LocalState(BundleLedger):
                 "UPDATE replicator_device SET changes_since_snapshot = changes_since_snapshot + ?",
                 (moved,),
             )
+
+    def record_upload(self, **also: Any) -> None:
+        """Note that an upload (a batch of rows, or a bundle the ingest service answered)
+        was acknowledged now: the time ``replicator status`` shows as the last upload."""
+        now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        self.set_device(last_upload=now, **also)
+
+    def record_rejected(self, rows: Sequence[tuple[str, str, str]]) -> None:
+        """Keep (collection, id, why) of the rows the sync just ended could not upload,
+        replacing the previous sync's, for ``replicator status``."""
+        self.set_device(rejected=encode_rejected(rows))
 
     def set_device(self, **values: Any) -> None:
         sets = ", ".join(f"{k} = ?" for k in values)

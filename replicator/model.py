@@ -50,11 +50,18 @@ class SyncModel(peewee.Model):
 
     Rows get a UUID ``id`` generated on the device, so ``Model(...).save()``
     inserts a new row the first time (peewee would otherwise issue an UPDATE
-    for a model whose primary key is already set). The sync columns are
-    maintained by triggers and SQL defaults; values assigned to them from
-    Python are overwritten on the next write, and none is computed in Python
-    (on a fresh instance they read ``None`` until the row is loaded again):
-    defaults the triggers overwrite anyway cost a third of an insert.
+    for a model whose primary key is already set). The id must stay text
+    (:func:`check_models`): devices create rows offline, and only ids drawn at
+    random on each device never collide.
+
+    The sync columns are maintained by triggers and SQL defaults; values
+    assigned to them from Python are overwritten on the next write. After a
+    ``save()`` the instance's ``is_dirty`` is ``True``, as the row's is (every
+    write of the app is captured; it costs nothing to say so). The stamps
+    (``created_on``, ``updated_on``, ``updated_by``) and ``sync_rev`` are not
+    computed in Python: they read ``None`` on an instance not loaded from the
+    database since (defaults the triggers overwrite anyway cost a third of an
+    insert, and reading them back another statement).
     """
 
     id = peewee.CharField(primary_key=True, max_length=36, default=new_id)
@@ -82,6 +89,10 @@ class SyncModel(peewee.Model):
             force_insert = True
         result = super().save(force_insert=force_insert, only=only)
         self._replicator_new = False
+        if result:
+            # what the capture trigger just wrote into the row, told without a read; set in
+            # __data__ so that peewee does not count it as an unsaved change of the instance
+            self.__data__["is_dirty"] = True
         return result
 
 
@@ -153,6 +164,8 @@ def sort_models(models: Iterable[type[peewee.Model]]) -> list[type[peewee.Model]
 
 
 def check_models(models: Sequence[type[peewee.Model]]) -> None:
+    """Refuse models no sync could carry, before anything is written: not SyncModels,
+    ids that are not text, reserved or shared table names, keys to unsynced tables."""
     names: set[str] = set()
     for model in models:
         if not (isinstance(model, type) and issubclass(model, SyncModel)):
@@ -160,6 +173,7 @@ def check_models(models: Sequence[type[peewee.Model]]) -> None:
                 f"{model!r} is not a SyncModel subclass",
                 hint="derive every synced model from replicator.SyncModel",
             )
+        check_id(model)
         name = collection_name(model)
         if name in ("devices", "replicator_meta", "ingest_requests"):
             raise SchemaError(
@@ -177,6 +191,60 @@ def check_models(models: Sequence[type[peewee.Model]]) -> None:
                     " which is not synced",
                     hint="pass the referenced model to Replicator too",
                 )
+
+
+def check_id(model: type[peewee.Model]) -> None:
+    """Refuse a model whose primary key is not one text column named ``id``.
+
+    Every device creates rows offline, so ids must be drawn where the row is made
+    and never collide: random UUIDs, as text (the form every store and snapshot
+    carries). An integer counter (``AutoField``) gives two devices the same ids,
+    and the store refuses them as document names; without this check such a
+    model would be accepted and every row rejected at every sync.
+    """
+    name = collection_name(model)
+    pk = model._meta.primary_key
+    if not isinstance(pk, peewee.Field) or isinstance(pk, peewee.CompositeKey):
+        raise SchemaError(
+            f"{name} has no single primary key",
+            hint="keep SyncModel's id (a text UUID) as the primary key",
+        )
+    if pk.column_name != "id":
+        raise SchemaError(
+            f"{name}'s primary key is {pk.column_name!r}; replicator keys every row by"
+            " a text column named 'id'",
+            hint=f"keep SyncModel's id as the primary key and declare {pk.name} with"
+            " unique=True instead",
+        )
+    if sql_affinity(pk) != "TEXT":
+        raise SchemaError(
+            f"{name}.id is a {type(pk).__name__} ({sqlite_type(pk)}); replicator needs text ids",
+            hint="remove the id field and let SyncModel give each row a text UUID (ids"
+            " made on each device, offline, must never collide: an integer counter"
+            " would give two devices the same ids)",
+        )
+
+
+def sqlite_type(field: peewee.Field) -> str:
+    """The column type peewee declares for ``field`` in SQLite."""
+    types = {**peewee.FIELD, **peewee.SqliteDatabase.field_types}  # type: ignore[attr-defined]
+    return str(types.get(field.field_type, field.field_type))
+
+
+def sql_affinity(field_or_type: peewee.Field | str) -> str:
+    """SQLite's type affinity of a field or declared column type (its rules, in order:
+    INT, then CHAR/CLOB/TEXT, then BLOB or none, then REAL/FLOA/DOUB, else NUMERIC)."""
+    decl = field_or_type if isinstance(field_or_type, str) else sqlite_type(field_or_type)
+    decl = decl.upper()
+    if "INT" in decl:
+        return "INTEGER"
+    if any(word in decl for word in ("CHAR", "CLOB", "TEXT")):
+        return "TEXT"
+    if "BLOB" in decl or not decl:
+        return "BLOB"
+    if any(word in decl for word in ("REAL", "FLOA", "DOUB")):
+        return "REAL"
+    return "NUMERIC"
 
 
 #: the remote columns the triggers stamp themselves: the update triggers watch the others

@@ -44,7 +44,8 @@ them a snapshot carries, and reading them without writing.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+import json
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -83,7 +84,8 @@ _SCHEMA = [
         changes_since_snapshot INTEGER NOT NULL DEFAULT 0,
         clock_offset REAL,
         snapshot_generation INTEGER,
-        last_purge TEXT
+        last_purge TEXT,
+        rejected TEXT
     )""",
     """CREATE TABLE IF NOT EXISTS replicator_control (
         singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
@@ -178,6 +180,7 @@ _LATER_DEVICE_COLUMNS = {
     "clock_offset": "REAL",
     "snapshot_generation": "INTEGER",
     "last_purge": "TEXT",
+    "rejected": "TEXT",
 }
 
 #: replicator's tables a snapshot carries and a restore installs as they are
@@ -228,6 +231,35 @@ class Recorded:
     #: bundles made and not yet accepted (``bundles/``), and rows the service refused
     bundles: int = 0
     refused: Mapping[str, int] = attrs.field(factory=dict)
+    #: (collection, id, why) of rows the last sync could not upload (at most
+    #: ``REJECTED_KEPT``), and how many it rejected in all
+    rejected: tuple[tuple[str, str, str], ...] = ()
+    rejected_total: int = 0
+    #: (collection, id, why) of remote documents set aside (at most ``REJECTED_KEPT``),
+    #: and how many are set aside in all
+    set_aside: tuple[tuple[str, str, str], ...] = ()
+    set_aside_total: int = 0
+
+
+#: how many rejected rows (and set-aside documents) are kept with their reason for
+#: ``replicator status``: enough to see what is wrong, never a copy of a large backlog
+REJECTED_KEPT = 50
+
+
+def encode_rejected(rows: Sequence[tuple[str, str, str]]) -> str | None:
+    """What ``replicator_device.rejected`` holds for the rows a sync rejected."""
+    if not rows:
+        return None
+    return json.dumps({"total": len(rows), "rows": [list(r) for r in rows[:REJECTED_KEPT]]})
+
+
+def _decode_rejected(text: Any) -> tuple[tuple[tuple[str, str, str], ...], int]:
+    try:
+        value = json.loads(text) if isinstance(text, str) else {}
+        rows = tuple((str(c), str(i), str(why)) for c, i, why in value.get("rows", ()))
+        return rows, int(value.get("total", len(rows)))
+    except (ValueError, TypeError, AttributeError):
+        return (), 0
 
 
 def read_recorded(execute: Callable[..., Any]) -> Recorded | None:
@@ -264,7 +296,28 @@ def read_recorded(execute: Callable[..., Any]) -> Recorded | None:
         refused = dict(
             execute("SELECT collection, COUNT(*) FROM replicator_refused GROUP BY collection")
         )
-    return Recorded(device, trackers, deletes, bundles, refused)
+    rejected, rejected_total = _decode_rejected((device or {}).get("rejected"))
+    set_aside: tuple[tuple[str, str, str], ...] = ()
+    set_aside_total = 0
+    if "replicator_parked" in have:
+        set_aside = tuple(
+            execute(
+                "SELECT collection, id, reason FROM replicator_parked"
+                f" ORDER BY collection, id LIMIT {REJECTED_KEPT}"
+            )
+        )
+        set_aside_total = execute("SELECT COUNT(*) FROM replicator_parked").fetchone()[0]
+    return Recorded(
+        device,
+        trackers,
+        deletes,
+        bundles,
+        refused,
+        rejected=rejected,
+        rejected_total=rejected_total,
+        set_aside=set_aside,
+        set_aside_total=set_aside_total,
+    )
 
 
 def create_tables(db: peewee.Database) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -87,38 +88,67 @@ config_option = click.option(
 
 
 class ProgressLine:
-    """One line on stderr that follows a sync's Progress, with a percentage when the
-    total is known; it redraws at most ten times a second, and always at the end."""
+    """Follows a sync's Progress on stderr, with a percentage when the total is known.
 
-    def __init__(self) -> None:
+    On a terminal it is one line, redrawn (``\\r``) at most ten times a second and
+    always when a step ends. Anywhere else (a log, a pipe) a redrawn line would
+    be a heap of ``\\r`` frames, so each step gets plain lines instead: its last
+    state when it ends (or the next step starts), and one every
+    :attr:`LOG_EVERY` seconds while a long step runs.
+    """
+
+    #: seconds between two lines of one running step, when stderr is not a terminal
+    LOG_EVERY = 5.0
+
+    def __init__(self, terminal: bool | None = None) -> None:
+        self.terminal = sys.stderr.isatty() if terminal is None else terminal
         self.last = 0.0
         self.width = 0
+        self.step: tuple[str, str | None] | None = None
+        self.unsaid: str | None = None  # the running step's last state, not written yet
 
     def __call__(self, progress: Any) -> None:
         import time
 
         now = time.monotonic()
         done = progress.total is not None and progress.done >= progress.total
-        if now - self.last < 0.1 and not done:
+        text = _progress_text(progress)
+        if self.terminal:
+            if now - self.last < 0.1 and not done:
+                return
+            self.last = now
+            click.echo("\r" + text.ljust(self.width), nl=False, err=True)
+            self.width = len(text)
             return
-        self.last = now
-        what = f"{progress.phase} {progress.collection or ''}".strip()
-        if progress.phase == "restore" and progress.total:  # bytes of the snapshot
-            pct = min(100, progress.done * 100 // progress.total)
-            text = (
-                f"{what}: {progress.done / 1024:,.0f} of {progress.total / 1024:,.0f} KiB ({pct}%)"
-            )
-        elif progress.total:
-            pct = min(100, progress.done * 100 // progress.total)
-            text = f"{what}: {progress.done}/{progress.total} ({pct}%)"
-        else:
-            text = f"{what}: {progress.done}"
-        click.echo("\r" + text.ljust(self.width), nl=False, err=True)
-        self.width = len(text)
+        step = (progress.phase, progress.collection)
+        if step != self.step:
+            self._flush()
+            self.step, self.last = step, now
+        self.unsaid = text
+        if done or now - self.last >= self.LOG_EVERY:
+            self.last = now
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.unsaid is not None:
+            click.echo(self.unsaid, err=True)
+            self.unsaid = None
 
     def end(self) -> None:
-        if self.width:
+        if self.terminal and self.width:
             click.echo("", err=True)
+        self._flush()
+
+
+def _progress_text(progress: Any) -> str:
+    what = f"{progress.phase} {progress.collection or ''}".strip()
+    if progress.phase == "restore" and progress.total:  # bytes of the snapshot
+        pct = min(100, progress.done * 100 // progress.total)
+        return f"{what}: {progress.done / 1024:,.0f} of {progress.total / 1024:,.0f} KiB ({pct}%)"
+    if progress.total:
+        pct = min(100, progress.done * 100 // progress.total)
+        return f"{what}: {progress.done}/{progress.total} ({pct}%)"
+    return f"{what}: {progress.done}"
 
 
 def synced_tables(conn: sqlite3.Connection) -> list[tuple[str, int, int]]:

@@ -49,9 +49,9 @@ def compact(
 ) -> None:
     """Purge remote tombstones older than the retention.
 
-    Devices offline for longer than ``--older-than-days`` notice at their next
+    Devices offline for longer than --older-than-days notice at their next
     sync, download the affected collections again and keep their own unsynced
-    work. Use the retention the apps pass to ``Replicator(tombstone_retention=)``
+    work. Use the retention the apps pass to Replicator(tombstone_retention=...)
     (90 days by default) or longer.
     """
     import datetime as dt
@@ -70,7 +70,15 @@ def compact(
         from ..stores.firestore import FirestoreRemote
 
         remote = FirestoreRemote(firestore.Client(project=firestore_project), str(firestore_root))
-    names = list(collections) or guard(remote.collections)
+    held = guard(remote.collections)
+    unknown = [c for c in collections if c not in held]
+    if unknown:
+        raise click.BadParameter(
+            f"the remote holds no collection {', '.join(map(repr, unknown))}"
+            f" (it holds: {', '.join(sorted(held)) or 'none'})",
+            param_hint="--collection",
+        )
+    names = list(collections) or held
     before = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=older_than_days)
 
     def tell(coll: str, done: int) -> None:

@@ -8,6 +8,7 @@ other commands never define its models.
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -26,7 +27,32 @@ from .app import main
 )
 def demo(directory: Path | None) -> None:
     """Three devices edit offline, sync in turns, and end identical."""
-    from .scenario import run
+    from .scenario import PASSPHRASE, run
 
     ok = run(directory, echo=click.echo)
+    click.echo(f"the snapshots are sealed with the passphrase {PASSPHRASE!r}")
+    if directory is None:
+        click.echo("run replicator demo --dir DIR to keep the files and open them with the CLI")
+    else:
+        _try_next(directory, PASSPHRASE)
     sys.exit(0 if ok else 1)
+
+
+def _try_next(directory: Path, passphrase: str) -> None:
+    """The commands to try on what the demo left in ``directory``, ready to paste."""
+    blobs = shlex.quote(str(directory / "blobs"))
+    key = f"--blobs {blobs} --passphrase-env {_PASSPHRASE_ENV}"
+    restored = shlex.quote(str(directory / "restored.db"))
+    click.echo("try the snapshot commands on them:")
+    click.echo(f"  export {_PASSPHRASE_ENV}={shlex.quote(passphrase)}")
+    for command in (
+        f"snapshot list {key}",
+        f"snapshot verify {key}",
+        f"snapshot restore {restored} {key}",
+        f"status {restored}",
+    ):
+        click.echo(f"  replicator {command}")
+
+
+#: the variable the printed commands read the demo's passphrase from
+_PASSPHRASE_ENV = "REPLICATOR_DEMO_PASSPHRASE"

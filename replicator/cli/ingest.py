@@ -62,6 +62,11 @@ def ingest(
     import signal
     import threading
 
+    if once and address:
+        raise click.UsageError(
+            "--once and --serve cannot go together: --once ingests what the queue holds"
+            " and stops, --serve keeps taking requests over HTTP"
+        )
     from ..bundles.ingest import Ingestor
     from ..errors import ConfigurationError
     from .config import DeviceConfig

@@ -45,11 +45,9 @@ def outbox() -> None:
 def outbox_status(events: Path) -> None:
     """Per type: events not yet delivered, messages, dead letters, drops, last
     success, last error and next attempt."""
-    box = _open_outbox(events)
-    try:
-        rows = box.status()
-    finally:
-        box.close()
+    from ..outbox.store import read_status
+
+    rows = read_status(events)  # read-only: looking never changes the file
     if not rows:
         click.echo("no types configured and no events")
         return
@@ -117,6 +115,15 @@ def outbox_requeue(events: Path, type_: str | None, msg_ids: tuple[str, ...]) ->
     """Put dead letters back in line (same msg_id) once their cause is fixed."""
     box = _open_outbox(events)
     try:
+        if msg_ids:  # each one named must be a dead letter (of the type), or nothing moves
+            known = {d.msg_id for d in box.dead_letters(type_)}
+            unknown = [m for m in msg_ids if m not in known]
+            if unknown:
+                of_type = f" of type {type_}" if type_ else ""
+                raise click.ClickException(
+                    f"no dead letter{of_type} has the msg_id {', '.join(unknown)}; nothing"
+                    f" requeued (replicator outbox dead-letters {events} lists them)"
+                )
         moved = box.requeue(type_, list(msg_ids) or None)
     finally:
         box.close()

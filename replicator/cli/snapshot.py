@@ -101,9 +101,18 @@ def _read_key(key_file: Path | None, passphrase_env: str | None) -> Any:
         return SnapshotKey(parse_key_file(key_file.read_bytes(), key_file))
     if passphrase_env:
         value = os.environ.get(passphrase_env)
+        if value is None:
+            raise click.ClickException(
+                f"${passphrase_env} is not set; export the snapshot passphrase in it"
+            )
         if not value:
-            raise click.ClickException(f"${passphrase_env} is empty")
+            raise click.ClickException(f"${passphrase_env} is empty; it must hold the passphrase")
         return Passphrase(value)
+    if not sys.stdin.isatty():  # nobody to ask: getpass would only warn and read stdin
+        raise click.ClickException(
+            "no key given and no terminal to ask for the passphrase: pass --key-file FILE"
+            " or --passphrase-env VAR"
+        )
     return Passphrase(click.prompt("Snapshot passphrase", hide_input=True))
 
 
@@ -115,7 +124,7 @@ def parse_key_file(data: bytes, path: object = "the key file") -> bytes:
     try:
         return key_from_file(data, path)
     except ConfigurationError as exc:
-        raise click.ClickException(exc.message) from None
+        raise click.ClickException(str(exc)) from None
 
 
 @main.group()
@@ -170,7 +179,7 @@ def snapshot_list(source: _Source) -> None:
     for info in reversed(objects):
         sid = info.key.split("/")[-1][: -len(".snap")]
         mark = "*" if manifest and sid == manifest.snapshot_id else " "
-        click.echo(f"{mark} {sid}  {info.size / 1e6:9.2f} MB  sha256 {info.sha256[:16]}")
+        click.echo(f"{mark} {sid}  {readable_size(info.size):>10}  sha256 {info.sha256[:16]}")
     if manifest:
         checked = "authenticated" if kek is not None else "not checked: give the key to check it"
         click.echo(
@@ -179,6 +188,16 @@ def snapshot_list(source: _Source) -> None:
         )
         for coll, cursor in sorted(manifest.watermarks.items()):
             click.echo(f"  {coll:<20} {cursor}")
+
+
+def readable_size(size: int) -> str:
+    """``812 B``, ``172.4 KiB``, ``36.0 MiB``: a byte count a person reads at a glance."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
 
 
 def _fetch(store: BlobStore, key: SnapshotSecret, dest: Path) -> Manifest:
@@ -210,6 +229,21 @@ def snapshot_verify(source: _Source) -> None:
     )
 
 
+def _prepare(db: Any, source: _Source, *, force: bool, snapshot_id: str | None) -> Any:
+    """The restore decided on; a refusal that ``--force`` would lift says so in CLI words."""
+    from ..errors import UnsafeRestoreError
+    from ..snapshots.restore import prepare
+
+    try:
+        return prepare(db, source.store(), source.key(), force=force, snapshot_id=snapshot_id)
+    except UnsafeRestoreError as exc:
+        if exc.forceable:
+            raise UnsafeRestoreError(
+                exc.message, hint="add --force to replace it with the snapshot"
+            ) from exc
+        raise
+
+
 @snapshot.command("restore")
 @click.argument("database", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Replace synced data the database already holds.")
@@ -217,7 +251,7 @@ def snapshot_verify(source: _Source) -> None:
     "--id",
     "snapshot_id",
     default=None,
-    help="Restore this older snapshot (one `snapshot list` shows) instead of the latest.",
+    help="Restore this older snapshot (one replicator snapshot list shows) instead of the latest.",
 )
 @_blob_options
 def snapshot_restore(database: Path, force: bool, snapshot_id: str | None, source: _Source) -> None:
@@ -231,17 +265,13 @@ def snapshot_restore(database: Path, force: bool, snapshot_id: str | None, sourc
     """
     import peewee
 
-    from ..snapshots.restore import prepare
-
     database = database.absolute()
     if not database.parent.is_dir():
         raise click.ClickException(f"the directory {database.parent} does not exist")
     existed = database.exists()
     db = peewee.SqliteDatabase(str(database))
     try:
-        job = guard(
-            lambda: prepare(db, source.store(), source.key(), force=force, snapshot_id=snapshot_id)
-        )
+        job = guard(lambda: _prepare(db, source, force=force, snapshot_id=snapshot_id))
         manifest = job.manifest
         with click.progressbar(length=manifest.size, label="downloading", file=sys.stderr) as bar:
             guard(lambda: job.run(on_bytes=bar.update))

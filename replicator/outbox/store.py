@@ -283,12 +283,7 @@ class OutboxFile:
     def stored_configurations(self) -> dict[str, SyncConfiguration]:
         """The configurations last stored; one that no longer reads is left out."""
         with self.mapped("open the outbox"):
-            stored = self.conn().execute("SELECT type, config FROM outbox_configs").fetchall()
-        configs: dict[str, SyncConfiguration] = {}
-        for type_, text in stored:
-            with contextlib.suppress(ConfigurationError, ValueError):
-                configs[type_] = SyncConfiguration.from_dict(json.loads(text))
-        return configs
+            return _configurations(self.conn())
 
     def store_configurations(self, configs: Mapping[str, SyncConfiguration]) -> None:
         """Replace the stored configurations with ``configs``."""
@@ -414,15 +409,76 @@ class OutboxFile:
     def status(self, type_: str | None, configured: Collection[str]) -> dict[str, TypeStatus]:
         """Per type (``type_`` alone, or every type ``configured`` or holding
         anything): see :class:`TypeStatus`."""
-        conn = self.conn()
         with self.mapped("read the outbox status"):
-            if type_ is not None:  # one type (every sync asks): no walk of the tables
-                types = {type_}
-            else:
-                types = set(configured)
-                for table in ("events", "processed_sync_data", "dead_letters", "outbox_state"):
-                    types.update(r[0] for r in conn.execute(f"SELECT DISTINCT type FROM {table}"))
-            return {t: _type_status(conn, t, t in configured) for t in sorted(types)}
+            return statuses(self.conn(), type_, configured)
+
+
+def statuses(
+    conn: sqlite3.Connection, type_: str | None, configured: Collection[str]
+) -> dict[str, TypeStatus]:
+    """See :meth:`OutboxFile.status`; only reads, on ``conn``."""
+    if type_ is not None:  # one type (every sync asks): no walk of the tables
+        types = {type_}
+    else:
+        types = set(configured)
+        for table in ("events", "processed_sync_data", "dead_letters", "outbox_state"):
+            types.update(r[0] for r in conn.execute(f"SELECT DISTINCT type FROM {table}"))
+    return {t: _type_status(conn, t, t in configured) for t in sorted(types)}
+
+
+def _configurations(conn: sqlite3.Connection) -> dict[str, SyncConfiguration]:
+    configs: dict[str, SyncConfiguration] = {}
+    for type_, text in conn.execute("SELECT type, config FROM outbox_configs").fetchall():
+        with contextlib.suppress(ConfigurationError, ValueError):
+            configs[type_] = SyncConfiguration.from_dict(json.loads(text))
+    return configs
+
+
+def read_status(path: Path) -> dict[str, TypeStatus]:
+    """The status of the outbox file at ``path`` (as :meth:`OutboxFile.status`), read on
+    a read-only connection: looking at a file never creates or changes a table in it.
+
+    A file that does not hold an outbox's tables, or holds others, is a
+    ``ConfigurationError`` naming it.
+    """
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.DatabaseError as exc:
+        raise database_error(f"open {path}", exc) from exc
+    try:
+        try:
+            names = {
+                r[0]
+                for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                if not r[0].startswith("sqlite_")
+            }
+        except sqlite3.DatabaseError as exc:
+            raise database_error(f"read {path}", exc) from exc
+        if not names:
+            raise ConfigurationError(
+                f"{path} is not an outbox file: it holds no table",
+                hint="name the file the app gives Outbox(...)",
+            )
+        foreign = sorted(names - set(TABLES))
+        if foreign:
+            raise ConfigurationError(
+                f"{path} is not an outbox file: it holds tables that are not an outbox's"
+                f" ({', '.join(foreign[:5])})",
+                hint="name the file the app gives Outbox(...), a file of its own",
+            )
+        missing = sorted(set(TABLES) - names)
+        if missing:
+            raise ConfigurationError(
+                f"{path} is an outbox file of an earlier version (no {', '.join(missing)})",
+                hint=f"open it once with Outbox({str(path)!r}), or replicator outbox sync,"
+                " to bring it up to date",
+            )
+        try:
+            return statuses(conn, None, _configurations(conn))
+        except sqlite3.DatabaseError as exc:
+            raise database_error(f"read {path}", exc) from exc
+    finally:
+        conn.close()
 
 
 def count_dropped(conn: sqlite3.Connection, type_: str, dropped: int) -> None:

@@ -36,6 +36,7 @@ import hashlib
 import hmac
 import json
 import os
+import pathlib
 import struct
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, BinaryIO
@@ -136,9 +137,12 @@ def key_from_file(data: bytes, path: object = "the key file") -> bytes:
         except (UnicodeDecodeError, ValueError):
             pass
     raise ConfigurationError(
-        f"{path} holds {len(data)} bytes that are neither a 32-byte raw key nor 64 hex"
-        " digits; make a key with: replicator key generate FILE"
+        f"{path} holds {len(data)} bytes that are neither a 32-byte raw key nor 64 hex digits",
+        hint=_MAKE_A_KEY,
     )
+
+
+_MAKE_A_KEY = "make a key file with: replicator key generate FILE"
 
 
 @attrs.frozen(repr=False)
@@ -160,6 +164,26 @@ class SnapshotKey:
     @classmethod
     def generate(cls) -> SnapshotKey:
         return cls(os.urandom(32))
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> SnapshotKey:
+        """The key in a key file, as ``replicator key generate FILE`` writes it (64 hex
+        digits; surrounding whitespace allowed) or exactly 32 raw bytes (taken byte for
+        byte). A missing or unreadable file, or one that holds no key, is a
+        ``ConfigurationError`` naming it."""
+        file = pathlib.Path(path)
+        if file.is_dir():
+            raise ConfigurationError(f"{path} is a directory, not a key file", hint=_MAKE_A_KEY)
+        try:
+            data = file.read_bytes()
+        except FileNotFoundError:
+            raise ConfigurationError(f"no key file at {path}", hint=_MAKE_A_KEY) from None
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot read the key file {path}: {exc.strerror or exc}",
+                hint="check the file's permissions; " + _MAKE_A_KEY,
+            ) from exc
+        return cls(key_from_file(data, path))
 
     def check_value(self) -> str:
         return hmac.new(self.raw, _KCV_LABEL, hashlib.sha256).hexdigest()[:16]

@@ -198,10 +198,12 @@ def check(found: Plan, *, force: bool, path: object) -> None:
             f"{path} holds {found.pending_changes} unsynced change(s); a restore would lose them"
         )
     if (found.synced_rows or found.downloaded) and not force:
-        raise UnsafeRestoreError(
+        refusal = UnsafeRestoreError(
             f"{path} already holds synced data",
-            hint="pass force=True (--force) to replace it with the snapshot",
+            hint="pass force=True to replace it with the snapshot",
         )
+        refusal.forceable = True
+        raise refusal
 
 
 def install(

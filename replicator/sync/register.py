@@ -18,3 +18,4 @@ def register(ctx: SyncContext) -> None:
     before = ctx.clock()
     ctx.measured_clock(before, ctx.remote.register(ctx.device_record()))
     ctx.local.set_device(registered=1)
+    ctx.progress("register", None, 1, 1)

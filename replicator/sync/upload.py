@@ -476,7 +476,7 @@ def _mark_synced(
                 for coll, items in by_coll.items()
             },
         )
-        ctx.local.set_device(last_upload=result.position, registered=1)
+        ctx.local.record_upload(registered=1)
 
 
 def _refresh(ctx: SyncContext, keys: list[tuple[str, str]]) -> None:
