@@ -204,6 +204,13 @@ class FirestoreRemote:
         the client's stream-resume path calls ``retry._predicate`` on a broken stream."""
         return {"retry": _NO_RETRY, "timeout": self._remaining("a call")}
 
+    def _redial_if_unreachable(self) -> None:
+        """After a call found Firestore unreachable, dial a fresh channel: the client's
+        own may sit in gRPC's reconnect backoff after the network is back."""
+        if self._unreachable and redial(self.client):
+            log.info("Firestore was unreachable: dialing a fresh channel")
+        self._unreachable = False
+
     def _call(self, what: str, fn: Callable[[], T], *, conditional: bool = False) -> T:
         """Run one remote call: the one place Firestore's exceptions become replicator's.
 
@@ -216,9 +223,7 @@ class FirestoreRemote:
         delay = 0.1
         for attempt in range(1, self.attempts + 1):
             self._remaining(what)
-            if self._unreachable and redial(self.client):
-                log.info("Firestore was unreachable: dialing a fresh channel")
-            self._unreachable = False
+            self._redial_if_unreachable()
             try:
                 return fn()
             except (*_OFFLINE, *_TRANSIENT) as exc:
