@@ -165,3 +165,23 @@ def test_the_first_sync_after_an_outage_succeeds(tmp_path, proxy, monkeypatch):
     assert time.monotonic() - started < 5
     notes = device.remote.all_docs("note").values()
     assert [d.data["title"] for d in notes] == ["its answer is lost"]
+
+
+def test_a_production_client_is_redialed_to_the_same_service(monkeypatch):
+    """No network needed: building a channel does not connect. The emulator tests above
+    cover the insecure channel; this one the TLS channel with the client's credentials."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import firestore
+
+    from replicator.stores.firestore_dial import redial
+
+    monkeypatch.delenv("FIRESTORE_EMULATOR_HOST", raising=False)
+    client = firestore.Client(project="p", credentials=AnonymousCredentials())
+    assert redial(client) is False  # never dialed: its first call dials anyway
+    old = client._firestore_api
+    assert redial(client) is True
+    new = client._firestore_api
+    assert new is not old and new.transport.grpc_channel is not old.transport.grpc_channel
+    assert new.transport._host == old.transport._host == "firestore.googleapis.com:443"
+    new.transport.close()
+    old.transport.close()
