@@ -23,7 +23,10 @@ Then ``Unavailable`` and deadlines become ``OfflineError``, the others
 backoff (about 3.2 s for 5 attempts): 103 s with the defaults on a connection
 that never answers. ``Replicator.sync(timeout=...)`` sets one overall deadline
 instead (``set_deadline``), after which every call gives up with
-``OfflineError``.
+``OfflineError``. After a call found Firestore unreachable, the next one (a
+retry, or the first call of the next sync) goes through a fresh gRPC channel
+(``firestore_dial.redial``): a sync started once the network is back does not
+fail on gRPC's reconnect backoff.
 
 Server timestamps can become visible slightly out of order (the emulator shows
 it under concurrent commits), so a sync's first page of each collection, and
@@ -68,6 +71,7 @@ try:
     from google.api_core.retry import Retry
     from google.cloud import firestore
 
+    from .firestore_dial import redial
     from .firestore_writes import document_write
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
@@ -164,6 +168,8 @@ class FirestoreRemote:
         self.settle = _dt.timedelta(seconds=settle)
         self.usage = Usage()
         self._deadline: float | None = None
+        #: the last call found Firestore unreachable: the next one dials afresh (``redial``)
+        self._unreachable = False
         #: calls retried after Aborted/Unavailable/deadline errors (for monitoring)
         self.retries = 0
 
@@ -198,6 +204,13 @@ class FirestoreRemote:
         the client's stream-resume path calls ``retry._predicate`` on a broken stream."""
         return {"retry": _NO_RETRY, "timeout": self._remaining("a call")}
 
+    def _redial_if_unreachable(self) -> None:
+        """After a call found Firestore unreachable, dial a fresh channel: the client's
+        own may sit in gRPC's reconnect backoff after the network is back."""
+        if self._unreachable and redial(self.client):
+            log.info("Firestore was unreachable: dialing a fresh channel")
+        self._unreachable = False
+
     def _call(self, what: str, fn: Callable[[], T], *, conditional: bool = False) -> T:
         """Run one remote call: the one place Firestore's exceptions become replicator's.
 
@@ -210,9 +223,11 @@ class FirestoreRemote:
         delay = 0.1
         for attempt in range(1, self.attempts + 1):
             self._remaining(what)
+            self._redial_if_unreachable()
             try:
                 return fn()
             except (*_OFFLINE, *_TRANSIENT) as exc:
+                self._unreachable = isinstance(exc, _OFFLINE)
                 if attempt == self.attempts:
                     if isinstance(exc, _OFFLINE):
                         raise OfflineError(

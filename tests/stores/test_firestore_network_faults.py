@@ -139,3 +139,49 @@ def test_latency_slows_a_sync_but_changes_nothing(tmp_path, proxy, firestore_cli
     b = _device(tmp_path, "b", _remote(_client_through(proxy, monkeypatch), root))
     b.sync()
     assert snapshot_rows(b) == snapshot_rows(a)
+
+
+def test_the_first_sync_after_an_outage_succeeds(tmp_path, proxy, monkeypatch):
+    """gRPC backs off its reconnects while the network is down (1 s, 1.6 s, 2.6 s...) and
+    its channel fails every call at once until the next attempt, even once the network is
+    back: a sync started then re-dials instead of failing on that backoff."""
+    client = _client_through(proxy, monkeypatch)
+    device = _device(tmp_path, "d", _remote(client, f"users/{uuid.uuid4().hex}", attempts=3))
+    device.sync()
+    with device.bound():
+        Note.create(title="its answer is lost")
+    proxy.reset_after(1)  # the sync's first answer never arrives
+    _sync_allowing_network_errors(device)
+    proxy.mode = "refuse"  # then the network goes down, long enough for gRPC to back off
+    proxy.reset_all()
+    down_until = time.monotonic() + 4.0
+    while time.monotonic() < down_until:
+        with pytest.raises(OfflineError):
+            device.sync(timeout=2.0)
+        time.sleep(0.5)
+    proxy.mode = "pass"
+    started = time.monotonic()
+    device.sync(timeout=5.0)  # the very next sync, not "one of the next ones"
+    assert time.monotonic() - started < 5
+    notes = device.remote.all_docs("note").values()
+    assert [d.data["title"] for d in notes] == ["its answer is lost"]
+
+
+def test_a_production_client_is_redialed_to_the_same_service(monkeypatch):
+    """No network needed: building a channel does not connect. The emulator tests above
+    cover the insecure channel; this one the TLS channel with the client's credentials."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import firestore
+
+    from replicator.stores.firestore_dial import redial
+
+    monkeypatch.delenv("FIRESTORE_EMULATOR_HOST", raising=False)
+    client = firestore.Client(project="p", credentials=AnonymousCredentials())
+    assert redial(client) is False  # never dialed: its first call dials anyway
+    old = client._firestore_api
+    assert redial(client) is True
+    new = client._firestore_api
+    assert new is not old and new.transport.grpc_channel is not old.transport.grpc_channel
+    assert new.transport._host == old.transport._host == "firestore.googleapis.com:443"
+    new.transport.close()
+    old.transport.close()
