@@ -2,14 +2,15 @@
 
 Each object ``key`` is the file ``root/key``; its SHA-256 and version tag live
 in ``root/key.meta.json`` beside it. Writes go to a temporary file and are
-installed with an atomic rename, under an exclusive ``flock`` on the key for
-conditional writes, so a reader never sees half an object and two racing
-conditional writers cannot both win.
+installed with an atomic rename, under an exclusive lock on the key (a lock
+file beside it, ``.<name>.lock``, taken with ``filelock``: ``flock`` on POSIX,
+``LockFileEx`` on Windows) for every install and delete, so a reader never sees
+half an object and two racing conditional writers, threads or processes, cannot
+both win.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -20,6 +21,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+from filelock import FileLock
 
 from ..errors import (
     BlobIntegrityError,
@@ -81,13 +84,13 @@ class DirectoryBlobStore:
 
     @contextmanager
     def _lock(self, path: Path) -> Iterator[None]:
+        """Hold the key's exclusive lock: between reading the current version and
+        installing the new one no other writer (thread or process) may install or
+        delete the key. A ``FileLock`` per call, so no lock object is shared between
+        threads (each call waits for the file lock itself)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.parent / f".{path.name}.lock", "a+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with FileLock(path.parent / f".{path.name}.lock"):
+            yield
 
     def put(
         self,
