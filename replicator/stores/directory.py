@@ -44,7 +44,15 @@ class DirectoryBlobStore:
     def __init__(self, root: str | Path, *, create: bool = True) -> None:
         self.root = Path(root)
         if create:
-            self.root.mkdir(parents=True, exist_ok=True)
+            self._check_not_a_file()
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"cannot make the blob directory {self.root}: {exc.strerror or exc}",
+                    hint="name a folder this user may create, or create it first",
+                    orig=exc,
+                ) from exc
 
     def __repr__(self) -> str:
         return f"DirectoryBlobStore({str(self.root)!r})"
@@ -54,8 +62,17 @@ class DirectoryBlobStore:
             raise ConfigurationError(f"invalid blob key {key!r}")
         return self.root / key
 
+    def _check_not_a_file(self) -> None:
+        """A file where the store's folder should be is a setup mistake, not an outage."""
+        if self.root.exists() and not self.root.is_dir():
+            raise ConfigurationError(
+                f"the blob directory {self.root} is a file, not a folder",
+                hint="name a folder for the blob store (it is created if missing)",
+            )
+
     def _check_root(self) -> None:
         if not self.root.is_dir():
+            self._check_not_a_file()
             raise OfflineError(f"the blob directory {self.root} is not there")
 
     @contextmanager
