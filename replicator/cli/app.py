@@ -49,7 +49,9 @@ class _Guarded(click.Group):
             raise click.ClickException(one_line(exc)) from None
         except (sqlite3.DatabaseError, peewee.DatabaseError) as exc:
             # a command that opened a file itself: the package's one rule for SQLite
-            raise click.ClickException(one_line(local_error("SQLite refused it", exc))) from None
+            raise click.ClickException(
+                one_line(local_error("SQLite refused the database", exc))
+            ) from None
         except OSError as exc:
             where = f": {exc.filename}" if exc.filename else ""
             raise click.ClickException(f"{exc.strerror or exc}{where}") from None

@@ -43,6 +43,9 @@ class DirectoryBlobStore:
 
     def __init__(self, root: str | Path, *, create: bool = True) -> None:
         self.root = Path(root)
+        #: whether the folder was ever there: one that never was is a setup mistake,
+        #: one that went away (an unmounted share) an outage
+        self._seen = False
         if create:
             self._check_not_a_file()
             try:
@@ -53,6 +56,7 @@ class DirectoryBlobStore:
                     hint="name a folder this user may create, or create it first",
                     orig=exc,
                 ) from exc
+            self._seen = True
 
     def __repr__(self) -> str:
         return f"DirectoryBlobStore({str(self.root)!r})"
@@ -71,14 +75,23 @@ class DirectoryBlobStore:
             )
 
     def _check_root(self) -> None:
-        if not self.root.is_dir():
-            self._check_not_a_file()
-            raise OfflineError(f"the blob directory {self.root} is not there")
+        if self.root.is_dir():
+            self._seen = True
+            return
+        self._check_not_a_file()
+        if not self._seen:
+            raise ConfigurationError(
+                f"there is no blob directory {self.root}",
+                hint="fix the path, mount the disk it lives on, or let the store create it"
+                " (create=True)",
+            )
+        raise OfflineError(f"the blob directory {self.root} is not there")
 
     @contextmanager
     def _mapped(self, key: str) -> Iterator[None]:
-        """The one place the file system's exceptions become replicator's: a missing
-        directory (an unmounted share) is ``OfflineError``; any other refusal (access
+        """The one place the file system's exceptions become replicator's: a directory
+        that went away (an unmounted share) is ``OfflineError``, one that never was
+        there or is a file ``ConfigurationError``; any other refusal (access
         denied, a file where a directory should be, a full disk) and damaged metadata
         are ``RemoteError``, which asking again does not cure."""
         self._check_root()

@@ -154,7 +154,9 @@ class EmbeddedRemote:
     def _connection(self, wait: float) -> sqlite3.Connection:
         """This thread's connection, opened anew when the file is not the one it was
         opened on (replaced, deleted) or the process is not the one that opened it."""
-        if not self.path.parent.is_dir():
+        if not self.path.parent.is_dir() or not (self._creating or self.path.exists()):
+            # as SQLite says it; but SQLite would create a missing file (a path URI with
+            # mode=rw would not, but is not portable to Windows shares)
             raise sqlite3.OperationalError("unable to open database file")
         try:
             st = os.stat(self.path)
@@ -170,13 +172,7 @@ class EmbeddedRemote:
                 self._local.held = (identity, conn, wait)
             return conn
         self.close()
-        mode = "rwc" if self._creating else "rw"
-        conn = sqlite3.connect(
-            f"{self.path.absolute().as_uri()}?mode={mode}",
-            timeout=wait,
-            isolation_level=None,
-            uri=True,
-        )
+        conn = sqlite3.connect(self.path, timeout=wait, isolation_level=None)
         self._opened_once = True
         if identity is None:  # the file was created just now
             st = os.stat(self.path)

@@ -93,6 +93,16 @@ def test_a_directory_store_on_a_file_is_a_setup_mistake(tmp_path):
     assert (tmp_path / "blobs").read_text() == "a file, not a folder"
 
 
+def test_a_blob_directory_that_never_was_there_is_a_setup_mistake(tmp_path):
+    # one that was there and went away is offline (tests/stores/test_errors.py)
+    store = DirectoryBlobStore(tmp_path / "no-such-share" / "blobs", create=False)
+    for call in (lambda: store.head("a"), lambda: store.put("a", io.BytesIO(b"x"))):
+        with pytest.raises(ConfigurationError) as info:
+            call()
+        _setup_mistake(info.value, "no blob directory")
+    assert not (tmp_path / "no-such-share").exists()
+
+
 # -- S3 ----------------------------------------------------------------------------------
 
 
