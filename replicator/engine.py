@@ -70,7 +70,7 @@ from .snapshots.manifest import Manifest, read_manifest
 from .snapshots.publish import byte_counter, publish_due, snapshot_due
 from .snapshots.restore import database_file
 from .snapshots.restore import prepare as prepare_restore
-from .sql import local_error
+from .sql import local_error, on_local_database
 from .stores.base import BlobStore, Deadlined, RemoteStore, Sessions, keeps_native_types
 from .strategies.conflict import ConflictStrategy, LastWriterWins, Resolver, resolver
 from .strategies.snapshot import BigBrother, SnapshotStrategy, checked
@@ -154,6 +154,7 @@ class Replicator:
         )
         self.local = self._open(device_name)
 
+    @on_local_database("could not be opened")
     def _open(self, device_name: str | None) -> LocalState:
         """Open replicator's tables and the synced ones, ready to sync."""
         check_tables(self.database, self.models)  # before anything is written
@@ -190,15 +191,18 @@ class Replicator:
     def collections(self) -> list[str]:
         return [collection_name(m) for m in self.models]
 
+    @on_local_database("could not be read")
     def dirty_counts(self) -> dict[str, int]:
         """Rows and deletes waiting for upload, per collection."""
         return self.local.pending_counts(self.collections)
 
+    @on_local_database("could not be read")
     def pending_count(self) -> int:
         """How many rows and deletes wait for upload, all collections together (one
         indexed count per collection: cheap enough for a badge refreshed often)."""
         return self.local.pending_total(self.collections)
 
+    @on_local_database("could not be read")
     def is_pending(self, model: type[SyncModel] | str, row_id: str) -> bool:
         """Whether the row ``row_id`` of ``model`` (or of that collection) has changes, or
         a delete, not uploaded yet."""
@@ -389,7 +393,7 @@ class Replicator:
 
     def _publish(
         self, ctx: SyncContext, tally: Tally, *, uploaded: bool
-    ) -> tuple[str | None, SnapshotError | RemoteError | None]:
+    ) -> tuple[str | None, ReplicatorError | None]:
         """Publish a snapshot if due; a failure is reported, not raised (the data is
         synced by then; only the snapshot is missing).
 
@@ -426,12 +430,14 @@ class Replicator:
             )
             if published is not None:
                 register(ctx)
-        except (SnapshotError, RemoteError) as exc:
+        except (SnapshotError, RemoteError, ConfigurationError) as exc:
+            # ConfigurationError: a blob store set up wrong (S3 without credentials)
             log.warning("no snapshot published: %s", type(exc).__name__)
             return None, exc
         tally.fold(caught_up)
         return None if published is None else published.snapshot_id, None
 
+    @on_local_database("could not be read")
     def is_empty(self) -> bool:
         """True if no synced table holds a row and nothing was ever downloaded."""
         if self.local.trackers() or self.local.count_pending_tombstones():
@@ -450,6 +456,7 @@ class Replicator:
             raise ConfigurationError("no blob store configured", hint="pass blobs= and key=")
         return read_manifest(self.blobs)
 
+    @on_local_database("refused the restore")
     def restore(self, *, force: bool = False, snapshot_id: str | None = None) -> str:
         """Replace the synced tables with the latest snapshot (or ``snapshot_id``, an
         older one the manifest keeps); return its id.
@@ -486,6 +493,7 @@ class Replicator:
             self._prepare_schema()
             return job.manifest.snapshot_id
 
+    @on_local_database("refused the login")
     def login(self) -> SyncReport:
         """Start a session on this device: restore the latest snapshot if the
         database is empty, then sync (downloading only what the snapshot lacks)."""

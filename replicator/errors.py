@@ -11,10 +11,11 @@ again later can succeed without anyone changing anything.
 ::
 
     ReplicatorError
-    ├── ConfigurationError        wrong arguments, models or options
+    ├── ConfigurationError        wrong arguments, models or options; a store pointed at
+    │                             the wrong place or without credentials
     ├── SchemaError               local tables do not match the models
     ├── LocalDatabaseError        SQLite refused work on a local file: busy (retryable),
-    │                             full, or damaged
+    │                             full, damaged, or a path that cannot be opened
     ├── RemoteError               anything the remote store said or did not say
     │   ├── OfflineError          store unreachable (retryable)
     │   ├── TransientError        busy, aborted, timed out (retryable)
@@ -64,7 +65,9 @@ class ReplicatorError(Exception):
 
 
 class ConfigurationError(ReplicatorError):
-    """Replicator was given arguments it cannot work with."""
+    """Replicator was given arguments it cannot work with, or a store was set up wrong
+    (a path in a missing folder, a folder where a file belongs, no credentials): someone
+    must change something, so it is never retryable."""
 
 
 class SchemaError(ReplicatorError):
@@ -74,9 +77,10 @@ class SchemaError(ReplicatorError):
 
 
 class LocalDatabaseError(ReplicatorError):
-    """SQLite refused the sync's work on the local database: busy (another writer held
-    it for longer than the connection's ``timeout``; ``retryable``), full, or damaged.
-    Whatever the sync had committed stays; the rest was rolled back."""
+    """SQLite refused work on the local database: busy (another writer held it for
+    longer than the connection's ``timeout``; ``retryable``), full, damaged, or a path
+    it cannot open (a folder, a missing folder). Whatever a sync had committed stays;
+    the rest was rolled back."""
 
     def __init__(self, message: str, *, retryable: bool, **kw: object) -> None:
         super().__init__(message, **kw)  # type: ignore[arg-type]

@@ -29,6 +29,7 @@ device record, ``ingestor-<name>``.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import http.server
 import json
 import logging
@@ -45,6 +46,7 @@ import peewee
 from ..codec import RowCodec, check_id, check_value, missing_value
 from ..errors import (
     BlobNotFoundError,
+    ConfigurationError,
     PreconditionFailed,
     RemoteDataError,
     RemoteError,
@@ -515,7 +517,19 @@ class IngestServer:
                 self.wfile.write(payload)
 
         self._token = token
-        self.httpd = http.server.ThreadingHTTPServer((host, port), Handler)
+        try:
+            self.httpd = http.server.ThreadingHTTPServer((host, port), Handler)
+        except (OSError, OverflowError) as exc:  # in use, not this machine's, out of range
+            busy = isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigurationError(
+                f"cannot serve on {host}:{port}: {reason}",
+                hint="choose another port, or stop the program that holds it"
+                if busy
+                else "give an address of this machine (e.g. 127.0.0.1 or 0.0.0.0) and a"
+                " port from 0 to 65535",
+                orig=exc,
+            ) from exc
         self.httpd.daemon_threads = True
         self.url = f"http://{host}:{self.httpd.server_address[1]}/ingest"
         self._thread = threading.Thread(

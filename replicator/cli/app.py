@@ -37,18 +37,25 @@ class _Guarded(click.Group):
     """
 
     def invoke(self, ctx: click.Context) -> Any:
+        import peewee
+
         from ..errors import ReplicatorError
+        from ..sql import local_error
 
         try:
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except ReplicatorError as exc:
-            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
-        except sqlite3.DatabaseError as exc:
-            raise click.ClickException(f"SQLite refused the database: {exc}") from None
+            raise click.ClickException(one_line(exc)) from None
+        except (sqlite3.DatabaseError, peewee.DatabaseError) as exc:
+            # a command that opened a file itself: the package's one rule for SQLite
+            raise click.ClickException(
+                one_line(local_error("SQLite refused the database", exc))
+            ) from None
         except OSError as exc:
-            raise click.ClickException(f"{exc.strerror or exc}: {exc.filename or ''}") from None
+            where = f": {exc.filename}" if exc.filename else ""
+            raise click.ClickException(f"{exc.strerror or exc}{where}") from None
         except ImportError as exc:
             raise click.ClickException(str(exc)) from None
         except Exception as exc:
@@ -73,7 +80,13 @@ def guard(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except ReplicatorError as exc:
-        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+        raise click.ClickException(one_line(exc)) from None
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as the one line a command prints: its kind, then its message and hint
+    with any line breaks (a driver's multi-line message) folded into spaces."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
 #: the ``--config`` option of the commands that open a device from its config file

@@ -65,11 +65,10 @@ def compact(
 
         remote: Any = EmbeddedRemote(embedded, create=False)
     else:
-        from google.cloud import firestore
-
         from ..stores.firestore import FirestoreRemote
+        from .config import firestore_client
 
-        remote = FirestoreRemote(firestore.Client(project=firestore_project), str(firestore_root))
+        remote = FirestoreRemote(firestore_client(firestore_project), str(firestore_root))
     held = guard(remote.collections)
     unknown = [c for c in collections if c not in held]
     if unknown:

@@ -133,21 +133,21 @@ class DeviceConfig:
         from ..model import SyncModel
 
         module_name, _, attr = self.models.partition(":")
-        sys.path.insert(0, str(self.path.resolve().parent))
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise ConfigurationError(
-                f"{self.path}: cannot import the models module {module_name!r}: {exc}",
-                hint="put it beside the config file or on PYTHONPATH",
-            ) from exc
-        finally:
-            sys.path.pop(0)
+        module = self._import_models(module_name)
         if attr:
             found = getattr(module, attr, None)
             if not isinstance(found, list | tuple):
-                raise ConfigurationError(f"{self.models}: {attr} is not a list of models")
+                raise ConfigurationError(
+                    f"{self.models}: {attr} is not a list of SyncModel classes ({found!r})",
+                    hint=f"define {attr} = [Model, ...] in {module_name}",
+                )
             models = list(found)
+            wrong = [m for m in models if not (isinstance(m, type) and issubclass(m, SyncModel))]
+            if wrong:
+                raise ConfigurationError(
+                    f"{self.models} lists {', '.join(map(repr, wrong))}: not SyncModel classes",
+                    hint=f"list only the SyncModel classes to sync in {attr}",
+                )
         else:
             models = [
                 v
@@ -161,6 +161,31 @@ class DeviceConfig:
             raise ConfigurationError(f"{self.models} defines no SyncModel")
         return models
 
+    def _import_models(self, name: str) -> Any:
+        """The models module, imported with the config file's folder on ``sys.path``; a
+        module that cannot be found, raises or does not parse is a ConfigurationError."""
+        sys.path.insert(0, str(self.path.resolve().parent))
+        try:
+            return importlib.import_module(name)
+        except ImportError as exc:
+            if exc.name != name:  # found, but something it imports is missing
+                raise ConfigurationError(
+                    f"{self.path}: the models module {name!r} failed to import: {exc}",
+                    hint="install what it imports, or fix the import",
+                ) from exc
+            raise ConfigurationError(
+                f"{self.path}: cannot import the models module {name!r}: {exc}",
+                hint="put it beside the config file or on PYTHONPATH",
+            ) from exc
+        except Exception as exc:  # the module's own code raised, or it does not parse
+            raise ConfigurationError(
+                f"{self.path}: the models module {name!r} failed to import:"
+                f" {type(exc).__name__}: {exc}",
+                hint=f"fix the module (python -c 'import {name}' shows the traceback)",
+            ) from exc
+        finally:
+            sys.path.pop(0)
+
     def open_remote(self, *, create: bool = True) -> Any:
         """The remote store; ``create=False`` refuses an embedded remote file that
         does not exist yet (a command that only reads it)."""
@@ -173,15 +198,9 @@ class DeviceConfig:
                     f"no embedded remote at {where}", hint="check remote.embedded in the config"
                 )
             return EmbeddedRemote(where, create=create)
-        try:
-            from google.cloud import firestore
+        client = firestore_client(self.remote.get("firestore_project"))
+        from ..stores.firestore import FirestoreRemote
 
-            from ..stores.firestore import FirestoreRemote
-        except ImportError as exc:
-            raise ConfigurationError(
-                "a Firestore remote needs: pip install 'replicator[firestore]'"
-            ) from exc
-        client = firestore.Client(project=self.remote.get("firestore_project"))
         return FirestoreRemote(client, root=self.remote["firestore_root"])
 
     def open_blobs(self, where: Mapping[str, Any] | None = None) -> Any:
@@ -286,6 +305,28 @@ class DeviceConfig:
         )
 
 
+def firestore_client(project: str | None) -> Any:
+    """A Firestore client with the environment's credentials (the emulator's with
+    ``FIRESTORE_EMULATOR_HOST``); none found, or no project, is a ConfigurationError."""
+    try:
+        from google.auth.exceptions import GoogleAuthError
+        from google.cloud import firestore
+    except ImportError as exc:
+        raise ConfigurationError(
+            "a Firestore remote needs: pip install 'replicator[firestore]'"
+        ) from exc
+    try:
+        return firestore.Client(project=project)
+    except (GoogleAuthError, OSError) as exc:  # no credentials; no project found
+        raise ConfigurationError(
+            f"cannot use Firestore as set up: {exc}",
+            hint="give credentials (GOOGLE_APPLICATION_CREDENTIALS, or gcloud auth"
+            " application-default login) and the project; FIRESTORE_EMULATOR_HOST for the"
+            " emulator",
+            orig=exc,
+        ) from exc
+
+
 def _check_value(path: Path, where: str, name: str, item: Any) -> None:
     if name in _LISTS:
         if not (isinstance(item, list) and item and all(isinstance(i, str) and i for i in item)):
@@ -338,8 +379,16 @@ def _check_required(path: Path, raw: Mapping[str, Any], *, service: bool) -> Non
     """The database (not for the ingest service) and the models are required; the
     device's name and app version, when given, are strings."""
     for name in ("models",) if service else ("database", "models"):
-        if not isinstance(raw.get(name), str) or not raw[name]:
+        if name not in raw:
             raise ConfigurationError(f'{path}: {name} = "..." is required')
+    for name in ("database", "models"):
+        if name in raw and (not isinstance(raw[name], str) or not raw[name]):
+            raise ConfigurationError(
+                f"{path}: {name} must be a non-empty string, not {raw[name]!r}",
+                hint='write database = "phone.db" (a path, in quotes)'
+                if name == "database"
+                else 'write models = "my_app.models" (a module, in quotes)',
+            )
     for name in ("device_name", "app_version"):
         if name in raw and not isinstance(raw[name], str):
             raise ConfigurationError(f"{path}: {name} must be a string")

@@ -12,10 +12,26 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 
 from .app import config_option, main
+
+
+def _address(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """``--serve``'s HOST:PORT as ``(host, port)``, checked before anything is opened: a
+    malformed address or a port out of range is a usage error, even with ``--once``."""
+    if value is None:
+        return None
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise click.BadParameter(
+            f"{value!r}: give HOST:PORT with a port from 0 to 65535, e.g. 127.0.0.1:8765",
+            ctx,
+            param,
+        )
+    return host, int(port)
 
 
 @main.command()
@@ -24,6 +40,7 @@ from .app import config_option, main
     "--serve",
     "address",
     metavar="HOST:PORT",
+    callback=_address,
     help="Also take ingest requests over HTTP here (for devices using ingest_url).",
 )
 @click.option(
@@ -49,7 +66,7 @@ from .app import config_option, main
 )
 def ingest(
     config_path: Path,
-    address: str | None,
+    address: tuple[str, int] | None,
     token_env: str | None,
     once: bool,
     poll: float,
@@ -83,13 +100,10 @@ def ingest(
         return
     server = None
     if address:
-        host, _, port = address.rpartition(":")
-        if not host or not port.isdigit():
-            raise click.BadParameter("give HOST:PORT, e.g. 127.0.0.1:8765", param_hint="--serve")
         token = os.environ.get(token_env) if token_env else None
         if token_env and not token:
             raise ConfigurationError(f"${token_env} is empty", hint="export the token first")
-        server = ingestor.serve(host, int(port), token=token)
+        server = ingestor.serve(*address, token=token)
         click.echo(f"taking ingest requests at {server.url}")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -42,6 +42,7 @@ from ..local import (
     table_names,
 )
 from ..model import SYNC_COLUMNS
+from ..sql import local_error
 from ..stores.base import BlobStore, DeviceRecord
 from .crypto import SnapshotSecret
 from .fetch import fetch_and_decrypt, older, open_latest
@@ -74,11 +75,8 @@ def plan(db: peewee.SqliteDatabase, tables: Sequence[str] | None = None) -> Plan
     """Count what a restore would replace: unsynced changes and synced rows."""
     try:
         names = {r[0] for r in db.execute_sql("SELECT name FROM sqlite_master")}
-    except peewee.DatabaseError as exc:
-        raise ConfigurationError(
-            f"{db.database} is not a SQLite database ({exc})",
-            hint="name a database file replicator manages, or a new file",
-        ) from exc
+    except peewee.DatabaseError as exc:  # damaged, not SQLite, busy: the package's one rule
+        raise local_error(f"{db.database} cannot be restored into", exc, db.database) from exc
     tables = list(tables) if tables is not None else synced_tables(db)
     dirty = rows = 0
     for table in tables:

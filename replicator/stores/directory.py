@@ -2,14 +2,15 @@
 
 Each object ``key`` is the file ``root/key``; its SHA-256 and version tag live
 in ``root/key.meta.json`` beside it. Writes go to a temporary file and are
-installed with an atomic rename, under an exclusive ``flock`` on the key for
-conditional writes, so a reader never sees half an object and two racing
-conditional writers cannot both win.
+installed with an atomic rename, under an exclusive lock on the key (a lock
+file beside it, ``.<name>.lock``, taken with ``filelock``: ``flock`` on POSIX,
+``LockFileEx`` on Windows) for every install and delete, so a reader never sees
+half an object and two racing conditional writers, threads or processes, cannot
+both win.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -20,6 +21,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+from filelock import FileLock
 
 from ..errors import (
     BlobIntegrityError,
@@ -40,8 +43,20 @@ class DirectoryBlobStore:
 
     def __init__(self, root: str | Path, *, create: bool = True) -> None:
         self.root = Path(root)
+        #: whether the folder was ever there: one that never was is a setup mistake,
+        #: one that went away (an unmounted share) an outage
+        self._seen = False
         if create:
-            self.root.mkdir(parents=True, exist_ok=True)
+            self._check_not_a_file()
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"cannot make the blob directory {self.root}: {exc.strerror or exc}",
+                    hint="name a folder this user may create, or create it first",
+                    orig=exc,
+                ) from exc
+            self._seen = True
 
     def __repr__(self) -> str:
         return f"DirectoryBlobStore({str(self.root)!r})"
@@ -51,14 +66,32 @@ class DirectoryBlobStore:
             raise ConfigurationError(f"invalid blob key {key!r}")
         return self.root / key
 
+    def _check_not_a_file(self) -> None:
+        """A file where the store's folder should be is a setup mistake, not an outage."""
+        if self.root.exists() and not self.root.is_dir():
+            raise ConfigurationError(
+                f"the blob directory {self.root} is a file, not a folder",
+                hint="name a folder for the blob store (it is created if missing)",
+            )
+
     def _check_root(self) -> None:
-        if not self.root.is_dir():
-            raise OfflineError(f"the blob directory {self.root} is not there")
+        if self.root.is_dir():
+            self._seen = True
+            return
+        self._check_not_a_file()
+        if not self._seen:
+            raise ConfigurationError(
+                f"there is no blob directory {self.root}",
+                hint="fix the path, mount the disk it lives on, or let the store create it"
+                " (create=True)",
+            )
+        raise OfflineError(f"the blob directory {self.root} is not there")
 
     @contextmanager
     def _mapped(self, key: str) -> Iterator[None]:
-        """The one place the file system's exceptions become replicator's: a missing
-        directory (an unmounted share) is ``OfflineError``; any other refusal (access
+        """The one place the file system's exceptions become replicator's: a directory
+        that went away (an unmounted share) is ``OfflineError``, one that never was
+        there or is a file ``ConfigurationError``; any other refusal (access
         denied, a file where a directory should be, a full disk) and damaged metadata
         are ``RemoteError``, which asking again does not cure."""
         self._check_root()
@@ -81,13 +114,13 @@ class DirectoryBlobStore:
 
     @contextmanager
     def _lock(self, path: Path) -> Iterator[None]:
+        """Hold the key's exclusive lock: between reading the current version and
+        installing the new one no other writer (thread or process) may install or
+        delete the key. A ``FileLock`` per call, so no lock object is shared between
+        threads (each call waits for the file lock itself)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.parent / f".{path.name}.lock", "a+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with FileLock(path.parent / f".{path.name}.lock"):
+            yield
 
     def put(
         self,

@@ -33,9 +33,10 @@ from ..errors import (
     OfflineError,
     PreconditionFailed,
     RemoteError,
+    ReplicatorError,
     TransientError,
 )
-from ..sql import select_in, trouble
+from ..sql import path_problem, select_in, trouble
 from .base import (
     Compactable,
     Countable,
@@ -92,6 +93,9 @@ CREATE INDEX IF NOT EXISTS docs_tombstones ON docs (collection, changed_at) WHER
 """
 
 
+_NOT_A_REMOTE = "name the file the devices sync through (the one EmbeddedRemote created)"
+
+
 class EmbeddedRemote:
     """A :class:`~replicator.stores.base.RemoteStore` in one SQLite file.
 
@@ -115,8 +119,21 @@ class EmbeddedRemote:
         self.usage = Usage()
         self._deadline: float | None = None
         self._local = threading.local()
+        #: only the constructor's first connection may create the file: a store opened
+        #: with ``create=False``, or whose file went away since, never makes an empty one
+        self._creating = create
+        #: whether a connection to the file ever opened: a path that never worked is a
+        #: setup mistake, one that worked and went away (an unmounted share) an outage
+        self._opened_once = False
         if create:
             with self._connect() as conn:
+                self._creating = False
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+                if "docs" not in tables and "replicator_device" in tables:
+                    raise ConfigurationError(
+                        f"{self.path} is a device's database, not an embedded remote",
+                        hint=_NOT_A_REMOTE,
+                    )
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.executescript(_SCHEMA)
                 have = {r[1] for r in conn.execute("PRAGMA table_info(docs)")}
@@ -137,7 +154,9 @@ class EmbeddedRemote:
     def _connection(self, wait: float) -> sqlite3.Connection:
         """This thread's connection, opened anew when the file is not the one it was
         opened on (replaced, deleted) or the process is not the one that opened it."""
-        if not self.path.parent.is_dir():
+        if not self.path.parent.is_dir() or not (self._creating or self.path.exists()):
+            # as SQLite says it; but SQLite would create a missing file (a path URI with
+            # mode=rw would not, but is not portable to Windows shares)
             raise sqlite3.OperationalError("unable to open database file")
         try:
             st = os.stat(self.path)
@@ -154,6 +173,7 @@ class EmbeddedRemote:
             return conn
         self.close()
         conn = sqlite3.connect(self.path, timeout=wait, isolation_level=None)
+        self._opened_once = True
         if identity is None:  # the file was created just now
             st = os.stat(self.path)
             identity = (os.getpid(), st.st_dev, st.st_ino)
@@ -188,7 +208,7 @@ class EmbeddedRemote:
         try:
             conn = self._connection(wait)
         except sqlite3.Error as exc:
-            raise OfflineError(f"cannot open the embedded remote at {self.path}", orig=exc) from exc
+            raise self._unopened(exc) from exc
         try:
             yield conn
         except sqlite3.OperationalError as exc:
@@ -197,13 +217,20 @@ class EmbeddedRemote:
                     f"the embedded remote at {self.path} stayed locked for {self.timeout}s",
                     orig=exc,
                 ) from exc
+            if "no such table" in str(exc):
+                raise ConfigurationError(
+                    f"{self.path} is not an embedded remote ({exc}): a device's database?",
+                    hint=_NOT_A_REMOTE,
+                    orig=exc,
+                ) from exc
             raise OfflineError(
                 f"the embedded remote at {self.path} failed: {exc}", orig=exc
             ) from exc
         except sqlite3.DatabaseError as exc:  # not a database, or a damaged one
             raise RemoteError(
-                f"the embedded remote at {self.path} is damaged: {exc}",
-                hint="restore the file from a backup (devices keep their unsynced rows)",
+                f"the embedded remote at {self.path} is damaged or not a database: {exc}",
+                hint="if it is the remote's file, restore it from a backup (devices keep their"
+                " unsynced rows); else name the remote's file",
                 orig=exc,
             ) from exc
         finally:
@@ -212,6 +239,26 @@ class EmbeddedRemote:
             kept = getattr(self._local, "depth", 0) and sys.exc_info()[0] is None
             if not kept or conn.in_transaction:
                 self.close()
+
+    def _unopened(self, exc: sqlite3.Error) -> ReplicatorError:
+        """Why SQLite could not open the file. A path that never worked (a missing
+        folder, a folder named as the file, no file) is a setup mistake that asking
+        again cannot cure; one that worked before and went away (a share unmounted)
+        or a file that exists and still cannot be opened is offline."""
+        problem = path_problem(self.path)
+        if problem is not None and not self._opened_once:
+            return ConfigurationError(
+                f"no embedded remote at {self.path}: {problem}",
+                hint="fix the path (the remote is one file; EmbeddedRemote(path) creates it"
+                " in a folder that exists), or mount the disk it lives on",
+                orig=exc,
+            )
+        return OfflineError(
+            f"cannot open the embedded remote at {self.path}: {problem or exc}",
+            hint="check that the disk or share it lives on is there, and sync again;"
+            " no data was lost",
+            orig=exc,
+        )
 
     def _doc(self, collection: str, row: tuple[Any, ...]) -> RemoteDoc:
         doc_id, text, deleted, seq = row

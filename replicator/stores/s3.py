@@ -16,10 +16,12 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO
+from urllib.parse import urlsplit
 
 from ..errors import (
     BlobIntegrityError,
     BlobNotFoundError,
+    ConfigurationError,
     OfflineError,
     PreconditionFailed,
     RemoteError,
@@ -30,7 +32,21 @@ from .base import BlobInfo, BlobStore, hash_rest
 try:
     import boto3
     from boto3.s3.transfer import TransferConfig
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        ConfigNotFound,
+        ConfigParseError,
+        CredentialRetrievalError,
+        InvalidConfigError,
+        NoCredentialsError,
+        NoRegionError,
+        ParamValidationError,
+        PartialCredentialsError,
+        ProfileNotFound,
+        SSOError,
+        TokenRetrievalError,
+    )
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("S3BlobStore needs boto3: pip install 'replicator[s3]'") from exc
 
@@ -38,6 +54,20 @@ _BUF = 1 << 20
 _PRECONDITION_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
 _BUSY_CODES = {"SlowDown", "RequestTimeout", "RequestTimeTooSkewed", "ThrottlingException"}
+#: what boto3 raises for its own setup, before a request leaves: no retry can cure it
+_SETUP_ERRORS = (
+    NoCredentialsError,
+    PartialCredentialsError,
+    CredentialRetrievalError,
+    ProfileNotFound,
+    ConfigNotFound,
+    ConfigParseError,
+    InvalidConfigError,
+    NoRegionError,
+    ParamValidationError,
+    TokenRetrievalError,
+    SSOError,
+)
 
 
 class S3BlobStore:
@@ -58,7 +88,7 @@ class S3BlobStore:
     ) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        self.client = client or boto3.client("s3", endpoint_url=endpoint_url)
+        self.client = client or _client(endpoint_url)
         self.transfer = TransferConfig(
             multipart_threshold=multipart_threshold, multipart_chunksize=8 << 20, max_concurrency=4
         )
@@ -70,6 +100,8 @@ class S3BlobStore:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _translate(self, exc: Exception, key: str) -> Exception:
+        if isinstance(exc, _SETUP_ERRORS):
+            return _setup_error(exc)
         if isinstance(exc, ClientError):
             code = str(exc.response.get("Error", {}).get("Code", ""))
             status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
@@ -213,6 +245,56 @@ class S3BlobStore:
                 self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
         except BlobNotFoundError:
             pass  # gone already: what delete promises
+
+
+def _client(endpoint_url: str | None) -> Any:
+    """A boto3 S3 client for ``endpoint_url`` (None: AWS), with the usual credentials.
+
+    boto3 takes some malformed URLs (a port past 65535, an ``ftp:`` scheme) and fails
+    on them only at the first request, so the URL is checked here first."""
+    if endpoint_url is not None and not _is_http_url(endpoint_url):
+        raise ConfigurationError(
+            f"the S3 endpoint {endpoint_url!r} is not an http(s) URL",
+            hint="give one such as https://s3.example.org or http://127.0.0.1:9000"
+            " (or none, for AWS)",
+        )
+    try:
+        return boto3.client("s3", endpoint_url=endpoint_url)
+    except _SETUP_ERRORS as exc:
+        raise _setup_error(exc) from exc
+    except ValueError as exc:  # boto3's own check of the endpoint
+        raise ConfigurationError(
+            f"the S3 endpoint {endpoint_url!r} is not usable: {exc}",
+            hint="give an http(s) URL, or none for AWS",
+            orig=exc,
+        ) from exc
+
+
+def _is_http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _setup_error(exc: Exception) -> ConfigurationError:
+    """A setup mistake boto3 found before sending anything (no credentials, an unknown
+    profile, a broken config file, a malformed bucket name): someone must fix it, so it
+    is not retryable."""
+    if isinstance(exc, ParamValidationError):
+        return ConfigurationError(
+            f"S3 refused the request before sending it: {' '.join(str(exc).split())}",
+            hint="check the bucket name and the prefix",
+            orig=exc,
+        )
+    return ConfigurationError(
+        f"S3 cannot be used as set up: {' '.join(str(exc).split())}",
+        hint="give boto3 credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a"
+        " profile in ~/.aws), and check AWS_PROFILE and the AWS config files",
+        orig=exc,
+    )
 
 
 class _MappedBody(io.RawIOBase):

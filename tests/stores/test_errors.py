@@ -42,11 +42,16 @@ def test_a_damaged_embedded_remote_is_not_offline(tmp_path):
     assert "damaged" in str(info.value)
 
 
-def test_an_embedded_remote_in_a_missing_directory_is_offline(tmp_path):
-    store = EmbeddedRemote(tmp_path / "share" / "remote.db", create=False)
+def test_an_embedded_remote_whose_folder_went_away_is_offline(tmp_path):
+    # a share unmounted after the store worked; a folder that never existed is a
+    # setup mistake instead (tests/stores/test_setup_mistakes.py)
+    (tmp_path / "share").mkdir()
+    store = EmbeddedRemote(tmp_path / "share" / "remote.db")
+    store.pull("note", None, 10)
+    (tmp_path / "share").rename(tmp_path / "unmounted")
     with pytest.raises(OfflineError) as info:
         store.pull("note", None, 10)
-    assert info.value.retryable
+    assert info.value.retryable and "does not exist" in str(info.value)
 
 
 # -- the directory blob store -----------------------------------------------------------

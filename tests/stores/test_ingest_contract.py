@@ -177,7 +177,12 @@ class Queue(Seam):
         self.ingestor.poll()
 
     def unreachable(self) -> IngestService:
-        return StoreIngest(EmbeddedRemote(self.tmp / "nowhere" / "remote.db", create=False))
+        # a queue on a share that worked, then went away (unmounted)
+        share = self.tmp / "share"
+        share.mkdir()
+        remote = EmbeddedRemote(share / "remote.db")
+        share.rename(self.tmp / "unmounted")
+        return StoreIngest(remote)
 
     def refusing(self) -> IngestService:
         damaged = self.tmp / "damaged.db"
