@@ -206,9 +206,11 @@ def test_outbox_requeue_of_an_unknown_message_fails_naming_it(tmp_path):
 def test_ingest_once_with_serve_is_refused(tmp_path):
     config = tmp_path / "service.toml"
     config.write_text('models = "tests.models:MODELS"\n[remote]\nembedded = "remote.db"\n')
-    result = run("ingest", "--config", str(config), "--once", "--serve", "nonsense")
-    assert result.exit_code == 2, result.output
-    assert "--once" in result.output and "--serve" in result.output
+    for serve in ("nonsense", "127.0.0.1:0"):  # a bad address, and the combination itself
+        result = run("ingest", "--config", str(config), "--once", "--serve", serve)
+        assert result.exit_code == 2, result.output
+        assert "--serve" in result.output
+    assert "--once" in result.output
 
 
 # -- snapshot commands ---------------------------------------------------------------------
