@@ -306,6 +306,7 @@ class Replicator:
         tally = Tally()
         tally.fold(down.tally)
         tally.fold(up.tally)
+        tally.rejected += bundled.held  # rows whose parent is not on the remote yet
         purged, purge_error = self._maintain(ctx)
         self.local.count_changes(sum(bundled.bundled.values()))  # they are in a snapshot too
         snapshot, snapshot_error = self._publish(ctx, tally, uploaded=up.pushed is not None)
