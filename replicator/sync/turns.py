@@ -24,12 +24,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import threading
 import weakref
 from collections.abc import Callable, Iterator
 from typing import ParamSpec, TypeVar
 
 from ..errors import ConfigurationError
+
+log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -44,7 +47,7 @@ _HINT = (
 
 class Turns:
     """The device's lock: :meth:`hold` for a sync (or restore), :meth:`guard` for the
-    app's callbacks it runs."""
+    app's callbacks it runs, :meth:`in_worker` for an asyncio app's calls."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -78,6 +81,8 @@ class Turns:
         """
         depth: int = getattr(self._inside, "depth", 0)
         if self._holder == threading.get_ident() or depth:
+            # said here too: a change listener's error is logged by its kind only
+            log.warning("%s refused: called from inside this device's own sync", what)
             raise ConfigurationError(
                 f"{what} was called from inside this device's own sync, which it would"
                 " wait for for ever",
