@@ -30,14 +30,11 @@ picks up where this one stopped.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as _dt
 import functools
 import logging
-import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -79,6 +76,7 @@ from .sync.download import download
 from .sync.listeners import Change, install
 from .sync.register import register
 from .sync.retention import DEFAULT_RETENTION, maintain
+from .sync.turns import Turns
 from .sync.upgrade import adopt_new_columns
 from .sync.upload import upload
 
@@ -148,10 +146,9 @@ class Replicator:
         self._listeners: list[Callable[[Change], None]] = [on_change] if on_change else []
         #: the device clock (aware UTC); its offset from the store's is measured each upload
         self.clock = clock or (lambda: _dt.datetime.now(_dt.timezone.utc))
-        self._lock = threading.Lock()
-        self._async_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-            weakref.WeakKeyDictionary()
-        )
+        #: one sync (or restore) at a time, none from inside its own, async calls
+        #: waiting without a thread (``sync/turns.py``)
+        self._turns = Turns()
         self.local = self._open(device_name)
 
     @on_local_database("could not be opened")
@@ -221,7 +218,13 @@ class Replicator:
         on stores that support it (``Deadlined``): past it, the sync stops with
         ``OfflineError``, having lost nothing, instead of waiting out each call's
         own timeout and retries.
+
+        Syncs of one device take turns: called while another thread syncs it, this
+        waits for that sync to end. Called from inside this device's own sync (a
+        listener, ``on_progress``, ``on_conflict``, the conflict strategy), it raises
+        ``ConfigurationError`` rather than wait for itself for ever.
         """
+        self._turns.refuse_inside("sync()")
         if self.database.in_transaction():
             raise ConfigurationError(
                 "sync() cannot run inside a transaction",
@@ -234,7 +237,7 @@ class Replicator:
         session = (
             self.remote.session() if isinstance(self.remote, Sessions) else contextlib.nullcontext()
         )
-        with self._lock, session:
+        with self._turns.hold("sync()"), session:
             if store is not None and timeout is not None:
                 store.set_deadline(time.monotonic() + timeout)
             started = time.perf_counter()
@@ -261,31 +264,33 @@ class Replicator:
     async def sync_async(self, *, timeout: float | None = None) -> SyncReport:
         """:meth:`sync` for an asyncio app: the blocking work runs in a worker thread, so
         the event loop keeps running. Overlapping calls wait their turn, without holding
-        a thread while they wait."""
-        async with self._turn():
-            return await asyncio.to_thread(functools.partial(self.sync, timeout=timeout))
+        a thread while they wait.
+
+        Cancelling the awaiting task stops the waiting, not the sync: a thread cannot
+        be interrupted, so a sync already started goes on in its worker thread to its
+        end (committing what it commits, as any sync; nothing is lost), and its report
+        or error is dropped. A call made after that waits for it to end, here too
+        without holding a thread. To bound how long a sync may wait on the network,
+        pass ``timeout``.
+        """
+        self._check_file("sync_async()")
+        return await self._turns.in_worker(functools.partial(self.sync, timeout=timeout))
 
     async def login_async(self) -> SyncReport:
         """:meth:`login` off the event loop, as :meth:`sync_async`."""
-        async with self._turn():
-            return await asyncio.to_thread(self.login)
+        self._check_file("login_async()")
+        return await self._turns.in_worker(self.login)
 
-    def _turn(self) -> asyncio.Lock:
+    def _check_file(self, what: str) -> None:
         name = str(self.database.database)
         if name == ":memory:" or "mode=memory" in name:
             # the worker thread's connection would open another, empty, database
             raise ConfigurationError(
-                "sync_async() needs a database file: an in-memory database is private"
+                f"{what} needs a database file: an in-memory database is private"
                 " to the connection, and so to the thread, that opened it",
                 hint="open the SqliteDatabase on a path, or call sync() from the loop's"
                 " own executor",
             )
-        # one lock per event loop (an asyncio.Lock belongs to the loop it first waits on)
-        loop = asyncio.get_running_loop()
-        lock = self._async_locks.get(loop)
-        if lock is None:
-            lock = self._async_locks[loop] = asyncio.Lock()
-        return lock
 
     def _sync(self) -> SyncReport:
         started = _dt.datetime.now(_dt.timezone.utc)
@@ -309,6 +314,7 @@ class Replicator:
         tally = Tally()
         tally.fold(down.tally)
         tally.fold(up.tally)
+        tally.rejected += bundled.held  # rows whose parent is not on the remote yet
         purged, purge_error = self._maintain(ctx)
         self.local.count_changes(sum(bundled.bundled.values()))  # they are in a snapshot too
         snapshot, snapshot_error = self._publish(ctx, tally, uploaded=up.pushed is not None)
@@ -353,7 +359,7 @@ class Replicator:
         return unsubscribe
 
     def _context(self) -> SyncContext:
-        listeners = tuple(self._listeners)
+        listeners = tuple(self._turns.guard(f) for f in self._listeners)
         if listeners:
             install(
                 self.database.execute_sql,
@@ -369,8 +375,8 @@ class Replicator:
             me=self.local.installation_id,
             page_size=self.page_size,
             app_version=self.app_version,
-            on_progress=self.on_progress,
-            on_conflict=self.on_conflict,
+            on_progress=None if self.on_progress is None else self._turns.guard(self.on_progress),
+            on_conflict=None if self.on_conflict is None else self._turns.guard(self.on_conflict),
             clock=self.clock,
             upload_only=self.upload_only,
             download_only=self.download_only,
@@ -470,7 +476,7 @@ class Replicator:
         """
         if self.blobs is None or self.key is None:
             raise ConfigurationError("no blob store configured", hint="pass blobs= and key=")
-        with self._lock:
+        with self._turns.hold("restore()"):
             job = prepare_restore(
                 self.database,
                 self.blobs,
@@ -488,7 +494,9 @@ class Replicator:
                     }
                     for m in self.models
                 },
-                on_bytes=byte_counter(self.progress, "restore", job.manifest.size),
+                on_bytes=byte_counter(
+                    self._turns.guard(self.progress), "restore", job.manifest.size
+                ),
             )
             self._prepare_schema()
             return job.manifest.snapshot_id
@@ -497,6 +505,7 @@ class Replicator:
     def login(self) -> SyncReport:
         """Start a session on this device: restore the latest snapshot if the
         database is empty, then sync (downloading only what the snapshot lacks)."""
+        self._turns.refuse_inside("login()")
         restored = None
         if self.blobs is not None and self.is_empty():
             try:

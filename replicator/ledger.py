@@ -4,8 +4,9 @@ bundled at), and the rows the service refused with its reasons.
 
 A row is in at most one bundle. It is marked synced only when the service
 accepted the bundle and the row is unchanged since it was bundled; a row
-changed since stays dirty and goes in a later bundle. Settling a bundle is one
-transaction.
+changed since stays dirty and goes in a later bundle. A row the service
+refused is not sent again until the app changes it, but gets no ``serverId``
+(the remote does not hold it). Settling a bundle is one transaction.
 """
 
 from __future__ import annotations
@@ -99,6 +100,15 @@ class BundleLedger:
                     before=(bundle,),
                 )
             ]
+            # a refused row is not on the remote (unless an earlier version was): it keeps
+            # its serverId, so a child naming it waits for it (``bundles/send.py``)
+            kept = dict(
+                select_in(
+                    self.db.execute_sql,
+                    f'SELECT id, "serverId" FROM "{table}" WHERE id IN ({{}})',
+                    gone,
+                )
+            )
             marked = self.db.execute_sql(
                 f'UPDATE "{table}" SET "isDirty" = 0, "serverId" = id'
                 " WHERE id IN (SELECT id FROM replicator_bundle_rows WHERE bundle = ?)"
@@ -106,6 +116,10 @@ class BundleLedger:
                 f' WHERE b.collection = ? AND b.id = "{table}".id)',
                 (bundle, table),
             ).rowcount
+            self.db.connection().executemany(
+                f'UPDATE "{table}" SET "serverId" = ? WHERE id = ?',
+                [(server_id, i) for i, server_id in kept.items()],
+            )
             # a row accepted now needs no refusal; a row changed since keeps its old one
             any_refused = self.db.execute_sql(
                 "SELECT 1 FROM replicator_refused WHERE collection = ? LIMIT 1", (table,)

@@ -512,6 +512,23 @@ class LocalState(BundleLedger):
         ).fetchall()
         return [decode_json(r[0]) for r in rows]
 
+    def sent_top(self) -> int:
+        """The journal's last rowid (0: empty); the sends up to it were made before now."""
+        (top,) = self.db.execute_sql(
+            "SELECT COALESCE(max(rowid), 0) FROM replicator_sent"
+        ).fetchone()
+        return int(top)
+
+    def sent_keys(self, upto: int, after: tuple[str, str], limit: int) -> list[tuple[str, str]]:
+        """The rows with a send journalled at rowid ``upto`` or before, as (collection,
+        id), in key order after ``after`` (``("", "")``: from the first), ``limit`` at most."""
+        rows = self.db.execute_sql(
+            "SELECT DISTINCT collection, id FROM replicator_sent WHERE rowid <= ?"
+            " AND (collection, id) > (?, ?) ORDER BY collection, id LIMIT ?",
+            (upto, *after, limit),
+        ).fetchall()
+        return [(c, i) for c, i in rows]
+
     def forget_sent(self, collection: str, ids: list[str]) -> None:
         self.db.connection().executemany(
             "DELETE FROM replicator_sent WHERE collection = ? AND id = ?",

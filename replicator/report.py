@@ -65,12 +65,15 @@ class Progress:
 @attrs.define
 class Applied:
     """What applying remote documents did locally: rows written and deleted per
-    collection, conflicts resolved (in order), documents set aside."""
+    collection, conflicts resolved (in order), documents set aside, and the documents
+    of dirty rows that needed no resolution because they hold what this device holds
+    or sent (``agreed``: a write of its own whose acknowledgement was lost)."""
 
     downloaded: dict[str, int] = attrs.field(factory=dict)
     deleted: dict[str, int] = attrs.field(factory=dict)
     resolutions: list[Resolution] = attrs.field(factory=list)
     set_aside: list[RowError] = attrs.field(factory=list)
+    agreed: list[tuple[str, str]] = attrs.field(factory=list)
 
     def wrote(self, collection: str, n: int = 1) -> None:
         if n:
@@ -90,6 +93,7 @@ class Applied:
             self.deleted[coll] = self.deleted.get(coll, 0) + n
         self.resolutions += later.resolutions
         self.set_aside += later.set_aside
+        self.agreed += later.agreed
 
 
 @attrs.define

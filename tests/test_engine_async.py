@@ -76,3 +76,40 @@ def test_an_in_memory_database_is_refused_with_a_reason(tmp_path):
     )
     with pytest.raises(ConfigurationError, match="database file"):
         asyncio.run(device.sync_async())
+
+
+def test_cancelling_sync_async_stops_the_waiting_not_the_sync(make_device, remote):
+    """What the README and sync_async's docstring say: the cancelled task ends at once,
+    the sync goes on in its worker thread to its end, and a sync asked for after it
+    waits for it, without a thread of its own, rather than running beside it."""
+    faulty = FaultyRemote(remote)
+    a = make_device("a", store=faulty)
+    with a.bound():
+        note = Note.create(title="pushed after the cancel")
+    pushing = threading.Event()
+
+    def slow_push(*args):
+        pushing.set()
+        time.sleep(0.5)
+
+    faulty.hooks["push"] = slow_push
+
+    async def main():
+        task = asyncio.create_task(a.sync_async())
+        while not pushing.is_set():
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert note.id not in remote.all_docs("note")  # the push is still under way
+        after = asyncio.create_task(a.sync_async())  # waits for the cancelled sync
+        await asyncio.sleep(0.1)
+        assert not after.done()
+        workers = [t for t in threading.enumerate() if t.name.startswith("asyncio_")]
+        assert len(workers) == 1, workers  # the cancelled sync's; none waits beside it
+        return await after
+
+    after = asyncio.run(main())
+    assert after.uploaded == {}
+    assert a.dirty_counts()["note"] == 0
+    assert note.id in remote.all_docs("note")

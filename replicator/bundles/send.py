@@ -30,6 +30,17 @@ unanswered is sent again. A row changed while its bundle was in flight stays
 dirty and goes in the next bundle; the service keeps the later version.
 Deleting an upload-only row locally removes it from this device only: bundles
 carry rows, not deletes (a row deleted before it was bundled is never sent).
+
+**Parents first**, as for row uploads: a row goes in a bundle only when every
+parent it names (through a foreign key to a synced model) is on the remote,
+i.e. has a ``serverId``: its row was uploaded, or its bundle accepted with it.
+A parent whose bundle was rejected, is not decided yet, or that the service
+refused holds its children back (they stay dirty, listed in
+``SyncReport.rejected`` as waiting for it) until it is there, so the remote never
+holds a child without its parent, not even for the time between two syncs.
+Collections are bundled parents first; a collection whose rows name others of
+it (a tree) is bundled again, from the start, while a pass frees rows that had
+to wait.
 """
 
 from __future__ import annotations
@@ -45,9 +56,11 @@ from ..codec import encode_json
 from ..errors import ConfigurationError, RemoteError
 from ..local import BundleRecord
 from ..model import collection_name, new_id, remote_columns, shift_time
+from ..report import RowError
 from ..stores.base import BlobStore
 from ..stores.ingest import IngestRequest, IngestService
 from ..sync.context import SyncContext
+from ..sync.upload import WaitsForParent
 from .format import Packed, bundle_header, pack, put_once
 
 log = logging.getLogger(__name__)
@@ -87,12 +100,14 @@ class Bundles:
 @attrs.define
 class BundleTally:
     """What the bundle step did: rows accepted and refused per collection, bundles
-    the service rejected (with why) and bundles still waiting for an answer."""
+    the service rejected (with why), bundles still waiting for an answer, and rows
+    held back because a parent they name is not on the remote yet."""
 
     bundled: dict[str, int] = attrs.field(factory=dict)
     refused: dict[str, int] = attrs.field(factory=dict)
     rejected: list[str] = attrs.field(factory=list)
     waiting: int = 0
+    held: list[RowError] = attrs.field(factory=list)
 
 
 def send(ctx: SyncContext, config: Bundles) -> BundleTally:
@@ -114,17 +129,40 @@ def send(ctx: SyncContext, config: Bundles) -> BundleTally:
 def _send_collection(
     ctx: SyncContext, config: Bundles, model: type[peewee.Model], tally: BundleTally
 ) -> None:
-    """Bundle and send ``model``'s unsynced rows that no bundle carries yet, one bundle
-    at a time, until none is left or the service rejects one."""
+    """Bundle and send ``model``'s unsynced rows that no bundle carries yet and whose
+    parents are on the remote, one bundle at a time, until none is left or the service
+    rejects one; again from the start while a pass frees rows of a tree."""
     coll = collection_name(model)
     # a local delete of an upload-only row is this device's own business
     ctx.local.drop_pending_tombstones(coll)
     total, sent = ctx.local.count_dirty(coll), 0  # (rows in earlier bundles included)
-    after = ""
+    parents = _parents(ctx, model)
     while True:
-        made = _build(ctx, config, model, after)
-        if made is None:
+        accepted, complete = _pass(ctx, config, model, parents, tally, sent, total)
+        sent += accepted
+        # a tree: rows this pass passed by may name a parent it just sent
+        if not (complete and accepted and any(fk.rel_model is model for fk in parents)):
             break
+    tally.held += _held(ctx, model, parents)
+
+
+def _pass(
+    ctx: SyncContext,
+    config: Bundles,
+    model: type[peewee.Model],
+    parents: list[peewee.ForeignKeyField],
+    tally: BundleTally,
+    sent: int,
+    total: int,
+) -> tuple[int, bool]:
+    """One pass over ``model``'s rows in id order; returns the rows accepted (or sent
+    and waiting for an answer) and whether the pass ended without a rejection."""
+    coll = collection_name(model)
+    after, moved = "", 0
+    while True:
+        made = _build(ctx, config, model, parents, after)
+        if made is None:
+            return moved, True
         record, rows, packed = made
         after = rows[-1][0]
         with packed.body:
@@ -134,9 +172,46 @@ def _send_collection(
         ctx.local.set_bundle_state(record.bundle, "requested")
         record = attrs.evolve(record, state="requested")
         if not _submit(ctx, config, record, tally):
-            break  # rejected: its rows wait for the next sync, not for this loop
-        sent += record.count
-        ctx.progress("upload", coll, sent, max(total, sent))
+            return moved, False  # rejected: its rows wait for the next sync, not for this loop
+        moved += record.count
+        ctx.progress("upload", coll, sent + moved, max(total, sent + moved))
+
+
+def _parents(ctx: SyncContext, model: type[peewee.Model]) -> list[peewee.ForeignKeyField]:
+    """The foreign keys of ``model`` to a synced model."""
+    synced = set(ctx.models)
+    return [fk for fk in model._meta.refs if fk.rel_model in synced]
+
+
+def _on_remote(fk: peewee.ForeignKeyField) -> str:
+    """SQL true for a row of ``t`` whose key ``fk`` names no parent, or one on the remote
+    (with a ``serverId``: uploaded, or its bundle accepted and the row with it)."""
+    column, table = fk.column_name, collection_name(fk.rel_model)
+    return (
+        f'(t."{column}" IS NULL OR EXISTS (SELECT 1 FROM "{table}" p'
+        f' WHERE p."{fk.rel_field.column_name}" = t."{column}" AND p."serverId" IS NOT NULL))'
+    )
+
+
+def _held(
+    ctx: SyncContext, model: type[peewee.Model], parents: list[peewee.ForeignKeyField]
+) -> list[RowError]:
+    """The unsynced rows of ``model`` no bundle carries that wait for a parent, each
+    naming the first parent it waits for."""
+    coll = collection_name(model)
+    held: dict[str, RowError] = {}
+    for fk in parents:
+        rows = ctx.db.execute_sql(
+            f'SELECT t.id, t."{fk.column_name}" FROM "{coll}" AS t WHERE t."isDirty" = 1'
+            f" AND NOT {_on_remote(fk)}"
+            " AND NOT EXISTS (SELECT 1 FROM replicator_bundle_rows b"
+            " WHERE b.collection = ? AND b.id = t.id)",
+            (coll,),
+        )
+        for doc_id, parent_id in rows:
+            waits = f"waits for its parent {collection_name(fk.rel_model)}/{parent_id}"
+            held.setdefault(doc_id, RowError(coll, doc_id, WaitsForParent(waits)))
+    return list(held.values())
 
 
 def _submit(ctx: SyncContext, config: Bundles, record: BundleRecord, tally: BundleTally) -> bool:
@@ -174,13 +249,17 @@ def _submit(ctx: SyncContext, config: Bundles, record: BundleRecord, tally: Bund
 
 
 def _build(
-    ctx: SyncContext, config: Bundles, model: type[peewee.Model], after: str
+    ctx: SyncContext,
+    config: Bundles,
+    model: type[peewee.Model],
+    parents: list[peewee.ForeignKeyField],
+    after: str,
 ) -> tuple[BundleRecord, list[tuple[str, int]], Packed] | None:
-    """The next bundle of ``model``'s unsynced rows that no bundle carries yet, with ids
-    after ``after`` (so one sync's bundles never read the rows of its earlier ones
-    again), with its record (state ``built``) and each row's id and ``syncRev``; None
-    when there are none. The caller closes the packed body."""
-    lines, rows = _unbundled(ctx, config, model, after)
+    """The next bundle of ``model``'s unsynced rows that no bundle carries yet and whose
+    ``parents`` are on the remote, with ids after ``after`` (so one pass never reads the
+    rows of its earlier bundles again), with its record (state ``built``) and each
+    row's id and ``syncRev``; None when there are none. The caller closes the body."""
+    lines, rows = _unbundled(ctx, config, model, parents, after)
     if not rows:
         return None
     coll = collection_name(model)
@@ -208,12 +287,16 @@ def _build(
 
 
 def _unbundled(
-    ctx: SyncContext, config: Bundles, model: type[peewee.Model], after: str
+    ctx: SyncContext,
+    config: Bundles,
+    model: type[peewee.Model],
+    parents: list[peewee.ForeignKeyField],
+    after: str,
 ) -> tuple[list[bytes], list[tuple[str, int]]]:
     """At most a bundle's worth (``max_rows``, about ``max_bytes``) of ``model``'s
-    unsynced rows that no bundle carries yet, with ids after ``after``, read in one
-    transaction: each encoded as a bundle line (its ``updatedOn`` moved to the
-    store's clock), and each one's id and ``syncRev``."""
+    unsynced rows that no bundle carries yet and whose ``parents`` are on the remote,
+    with ids after ``after``, read in one transaction: each encoded as a bundle line
+    (its ``updatedOn`` moved to the store's clock), and each one's id and ``syncRev``."""
     coll = collection_name(model)
     cols = remote_columns(model)
     names = ", ".join(f'"{c}"' for c in cols)
@@ -226,7 +309,9 @@ def _unbundled(
             f'SELECT {names}, "syncRev" FROM "{coll}" AS t'
             f' INDEXED BY "replicator_{coll}_dirty_ids" WHERE "isDirty" = 1 AND id > ?'
             " AND NOT EXISTS (SELECT 1 FROM replicator_bundle_rows b"
-            " WHERE b.collection = ? AND b.id = t.id) ORDER BY id",
+            " WHERE b.collection = ? AND b.id = t.id)"
+            + "".join(f" AND {_on_remote(fk)}" for fk in parents)
+            + " ORDER BY id",
             (after, coll),
         )
         for values in cursor:

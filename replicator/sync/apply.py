@@ -304,11 +304,14 @@ def _resolve(
         # timestamps match the document): nothing to resolve.
         write_row(ctx, model, remote_vals, exists=True, dirty=False)
         ctx.local.forget_sent(coll, [doc.id])
+        out.agreed.append((coll, doc.id))
         return
     sent = ctx.local.sent_values(coll, doc.id)
     own = any(all(remote_vals.get(c) == v for c, v in s.items()) for s in sent)
     if base_vals is not None:
         _advance_base(base_vals, remote_vals, sent)
+    if own:
+        out.agreed.append((coll, doc.id))
     if own or (base_vals is not None and _same(base_vals, remote_vals, cols)):
         # Our own write, whose acknowledgement was lost (the document holds exactly
         # what we sent), or nothing we know changed: not a conflict. The row stays

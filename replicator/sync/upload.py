@@ -11,6 +11,9 @@ create (precondition: the document does not exist) when this device never saw
 it remotely, else an update conditional on the
 version it last saw, so a remote change that slipped in since the download is
 detected: the engine fetches it, resolves the conflict and uploads again.
+A document that holds what this device sent in an earlier sync whose
+acknowledgement was lost is recognised as its own (the journal of sends), not
+counted as a conflict (``_Retries``).
 After the commit a row is marked clean, and gets its ``serverId``, only if its
 ``syncRev`` is unchanged, i.e. nobody wrote it while the upload was in flight.
 """
@@ -281,7 +284,7 @@ def upload(ctx: SyncContext) -> Uploaded:
     ctx = ctx.for_phase()
     per_batch = ctx.remote.max_batch_writes - 1
     last: PushResult | None = None
-    rounds = 0
+    retries = _Retries(ctx)
     total = sum(ctx.local.count_dirty(collection_name(m)) for m in ctx.pushed())
     total += sum(ctx.local.count_pending_tombstones().values())
     done = 0
@@ -296,12 +299,7 @@ def upload(ctx: SyncContext) -> Uploaded:
                     done += len(batch)
                     commits.after_commit(functools.partial(_told, ctx, done, total))
         except PreconditionFailed as exc:
-            rounds += 1
-            if rounds >= MAX_CONFLICT_ROUNDS:
-                raise ConflictError(
-                    f"uploads met fresh remote changes {MAX_CONFLICT_ROUNDS} times in a row"
-                ) from exc
-            _refresh(ctx, exc.keys)
+            retries.failed(exc, pushed=pushed > 0)
             continue
         ctx.tally.rejected[:] = list(waiting.values())
         parents_pending = any(isinstance(e.error, WaitsForParent) for e in waiting.values())
@@ -479,26 +477,108 @@ def _mark_synced(
         ctx.local.record_upload(registered=1)
 
 
-def _refresh(ctx: SyncContext, keys: list[tuple[str, str]]) -> None:
-    """Fetch the remote versions that beat our preconditions and resolve them locally."""
+class _Retries:
+    """What a failed precondition was, and when the upload gives up.
+
+    A precondition fails when the remote document is not the version this
+    device last agreed with: either another writer changed it (the change is
+    fetched, resolved by the strategy and reported) or it holds this device's
+    own write whose acknowledgement was lost in an earlier sync (recognised
+    from the journal of sends: no conflict). Only another writer can keep an
+    upload from finishing, so only rounds that met such a change, with no batch
+    pushed since the last one, count towards ``MAX_CONFLICT_ROUNDS``; a round
+    whose failure nothing explains counts too, so the loop always ends.
+
+    A lost acknowledgement leaves a whole batch committed but dirty here, and
+    the next sync's batches (in id order, among rows written since) would meet
+    its rows a few per batch, one failed push each. So the first failure
+    recognises every send journalled before this sync at once: one read per
+    row, and the batches after it go through.
+    """
+
+    def __init__(self, ctx: SyncContext) -> None:
+        self.ctx = ctx
+        self.earlier = ctx.local.sent_top()  # sends up to here were made by earlier syncs
+        self.stalled = 0
+
+    def failed(self, exc: PreconditionFailed, *, pushed: bool) -> None:
+        """Resolve what beat the round's preconditions; raise ``ConflictError`` when
+        another writer has beaten it ``MAX_CONFLICT_ROUNDS`` times in a row."""
+        if pushed:
+            self.stalled = 0
+        seen = _Seen()
+        if self.earlier:
+            _recognise_earlier_sends(self.ctx, self.earlier, seen)
+            self.earlier = 0
+        _refresh(self.ctx, [k for k in exc.keys if k not in seen.checked], seen)
+        failed = set(exc.keys)
+        fresh = sorted(seen.fresh & failed)
+        if fresh or not seen.own & failed:
+            self.stalled += 1
+        if self.stalled >= MAX_CONFLICT_ROUNDS:
+            named = ", ".join(f"{c}/{i}" for c, i in fresh[:3]) or "unknown documents"
+            raise ConflictError(
+                f"uploads met fresh remote changes {MAX_CONFLICT_ROUNDS} times in a row ({named})"
+            ) from exc
+
+
+@attrs.define
+class _Seen:
+    """What refreshing documents found: the keys read, those that held another writer's
+    change, and those that held this device's own values (a lost acknowledgement)."""
+
+    checked: set[tuple[str, str]] = attrs.field(factory=set)
+    fresh: set[tuple[str, str]] = attrs.field(factory=set)
+    own: set[tuple[str, str]] = attrs.field(factory=set)
+
+
+def _recognise_earlier_sends(ctx: SyncContext, upto: int, seen: _Seen) -> None:
+    """Refresh every row with a send journalled at rowid ``upto`` or before (made by an
+    earlier sync, its acknowledgement never heard), a page of keys at a time."""
+    after = ("", "")
+    while True:
+        keys = ctx.local.sent_keys(upto, after, _REFRESH_PAGE)
+        if not keys:
+            return
+        _refresh(ctx, keys, seen)
+        after = keys[-1]
+
+
+#: how many documents one read of a refresh asks for (one local transaction applies them)
+_REFRESH_PAGE = 500
+
+
+def _refresh(ctx: SyncContext, keys: list[tuple[str, str]], seen: _Seen) -> None:
+    """Fetch the remote versions of ``keys`` and resolve them locally, noting in ``seen``
+    which were another writer's change and which this device's own write."""
     by_coll: dict[str, list[str]] = defaultdict(list)
     for coll, doc_id in keys:
         by_coll[coll].append(doc_id)
     for model in ctx.models:
         coll = collection_name(model)
-        ids = by_coll.get(coll)
-        if not ids:
-            continue
-        docs = ctx.remote.get(coll, ids)
-        applied = Applied()
-        with ctx.local.applying():
-            for doc_id in ids:
-                doc = docs.get(doc_id)
-                if doc is None:
-                    # our base names a document the remote no longer has: create it afresh
-                    ctx.local.drop_base(coll, doc_id)
-                    ctx.local.set_versions(coll, [(doc_id, None)])
-                else:
-                    applied.add(apply_remote(ctx, model, ctx.codec.incoming(model, doc)))
-        ctx.fold(applied)
-        ctx.changed("upload")
+        ids = by_coll.get(coll, [])
+        for start in range(0, len(ids), _REFRESH_PAGE):
+            _refresh_page(ctx, model, ids[start : start + _REFRESH_PAGE], seen)
+
+
+def _refresh_page(ctx: SyncContext, model: type[peewee.Model], ids: list[str], seen: _Seen) -> None:
+    coll = collection_name(model)
+    docs = ctx.remote.get(coll, ids)
+    _, versions = ctx.local.row_states(coll, ids)
+    applied = Applied()
+    with ctx.local.applying():
+        for doc_id in ids:
+            key, doc, known = (coll, doc_id), docs.get(doc_id), versions.get(doc_id)
+            seen.checked.add(key)
+            if doc is None:
+                # our base names a document the remote no longer has: create it afresh
+                ctx.local.drop_base(coll, doc_id)
+                ctx.local.set_versions(coll, [(doc_id, None)])
+                if known is not None:
+                    seen.fresh.add(key)
+            elif doc.version != known:  # else: only suspected, unchanged since we agreed
+                got = apply_remote(ctx, model, ctx.codec.incoming(model, doc))
+                (seen.own if key in got.agreed else seen.fresh).add(key)
+                applied.add(got)
+    ctx.fold(applied)
+    ctx.changed("upload")
