@@ -10,6 +10,7 @@ import logging
 from .bundles import Bundles, BundleSink, Ingestor
 from .engine import Replicator
 from .errors import (
+    AuthError,
     BlobIntegrityError,
     BlobNotFoundError,
     ConfigurationError,
@@ -63,6 +64,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "Always",
+    "AuthError",
     "BigBrother",
     "BlobIntegrityError",
     "BlobNotFoundError",

@@ -27,6 +27,7 @@ again later can succeed without anyone changing anything.
     │   ├── UnsupportedValueError a row holds a value the store cannot hold
     │   └── DeliveryRejected      a sink refused an outbox delivery for good (4xx)
     ├── ConflictError             conflicts kept recurring; sync again (retryable)
+    ├── AuthError                 the user must sign in again (refused, revoked, disabled)
     ├── EventError                an outbox event cannot be stored (not JSON, unknown type)
     └── SnapshotError             the local database is untouched in every case
         ├── SnapshotNotFoundError no snapshot (or not the one named) in the blob store
@@ -220,6 +221,15 @@ class ConflictError(ReplicatorError):
 
     retryable = True
     default_hint = "another device is writing the same rows right now; sync again"
+
+
+class AuthError(ReplicatorError):
+    """The user must sign in (again): the credentials were refused, the refresh token
+    was revoked or expired, or the account was disabled. Not ``retryable``: running the
+    same sync later fails the same way until the user signs in. Nothing local is lost:
+    dirty rows stay dirty."""
+
+    default_hint = "sign the user in again; their unsynced changes are kept"
 
 
 class SnapshotError(ReplicatorError):

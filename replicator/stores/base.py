@@ -248,6 +248,25 @@ class RemoteStore(Protocol):
 
 
 @runtime_checkable
+class IdTokens(Protocol):
+    """Where a store acting as a signed-in user gets that user's ID token (a session of
+    ``replicator.auth``; tests may pass a fixed source).
+
+    ``id_token()`` returns a token valid for at least the next minute, refreshing it
+    first when it is about to expire; ``refresh_id_token()`` forces a refresh (after the
+    store answered UNAUTHENTICATED or 401). Both raise ``AuthError`` when the user must
+    sign in again (refresh token revoked or expired, account disabled) and
+    ``OfflineError`` when the token service cannot be reached. ``uid`` is the user's id.
+    """
+
+    uid: str
+
+    def id_token(self) -> str: ...
+
+    def refresh_id_token(self) -> str: ...
+
+
+@runtime_checkable
 class Deadlined(Protocol):
     """Optional capability of a store: give up at an absolute deadline.
 
