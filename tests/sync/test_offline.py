@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from replicator import EmbeddedRemote, OfflineError
@@ -15,7 +17,11 @@ def dump(device):
 
 
 def test_unreachable_remote_changes_nothing_locally(make_device, tmp_path):
-    unreachable = EmbeddedRemote(tmp_path / "gone" / "remote.db", create=False)
+    # a remote on a share that worked and went away (a missing folder from the start is
+    # a setup mistake instead: tests/stores/test_setup_mistakes.py)
+    (tmp_path / "gone").mkdir()
+    unreachable = EmbeddedRemote(tmp_path / "gone" / "remote.db")
+    shutil.rmtree(tmp_path / "gone")
     a = make_device("a", store=unreachable)
     with a.bound():
         Note.create(title="kept")
