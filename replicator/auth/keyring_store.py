@@ -12,6 +12,7 @@ from types import ModuleType
 from typing import Any
 
 from ..errors import ConfigurationError
+from .storage import TokenStore
 from .tokens import Tokens
 
 NO_BACKEND_HINT = (
@@ -73,3 +74,7 @@ class KeyringTokenStore:
                 hint=NO_BACKEND_HINT,
                 orig=exc,
             ) from exc
+
+
+# the protocol this store implements, checked by mypy
+_is_token_store: type[TokenStore] = KeyringTokenStore

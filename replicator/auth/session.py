@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import AuthError, ConfigurationError, OfflineError, ReplicatorError, TransientError
+from ..stores.base import IdTokens
 from .local_data import LocalData, remove_local_data
 from .rest import AuthApi
 from .storage import TokenStore
@@ -164,8 +165,7 @@ class Session:
         return self._tokens
 
     def _refresh(self, tokens: Tokens) -> Tokens:
-        """Refresh with the lock held; save the new tokens (a store that fails to keep
-        them is logged, not raised: the old refresh token stays valid at Firebase)."""
+        """Refresh with the lock held, then keep the new tokens in the store."""
         started = time.monotonic()
         fresh = self._api.refresh(tokens, now=self._clock())
         self._tokens = fresh
@@ -176,8 +176,23 @@ class Session:
             self.uid,
             (time.monotonic() - started) * 1000,
         )
+        self._keep(fresh)
+        return fresh
+
+    def _keep(self, fresh: Tokens) -> None:
+        """Save refreshed tokens, but only over this user's own stored session: a store
+        emptied by a sign-out (of another copy of this session) or now holding another
+        user's session is left alone, so a refresh never signs anyone back in. A store
+        that fails is logged, not raised: the stored refresh token still works."""
         try:
+            stored = store_call("load the session", self._store.load)
+            if stored is None or stored.uid != self.uid:
+                log.debug("the store no longer holds user %s's session; not saved", self.uid)
+                return
             store_call("save the refreshed session", self._store.save, fresh)
         except ReplicatorError as exc:
             log.warning("could not save the refreshed session of user %s: %s", self.uid, exc)
-        return fresh
+
+
+# the protocol a session implements, checked by mypy
+_is_id_tokens: type[IdTokens] = Session

@@ -183,3 +183,9 @@ class MemoryTokenStore:
 
     def clear(self) -> None:
         self._tokens = None
+
+
+# the protocol each store implements, checked by mypy
+_is_file_store: type[TokenStore] = FileTokenStore
+_is_callback_store: type[TokenStore] = CallbackTokenStore
+_is_memory_store: type[TokenStore] = MemoryTokenStore

@@ -89,3 +89,22 @@ def test_an_in_memory_database_has_no_files_to_remove(make_auth):
     db.connect()
     assert session.sign_out(forget_local_data=[db]) == []
     assert db.is_closed()
+
+
+def test_a_refresh_never_signs_a_signed_out_user_back_in(make_auth, clock):
+    auth = make_auth("device")
+    session = auth.sign_up("ada@example.com", "correct horse")
+    auth.restore().sign_out()  # another copy of the same session signs out
+    clock.advance(3600)
+    assert session.id_token() and session.refreshes == 1  # this copy still works...
+    assert auth.restore() is None  # ...but the next start of the app finds no session
+
+
+def test_a_refresh_of_the_previous_user_never_overwrites_the_next_one(make_auth, clock):
+    auth = make_auth("device")
+    ada = auth.sign_up("ada@example.com", "correct horse")
+    bob = auth.sign_up("bob@example.com", "battery staple")  # the app forgot to sign ada out
+    clock.advance(3600)
+    ada.id_token()
+    restored = auth.restore()
+    assert restored is not None and restored.uid == bob.uid
