@@ -67,8 +67,9 @@ class Session:
     """One signed-in user: ``uid``, ``email`` and ``provider`` (``password``,
     ``anonymous``, ``custom``), their ID tokens, and sign-out. Thread-safe.
 
-    Made by :class:`~replicator.auth.FirebaseAuth` (sign-in or restore); every new
-    refresh token is saved to its ``store``. ``clock`` (seconds, ``time.time`` by
+    Made by :class:`~replicator.auth.FirebaseAuth` (sign-in or restore); refreshed
+    tokens are saved to its ``store`` while the store holds this user's session (a
+    refresh never brings back a session signed out, nor overwrites another user's). ``clock`` (seconds, ``time.time`` by
     default) is what token lifetimes are measured on; tests move it forward to make
     a token expire. ``refreshes`` counts the refreshes made (the cost of a session
     in a sync).
