@@ -69,10 +69,10 @@ class Session:
 
     Made by :class:`~replicator.auth.FirebaseAuth` (sign-in or restore); refreshed
     tokens are saved to its ``store`` while the store holds this user's session (a
-    refresh never brings back a session signed out, nor overwrites another user's). ``clock`` (seconds, ``time.time`` by
-    default) is what token lifetimes are measured on; tests move it forward to make
-    a token expire. ``refreshes`` counts the refreshes made (the cost of a session
-    in a sync).
+    refresh never brings back a session signed out, nor overwrites another user's).
+    ``clock`` (seconds, ``time.time`` by default) is what token lifetimes are measured
+    on; tests move it forward to make a token expire. ``refreshes`` counts the
+    refreshes made (the cost of a session in a sync).
     """
 
     def __init__(
