@@ -7,6 +7,17 @@ online. See the README for a first use.
 
 import logging
 
+from .auth import (
+    CallbackTokenStore,
+    FileTokenStore,
+    FirebaseAuth,
+    KeyringTokenStore,
+    MemoryTokenStore,
+    Session,
+    Tokens,
+    TokenStore,
+    remove_local_data,
+)
 from .bundles import Bundles, BundleSink, Ingestor
 from .engine import Replicator
 from .errors import (
@@ -71,6 +82,7 @@ __all__ = [
     "BlobStore",
     "BundleSink",
     "Bundles",
+    "CallbackTokenStore",
     "Change",
     "ClientWins",
     "ConfigurationError",
@@ -83,12 +95,16 @@ __all__ = [
     "EmbeddedRemote",
     "EventError",
     "FieldMerge",
+    "FileTokenStore",
+    "FirebaseAuth",
     "HttpIngest",
     "IngestRequest",
     "IngestResult",
     "Ingestor",
+    "KeyringTokenStore",
     "LastWriterWins",
     "LocalDatabaseError",
+    "MemoryTokenStore",
     "Never",
     "OfflineError",
     "Outbox",
@@ -108,6 +124,7 @@ __all__ = [
     "RowError",
     "SchemaError",
     "ServerWins",
+    "Session",
     "SnapshotDecision",
     "SnapshotError",
     "SnapshotKey",
@@ -118,6 +135,8 @@ __all__ = [
     "SyncModel",
     "SyncReport",
     "TamperedSnapshotError",
+    "TokenStore",
+    "Tokens",
     "TransientError",
     "TruncatedSnapshotError",
     "TypeStatus",
@@ -130,4 +149,5 @@ __all__ = [
     "__version__",
     "localizations",
     "new_id",
+    "remove_local_data",
 ]

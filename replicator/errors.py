@@ -230,6 +230,9 @@ class AuthError(ReplicatorError):
     dirty rows stay dirty."""
 
     default_hint = "sign the user in again; their unsynced changes are kept"
+    #: Firebase Authentication's error code (``INVALID_PASSWORD``, ``USER_DISABLED``...),
+    #: for an app that words the message itself; empty when there is none
+    code: str = ""
 
 
 class SnapshotError(ReplicatorError):

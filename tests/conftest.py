@@ -54,6 +54,40 @@ def firestore_emulator() -> Iterator[Any]:
         os.environ["FIRESTORE_EMULATOR_HOST"] = previous
 
 
+@pytest.fixture(scope="session")
+def auth_emulator() -> Iterator[Any]:
+    """The Firebase Authentication emulator (npm package firebase-tools), started once per
+    test session from .ci/node, $REPLICATOR_FIREBASE_CLI or PATH; or the one CI started,
+    named by REPLICATOR_AUTH_EMULATOR_HOST (or FIREBASE_AUTH_EMULATOR_HOST). While it
+    runs, FIREBASE_AUTH_EMULATOR_HOST names it, as every Firebase SDK expects."""
+    from replicator.testing import AuthEmulator, find_firebase_cli
+
+    running = os.environ.get("REPLICATOR_AUTH_EMULATOR_HOST") or os.environ.get(
+        "FIREBASE_AUTH_EMULATOR_HOST"
+    )
+    emulator = None
+    if running:
+        port = int(running.rsplit(":", 1)[1])
+        emulator = AuthEmulator(find_firebase_cli() or "", port=port, project=FIRESTORE_PROJECT)
+    else:
+        cli = find_firebase_cli()
+        if cli is None:
+            pytest.skip(
+                "AUTH EMULATOR MISSING: npm install firebase-tools (bash .ci/run puts it in "
+                ".ci/node), or set REPLICATOR_FIREBASE_CLI to its bin/firebase"
+            )
+        emulator = AuthEmulator(cli, project=FIRESTORE_PROJECT).start()
+    previous = os.environ.get("FIREBASE_AUTH_EMULATOR_HOST")
+    os.environ["FIREBASE_AUTH_EMULATOR_HOST"] = emulator.host
+    yield emulator
+    if not running:
+        emulator.stop()
+    if previous is None:
+        os.environ.pop("FIREBASE_AUTH_EMULATOR_HOST", None)
+    else:
+        os.environ["FIREBASE_AUTH_EMULATOR_HOST"] = previous
+
+
 @pytest.fixture
 def firestore_client(firestore_emulator: Any) -> Any:
     from google.cloud import firestore

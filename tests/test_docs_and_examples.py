@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -41,6 +43,11 @@ def test_examples_run(script, tmp_path):
 
         if find_jar() is None:
             pytest.skip("FIRESTORE EMULATOR MISSING: install google-cloud-cli-firestore-emulator")
+    if "sign_in" in script and not os.environ.get("FIREBASE_AUTH_EMULATOR_HOST"):
+        from replicator.testing import find_firebase_cli
+
+        if find_firebase_cli() is None:
+            pytest.skip("AUTH EMULATOR MISSING: npm install firebase-tools (.ci/run does)")
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / script), str(tmp_path)],
         capture_output=True,
@@ -69,3 +76,13 @@ def test_examples_say_how_to_run_them_with_the_projects_python():
 def test_the_first_use_names_python_attributes_not_columns():
     first_use = python_blocks(README)[0]
     assert "is_dirty" in first_use and "server_id" in first_use
+
+
+def test_the_readme_sign_in_block_is_the_one_the_example_runs():
+    # the block needs the Auth emulator, so the README marks it notest and
+    # examples/sign_in.py runs the same lines
+    section = README.split("## Sign-in and security", 1)[1].split("\n## ", 1)[0]
+    block = re.findall(r"```python notest\n(.*?)```", section, flags=re.S)[0]
+    example = (ROOT / "examples" / "sign_in.py").read_text()
+    between = example.split("# README: begin\n", 1)[1].split("    # README: end", 1)[0]
+    assert textwrap.dedent(between) == block

@@ -13,7 +13,9 @@ everything, added latency.
 
 :class:`FirestoreEmulator` starts the official Cloud Firestore emulator (Debian
 package ``google-cloud-cli-firestore-emulator``, or the jar named by
-``REPLICATOR_FIRESTORE_EMULATOR_JAR``) on a free port.
+``REPLICATOR_FIRESTORE_EMULATOR_JAR``) on a free port; :class:`AuthEmulator` the
+Firebase Authentication emulator (npm package ``firebase-tools``), with admin calls
+(reset, disable or delete a user, unsigned custom tokens) for tests of sign-in.
 
 :class:`EventReceiver` is an HTTP service taking outbox messages, deduplicating
 them, and misbehaving on request; :data:`SEED_EVENTS` and :data:`SEED_CONFIGS`
@@ -24,20 +26,32 @@ Each tool lives in a module of its own (``faults``, ``network``, ``emulators``,
 Nothing in the library imports this package.
 """
 
-from .emulators import KNOWN_JARS, MAIN, FirestoreEmulator, find_jar, free_port
+from .emulators import (
+    AUTH_PROJECT,
+    KNOWN_JARS,
+    MAIN,
+    AuthEmulator,
+    FirestoreEmulator,
+    find_firebase_cli,
+    find_jar,
+    free_port,
+)
 from .faults import FaultyRemote
 from .network import FaultProxy
 from .receiver import SEED_CONFIGS, SEED_EVENTS, EventReceiver
 
 __all__ = [
+    "AUTH_PROJECT",
     "KNOWN_JARS",
     "MAIN",
     "SEED_CONFIGS",
     "SEED_EVENTS",
+    "AuthEmulator",
     "EventReceiver",
     "FaultProxy",
     "FaultyRemote",
     "FirestoreEmulator",
+    "find_firebase_cli",
     "find_jar",
     "free_port",
 ]
