@@ -10,6 +10,7 @@ import logging
 from .bundles import Bundles, BundleSink, Ingestor
 from .engine import Replicator
 from .errors import (
+    AccessDeniedError,
     AuthError,
     BlobIntegrityError,
     BlobNotFoundError,
@@ -63,6 +64,7 @@ __version__ = "0.1.0"
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
+    "AccessDeniedError",
     "Always",
     "AuthError",
     "BigBrother",
