@@ -155,8 +155,21 @@ def _quoted(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _list(items: Sequence[str]) -> str:
-    return "[" + ", ".join(_quoted(i) for i in items) + "]"
+def _list(items: Sequence[str], indent: int = 0) -> str:
+    """A rules list literal; with ``indent``, wrapped onto lines of at most 90 characters
+    (continuation lines indented that much)."""
+    flat = "[" + ", ".join(_quoted(i) for i in items) + "]"
+    if not indent or len(flat) <= 60:
+        return flat
+    lines, line = [], ""
+    for item in (_quoted(i) for i in items):
+        if line and indent + len(line) + len(item) + 2 > 90:
+            lines.append(line.rstrip())
+            line = ""
+        line += item + ", "
+    lines.append(line.rstrip(", "))
+    pad = "\n" + " " * indent
+    return "[" + pad + pad.join(lines) + "\n" + " " * (indent - 2) + "]"
 
 
 def _retention_text(retention: _dt.timedelta | None) -> str:
@@ -170,7 +183,10 @@ def _kind_check(column: str, kinds: Sequence[str], nullable: bool) -> str:
     tests = [f"d[{_quoted(column)}] is {kind}" for kind in kinds]
     if nullable:
         tests.append(f"d[{_quoted(column)}] == null")
-    return f"(!({_quoted(column)} in changed) || {' || '.join(tests)})"
+    check = f"(!({_quoted(column)} in changed) || {' || '.join(tests)})"
+    if len(check) <= 80:
+        return check
+    return f"(!({_quoted(column)} in changed)\n          || {' || '.join(tests)})"
 
 
 def _collection_function(fn: str, model: type[peewee.Model]) -> str:
@@ -183,7 +199,7 @@ def _collection_function(fn: str, model: type[peewee.Model]) -> str:
         if c in fields and (kinds := native_kinds(fields[c]))
     ]
     allowed = [*columns, DELETED, CHANGED_AT]
-    lines = [f"isSyncedWrite(uid, id, d, changed, {_list(allowed)})", *checks]
+    lines = [f"isSyncedWrite(uid, id, d, changed, {_list(allowed, 10)})", *checks]
     body = "\n        && ".join(lines)
     return (
         f"    // {collection_name(model)} ({model.__module__}.{model.__name__})\n"
@@ -221,7 +237,7 @@ def _request_function(upload_only: Sequence[str]) -> str:
         "    function isIngestRequest(uid, bundle) {\n"
         "      let d = request.resource.data;\n"
         f"      return isUser(uid)\n"
-        f"        && d.keys().hasOnly({_list([*REQUEST_FIELDS, DELETED, CHANGED_AT])})\n"
+        f"        && d.keys().hasOnly({_list([*REQUEST_FIELDS, DELETED, CHANGED_AT], 10)})\n"
         "        && d.bundle == bundle && d.state == 'pending' && d.deleted == false\n"
         "        && d.changedAt == request.time\n"
         "        && d.key is string && d.sha256 is string && d.size is int && d.count is int\n"
@@ -345,4 +361,4 @@ service cloud.firestore {{
     }}
   }}
 }}
-""".replace("{device_fields}", _list(DEVICE_FIELDS))
+""".replace("{device_fields}", _list(DEVICE_FIELDS, 10))

@@ -87,8 +87,8 @@ class IdTokenCredentials(gauth.Credentials):
                 self.failure = exc
             raise
         with self._lock:
-            self.token = token
-            self.expiry = _expiry(token)
+            if token != self.token:
+                self.token, self.expiry = token, _expiry(token)
         return token
 
     def refresh(self, request: Any) -> None:

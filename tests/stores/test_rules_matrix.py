@@ -327,3 +327,12 @@ def _other_users_root(a: Any, b: Any) -> list[Case]:
         ("alice", "devices", "list", "another user's devices", False,
          lambda: a.collection("users/bob/devices").get()),
     ]  # fmt: skip
+
+
+def test_rules_the_emulator_cannot_compile_are_refused_not_ignored(firestore_emulator):
+    """A project whose rules failed to load would let everyone do everything, and every
+    deny of the matrix would turn into a silent allow: loading refuses instead."""
+    with pytest.raises(ValueError, match="refused the rules"):
+        firestore_emulator.load_rules(
+            "demo-rules-broken", "rules_version = '2'; service cloud.firestore { match /x { } "
+        )
