@@ -34,6 +34,12 @@ them. What the rules enforce, for a user signed in with Firebase Authentication
 What rules cannot tell: which of a user's devices is writing (a token names the
 user, not the installation), so one device of a user can write under another
 device's name; the rules keep every device within its own user's data.
+
+Cost: each synced write makes one document access (``getAfter`` of the writer's
+Devices record), the same document for every write of a device's batch.
+Firestore limits accesses to 20 per batched write and says repeated (cached)
+accesses do not count; the emulator does not enforce the limit, so batches of
+499 writes pass there. Confirm on a real project before relying on it.
 """
 
 from __future__ import annotations
