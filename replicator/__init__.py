@@ -21,6 +21,7 @@ from .auth import (
 from .bundles import Bundles, BundleSink, Ingestor
 from .engine import Replicator
 from .errors import (
+    AccessDeniedError,
     AuthError,
     BlobIntegrityError,
     BlobNotFoundError,
@@ -74,6 +75,7 @@ __version__ = "0.1.0"
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
+    "AccessDeniedError",
     "Always",
     "AuthError",
     "BigBrother",

@@ -275,6 +275,30 @@ def _convert(
     return out
 
 
+def native_kinds(field: peewee.Field) -> tuple[str, ...]:
+    """The kinds of value a native-typed store (Firestore) holds for a non-null value
+    of ``field``, named as Firestore's security rules name types (``string``,
+    ``number``, ``bool``, ``timestamp``, ``bytes``), from the column's type and what
+    :func:`to_native` makes of it; empty when no kind can be promised (JSON, a UUID
+    column of numeric affinity, a type this does not know)."""
+    target = _storage_field(field)
+    if _is_json_field(target) or isinstance(target, peewee.UUIDField):
+        return ()
+    if isinstance(target, peewee.DateTimeField):  # text that is no date travels as text
+        return ("timestamp", "string")
+    if isinstance(target, peewee.BooleanField):
+        return ("bool",)
+    if isinstance(target, peewee.DecimalField):
+        return ("string",)
+    if isinstance(target, _TEXT_FIELDS):
+        return ("string",)
+    if isinstance(target, (*_INT_FIELDS, *_REAL_FIELDS)):
+        return ("number",)
+    if isinstance(target, peewee.BlobField):
+        return ("bytes",)
+    return ()
+
+
 def to_native(model: type[peewee.Model], data: Mapping[str, Any]) -> dict[str, Any]:
     """Row values in a native-typed store's form; raises ``UnsupportedValueError``
     for a value the store cannot hold (an integer beyond 64 bits)."""

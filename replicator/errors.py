@@ -25,6 +25,7 @@ again later can succeed without anyone changing anything.
     │   ├── RemoteDataError       a remote document is malformed (names collection/id)
     │   ├── DocumentTooLargeError a row would not fit in one remote document
     │   ├── UnsupportedValueError a row holds a value the store cannot hold
+    │   ├── AccessDeniedError     the store's security rules refused a signed-in user
     │   └── DeliveryRejected      a sink refused an outbox delivery for good (4xx)
     ├── ConflictError             conflicts kept recurring; sync again (retryable)
     ├── AuthError                 the user must sign in again (refused, revoked, disabled)
@@ -195,6 +196,20 @@ class UnsupportedValueError(RemoteError):
         self.doc_id = doc_id
         self.column = column
         self.reason = reason
+
+
+class AccessDeniedError(RemoteError):
+    """The remote store's security rules refused what a signed-in user asked (a
+    ``PERMISSION_DENIED`` answer). Not an ``AuthError``: the user is signed in and
+    signing in again changes nothing. The rules deployed are not the ones generated
+    for these models (``replicator rules``), or the app wrote what they forbid (a
+    column they do not list, another user's data). Not ``retryable``; nothing
+    local is lost: dirty rows stay dirty."""
+
+    default_hint = (
+        "deploy the rules generated for these models (replicator rules, then firebase"
+        " deploy --only firestore:rules); the unsynced changes are kept"
+    )
 
 
 class DeliveryRejected(RemoteError):

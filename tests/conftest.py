@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import peewee
 import pytest
 
 from replicator import EmbeddedRemote, Replicator
-from tests.helpers import FIRESTORE_PROJECT, ROOT, make_firestore_remote
+from tests.helpers import FIRESTORE_PROJECT, ROOT, Users, make_firestore_remote
 from tests.models import MODELS
 
 # the scripts tests run in processes of their own import ``tests.*`` as this one does
@@ -96,11 +97,40 @@ def firestore_client(firestore_emulator: Any) -> Any:
     return firestore.Client(project=FIRESTORE_PROJECT)
 
 
+@pytest.fixture
+def as_users(firestore_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Signed-in users under generated rules: ``as_users(models=MODELS, **options)`` loads
+    the rules ``replicator rules`` makes for the models (options as
+    ``firestore_rules``'s) into a project of their own and returns its ``Users``.
+
+    The guard: from then on every Firestore client of the test reaches the emulator
+    through a TokenGate, which answers the emulator's admin token ('Bearer owner')
+    with PERMISSION_DENIED and expired tokens with UNAUTHENTICATED: a test that
+    claims to act as users fails if anything in it reaches Firestore as admin."""
+    from replicator.scopes import firestore_rules
+    from replicator.testing import TokenGate
+
+    gate = TokenGate(firestore_emulator.host).start()
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", gate.host)
+
+    def make(models: Any = MODELS, **options: Any) -> Users:
+        project = f"demo-rules-{uuid.uuid4().hex[:12]}"
+        firestore_emulator.load_rules(project, firestore_rules(models, **options).rules)
+        return Users(firestore_emulator, gate, project)
+
+    yield make
+    gate.stop()
+
+
 @pytest.fixture(params=["embedded", "firestore"])
 def remote(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    """The remote every scenario test runs on: each test runs once per store."""
+    """The remote every scenario test runs on: each test runs once per store. A module
+    may add ``"firestore-user"`` (``pytest.mark.parametrize("remote", [...],
+    indirect=True)``): Firestore as a signed-in user, under the generated rules."""
     if request.param == "embedded":
         return EmbeddedRemote(tmp_path / "remote.db")
+    if request.param == "firestore-user":
+        return request.getfixturevalue("as_users")().remote()
     return make_firestore_remote(request.getfixturevalue("firestore_client"))
 
 

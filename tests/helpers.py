@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from replicator import Replicator
 from tests.models import MODELS
 
@@ -18,12 +20,62 @@ WORKERS = TESTS / "workers"
 
 FIRESTORE_PROJECT = "demo-replicator"
 
+#: a module's scenarios run on every store and also on Firestore as a signed-in user
+#: under the generated rules (``pytestmark = ALSO_AS_USERS``; conftest's ``remote``)
+ALSO_AS_USERS = pytest.mark.parametrize(
+    "remote", ["embedded", "firestore", "firestore-user"], indirect=True
+)
+
 
 def make_firestore_remote(client: Any, **kw: Any) -> Any:
     from replicator.stores.firestore import FirestoreRemote
 
     kw.setdefault("timeout", 10.0)
     return FirestoreRemote(client, root="users/test-user", **kw)
+
+
+class Users:
+    """Users signed in to one project of the Firestore emulator whose security rules are
+    the ones ``replicator rules`` generates (``as_users`` in conftest makes them). Every
+    client reaches the emulator through ``gate`` (a TokenGate), which refuses the
+    emulator's admin token and expired ID tokens, as production would."""
+
+    def __init__(self, emulator: Any, gate: Any, project: str) -> None:
+        self.emulator = emulator
+        self.gate = gate
+        self.project = project
+
+    def tokens(self, uid: str, **kw: Any) -> Any:
+        from replicator.testing import MockIdTokens
+
+        return MockIdTokens(uid, self.project, **kw)
+
+    def remote(self, uid: str = "test-user", tokens: Any = None, **kw: Any) -> Any:
+        """A remote acting as ``uid`` (a fresh sign-in unless ``tokens`` is given)."""
+        from replicator.stores.firestore_user import UserFirestoreRemote
+
+        kw.setdefault("timeout", 10.0)
+        return UserFirestoreRemote(tokens or self.tokens(uid), self.project, **kw)
+
+    def client(self, uid: str, tokens: Any = None) -> Any:
+        """A google-cloud-firestore client acting as ``uid``."""
+        from replicator.stores.firestore_user import UserClient
+
+        return UserClient(tokens or self.tokens(uid), self.project)
+
+    def service_client(self) -> Any:
+        """An admin client straight to the emulator, past the gate: what a server (the
+        ingest service, an admin tool) holds, for writing what only servers write."""
+        import os
+
+        from google.cloud import firestore
+
+        gate_host = os.environ["FIRESTORE_EMULATOR_HOST"]
+        os.environ["FIRESTORE_EMULATOR_HOST"] = self.emulator.host
+        try:
+            return firestore.Client(project=self.project)
+        finally:
+            os.environ["FIRESTORE_EMULATOR_HOST"] = gate_host
 
 
 def snapshot_rows(device: Replicator, models: Any = None) -> dict[str, list[tuple[Any, ...]]]:

@@ -130,61 +130,7 @@ class DeviceConfig:
         return self.path.resolve().parent / name
 
     def load_models(self) -> list[type[Any]]:
-        from ..model import SyncModel
-
-        module_name, _, attr = self.models.partition(":")
-        module = self._import_models(module_name)
-        if attr:
-            found = getattr(module, attr, None)
-            if not isinstance(found, list | tuple):
-                raise ConfigurationError(
-                    f"{self.models}: {attr} is not a list of SyncModel classes ({found!r})",
-                    hint=f"define {attr} = [Model, ...] in {module_name}",
-                )
-            models = list(found)
-            wrong = [m for m in models if not (isinstance(m, type) and issubclass(m, SyncModel))]
-            if wrong:
-                raise ConfigurationError(
-                    f"{self.models} lists {', '.join(map(repr, wrong))}: not SyncModel classes",
-                    hint=f"list only the SyncModel classes to sync in {attr}",
-                )
-        else:
-            models = [
-                v
-                for v in vars(module).values()
-                if isinstance(v, type)
-                and issubclass(v, SyncModel)
-                and v is not SyncModel
-                and v.__module__ == module.__name__
-            ]
-        if not models:
-            raise ConfigurationError(f"{self.models} defines no SyncModel")
-        return models
-
-    def _import_models(self, name: str) -> Any:
-        """The models module, imported with the config file's folder on ``sys.path``; a
-        module that cannot be found, raises or does not parse is a ConfigurationError."""
-        sys.path.insert(0, str(self.path.resolve().parent))
-        try:
-            return importlib.import_module(name)
-        except ImportError as exc:
-            if exc.name != name:  # found, but something it imports is missing
-                raise ConfigurationError(
-                    f"{self.path}: the models module {name!r} failed to import: {exc}",
-                    hint="install what it imports, or fix the import",
-                ) from exc
-            raise ConfigurationError(
-                f"{self.path}: cannot import the models module {name!r}: {exc}",
-                hint="put it beside the config file or on PYTHONPATH",
-            ) from exc
-        except Exception as exc:  # the module's own code raised, or it does not parse
-            raise ConfigurationError(
-                f"{self.path}: the models module {name!r} failed to import:"
-                f" {type(exc).__name__}: {exc}",
-                hint=f"fix the module (python -c 'import {name}' shows the traceback)",
-            ) from exc
-        finally:
-            sys.path.pop(0)
+        return import_models(self.models, self.path.resolve().parent, str(self.path))
 
     def open_remote(self, *, create: bool = True) -> Any:
         """The remote store; ``create=False`` refuses an embedded remote file that
@@ -303,6 +249,68 @@ class DeviceConfig:
             download_only=self.pick(models, self.download_only, "download_only"),
             **kw,
         )
+
+
+def import_models(spec: str, folder: Path, where: str) -> list[type[Any]]:
+    """The SyncModel classes ``spec`` names: those a module defines (``"module"``) or
+    the list it names (``"module:NAME"``), imported with ``folder`` on ``sys.path``.
+    Any failure is a ConfigurationError; ``where`` (the config file, or the option
+    that named the module) begins its message."""
+    from ..model import SyncModel
+
+    module_name, _, attr = spec.partition(":")
+    module = _import_module(module_name, folder, where)
+    if attr:
+        found = getattr(module, attr, None)
+        if not isinstance(found, list | tuple):
+            raise ConfigurationError(
+                f"{spec}: {attr} is not a list of SyncModel classes ({found!r})",
+                hint=f"define {attr} = [Model, ...] in {module_name}",
+            )
+        models = list(found)
+        wrong = [m for m in models if not (isinstance(m, type) and issubclass(m, SyncModel))]
+        if wrong:
+            raise ConfigurationError(
+                f"{spec} lists {', '.join(map(repr, wrong))}: not SyncModel classes",
+                hint=f"list only the SyncModel classes to sync in {attr}",
+            )
+    else:
+        models = [
+            v
+            for v in vars(module).values()
+            if isinstance(v, type)
+            and issubclass(v, SyncModel)
+            and v is not SyncModel
+            and v.__module__ == module.__name__
+        ]
+    if not models:
+        raise ConfigurationError(f"{spec} defines no SyncModel")
+    return models
+
+
+def _import_module(name: str, folder: Path, where: str) -> Any:
+    """The models module, imported with ``folder`` on ``sys.path``; a module that
+    cannot be found, raises or does not parse is a ConfigurationError."""
+    sys.path.insert(0, str(folder))
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        if exc.name != name:  # found, but something it imports is missing
+            raise ConfigurationError(
+                f"{where}: the models module {name!r} failed to import: {exc}",
+                hint="install what it imports, or fix the import",
+            ) from exc
+        raise ConfigurationError(
+            f"{where}: cannot import the models module {name!r}: {exc}",
+            hint="put it beside the config file or on PYTHONPATH",
+        ) from exc
+    except Exception as exc:  # the module's own code raised, or it does not parse
+        raise ConfigurationError(
+            f"{where}: the models module {name!r} failed to import: {type(exc).__name__}: {exc}",
+            hint=f"fix the module (python -c 'import {name}' shows the traceback)",
+        ) from exc
+    finally:
+        sys.path.pop(0)
 
 
 def firestore_client(project: str | None) -> Any:

@@ -139,7 +139,10 @@ class FirestoreRemote:
     ``root`` is the document under which the collections live (``users/{uid}``),
     or ``""`` for top-level collections. ``timeout`` bounds each call,
     ``attempts`` the retries of a failing one. Works against production and
-    against the emulator (set ``FIRESTORE_EMULATOR_HOST``).
+    against the emulator (set ``FIRESTORE_EMULATOR_HOST``). With a client of
+    service-account credentials it runs as admin, past every security rule: for
+    servers and admin tools (the ingest service, ``replicator compact``). Devices
+    use ``firestore_user.UserFirestoreRemote``, which acts as the signed-in user.
     """
 
     max_batch_writes = 500

@@ -12,7 +12,9 @@ client a channel with a pool of its own (``grpc.use_local_subchannel_pool``),
 whose first call connects at once.
 
 It builds the channel as the client does (same target, credentials and
-options: google-cloud-firestore's ``BaseClient._firestore_api_helper``) and
+options: google-cloud-firestore's ``BaseClient._firestore_api_helper``, or the
+client's own ``make_channel`` when it has one, as a client acting as a
+signed-in user does) and
 installs it where the client looks for it on each call, so every query,
 batch and reference of that client uses it from then on. The old channel is
 not closed: another thread may still be using it (a call in flight, an
@@ -65,6 +67,10 @@ def redial(client: Any) -> bool:
 
 
 def _channel(client: Any) -> grpc.Channel:
+    make = getattr(client, "make_channel", None)
+    if callable(make):  # a client that builds its own channels (firestore_user.UserClient)
+        made: grpc.Channel = make(CHANNEL_OPTIONS)
+        return made
     emulator = getattr(client, "_emulator_host", None)
     if emulator is not None:  # insecure, with the token the client sends the emulator
         token = getattr(client._credentials, "id_token", None) or "owner"

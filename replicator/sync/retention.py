@@ -9,7 +9,10 @@ history of deletes, so both sides forget them after a **retention period**
   every sync (one indexed range delete: the cost follows what is pruned);
 * **remotely**, tombstones the store committed before the retention horizon
   are purged by a sync (at most once a day per device, a bounded number per
-  collection) or by ``replicator compact`` (all of them, for an operator).
+  collection, of the collections the device writes: download-only and
+  upload-only ones belong to the service, and the security rules give a
+  device no delete there) or by ``replicator compact`` (all of them, for an
+  operator).
   A purge first raises the collection's **horizon** in the store.
 
 A device whose cursor for a collection is below the horizon was offline
@@ -82,7 +85,8 @@ def purge(
 
 def maintain(ctx: SyncContext, retention: _dt.timedelta | None) -> dict[str, int]:
     """A sync's share of retention: prune local acknowledged deletes, and purge remote
-    tombstones if this device has not done so for ``PURGE_INTERVAL``."""
+    tombstones of the collections this device writes if it has not done so for
+    ``PURGE_INTERVAL``."""
     if retention is None:
         return {}
     device_now = ctx.clock().astimezone(_dt.timezone.utc).replace(tzinfo=None)
@@ -95,7 +99,7 @@ def maintain(ctx: SyncContext, retention: _dt.timedelta | None) -> dict[str, int
         return {}
     purged = purge(
         ctx.remote,
-        [collection_name(m) for m in ctx.models],
+        [collection_name(m) for m in ctx.pushed()],  # what it writes: not reference data
         store_now - retention,
         limit=SYNC_PURGE_LIMIT,
     )

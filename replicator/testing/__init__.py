@@ -17,14 +17,23 @@ package ``google-cloud-cli-firestore-emulator``, or the jar named by
 Firebase Authentication emulator (npm package ``firebase-tools``), with admin calls
 (reset, disable or delete a user, unsigned custom tokens) for tests of sign-in.
 
+:class:`MockIdTokens` is a token source of unsigned ID tokens (:func:`mock_id_token`),
+which the emulator takes for rules as Firebase's rules-unit-testing makes them;
+:class:`TokenGate` puts the emulator behind the token checks production makes
+(expiry, no admin token), so tests acting as users cannot pass as admin.
+
 :class:`EventReceiver` is an HTTP service taking outbox messages, deduplicating
 them, and misbehaving on request; :data:`SEED_EVENTS` and :data:`SEED_CONFIGS`
 are sample events and configurations for it.
 
 Each tool lives in a module of its own (``faults``, ``network``, ``emulators``,
-``receiver``); this package re-exports their public names, the names to import.
-Nothing in the library imports this package.
+``receiver``, ``tokens``, ``token_gate``); this package re-exports their public
+names, the names to import. Nothing in the library imports this package.
+``TokenGate`` needs grpc (the ``firestore`` extra) and is imported when first
+asked for.
 """
+
+from typing import Any
 
 from .emulators import (
     AUTH_PROJECT,
@@ -39,6 +48,7 @@ from .emulators import (
 from .faults import FaultyRemote
 from .network import FaultProxy
 from .receiver import SEED_CONFIGS, SEED_EVENTS, EventReceiver
+from .tokens import MockIdTokens, mock_id_token
 
 __all__ = [
     "AUTH_PROJECT",
@@ -51,7 +61,18 @@ __all__ = [
     "FaultProxy",
     "FaultyRemote",
     "FirestoreEmulator",
+    "MockIdTokens",
+    "TokenGate",
     "find_firebase_cli",
     "find_jar",
     "free_port",
+    "mock_id_token",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TokenGate":  # needs grpc, which only the firestore extra installs
+        from .token_gate import TokenGate
+
+        return TokenGate
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

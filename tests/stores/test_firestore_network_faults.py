@@ -5,7 +5,9 @@ emulator and resets connections part-way through reads and commits, refuses
 connections, goes half-open, and adds latency. Every sync either succeeds or
 ends in ``OfflineError``/``TransientError`` in bounded time, never a raw
 exception; afterwards the devices converge with nothing lost or duplicated.
-``REPLICATOR_NETFAULT_ROUNDS`` (default 4) sets how many random resets run.
+``REPLICATOR_NETFAULT_ROUNDS`` (default 4) sets how many random resets run. The
+resets and the outage run twice: as admin (a server's client), and as a signed-in
+user under the generated rules (the proxy in front of the TokenGate).
 """
 
 from __future__ import annotations
@@ -34,6 +36,36 @@ def proxy(firestore_emulator):
     p.stop()
 
 
+class Net:
+    """Remotes of one kind (admin, or a signed-in user under the generated rules) that
+    reach the emulator through ``proxy`` (``faulty``) or straight."""
+
+    def __init__(self, kind, firestore_emulator, request, monkeypatch):
+        self.users = request.getfixturevalue("as_users")() if kind == "user" else None
+        self.direct = self.users.gate.host if self.users else firestore_emulator.host
+        self.proxy = FaultProxy(int(self.direct.rsplit(":", 1)[1])).start()
+        self.monkeypatch = monkeypatch
+
+    def remote(self, uid, *, faulty=True, **kw):
+        from google.cloud import firestore
+
+        kw.setdefault("timeout", 5.0)
+        kw.setdefault("attempts", 3)
+        host = self.proxy.host if faulty else self.direct
+        self.monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", host)  # read when a client is made
+        if self.users is not None:
+            return self.users.remote(uid, **kw)
+        client = firestore.Client(project=FIRESTORE_PROJECT)
+        return FirestoreRemote(client, root=f"users/{uid}", **kw)
+
+
+@pytest.fixture(params=["admin", "user"])
+def net(request, firestore_emulator, monkeypatch):
+    n = Net(request.param, firestore_emulator, request, monkeypatch)
+    yield n
+    n.proxy.stop()
+
+
 def _client_through(proxy, monkeypatch):
     from google.cloud import firestore
 
@@ -59,13 +91,10 @@ def _sync_allowing_network_errors(device, **kw):
         return None
 
 
-def test_resets_mid_read_and_mid_commit_end_typed_and_converge(
-    tmp_path, proxy, firestore_client, monkeypatch
-):
-    root = f"users/{uuid.uuid4().hex}"
-    writer = _device(tmp_path, "writer", _remote(firestore_client, root))  # direct
-    faulty_client = _client_through(proxy, monkeypatch)
-    reader = _device(tmp_path, "reader", _remote(faulty_client, root))
+def test_resets_mid_read_and_mid_commit_end_typed_and_converge(tmp_path, net):
+    uid, proxy = uuid.uuid4().hex, net.proxy
+    writer = _device(tmp_path, "writer", net.remote(uid, faulty=False, timeout=10.0))
+    reader = _device(tmp_path, "reader", net.remote(uid))
     with writer.bound():
         for i in range(300):
             note = Note.create(title=f"n{i}", body="x" * 200)
@@ -86,6 +115,7 @@ def test_resets_mid_read_and_mid_commit_end_typed_and_converge(
     assert snapshot_rows(reader) == snapshot_rows(writer)
     notes = {i for i, d in reader.remote.all_docs("note").items() if not d.deleted}
     assert len(notes) == 300 + ROUNDS  # nothing lost, nothing duplicated
+    assert net.users is None or net.users.gate.refused == {}
 
 
 def test_refused_connections_end_in_offline_error(tmp_path, proxy, monkeypatch):
@@ -141,12 +171,13 @@ def test_latency_slows_a_sync_but_changes_nothing(tmp_path, proxy, firestore_cli
     assert snapshot_rows(b) == snapshot_rows(a)
 
 
-def test_the_first_sync_after_an_outage_succeeds(tmp_path, proxy, monkeypatch):
+def test_the_first_sync_after_an_outage_succeeds(tmp_path, net):
     """gRPC backs off its reconnects while the network is down (1 s, 1.6 s, 2.6 s...) and
     its channel fails every call at once until the next attempt, even once the network is
-    back: a sync started then re-dials instead of failing on that backoff."""
-    client = _client_through(proxy, monkeypatch)
-    device = _device(tmp_path, "d", _remote(client, f"users/{uuid.uuid4().hex}", attempts=3))
+    back: a sync started then re-dials instead of failing on that backoff (as a user: a
+    channel that still carries the user's token, never the admin header)."""
+    proxy = net.proxy
+    device = _device(tmp_path, "d", net.remote(uuid.uuid4().hex))
     device.sync()
     with device.bound():
         Note.create(title="its answer is lost")
@@ -165,6 +196,7 @@ def test_the_first_sync_after_an_outage_succeeds(tmp_path, proxy, monkeypatch):
     assert time.monotonic() - started < 5
     notes = device.remote.all_docs("note").values()
     assert [d.data["title"] for d in notes] == ["its answer is lost"]
+    assert net.users is None or net.users.gate.refused == {}
 
 
 def test_a_production_client_is_redialed_to_the_same_service(monkeypatch):

@@ -6,8 +6,10 @@ import datetime as dt
 
 from replicator import ClientWins, ServerWins
 from replicator.testing import FaultyRemote
-from tests.helpers import snapshot_rows
+from tests.helpers import ALSO_AS_USERS, snapshot_rows
 from tests.models import Note
+
+pytestmark = ALSO_AS_USERS
 
 
 def set_clock(device, note_id, when):

@@ -290,3 +290,28 @@ def test_convergence_on_the_firestore_emulator(firestore_client):
             suppress_health_check=list(HealthCheck),
         ),
     )
+
+
+class UserConvergence(Convergence):
+    pass
+
+
+def test_convergence_as_a_signed_in_user_under_the_generated_rules(as_users):
+    """The same property through Firestore as a signed-in user, the rules generated for
+    these models loaded, every call through the TokenGate (no admin slips through)."""
+    import uuid
+
+    users = as_users(MODELS)
+    UserConvergence.remote_factory = staticmethod(
+        lambda directory: users.remote(f"u{uuid.uuid4().hex[:12]}", timeout=20)
+    )
+    run_state_machine_as_test(
+        UserConvergence,
+        settings=settings(
+            max_examples=int(os.environ.get("REPLICATOR_FIRESTORE_CONVERGENCE_EXAMPLES", "6")),
+            stateful_step_count=20,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        ),
+    )
+    assert users.gate.refused == {} and users.gate.forwarded > 0

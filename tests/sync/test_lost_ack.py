@@ -9,8 +9,10 @@ import pytest
 from replicator import ClientWins, ConflictError, OfflineError
 from replicator.sync.upload import MAX_CONFLICT_ROUNDS
 from replicator.testing import FaultyRemote
-from tests.helpers import snapshot_rows
+from tests.helpers import ALSO_AS_USERS, snapshot_rows
 from tests.models import Comment, Note
+
+pytestmark = ALSO_AS_USERS
 
 
 def test_lost_acknowledgement_is_retried_without_duplicates(make_device, remote):

@@ -161,6 +161,30 @@ def test_a_sync_purges_old_tombstones_and_prunes_acknowledged_deletes(make_devic
         assert Note.select().count() == 0
 
 
+def test_a_device_purges_only_the_collections_it_writes(make_device, remote):
+    """Reference data is the service's: a device that only downloads it leaves its old
+    tombstones alone (the security rules give devices no delete there)."""
+    from tests.campaign_models import FormSchema
+
+    models = [Note, FormSchema]
+    publisher = make_device("publisher", models=models)
+    reader = make_device(
+        "reader", models=models, download_only=[FormSchema], tombstone_retention=SHORT
+    )
+    with publisher.bound():
+        forms = [FormSchema.create(form=f"f{i}", version=1, schema="{}") for i in range(2)]
+        notes = [Note.create(title=f"n{i}") for i in range(2)]
+    publisher.sync()
+    with publisher.bound():
+        for row in (*forms, *notes):
+            row.delete_instance()
+    publisher.sync()
+    time.sleep(1.2)
+    report = reader.sync()
+    assert report.purge_error is None and report.purged == {"note": 2}
+    assert _tombstones(remote, "form_schemas") == {f.id for f in forms}
+
+
 def test_retention_is_validated(make_device):
     from replicator import ConfigurationError
 
