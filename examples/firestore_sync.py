@@ -1,8 +1,15 @@
-"""Two devices sync through Firestore: the official emulator here, a real project the same way.
+"""A user signed in on two devices syncs through Firestore under the security rules
+``replicator rules`` generates: the official emulators here, a real project the same way.
 
-If FIRESTORE_EMULATOR_HOST is not set, the script starts the emulator itself
-(Debian package google-cloud-cli-firestore-emulator, with Java). Against a real
-project, build the client from your credentials instead and keep root=users/<uid>.
+Each device signs the user in (Firebase Authentication) and reaches Firestore with
+that user's ID token (``UserFirestoreRemote``), never with server credentials, so
+the rules decide what it may read and write; a second user is refused.
+
+If FIRESTORE_EMULATOR_HOST / FIREBASE_AUTH_EMULATOR_HOST are not set, the script
+starts the emulators itself (Debian package google-cloud-cli-firestore-emulator with
+Java; npm package firebase-tools). Against a real project: deploy the rules
+(``replicator rules --models ...`` then ``firebase deploy --only firestore``), give
+``FirebaseAuth`` the project's Web API key and ``UserFirestoreRemote`` the project id.
 
 Run: .venv/bin/python examples/firestore_sync.py [DIRECTORY]
 """
@@ -12,12 +19,25 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import uuid
+from contextlib import ExitStack
 from pathlib import Path
 
 import peewee
 
-from replicator import FieldMerge, Replicator, SyncModel
-from replicator.testing import FirestoreEmulator, find_jar
+from replicator import AccessDeniedError, FieldMerge, FirebaseAuth, Replicator, SyncModel
+from replicator.auth import MemoryTokenStore
+from replicator.scopes import firestore_rules
+from replicator.stores.firestore_user import UserFirestoreRemote
+from replicator.testing import (
+    AUTH_PROJECT,
+    AuthEmulator,
+    FirestoreEmulator,
+    find_firebase_cli,
+    find_jar,
+)
+
+PROJECT = AUTH_PROJECT  # the Auth emulator's project: its tokens are for this one
 
 
 class Task(SyncModel):
@@ -26,19 +46,20 @@ class Task(SyncModel):
     notes = peewee.TextField(default="")
 
 
-def main(directory: Path) -> None:
-    from google.cloud import firestore
+def main(directory: Path, firestore: FirestoreEmulator) -> None:
+    # what `replicator rules --models ...` writes, loaded as a deployment would
+    firestore.load_rules(PROJECT, firestore_rules([Task]).rules)
+    email, password = f"ada-{uuid.uuid4().hex[:6]}@example.com", "correct horse battery"
+    on_phone = FirebaseAuth(store=MemoryTokenStore()).sign_up(email, password)
+    on_laptop = FirebaseAuth(store=MemoryTokenStore()).sign_in_with_password(email, password)
 
-    from replicator.stores.firestore import FirestoreRemote
-
-    client = firestore.Client(project="demo-replicator-example")
-
-    def device(name: str) -> Replicator:
+    def device(name: str, session: object, root: str | None = None) -> Replicator:
         db = peewee.SqliteDatabase(str(directory / f"{name}.db"))
-        remote = FirestoreRemote(client, root="users/example-user")
+        remote = UserFirestoreRemote(session, PROJECT, root=root)  # type: ignore[arg-type]
         return Replicator(db, [Task], remote, device_name=name, conflict_strategy=FieldMerge())
 
-    phone, laptop = device("phone"), device("laptop")
+    phone, laptop = device("phone", on_phone), device("laptop", on_laptop)
+    print(f"signed in on two devices as {on_phone.uid}")
     with phone.bound():
         task = Task.create(title="Buy milk")
     print("phone: ", phone.sync().summary())
@@ -57,25 +78,45 @@ def main(directory: Path) -> None:
             t = Task.get_by_id(task.id)
             print(f"{name} sees: {t.title!r} done={t.done} notes={t.notes!r}")
             assert t.done and t.notes == "the oat one"
-    raw = client.document(f"users/example-user/task/{task.id}").get().to_dict()
-    print("in Firestore:", {k: raw[k] for k in ("title", "done", "notes", "updatedOn")})
+
+    # another user pointed at the first user's data: the rules refuse it
+    other = FirebaseAuth(store=MemoryTokenStore()).sign_in_anonymously()
+    intruder = device("intruder", other, root=f"users/{on_phone.uid}")
+    try:
+        intruder.sync()
+    except AccessDeniedError as exc:
+        print("another user is refused:", type(exc).__name__)
+    else:
+        raise SystemExit("the rules let another user in")
 
 
-def run(directory: Path) -> None:
-    if os.environ.get("FIRESTORE_EMULATOR_HOST"):
-        main(directory)
-        return
+def _emulators(stack: ExitStack) -> FirestoreEmulator:
+    """The emulators the environment names, or started here."""
+    host = os.environ.get("FIRESTORE_EMULATOR_HOST")
     jar = find_jar()
-    if jar is None:
+    if host:
+        firestore = FirestoreEmulator(jar or "", port=int(host.rsplit(":", 1)[1]))
+    elif jar is None:
         raise SystemExit(
             "install google-cloud-cli-firestore-emulator or set FIRESTORE_EMULATOR_HOST"
         )
-    emulator = FirestoreEmulator(jar).start()
-    os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.host
-    try:
-        main(directory)
-    finally:
-        emulator.stop()
+    else:
+        firestore = FirestoreEmulator(jar).start()
+        stack.callback(firestore.stop)
+        os.environ["FIRESTORE_EMULATOR_HOST"] = firestore.host
+    if not os.environ.get("FIREBASE_AUTH_EMULATOR_HOST"):
+        cli = find_firebase_cli()
+        if cli is None:
+            raise SystemExit("npm install firebase-tools, or set FIREBASE_AUTH_EMULATOR_HOST")
+        auth = AuthEmulator(cli, project=PROJECT).start()
+        stack.callback(auth.stop)
+        os.environ["FIREBASE_AUTH_EMULATOR_HOST"] = auth.host
+    return firestore
+
+
+def run(directory: Path) -> None:
+    with ExitStack() as stack:
+        main(directory, _emulators(stack))
 
 
 if __name__ == "__main__":
