@@ -7,7 +7,7 @@ online. See the README for a first use.
 
 import logging
 
-from .bundles import Bundles, BundleSink, Ingestor
+from .bundles import Bundles, BundleSink, DeviceTokens, Ingestor
 from .engine import Replicator
 from .errors import (
     BlobIntegrityError,
@@ -76,6 +76,7 @@ __all__ = [
     "ConflictStrategy",
     "DeliveryRejected",
     "DeviceRecord",
+    "DeviceTokens",
     "DirectoryBlobStore",
     "DocumentTooLargeError",
     "EmbeddedRemote",
