@@ -248,8 +248,10 @@ def _bind(host: str, port: int) -> socket.socket:
     """A socket bound to ``host:port``; an address that cannot be bound is a
     ConfigurationError saying what to change."""
     try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        family, kind, proto, _, _ = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        # (the protocol named, as asyncio needs it to set TCP_NODELAY on each connection:
+        # without it, every answer waits for the client's delayed ACK, 40 ms)
+        sock = socket.socket(family, kind, proto or socket.IPPROTO_TCP)
     except (OSError, OverflowError) as exc:
         raise _unbindable(host, port, exc) from exc
     try:

@@ -216,3 +216,36 @@ def test_a_wrong_service_or_campaign_config_is_one_line(place, text, says):
 def test_a_bad_serve_address_is_one_line(place):
     result = run("ingest", "--config", str(place / "service.toml"), "--serve", "nowhere")
     assert result.exit_code == 2 and "HOST:PORT" in result.output
+
+
+@pytest.mark.parametrize("collection", ["form_schemas", "localizations"])
+def test_ingest_takes_only_the_collections_its_config_lists(place, collection):
+    """A collector's bundle for a download-only collection (the SOS contact's phone),
+    or for any collection the service's [bundles] does not list, is rejected."""
+    import hashlib
+    import io
+
+    from replicator import (
+        DeviceRecord,
+        DirectoryBlobStore,
+        EmbeddedRemote,
+        IngestRequest,
+        StoreIngest,
+    )
+    from tests.bundles.kit import WHEN, bundle_bytes
+
+    hostile = {"id": "00000000-0000-4000-8000-000000000001", "form": "sos", "version": 9,
+               "schema": "+258 the attacker's phone", "language": "pt", "strings": "{}",
+               "updatedOn": WHEN}  # fmt: skip
+    data = bundle_bytes([hostile], bundle="b1", device="attacker", collection=collection)
+    DirectoryBlobStore(place / "bucket").put("bundles/attacker/b1", io.BytesIO(data))
+    request = IngestRequest(
+        "b1", "bundles/attacker/b1", hashlib.sha256(data).hexdigest(), len(data), 1,
+        collection, "attacker",
+    )  # fmt: skip
+    remote = EmbeddedRemote(place / "remote.db")
+    StoreIngest(remote).submit(request, DeviceRecord("attacker"))
+    result = run("ingest", "--config", str(place / "service.toml"), "--once")
+    assert result.exit_code == 0, result.output
+    assert "rejected" in result.output and "not a collection this service takes" in result.output
+    assert remote.all_docs(collection) == {}
