@@ -29,7 +29,7 @@ from __future__ import annotations
 import datetime as _dt
 import marshal
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any
 
 import peewee
@@ -65,9 +65,9 @@ def parse_time(value: Any) -> _dt.datetime | None:
     if not isinstance(value, _dt.datetime):
         return None
     when: _dt.datetime = value
-    if when.tzinfo is not None:
-        when = when.astimezone(_dt.timezone.utc)
-    return when.replace(tzinfo=None)
+    if when.tzinfo is None:
+        return when
+    return when.astimezone(_dt.timezone.utc).replace(tzinfo=None)
 
 
 def time_text(when: _dt.datetime) -> str:
@@ -76,14 +76,15 @@ def time_text(when: _dt.datetime) -> str:
 
 
 def checked_row(
-    coll: str, fields: dict[str, peewee.Field], cols: list[str], raw: Any
-) -> dict[str, Any]:
-    """A bundle row checked against the model, in SQLite form; ``RemoteDataError`` why
-    not. The stamped columns are not checked (the service writes them)."""
+    coll: str, fields: dict[str, peewee.Field], cols: Collection[str], raw: Any
+) -> tuple[dict[str, Any], _dt.datetime]:
+    """A bundle row checked against the model, in SQLite form, and its ``updatedOn``;
+    ``RemoteDataError`` why not. ``fields`` are the model's fields by column, ``cols``
+    its remote columns. The stamped columns are not checked (the service writes them)."""
     if not isinstance(raw, dict):
         raise RemoteDataError(coll, "?", "the line is not a JSON object")
     doc_id = check_id(coll, raw.get("id"))
-    unknown = sorted(set(raw) - set(cols))
+    unknown = sorted(k for k in raw if k not in cols)
     if unknown:
         raise RemoteDataError(coll, doc_id, f"unknown field {str(unknown[0])[:60]!r}")
     out: dict[str, Any] = {}
@@ -99,9 +100,10 @@ def checked_row(
                 raise RemoteDataError(coll, doc_id, f"{col} is missing")
             continue
         out[col] = check_value(coll, doc_id, field, raw[col])
-    if parse_time(out.get("updatedOn")) is None:
+    when = parse_time(out.get("updatedOn"))
+    if when is None:
         raise RemoteDataError(coll, doc_id, "updatedOn is not a timestamp")
-    return out
+    return out, when
 
 
 class RowSpool:
@@ -160,7 +162,7 @@ class RowIntake:
         self.refused: dict[str, str] = {}
         self._refusals = 0
         self._fields = {f.column_name: f for f in model._meta.sorted_fields}
-        self._cols = remote_columns(model)
+        self._cols = frozenset(remote_columns(model))
         self._seen: set[str] = set()
         self.spool = RowSpool()
 
@@ -176,7 +178,7 @@ class RowIntake:
     def take(self, number: int, raw: Any) -> None:
         """Check line ``number``'s row and keep it for :meth:`apply`, or refuse it."""
         try:
-            row = checked_row(self.coll, self._fields, self._cols, raw)
+            row, when = checked_row(self.coll, self._fields, self._cols, raw)
         except RemoteDataError as exc:
             named = isinstance(raw, dict) and raw.get("id") == exc.doc_id
             self.refuse(exc.doc_id if named else f"line {number}", exc.reason)
@@ -185,8 +187,7 @@ class RowIntake:
             self.refuse(row["id"], "the bundle holds this id twice")
             return
         self._seen.add(row["id"])
-        when = parse_time(row["updatedOn"])
-        if when is not None and when > self.latest:  # a clock far ahead: clamped
+        if when > self.latest:  # a clock far ahead: clamped
             row["updatedOn"] = time_text(self.now)
         self.spool.add(row)
 

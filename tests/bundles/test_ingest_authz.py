@@ -10,7 +10,6 @@ import httpx
 import pytest
 
 from replicator import DeviceTokens
-from replicator.bundles import auth
 from replicator.stores.base import DeviceRecord, Write
 from tests.bundles.kit import NOW_TEXT, WHEN, Desk, bundle_bytes, row
 
@@ -126,6 +125,8 @@ def test_a_device_token_sends_only_that_devices_requests(desk):
 
 
 def test_a_token_is_compared_with_every_devices_in_constant_time(monkeypatch):
+    from replicator.bundles import auth
+
     calls: list[tuple[bytes, bytes]] = []
     real = auth.hmac.compare_digest
 
