@@ -66,7 +66,7 @@ from ..errors import (
     PreconditionFailed,
     ReplicatorError,
 )
-from ..model import collection_name, remote_columns
+from ..model import SyncModel, collection_name, remote_columns
 from ..stores.base import (
     BlobStore,
     DeviceRecord,
@@ -129,6 +129,13 @@ class Ingestor:
     ) -> None:
         self.blobs = blobs
         self.store = store
+        wrong = [m for m in collections if not (isinstance(m, type) and issubclass(m, SyncModel))]
+        if wrong:
+            raise ConfigurationError(
+                f"{wrong[0]!r} is not a SyncModel: an ingestor takes bundles of SyncModel"
+                " collections",
+                hint="pass the campaign's upload-only models",
+            )
         self.models = {collection_name(m): m for m in collections}
         for coll, model in self.models.items():
             if OWNER in remote_columns(model):

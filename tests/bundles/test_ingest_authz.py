@@ -159,3 +159,10 @@ def test_unusable_device_tokens_are_a_configuration_error(tokens, says):
 
     with pytest.raises(ConfigurationError, match=says):
         DeviceTokens(tokens)
+
+
+def test_an_ingestor_of_something_else_than_models_is_a_configuration_error(tmp_path):
+    from replicator import ConfigurationError, DirectoryBlobStore, EmbeddedRemote, Ingestor
+
+    with pytest.raises(ConfigurationError, match="not a SyncModel"):
+        Ingestor(DirectoryBlobStore(tmp_path / "b"), EmbeddedRemote(tmp_path / "r"), ["households"])
