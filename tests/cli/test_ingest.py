@@ -249,3 +249,21 @@ def test_ingest_takes_only_the_collections_its_config_lists(place, collection):
     assert result.exit_code == 0, result.output
     assert "rejected" in result.output and "not a collection this service takes" in result.output
     assert remote.all_docs(collection) == {}
+
+
+@pytest.mark.parametrize(
+    ("tokens", "says"),
+    [
+        ('"collector-1" = "short"\n', "at least 16"),
+        ("not toml =", "not valid TOML"),
+        ("", "lists no"),
+    ],
+)
+def test_a_wrong_device_tokens_file_is_one_line(place, tokens, says):
+    with_tokens(place, {})
+    (place / "tokens.toml").write_text(tokens)
+    result = run(
+        "ingest", "--config", str(place / "service.toml"), "--serve", f"127.0.0.1:{free_port()}"
+    )
+    assert result.exit_code == 1 and says in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
