@@ -124,7 +124,8 @@ def main(place: Path) -> None:
         Aggregate.create(metric="households_registered", value=0)
     service.sync()
     publish_files(bucket, "district-7", tiles_for("district-7", 12))
-    ingestor = Ingestor(bucket, remote(), MODELS, name="campaign-service")
+    # the service takes bundles of the upload-only collections, and only of those
+    ingestor = Ingestor(bucket, remote(), [Household], name="campaign-service")
     server = ingestor.serve()  # 127.0.0.1, a free port: the campaign service's API
 
     # -- the collector's first login: reference data and files, in parallel ---------------------

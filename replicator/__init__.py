@@ -18,7 +18,7 @@ from .auth import (
     TokenStore,
     remove_local_data,
 )
-from .bundles import Bundles, BundleSink, Ingestor
+from .bundles import Bundles, BundleSink, DeviceTokens, Ingestor
 from .engine import Replicator
 from .errors import (
     AccessDeniedError,
@@ -92,6 +92,7 @@ __all__ = [
     "ConflictStrategy",
     "DeliveryRejected",
     "DeviceRecord",
+    "DeviceTokens",
     "DirectoryBlobStore",
     "DocumentTooLargeError",
     "EmbeddedRemote",

@@ -16,16 +16,24 @@ Invariants:
   overwritten;
 * reading refuses (``ValueError``) anything that is not one whole, well-formed bundle:
   a compression bomb, a truncated stream, bytes after the stream, a header naming
-  another format, a line that is not JSON. Rows come back decoded but unchecked: the
-  service checks them against its models.
+  another format, a line that is not JSON (bad UTF-8, a tagged value of the wrong
+  type, nesting deeper than the decoder goes, a line longer than the reader allows).
+  Rows come back decoded but unchecked: the service checks them against its models;
+* reading streams: the service never holds more than one compressed chunk, one
+  expanded chunk and one line of a bundle (:class:`BundleReader`), so its memory
+  does not grow with a bundle's size, and a compression bomb is refused at the
+  limit, not after expanding it.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
+import json
+import re
 import tempfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, BinaryIO, cast
 
 import attrs
@@ -100,42 +108,185 @@ def put_once(blobs: BlobStore, key: str, body: BinaryIO, sha256: str) -> bool:
     return True
 
 
-def gunzip(data: bytes, limit: int) -> bytes:
-    """One whole gzip stream expanded, refusing (``ValueError``) more than ``limit``
-    bytes of output (a compression bomb), a truncated stream and trailing bytes."""
+#: compressed bytes read, and expanded bytes produced, at a time
+CHUNK = 64 << 10
+_WS = re.compile(r"[ \t\n\r]*")
+#: plain JSON (an outbox message's events are the app's JSON, not tagged row values)
+_PLAIN = json.JSONDecoder()
+
+
+def expand(source: BinaryIO, limit: int) -> Iterator[bytes]:
+    """The expanded bytes of the one whole gzip stream ``source`` holds, in pieces of at
+    most :data:`CHUNK` bytes, read as they are needed: memory stays flat whatever the
+    stream's size. ``ValueError`` for more than ``limit`` expanded bytes (a compression
+    bomb, refused as soon as it passes the limit), a truncated stream, bytes after it,
+    or something that is not gzip."""
     unpack = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    total = 0
+    while chunk := source.read(CHUNK):
+        while True:
+            try:
+                out = unpack.decompress(chunk, CHUNK)
+            except zlib.error as exc:
+                raise ValueError(f"not a gzip file ({exc})") from None
+            total += len(out)
+            if total > limit:
+                raise ValueError(f"it expands past {limit} bytes")
+            if out:
+                yield out
+            if unpack.eof:
+                if unpack.unused_data or source.read(1):
+                    raise ValueError("bytes follow the end of the compressed data")
+                return
+            chunk = unpack.unconsumed_tail
+            if not chunk and len(out) < CHUNK:
+                break  # this piece is used up: read the next one
+    raise ValueError("it ends early (truncated)")
+
+
+def split_lines(pieces: Iterable[bytes], max_line: int) -> Iterator[bytes]:
+    """The newline-separated lines of ``pieces`` (without their newlines; a last line
+    without one counts), never holding more than one line: ``ValueError`` as soon as a
+    line passes ``max_line`` bytes."""
+    pending = bytearray()
+    number = 1
+    for piece in pieces:
+        start = 0
+        while (end := piece.find(b"\n", start)) >= 0:
+            line = piece[start:end]
+            if pending:
+                pending += line
+                line, pending = bytes(pending), bytearray()
+            if len(line) > max_line:
+                raise ValueError(f"line {number} is longer than {max_line} bytes")
+            yield line
+            number += 1
+            start = end + 1
+        pending += piece[start:]
+        if len(pending) > max_line:
+            raise ValueError(f"line {number} is longer than {max_line} bytes")
+    if pending:
+        yield bytes(pending)
+
+
+def decode_line(line: bytes, what: str) -> Any:
+    """One bundle line decoded (``codec.decode_json``). Anything that is not well-formed
+    JSON of the row form is a ``ValueError`` naming ``what``: bad UTF-8 or syntax, a
+    tagged value of the wrong type (``{"$bytes": 5}``), nesting deeper than the
+    decoder goes, a number Python refuses to read."""
     try:
-        text = unpack.decompress(data, limit + 1)
-    except zlib.error as exc:
-        raise ValueError(f"not a gzip file ({exc})") from None
-    if len(text) > limit or unpack.unconsumed_tail:
-        raise ValueError(f"it expands past {limit} bytes")
-    if not unpack.eof:
-        raise ValueError("it ends early (truncated)")
-    if unpack.unused_data:
-        raise ValueError("bytes follow the end of the compressed data")
-    return text
+        return decode_json(line)
+    except RecursionError:
+        raise ValueError(f"{what} nests too deeply") from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ValueError(f"{what} is not JSON ({str(exc)[:80]})") from None
+
+
+class BundleReader:
+    """A bundle read as a stream: :meth:`header`, then :meth:`rows`, one line at a time.
+
+    Nothing is read ahead, so a reader that stops early (a header that disagrees with
+    the request, more rows than announced) stops expanding there. Every failure is a
+    ``ValueError`` saying what is wrong. ``limit`` bounds the expanded bytes,
+    ``max_line`` one line."""
+
+    def __init__(self, source: BinaryIO, *, limit: int, max_line: int) -> None:
+        self._lines = enumerate(split_lines(expand(source, limit), max_line), start=1)
+
+    def header(self) -> dict[str, Any]:
+        """The first line: an object naming :data:`FORMAT`."""
+        first = next(self._lines, None)
+        if first is None:
+            raise ValueError("the bundle is empty")
+        header = decode_line(first[1], "the header")
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
+            raise ValueError(f"the header does not name the format {FORMAT}")
+        return header
+
+    def rows(self) -> Iterator[tuple[int, Any]]:
+        """Each further line's number and decoded value (not yet checked)."""
+        for number, line in self._lines:
+            yield number, decode_line(line, f"line {number}")
 
 
 def read_bundle(data: bytes, *, limit: int = 1 << 30) -> tuple[dict[str, Any], list[Any]]:
-    """A bundle's header and rows (each a decoded JSON value, not yet checked).
+    """A whole bundle's header and rows (each a decoded JSON value, not yet checked),
+    for tools and tests; the service reads bundles as streams (:class:`BundleReader`).
     ``ValueError`` when it is not one whole, well-formed bundle, or expands past
-    ``limit`` bytes (a compression bomb)."""
-    lines = gunzip(data, limit).split(b"\n")
-    if lines[-1] == b"":
-        lines.pop()
-    if not lines:
-        raise ValueError("the bundle is empty")
+    ``limit`` bytes."""
+    reader = BundleReader(io.BytesIO(data), limit=limit, max_line=limit)
+    header = reader.header()
+    return header, [row for _, row in reader.rows()]
+
+
+def read_message(source: BinaryIO, *, limit: int, most: int) -> tuple[dict[str, Any], list[Any]]:
+    """An outbox message (``{"msg_id", "type", "events": [...]}``): its fields other
+    than ``events``, and its events. The events are decoded one at a time and counted as
+    they are, so a message of more than ``most`` of them (a bomb of empty objects) is
+    refused at the first one too many, before the rest are built. ``ValueError`` for
+    anything else that is not such a message."""
     try:
-        header = decode_json(lines[0])
+        text = b"".join(expand(source, limit)).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("it is not UTF-8 text") from None
+    at = _skip(text, 0)
+    if text[at : at + 1] != "{":
+        raise ValueError("an outbox message is a JSON object")
+    fields: dict[str, Any] = {}
+    events: list[Any] | None = None
+    at = _skip(text, at + 1)
+    while text[at : at + 1] != "}":
+        key, at = _json_at(text, at)
+        if not isinstance(key, str) or text[at : at + 1] != ":":
+            raise ValueError("an outbox message is a JSON object")
+        at = _skip(text, at + 1)
+        if key == "events" and text[at : at + 1] == "[":
+            events, at = _events_at(text, at, most)
+        else:
+            fields[key], at = _json_at(text, at)
+        if text[at : at + 1] == ",":
+            at = _skip(text, at + 1)
+            if text[at : at + 1] == "}":
+                raise ValueError("the message is not JSON (a comma before '}')")
+        elif text[at : at + 1] != "}":
+            raise ValueError("an outbox message is a JSON object")
+    if _skip(text, at + 1) != len(text):
+        raise ValueError("data follows the message")
+    if events is None:
+        raise ValueError("an outbox message is an object with a list of events")
+    return fields, events
+
+
+def _skip(text: str, at: int) -> int:
+    """Where the first character after the whitespace at ``at`` is."""
+    found = _WS.match(text, at)
+    return found.end() if found else at
+
+
+def _json_at(text: str, at: int) -> tuple[Any, int]:
+    """The JSON value at ``at`` and where the next token starts."""
+    try:
+        value, end = _PLAIN.raw_decode(text, at)
+    except RecursionError:
+        raise ValueError("the message nests too deeply") from None
     except ValueError as exc:
-        raise ValueError(f"the header is not JSON ({exc})") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise ValueError(f"the header does not name the format {FORMAT}")
-    rows = []
-    for number, line in enumerate(lines[1:], start=2):
-        try:
-            rows.append(decode_json(line))
-        except ValueError:
-            raise ValueError(f"line {number} is not JSON") from None
-    return header, rows
+        raise ValueError(f"the message is not JSON ({str(exc)[:80]})") from None
+    return value, _skip(text, end)
+
+
+def _events_at(text: str, at: int, most: int) -> tuple[list[Any], int]:
+    """The array of events opening at ``at``, decoded one by one, at most ``most``."""
+    events: list[Any] = []
+    at = _skip(text, at + 1)
+    if text[at : at + 1] == "]":
+        return events, _skip(text, at + 1)
+    while True:
+        if len(events) == most:
+            raise ValueError(f"it holds more than the {most} events announced")
+        event, at = _json_at(text, at)
+        events.append(event)
+        if text[at : at + 1] == "]":
+            return events, _skip(text, at + 1)
+        if text[at : at + 1] != ",":
+            raise ValueError("the events are not a JSON array")
+        at = _skip(text, at + 1)

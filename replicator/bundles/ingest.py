@@ -1,25 +1,41 @@
 """The service side of bundle uploads: verify a bundle, then apply it.
 
 An :class:`Ingestor` takes ingest requests two ways: over HTTP
-(:meth:`Ingestor.serve`, what ``HttpIngest`` talks to) and as documents of the
-remote store's ``ingest_requests`` collection (:meth:`Ingestor.poll`, for
-``StoreIngest``). Both end in the same steps:
+(:meth:`Ingestor.serve`, what ``HttpIngest`` talks to; ``service.py``) and as
+documents of the remote store's ``ingest_requests`` collection (:meth:`Ingestor.poll`,
+for ``StoreIngest``). Both end in the same steps:
 
 1. **claim** the request's document with a conditional write (its version), so
    of several ingestors on the same queue exactly one works on a bundle; a claim
    is a lease: if its ingestor dies, another takes the bundle over once it expires;
-2. **verify**: the object's size, then its SHA-256 computed while it downloads,
-   against the request; a complete gzip stream; a header naming the same bundle,
-   device, collection and row count; every line JSON. Any failure rejects the
-   whole bundle with the reason: nothing of it is applied;
-3. **validate** every row against the declared model (its id, its columns, each
-   value's type); a row that fails is refused with the reason, the others go on;
-4. **apply** rows idempotently by their UUID, in batches, each a conditional
-   write: a row is written only if the store has no version of it as recent
-   (``updatedOn``), so applying a bundle again, or an older bundle after a newer
-   one, changes nothing; a row deleted on the service stays deleted;
-5. **record** the result in the request's document: ``accepted`` (with the
-   refused rows and why) or ``rejected`` (with why).
+2. **check the request**: a collection this service takes (its configured
+   upload-only collections, or an outbox type), a device name, and a key under that
+   device's own folder of the bucket (``<prefix>/<device>/``);
+3. **verify**, streaming: the object's size, then its SHA-256 computed while it
+   downloads, against the request; a complete gzip stream; a header naming the same
+   bundle, device, collection and row count; every line JSON; no more rows than
+   announced. Any failure rejects the whole bundle with the reason: nothing of it is
+   applied;
+4. **validate** every row against the declared model as it is read (its id, its
+   columns, each value's type); a row that fails is refused with the reason, the
+   others go on;
+5. **apply** rows idempotently by their UUID, in batches of conditional writes, under
+   the rules of ``rows.py``: a device writes only rows it created; the service stamps
+   ``updatedBy`` and ``createdOn``; ``updatedOn`` is bounded by the service's clock; a
+   row is written only if the store has no version of it as recent, so applying a
+   bundle again, or an older bundle after a newer one, changes nothing; a row deleted
+   on the service stays deleted;
+6. **record** the result in the request's document: ``accepted`` (with the refused
+   rows and why) or ``rejected`` (with why), and log it.
+
+Any failure of one bundle is that bundle's rejection with a reason (a bundle that
+trips a bug included): the service goes on with the others, and a bundle decided is
+never taken again. Only failures that asking again can mend (the store or the bucket
+unreachable, busy) leave a bundle undecided, to be taken again later.
+
+Who asks: over HTTP, the caller's identity comes from an authenticator
+(``auth.py``) and must be the device the request names; through the queue, the
+remote store's own access rules say who may write a request.
 
 Applied rows are ordinary documents of the remote store, so the normal sync shows
 them to every other device (a supervisor's). The ingestor writes under its own
@@ -28,9 +44,9 @@ device record, ``ingestor-<name>``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
-import errno
-import http.server
+import itertools
 import json
 import logging
 import socket
@@ -38,22 +54,19 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, BinaryIO, cast
 
 import peewee
 
-from ..codec import RowCodec, check_id, check_value, missing_value
+from ..codec import RowCodec
 from ..errors import (
     BlobNotFoundError,
     ConfigurationError,
     PreconditionFailed,
-    RemoteDataError,
-    RemoteError,
     ReplicatorError,
-    TransientError,
 )
-from ..model import collection_name, remote_columns
+from ..model import SyncModel, collection_name, remote_columns
 from ..stores.base import (
     BlobStore,
     DeviceRecord,
@@ -65,47 +78,78 @@ from ..stores.base import (
     keeps_native_types,
 )
 from ..stores.ingest import QUEUE, IngestRequest, IngestResult, result_of
-from .format import EVENTS, gunzip, read_bundle
+from .auth import Authenticator, is_device_name
+from .format import EVENTS, BundleReader, read_message
+from .rows import OWNER, BundleRejected, RowIntake, batch_size, write_batches
+from .service import IngestServer
 
 log = logging.getLogger(__name__)
 
 #: most rows of one bundle refused one by one; past it the whole bundle is rejected, so
 #: the result (ids and reasons) always fits in one queue document
 MAX_REFUSED = 2000
+#: seconds before a bundle whose store or bucket failed for now is taken again (poll)
+RETRY_DELAY = 30.0
+#: most bytes an outbox message expands to (it is held whole while its events are read)
+MAX_MESSAGE_BYTES = 32 << 20
 
-
-class BundleRejected(Exception):
-    """A bundle that cannot be applied at all; the message is the reason recorded."""
+__all__ = ["MAX_REFUSED", "BundleRejected", "Ingestor"]
 
 
 class Ingestor:
     """Verifies and applies bundles from ``blobs`` into ``store``.
 
-    ``models`` are the models the bundles may carry (the app's ``SyncModel``
-    classes). ``lease`` (seconds) is how long a claim holds before another ingestor
-    may take the bundle over. ``max_bundle_bytes`` bounds a bundle, compressed and
-    expanded; ``prefix`` is where bundles are (a request naming another object is
-    rejected). ``clock`` gives seconds since the epoch (tests move it).
+    ``collections`` are the models this service takes bundles of: the campaign's
+    upload-only collections (``[bundles] collections`` of the service's config), and
+    only those: a request naming any other collection (a download-only one, one
+    synced row by row) is rejected. Outbox messages (``BundleSink``) go to collections
+    of their own (``outbox_<type>``). ``lease`` (seconds) is how long a claim holds
+    before another ingestor may take the bundle over. ``max_bundle_bytes`` bounds a
+    bundle, compressed and expanded; ``max_bundle_rows`` its rows, ``max_row_bytes``
+    one row's line. ``max_clock_skew`` (seconds) is how far ahead of the service's
+    clock a row's ``updatedOn`` may be before it is clamped. ``prefix`` is where
+    bundles are (a request naming another object is rejected). ``clock`` gives seconds
+    since the epoch (tests move it).
     """
 
     def __init__(
         self,
         blobs: BlobStore,
         store: RemoteStore,
-        models: Sequence[type[peewee.Model]],
+        collections: Sequence[type[peewee.Model]],
         *,
         name: str | None = None,
         lease: float = 300.0,
         max_bundle_bytes: int = 256 << 20,
+        max_bundle_rows: int = 100_000,
+        max_row_bytes: int = 16 << 20,
+        max_clock_skew: float = 3600.0,
         prefix: str = "bundles",
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.blobs = blobs
         self.store = store
-        self.models = {collection_name(m): m for m in models}
+        wrong = [m for m in collections if not (isinstance(m, type) and issubclass(m, SyncModel))]
+        if wrong:
+            raise ConfigurationError(
+                f"{wrong[0]!r} is not a SyncModel: an ingestor takes bundles of SyncModel"
+                " collections",
+                hint="pass the campaign's upload-only models",
+            )
+        self.models = {collection_name(m): m for m in collections}
+        for coll, model in self.models.items():
+            if OWNER in remote_columns(model):
+                raise ConfigurationError(
+                    f"{coll} has a column {OWNER!r}: the ingest service keeps its own field"
+                    " of that name (the device that created the row)",
+                    hint="rename the column",
+                )
         self.name = name or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self.lease = lease
         self.max_bundle_bytes = max_bundle_bytes
+        self.max_bundle_rows = max_bundle_rows
+        self.max_row_bytes = max_row_bytes
+        self.max_clock_skew = _dt.timedelta(seconds=max_clock_skew)
         #: requests may name objects under this prefix only (``Bundles.prefix``)
         self.prefix = prefix
         self.clock = clock
@@ -115,7 +159,8 @@ class Ingestor:
         )
         #: the queue's cursor: requests after it have not been looked at yet
         self._cursor: str | None = None
-        #: requests another ingestor holds → when its claim lapses
+        #: requests to look at again (another ingestor holds them, or the store or the
+        #: bucket failed for now) → when
         self._held: dict[str, float] = {}
         self._lock = threading.Lock()
 
@@ -182,7 +227,16 @@ class Ingestor:
             self._record(doc.id, result)
             out.append(result)
             return
-        result = self._take(doc, request)
+        try:
+            result = self._take(doc, request)
+        except ReplicatorError as exc:
+            if not exc.retryable:
+                raise
+            # the store or the bucket failed for now: this bundle is taken again later,
+            # and the ones behind it are not held up
+            log.warning("bundle %s: %s; taken again in %g s", doc.id, exc, RETRY_DELAY)
+            self._held[doc.id] = self.clock() + RETRY_DELAY
+            return
         if result.state == "pending":  # another ingestor holds it: look again when it lapses
             until = doc.data.get("claimedUntil")
             self._held[doc.id] = until if isinstance(until, int | float) else self.clock()
@@ -190,23 +244,35 @@ class Ingestor:
             out.append(result)
 
     def run(self, *, poll_every: float = 2.0, stop: threading.Event | None = None) -> None:
-        """Poll the queue until ``stop`` is set, logging what was decided; a store that
-        cannot be reached is waited out."""
+        """Poll the queue until ``stop`` is set (each decision is logged as it is made);
+        a store that cannot be reached is waited out, and nothing stops the loop but
+        ``stop``: a failure is logged and the next poll goes on."""
         stop = stop or threading.Event()
         while not stop.is_set():
             try:
-                for result in self.poll():
-                    log.info("bundle %s %s %s", result.bundle, result.state, result.reason)
-            except RemoteError as exc:
-                log.warning("ingest queue unreachable: %s", exc)
+                self.poll()
+            except ReplicatorError as exc:
+                log.warning("ingest queue: %s", exc)
+            except Exception:  # a bug: logged with its trace; the service goes on
+                log.exception("ingest queue: the poll failed unexpectedly")
             stop.wait(poll_every)
 
     def serve(
-        self, host: str = "127.0.0.1", port: int = 0, *, token: str | None = None
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        auth: Authenticator | None = None,
+        **options: Any,
     ) -> IngestServer:
-        """An HTTP endpoint for ``HttpIngest`` on ``host:port`` (0: a free port), running in
-        a thread; ``token``: requests must carry ``Authorization: Bearer <token>``."""
-        return IngestServer(self, host, port, token)
+        """The HTTP API for ``HttpIngest`` on ``host:port`` (0: a free port): an ASGI
+        application under uvicorn, running in a thread (``service.IngestServer``; close
+        it, or use it as a context manager). ``auth`` maps each request to its caller
+        (``DeviceTokens``: per-device bearer tokens); the caller must be the device the
+        request names. Without ``auth`` any request is taken as coming from the device it
+        names: for tests and a service reachable by trusted devices only. ``options``:
+        ``IngestServer``'s limits and timeouts."""
+        return IngestServer(self, host, port, auth=auth, **options)
 
     # -- claim, ingest, record -------------------------------------------------------------
 
@@ -239,31 +305,77 @@ class Ingestor:
         return self._ingest(request)
 
     def _ingest(self, request: IngestRequest) -> IngestResult:
+        """Decide on ``request`` and record the decision; any failure of the bundle is
+        its rejection, except one that asking again can mend (raised: undecided)."""
         started = time.perf_counter()
         try:
-            if request.collection.startswith(EVENTS):
-                accepted, refused = self._events(request)
-            else:
-                model = self.models.get(request.collection)
-                if model is None:
-                    raise BundleRejected(
-                        f"{request.collection!r} is not a collection this service takes"
-                    )
-                accepted, refused = self._apply(model, self._verified(request, model))
-            result = IngestResult(request.bundle, "accepted", "", accepted, refused)
+            result = self._decide(request)
         except BundleRejected as exc:
             result = IngestResult(request.bundle, "rejected", str(exc))
+        except ReplicatorError as exc:
+            if exc.retryable:
+                raise
+            result = IngestResult(request.bundle, "rejected", f"{exc.message}"[:500])
+        except Exception as exc:  # a bundle that trips a bug is that bundle's rejection
+            log.exception("bundle %s tripped an unexpected failure", request.bundle)
+            reason = f"the service could not process this bundle ({type(exc).__name__})"
+            result = IngestResult(request.bundle, "rejected", reason)
         self._record(request.bundle, result)
         log.info(
-            "bundle %s from %s: %s (%d rows accepted, %d refused) in %.2f s",
+            "bundle %s of %s from %s: %s%s (%d rows accepted, %d refused) in %.2f s",
             request.bundle,
+            request.collection,
             request.device,
             result.state,
+            f": {result.reason}" if result.reason else "",
             result.accepted,
             len(result.refused),
             time.perf_counter() - started,
         )
         return result
+
+    def _decide(self, request: IngestRequest) -> IngestResult:
+        self._check_source(request)
+        if request.count > self.max_bundle_rows:
+            raise BundleRejected(
+                f"the bundle holds {request.count} rows, more than the {self.max_bundle_rows}"
+                " this service takes in one; send smaller bundles (Bundles max_rows)"
+            )
+        if request.collection.startswith(EVENTS):
+            accepted, refused = self._events(request)
+        else:
+            model = self.models.get(request.collection)
+            if model is None:
+                raise BundleRejected(
+                    f"{request.collection[:60]!r} is not a collection this service takes"
+                )
+            accepted, refused = self._rows(request, model)
+        reason = ""
+        if len(refused) > MAX_REFUSED:  # the result must fit in one queue document
+            reason = f"{len(refused)} rows refused; the first {MAX_REFUSED} are listed"
+            refused = dict(itertools.islice(refused.items(), MAX_REFUSED))
+        return IngestResult(request.bundle, "accepted", reason, accepted, refused)
+
+    def _check_source(self, request: IngestRequest) -> None:
+        """The request names a device, and an object in that device's own folder."""
+        device = request.device
+        if not is_device_name(device):
+            raise BundleRejected(
+                f"{device[:40]!r} is not a device name (1 to 64 printable characters, without '/')"
+            )
+        folder = f"{self.prefix}/{device}/"
+        parts = request.key.split("/")
+        if not request.key.startswith(folder) or ".." in parts or "" in parts:
+            raise BundleRejected(
+                f"bundles are taken from {self.prefix}/ only, each under the folder of the"
+                f" device that sends it ({folder})"
+            )
+        if request.size > self.max_bundle_bytes:
+            raise BundleRejected(f"the bundle is larger than {self.max_bundle_bytes} bytes")
+
+    def _now(self) -> _dt.datetime:
+        """The service's clock as naive UTC."""
+        return _dt.datetime.fromtimestamp(self.clock(), _dt.timezone.utc).replace(tzinfo=None)
 
     def _record(self, bundle: str, result: IngestResult) -> None:
         data = {**result.to_json(), "claimedBy": self.name, "decidedAt": self.clock()}
@@ -272,13 +384,11 @@ class Ingestor:
         # that took over an expired claim may write it again
         self.store.push([Write(QUEUE, bundle, data, unconditional=True)], self.device)
 
-    def _fetched(self, request: IngestRequest) -> bytes:
-        """The object the request names, checked against its size and SHA-256."""
-        if not request.key.startswith(f"{self.prefix}/") or ".." in request.key.split("/"):
-            raise BundleRejected(f"bundles are taken from {self.prefix}/ only")
-        if request.size > self.max_bundle_bytes:
-            raise BundleRejected(f"the bundle is larger than {self.max_bundle_bytes} bytes")
-        with tempfile.SpooledTemporaryFile(max_size=64 << 20) as spool:
+    @contextlib.contextmanager
+    def _fetched(self, request: IngestRequest) -> Iterator[BinaryIO]:
+        """The object the request names, checked against its size and SHA-256, as a file
+        (spooled to disk past 1 MiB: memory does not grow with the bundle)."""
+        with tempfile.SpooledTemporaryFile(max_size=1 << 20) as spool:
             body = HashingWriter(spool, request.size)  # type: ignore[arg-type]
             try:
                 self.blobs.get(request.key, body)  # type: ignore[arg-type]
@@ -297,38 +407,47 @@ class Ingestor:
                     "the bundle's SHA-256 differs from the request's: it was altered"
                 )
             spool.seek(0)
-            return spool.read()
+            yield cast(BinaryIO, spool)
 
-    def _verified(self, request: IngestRequest, model: type[peewee.Model]) -> list[Any]:
-        """The rows of a verified bundle whose header agrees with the request and names
-        no column the model lacks."""
-        data = self._fetched(request)
+    def _rows(
+        self, request: IngestRequest, model: type[peewee.Model]
+    ) -> tuple[int, dict[str, str]]:
+        """Read the bundle's rows as a stream, each checked as it is read, then apply the
+        valid ones; rejected whole (before anything is applied) if it is not a readable
+        bundle that agrees with the request."""
+        intake = RowIntake(
+            model,
+            device=request.device,
+            now=self._now(),
+            max_clock_skew=self.max_clock_skew,
+            max_refused=MAX_REFUSED,
+        )
         try:
-            header, rows = read_bundle(data, limit=self.max_bundle_bytes)
-        except ValueError as exc:
-            raise BundleRejected(f"not a readable bundle: {exc}") from None
-        for name, want in (
-            ("bundle", request.bundle),
-            ("device", request.device),
-            ("collection", request.collection),
-            ("count", request.count),
-        ):
-            if header.get(name) != want:
-                raise BundleRejected(f"the bundle's header names another {name} than the request")
-        columns = header.get("columns")
-        if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
-            raise BundleRejected("the bundle's header does not list its columns")
-        newer = sorted(set(columns) - set(remote_columns(model)))
-        if newer:  # rejected whole, so the rows are sent again once the service knows them
-            raise BundleRejected(
-                f"the bundle has columns this service does not know ({', '.join(newer)[:200]}):"
-                " a newer app version; upgrade the service's models"
-            )
-        if len(rows) != request.count:
-            raise BundleRejected(
-                f"the bundle holds {len(rows)} rows, its header says {request.count}"
-            )
-        return rows
+            with self._fetched(request) as body:
+                reader = BundleReader(
+                    body, limit=self.max_bundle_bytes, max_line=self.max_row_bytes
+                )
+                read = 0
+                try:
+                    _check_header(reader.header(), request, model)
+                    for number, raw in reader.rows():
+                        read += 1
+                        if read > request.count:
+                            raise BundleRejected(
+                                f"the bundle holds more rows than the {request.count}"
+                                " its header announces"
+                            )
+                        intake.take(number, raw)
+                except ValueError as exc:
+                    raise BundleRejected(f"not a readable bundle: {exc}") from None
+            if read != request.count:
+                raise BundleRejected(
+                    f"the bundle holds {read} rows, its header says {request.count}"
+                )
+            accepted = intake.apply(self.store, self.codec, self.device)
+            return accepted, intake.refused
+        finally:
+            intake.close()
 
     def _events(self, request: IngestRequest) -> tuple[int, dict[str, str]]:
         """An outbox message (``BundleSink``): its events become documents of
@@ -337,239 +456,65 @@ class Ingestor:
         type_ = request.collection[len(EVENTS) :]
         if not type_ or not all(c.isalnum() or c in "_-" for c in type_) or len(type_) > 100:
             raise BundleRejected(f"{type_[:40]!r} is not an outbox type name")
-        try:
-            body = json.loads(gunzip(self._fetched(request), self.max_bundle_bytes))
-        except ValueError as exc:
-            raise BundleRejected(f"not a readable outbox message: {exc}") from None
-        if not (isinstance(body, dict) and isinstance(body.get("events"), list)):
-            raise BundleRejected("an outbox message is an object with a list of events")
-        if body.get("msg_id") != request.bundle or body.get("type") != type_:
+        limit = min(self.max_bundle_bytes, MAX_MESSAGE_BYTES)
+        with self._fetched(request) as body:
+            try:
+                fields, events = read_message(body, limit=limit, most=request.count)
+            except ValueError as exc:
+                raise BundleRejected(f"not a readable outbox message: {exc}") from None
+        if fields.get("msg_id") != request.bundle or fields.get("type") != type_:
             raise BundleRejected("the message names another msg_id or type than the request")
-        events = body["events"]
         if len(events) != request.count:
             raise BundleRejected(
                 f"the message holds {len(events)} events, the request says {request.count}"
             )
         coll = f"outbox_{type_.lower()}"
-        docs = {
-            f"{request.bundle}.{n}": {
-                "type": type_,
-                "device": request.device,
-                "msg_id": request.bundle,
-                "key": e.get("key") if isinstance(e, dict) else None,
-                "timestamp": e.get("timestamp") if isinstance(e, dict) else None,
-                "data": json.dumps(e.get("data") if isinstance(e, dict) else e),
-            }
-            for n, e in enumerate(events)
-        }
-        self._write(
-            coll,
-            list(docs),
-            lambda chunk, there: [Write(coll, i, docs[i]) for i in chunk if i not in there],
-        )
-        return len(docs), {}
-
-    def _apply(self, model: type[peewee.Model], rows: list[Any]) -> tuple[int, dict[str, str]]:
-        coll = collection_name(model)
-        fields = {f.column_name: f for f in model._meta.sorted_fields}
-        cols = remote_columns(model)
+        docs = [{"id": f"{request.bundle}.{n}", "data": _event_doc(request, type_, e)}
+                for n, e in enumerate(events)]  # fmt: skip
         refused: dict[str, str] = {}
-        valid: dict[str, dict[str, Any]] = {}
-        for number, raw in enumerate(rows, start=1):
-            try:
-                row = _checked(coll, fields, cols, raw)
-            except RemoteDataError as exc:
-                named = isinstance(raw, dict) and raw.get("id") == exc.doc_id
-                refused[exc.doc_id if named else f"line {number + 1}"] = exc.reason[:200]
-                continue
-            if row["id"] in valid:
-                refused[row["id"]] = "the bundle holds this id twice"
-                continue
-            valid[row["id"]] = row
-        if len(refused) > MAX_REFUSED:  # the result must fit in one queue document
-            first = next(iter(refused.items()))
-            raise BundleRejected(
-                f"{len(refused)} rows are invalid (more than {MAX_REFUSED}); the first,"
-                f" {first[0]}: {first[1]}"
-            )
-        for rid in refused:
-            valid.pop(rid, None)
-        deleted: dict[str, bool] = {}  # per row, as the store stood at the write that counted
 
-        def writes(chunk: list[str], current: dict[str, RemoteDoc]) -> list[Write]:
-            out = []
-            for rid in chunk:
-                doc, row = current.get(rid), valid[rid]
-                deleted[rid] = doc is not None and doc.deleted
-                if deleted[rid]:
-                    continue
-                if doc is not None and not _newer(row, self.codec.incoming(model, doc).data):
-                    continue  # applied before (or a later version is there): idempotent
-                base = doc.version if doc is not None else None
-                out.append(Write(coll, rid, self.codec.outgoing(model, row), base_version=base))
-            return out
+        def plan(batch: list[dict[str, Any]], there: dict[str, RemoteDoc]) -> list[Write]:
+            return [Write(coll, d["id"], d["data"]) for d in batch if d["id"] not in there]
 
-        self._write(coll, list(valid), writes)
-        for rid, gone in deleted.items():
-            if gone:
-                refused[rid] = "deleted on the service"
-        return sum(not gone for gone in deleted.values()), refused
-
-    def _write(
-        self,
-        coll: str,
-        ids: list[str],
-        writes: Callable[[list[str], dict[str, RemoteDoc]], list[Write]],
-    ) -> None:
-        """Write the documents ``ids`` of ``coll`` in batches the store takes. ``writes``
-        turns a batch's ids and the documents the store holds for them now into the writes
-        still needed; a batch another writer beat (a device, another ingestor) is looked
-        at and planned again."""
-        per_batch = max(1, self.store.max_batch_writes - 1)
-        for start in range(0, len(ids), per_batch):
-            chunk = ids[start : start + per_batch]
-            for _attempt in range(8):
-                needed = writes(chunk, self.store.get(coll, chunk))
-                if not needed:
-                    break
-                try:
-                    self.store.push(needed, self.device)
-                    break
-                except PreconditionFailed:
-                    continue
-            else:
-                raise TransientError(f"documents of {coll} kept changing while being ingested")
+        size = batch_size(self.store)
+        batches = (docs[i : i + size] for i in range(0, len(docs), size))
+        write_batches(self.store, self.device, coll, batches, plan, refused.__setitem__)
+        return len(docs) - len(refused), refused
 
 
-def _newer(row: dict[str, Any], stored: Any) -> bool:
-    """Whether ``row`` is a later version than the stored document (by ``updatedOn``)."""
-    mine, theirs = _when(row.get("updatedOn")), _when(stored.get("updatedOn"))
-    if theirs is None:
-        return True
-    if mine is None:
-        return False
-    return mine > theirs
+def _event_doc(request: IngestRequest, type_: str, event: Any) -> dict[str, Any]:
+    """The document one outbox event is kept as."""
+    known = isinstance(event, dict)
+    return {
+        "type": type_,
+        "device": request.device,
+        "msg_id": request.bundle,
+        "key": event.get("key") if known else None,
+        "timestamp": event.get("timestamp") if known else None,
+        "data": json.dumps(event.get("data") if known else event),
+    }
 
 
-def _when(value: Any) -> _dt.datetime | None:
-    if isinstance(value, _dt.datetime):
-        return value.replace(tzinfo=None)
-    if isinstance(value, str):
-        try:
-            return _dt.datetime.fromisoformat(value).replace(tzinfo=None)
-        except ValueError:
-            return None
-    return None
-
-
-def _checked(
-    coll: str, fields: dict[str, peewee.Field], cols: list[str], raw: Any
-) -> dict[str, Any]:
-    """A bundle row checked against the model, in SQLite form; ``RemoteDataError`` why not."""
-    if not isinstance(raw, dict):
-        raise RemoteDataError(coll, "?", "the line is not a JSON object")
-    doc_id = check_id(coll, raw.get("id"))
-    unknown = sorted(set(raw) - set(cols))
-    if unknown:
-        raise RemoteDataError(coll, doc_id, f"unknown field {unknown[0]!r}")
-    out: dict[str, Any] = {}
-    for col in cols:
-        field = fields[col]
-        if col not in raw:
-            if col in ("updatedOn", "updatedBy", "createdOn"):
-                raise RemoteDataError(coll, doc_id, f"{col} is missing")
-            out[col] = missing_value(field)
-            if out[col] is None and not field.null:
-                raise RemoteDataError(coll, doc_id, f"{col} is missing")
-            continue
-        out[col] = check_value(coll, doc_id, field, raw[col])
-    if _when(out.get("updatedOn")) is None:
-        raise RemoteDataError(coll, doc_id, "updatedOn is not a timestamp")
-    return out
+def _check_header(header: dict[str, Any], request: IngestRequest, model: Any) -> None:
+    """The header names what the request does, and no column the model lacks."""
+    for name, want in (
+        ("bundle", request.bundle),
+        ("device", request.device),
+        ("collection", request.collection),
+        ("count", request.count),
+    ):
+        if header.get(name) != want:
+            raise BundleRejected(f"the bundle's header names another {name} than the request")
+    columns = header.get("columns")
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        raise BundleRejected("the bundle's header does not list its columns")
+    newer = sorted(set(columns) - set(remote_columns(model)))
+    if newer:  # rejected whole, so the rows are sent again once the service knows them
+        raise BundleRejected(
+            f"the bundle has columns this service does not know ({', '.join(newer)[:200]}):"
+            " a newer app version; upgrade the service's models"
+        )
 
 
 def _request_of(doc: RemoteDoc) -> IngestRequest:
     return IngestRequest.from_json({**doc.data, "bundle": doc.id})
-
-
-class IngestServer:
-    """``Ingestor.serve``'s HTTP endpoint: ``POST`` an ingest request as JSON, get the
-    result as JSON (200 when decided, 202 while pending; 400 for a malformed request,
-    401 without the token, 503 when the store or the blob storage cannot be reached)."""
-
-    def __init__(self, ingestor: Ingestor, host: str, port: int, token: str | None) -> None:
-        self.ingestor = ingestor
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                log.debug("ingest http: " + format, *args)
-
-            def do_POST(self) -> None:
-                status, body = outer._handle(self)
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        self._token = token
-        try:
-            self.httpd = http.server.ThreadingHTTPServer((host, port), Handler)
-        except (OSError, OverflowError) as exc:  # in use, not this machine's, out of range
-            busy = isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise ConfigurationError(
-                f"cannot serve on {host}:{port}: {reason}",
-                hint="choose another port, or stop the program that holds it"
-                if busy
-                else "give an address of this machine (e.g. 127.0.0.1 or 0.0.0.0) and a"
-                " port from 0 to 65535",
-                orig=exc,
-            ) from exc
-        self.httpd.daemon_threads = True
-        self.url = f"http://{host}:{self.httpd.server_address[1]}/ingest"
-        self._thread = threading.Thread(
-            target=self.httpd.serve_forever, name="ingest-http", daemon=True
-        )
-        self._thread.start()
-
-    def _handle(self, handler: http.server.BaseHTTPRequestHandler) -> tuple[int, dict[str, Any]]:
-        if (
-            self._token is not None
-            and handler.headers.get("Authorization") != f"Bearer {self._token}"
-        ):
-            return 401, {"error": "missing or wrong bearer token"}
-        try:
-            length = int(handler.headers.get("Content-Length") or 0)
-        except ValueError:
-            return 400, {"error": "bad Content-Length"}
-        if not 0 < length <= 1 << 16:
-            return 400, {"error": "an ingest request is a JSON object of at most 64 KiB"}
-        try:
-            request = IngestRequest.from_json(json.loads(handler.rfile.read(length)))
-        except ValueError as exc:
-            return 400, {"error": f"malformed ingest request: {exc}"}
-        try:
-            result = self.ingestor.submit(request)
-        except ReplicatorError as exc:
-            log.warning("ingest of %s failed: %s", request.bundle, exc)
-            return 503, {"error": f"{type(exc).__name__}: {exc.message}"}
-        except Exception:  # a bug: the device is told to try later, the log has the trace
-            log.exception("ingest of %s failed unexpectedly", request.bundle)
-            return 500, {"error": "the ingest service failed; try again later"}
-        return (202 if result.state == "pending" else 200), result.to_json()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self._thread.join(5)
-
-    def __enter__(self) -> IngestServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

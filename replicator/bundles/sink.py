@@ -39,7 +39,8 @@ def message_body(delivery: Delivery) -> bytes:
 
 class BundleSink:
     """An outbox sink: each message is stored as a checksummed object in ``blobs``
-    under ``{prefix}/outbox/<type>/<msg_id>.json.gz`` and announced to ``service``;
+    under ``{prefix}/<device>/outbox/<type>/<msg_id>.json.gz`` (the device's own folder,
+    the only place the service takes its bundles from) and announced to ``service``;
     the ingestor verifies it and keeps its events as documents of ``outbox_<type>``
     (lower case) in its remote store.
 
@@ -68,7 +69,7 @@ class BundleSink:
     def deliver(self, delivery: Delivery) -> None:
         body = message_body(delivery)
         sha = hashlib.sha256(body).hexdigest()
-        key = f"{self.prefix}/outbox/{delivery.type}/{delivery.msg_id}.json.gz"
+        key = f"{self.prefix}/{self.device}/outbox/{delivery.type}/{delivery.msg_id}.json.gz"
         if not put_once(self.blobs, key, io.BytesIO(body), sha):
             raise DeliveryRejected(409, f"{key} holds other bytes", delivery.msg_id)
         request = IngestRequest(

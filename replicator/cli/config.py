@@ -24,8 +24,13 @@
     ingest_token_env = "INGEST_TOKEN"                # optional: sent as a bearer token
     directory = "bundles"            # or: s3 = "bucket/prefix", endpoint_url = "..."
 
-The ingest service (``replicator ingest``) reads ``models``, ``[remote]`` and
-the bucket of ``[bundles]`` from a file of the same form; it needs no database.
+The ingest service (``replicator ingest``) reads ``models``, ``[remote]``, and the
+collections and bucket of ``[bundles]`` from a file of the same form (it takes
+bundles of those collections only); it needs no database. Serving HTTP, it needs
+the devices' tokens::
+
+    [service]
+    device_tokens = "device-tokens.toml"   # "<installation id>" = "<token>" lines
 
 The directory of the file is put on ``sys.path`` while the models are imported,
 so a models module may sit beside it.
@@ -65,6 +70,7 @@ _TOP = {
     "key",
     "download_only",
     "bundles",
+    "service",
 }
 _SECTIONS = {
     "remote": {"embedded", "firestore_root", "firestore_project"},
@@ -79,6 +85,7 @@ _SECTIONS = {
         "s3",
         "endpoint_url",
     },
+    "service": {"device_tokens"},
 }
 #: keys whose values are not strings: a list of table names, a flag
 _LISTS = {"download_only", "collections"}
@@ -99,6 +106,7 @@ class DeviceConfig:
     key: Mapping[str, str] | None
     download_only: tuple[str, ...] = ()
     bundles: Mapping[str, Any] | None = None
+    service: Mapping[str, str] | None = None
 
     @classmethod
     def load(cls, path: str | Path, *, service: bool = False) -> DeviceConfig:
@@ -124,6 +132,7 @@ class DeviceConfig:
             key=key,
             download_only=tuple(raw.get("download_only", ())),
             bundles=bundles,
+            service=raw.get("service"),
         )
 
     def _here(self, name: str) -> Path:
@@ -208,6 +217,24 @@ class DeviceConfig:
             service = HttpIngest(section["ingest_url"], headers=headers)
         chosen = self.pick(models, section["collections"], "[bundles] collections")
         return Bundles(self.bundle_blobs(), service, chosen)
+
+    def ingest_collections(self, models: list[type[Any]]) -> list[type[Any]]:
+        """The models the ingest service takes bundles of: ``[bundles] collections``."""
+        if self.bundles is None:
+            raise ConfigurationError(
+                f"{self.path}: the ingest service needs [bundles]: the collections it takes"
+                " (collections = [...]) and the bundles' bucket"
+            )
+        return self.pick(models, self.bundles["collections"], "[bundles] collections")
+
+    def device_tokens(self) -> Any:
+        """The devices' tokens of ``[service] device_tokens`` (a ``DeviceTokens``), or
+        None when the file names none."""
+        if not self.service or "device_tokens" not in self.service:
+            return None
+        from ..bundles.auth import DeviceTokens
+
+        return DeviceTokens.from_file(self._here(self.service["device_tokens"]))
 
     def read_key(self) -> Any:
         from ..snapshots.crypto import Passphrase, SnapshotKey

@@ -1,16 +1,21 @@
 """``replicator ingest``: the campaign service's ingestor, run from a config file.
 
-It needs no device database: only the config file's models, remote and the
-bucket the devices upload bundles to. Several ingestors may run on the same
-queue (each claims a bundle for ``--lease`` seconds). A bearer token named by
-``--token-env`` must be set, or the command refuses to serve rather than serve
-without one. SIGTERM stops it once the poll in hand is done; Ctrl-C stops it at
-once.
+It needs no device database: only the config file's models, remote, and the
+collections and bucket of ``[bundles]``; it takes bundles of those collections
+only. Several ingestors may run on the same queue (each claims a bundle for
+``--lease`` seconds). With ``--serve`` it serves the HTTP API under uvicorn
+(``bundles/service.py``), and only to devices with a token: ``[service]
+device_tokens`` must name the devices' tokens, or the command refuses to serve
+rather than serve without them. Each decision is logged to stderr. SIGTERM stops
+it gracefully (requests in flight are answered, the poll in hand is finished);
+Ctrl-C stops it at once.
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +48,6 @@ def _address(ctx: click.Context, param: click.Parameter, value: str | None) -> A
     callback=_address,
     help="Also take ingest requests over HTTP here (for devices using ingest_url).",
 )
-@click.option(
-    "--token-env",
-    metavar="VAR",
-    help="Require 'Authorization: Bearer $VAR' on HTTP requests.",
-)
 @click.option("--once", is_flag=True, help="Ingest what the queue holds now, then stop.")
 @click.option(
     "--poll",
@@ -67,7 +67,6 @@ def _address(ctx: click.Context, param: click.Parameter, value: str | None) -> A
 def ingest(
     config_path: Path,
     address: tuple[str, int] | None,
-    token_env: str | None,
     once: bool,
     poll: float,
     name: str | None,
@@ -75,38 +74,82 @@ def ingest(
 ) -> None:
     """Run the campaign service's ingestor: verify bundles devices uploaded and apply
     their rows to the remote store, from the store's queue (and over HTTP with
-    --serve). Several may run at once on the same queue. Stop with Ctrl-C."""
-    import signal
-    import threading
-
+    --serve, to devices holding a token of [service] device_tokens). Several may run
+    at once on the same queue. Stop with SIGTERM or Ctrl-C."""
     if once and address:
         raise click.UsageError(
             "--once and --serve cannot go together: --once ingests what the queue holds"
             " and stops, --serve keeps taking requests over HTTP"
         )
     from ..bundles.ingest import Ingestor
-    from ..errors import ConfigurationError
     from .config import DeviceConfig
 
     config = DeviceConfig.load(config_path, service=True)
+    collections = config.ingest_collections(config.load_models())
+    auth = config.device_tokens() if address else None
+    if address and auth is None:
+        from ..errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"{config_path}: --serve needs the devices' tokens, and the config names none",
+            hint='add [service] device_tokens = "FILE", a file of'
+            ' "<installation id>" = "<token>" lines',
+        )
     ingestor = Ingestor(
-        config.bundle_blobs(), config.open_remote(), config.load_models(), name=name, lease=lease
+        config.bundle_blobs(), config.open_remote(), collections, name=name, lease=lease
     )
-    if once:
-        results = ingestor.poll(limit=1_000_000)
-        for r in results:
-            click.echo(f"{r.bundle}  {r.state}  {r.accepted} rows  {r.reason}".rstrip())
-        click.echo(f"{len(results)} bundle(s) decided")
+    with _decisions_logged():
+        if once:
+            results = ingestor.poll(limit=1_000_000)
+            for r in results:
+                click.echo(f"{r.bundle}  {r.state}  {r.accepted} rows  {r.reason}".rstrip())
+            click.echo(f"{len(results)} bundle(s) decided")
+            return
+        _serve_and_poll(ingestor, address, auth, poll)
+
+
+class _Stderr(logging.Handler):
+    """Log lines on the standard error of the moment (the command's)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            click.echo(self.format(record), err=True)
+        except Exception:  # a closed stream must not stop the service
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def _decisions_logged() -> Iterator[None]:
+    """While the command runs, each decision of the service on stderr, one line each
+    (unless the program configured logging itself)."""
+    logger = logging.getLogger("replicator")
+    configured = [h for h in logger.handlers if not isinstance(h, logging.NullHandler)]
+    if configured or logging.getLogger().handlers:
+        yield
         return
-    server = None
-    if address:
-        token = os.environ.get(token_env) if token_env else None
-        if token_env and not token:
-            raise ConfigurationError(f"${token_env} is empty", hint="export the token first")
-        server = ingestor.serve(*address, token=token)
-        click.echo(f"taking ingest requests at {server.url}")
+    handler = _Stderr()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _serve_and_poll(ingestor: Any, address: tuple[str, int] | None, auth: Any, poll: float) -> None:
+    """Poll the queue, and serve HTTP on ``address``, until SIGTERM (graceful: the
+    requests in flight are answered) or Ctrl-C."""
+    import signal
+    import threading
+
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    server = ingestor.serve(*address, auth=auth) if address else None
+    if server is not None:
+        click.echo(f"taking ingest requests at {server.url}")
     click.echo(f"ingestor {ingestor.name} polling the queue every {poll:g} s")
     try:
         ingestor.run(poll_every=poll, stop=stop)

@@ -42,7 +42,7 @@ class Campaign:
         self.opened: list[Replicator] = []
 
     def ingestor(self, name: str = "one", **kw: Any) -> Ingestor:
-        return Ingestor(self.blobs, self.remote, MODELS, name=name, **kw)
+        return Ingestor(self.blobs, self.remote, [Household], name=name, **kw)
 
     def collector(self, name: str, service: Any, **kw: Any) -> Replicator:
         return self._device(

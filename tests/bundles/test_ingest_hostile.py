@@ -33,6 +33,9 @@ from replicator.codec import encode_json
 from replicator.model import remote_columns
 from tests.campaign_models import MODELS, REFERENCE, Household
 
+#: what the campaign service takes: its upload-only collections
+TAKEN = [Household]
+
 CASES = int(os.environ.get("REPLICATOR_INGEST_FUZZ", "200"))
 #: a well-formed ingest request naming an object that does not exist
 WELL_FORMED = {
@@ -82,7 +85,7 @@ class Service:
     def __init__(self, tmp_path: Any) -> None:
         self.blobs = DirectoryBlobStore(tmp_path / "bucket")
         self.remote = EmbeddedRemote(tmp_path / "remote.db")
-        self.ingestor = Ingestor(self.blobs, self.remote, MODELS, name="t")
+        self.ingestor = Ingestor(self.blobs, self.remote, TAKEN, name="t")
         self.n = 0
 
     def ingest(self, data: bytes, **request: Any) -> IngestResult:
@@ -166,8 +169,10 @@ def test_the_same_id_twice_in_one_bundle_is_refused(service):
         ({"size": 10**12}, "larger than"),
         ({"sha256": "0" * 64}, "altered"),
         ({"collection": "nowhere"}, "not a collection"),
-        ({"collection": "form_schemas"}, "another collection"),
-        ({"device": "someone-else"}, "another device"),
+        ({"collection": "form_schemas"}, "not a collection this service takes"),
+        ({"device": "someone-else"}, "folder of the device"),
+        ({"device": "someone-else", "key": "bundles/someone-else/bx"}, "another device"),
+        ({"device": "a/b", "key": "bundles/a/b/bx"}, "not a device name"),
         ({"count": 5}, "another count"),
     ],
 )
@@ -186,7 +191,7 @@ def test_a_request_that_does_not_match_its_bundle_is_rejected(service, change, s
         (gzip.compress(b""), "empty"),
         (gzip.compress(b"{not json\n"), "header is not JSON"),
         (gzip.compress(b'{"format": "other"}\n'), "format"),
-        (gzip.compress(b'{"format": "' + FORMAT.encode() + b'"}\n{bad\n'), "line 2"),
+        (bundle_bytes(["{bad"], bundle="b1"), "line 2"),
         (bundle_bytes([row(0)])[:-9], "ends early"),
         (bundle_bytes([row(0)]) + b"garbage", "follow"),
         (bundle_bytes([row(0)], count=2), "another count"),
@@ -201,9 +206,9 @@ def test_a_malformed_bundle_is_rejected_whole(service, data, says):
 def test_a_compression_bomb_is_refused_without_expanding_it(tmp_path):
     svc = Service(tmp_path)
     svc.ingestor.max_bundle_bytes = 1 << 20
-    data = gzip.compress(b'{"format": "' + FORMAT.encode() + b'"}\n' + b" " * (50 << 20))
+    data = bundle_bytes([" " * (50 << 20)], bundle="b1")
     assert len(data) < 1 << 20
-    result = svc.ingest(data, bundle="b1", count=0)
+    result = svc.ingest(data, bundle="b1", count=1)
     assert result.state == "rejected" and "expands past" in result.reason
 
 
@@ -240,10 +245,12 @@ def test_random_mutations_of_a_bundle_with_a_matching_checksum(service):
 
 def test_the_http_endpoint_refuses_malformed_requests(service):
     with service.ingestor.serve() as server:
-        for body in (b"", b"[]", b"{", b'{"bundle": "x"}', b"x" * 70000):
+        for body in (b"", b"[]", b"{", b'{"bundle": "x"}', b"[" * 30000 + b"]" * 30000):
             answer = httpx.post(server.url, content=body)
             assert answer.status_code == 400, (body[:20], answer.text)
             assert "error" in answer.json()
+        answer = httpx.post(server.url, content=b"x" * 70000)
+        assert answer.status_code == 413 and "at most" in answer.json()["error"]
         answer = httpx.post(server.url, json=WELL_FORMED)  # no such object: rejected, 200
         assert answer.status_code == 200 and answer.json()["state"] == "rejected"
 
@@ -297,7 +304,7 @@ def test_refusals_naming_rows_outside_the_bundle_are_ignored(tmp_path):
 def test_an_object_longer_than_its_request_is_not_read_to_its_end_on_s3(tmp_path, s3_blobs):
     svc = Service(tmp_path)
     svc.blobs = s3_blobs
-    svc.ingestor = Ingestor(s3_blobs, svc.remote, MODELS, name="s3")
+    svc.ingestor = Ingestor(s3_blobs, svc.remote, TAKEN, name="s3")
     data = bundle_bytes([row(0)], bundle="bx") + os.urandom(3 << 20)
     result = svc.ingest(data, bundle="bx", count=1, size=100)
     assert result.state == "rejected" and "longer" in result.reason, result.reason

@@ -68,7 +68,7 @@ def test_batched_and_single_events_reach_the_store_once_even_after_a_lost_answer
     telemetry = events_of(remote, "TELEMETRY")
     assert sorted(e["n"] for _, e in telemetry) == list(range(30))  # each once
     assert events_of(remote, "COURSE_PROGRESS") == [("learner-7", {"do_1": 2, "events": [1]})]
-    keys = [b.key for b in blobs.list("bundles/outbox/")]
+    keys = [b.key for b in blobs.list("bundles/tablet-1/outbox/")]
     assert len(keys) == 2 and all(k.endswith(".json.gz") for k in keys)
 
 

@@ -4,7 +4,6 @@ serving HTTP) verifies and applies."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -73,9 +72,14 @@ def test_queue_mode_sync_then_ingest_once_then_sync(place):
     assert result.exit_code == 0 and "bundled 3 households;" in result.output, result.output
 
 
-def test_ingest_serves_http_as_a_real_process_and_stops_on_sigterm(place):
-    port = free_port()
-    os.environ["INGEST_TOKEN_T"] = "s3cret"
+def installation_id(config: Path) -> str:
+    device = DeviceConfig.load(config).replicator()
+    device.database.close()
+    return device.installation_id
+
+
+def serve(place: Path, port: int) -> subprocess.Popen[str]:
+    """``replicator ingest --serve`` as a real process, once it answers."""
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -86,8 +90,6 @@ def test_ingest_serves_http_as_a_real_process_and_stops_on_sigterm(place):
             str(place / "service.toml"),
             "--serve",
             f"127.0.0.1:{port}",
-            "--token-env",
-            "INGEST_TOKEN_T",
             "--poll",
             "0.2",
         ],
@@ -96,20 +98,38 @@ def test_ingest_serves_http_as_a_real_process_and_stops_on_sigterm(place):
         text=True,
         cwd=place,
     )
+    for _ in range(200):
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+            return proc
+        except httpx.TransportError:
+            assert proc.poll() is None, proc.communicate()[0]
+            time.sleep(0.1)
+    raise AssertionError("the service never answered")
+
+
+def with_tokens(place: Path, tokens: dict[str, str]) -> None:
+    """The service's config names a file of the devices' tokens."""
+    (place / "tokens.toml").write_text("".join(f'"{d}" = "{t}"\n' for d, t in tokens.items()))
+    service = place / "service.toml"
+    service.write_text(service.read_text() + '[service]\ndevice_tokens = "tokens.toml"\n')
+
+
+def test_ingest_serves_http_as_a_real_process_and_stops_on_sigterm(place, monkeypatch):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/ingest"
+    config = collector(place, f'ingest_url = "{url}"')
+    register(config, 4)
+    with_tokens(place, {installation_id(config): "collector-token-0123456789"})
+    monkeypatch.setenv("INGEST_TOKEN_T", "collector-token-0123456789")
+    proc = serve(place, port)
     try:
-        url = f"http://127.0.0.1:{port}/ingest"
-        for _ in range(100):
-            try:
-                httpx.post(url, content=b"{}", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        assert httpx.get(f"http://127.0.0.1:{port}/health").json()["status"] == "ok"
         # a request without the token is refused
         assert httpx.post(url, json={}, timeout=5).status_code == 401
-        bad = httpx.post(url, json={"bundle": 1}, headers={"Authorization": "Bearer s3cret"})
+        token = {"Authorization": "Bearer collector-token-0123456789"}
+        bad = httpx.post(url, json={"bundle": 1}, headers=token)
         assert bad.status_code == 400 and "malformed ingest request" in bad.json()["error"]
-        config = collector(place, f'ingest_url = "{url}"')
-        register(config, 4)
         result = run("sync", "--config", str(config))
         assert result.exit_code == 1 and "HTTP 401" in result.output  # told, in one line
         config.write_text(
@@ -121,16 +141,32 @@ def test_ingest_serves_http_as_a_real_process_and_stops_on_sigterm(place):
         assert result.exit_code == 0 and "bundled 4 households;" in result.output, result.output
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=20)
+        out, _ = proc.communicate(timeout=40)
     assert proc.returncode == 0, out
     assert "taking ingest requests at" in out
+    # a line for each decision: the refusals and the bundle accepted
+    assert "HTTP 401: missing or wrong bearer token" in out, out
+    assert "HTTP 400: malformed ingest request" in out, out
+    assert "of households from" in out and "accepted (4 rows accepted, 0 refused)" in out, out
+
+
+def test_serving_without_the_devices_tokens_is_refused_in_one_line(place):
+    result = run(
+        "ingest", "--config", str(place / "service.toml"), "--serve", f"127.0.0.1:{free_port()}"
+    )
+    assert result.exit_code == 1 and "device_tokens" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
 
 
 def test_the_ingestor_applies_what_http_devices_send(place):
     from replicator import Bundles, HttpIngest, Ingestor
 
     config = DeviceConfig.load(place / "service.toml", service=True)
-    ingestor = Ingestor(config.bundle_blobs(), config.open_remote(), config.load_models())
+    ingestor = Ingestor(
+        config.bundle_blobs(),
+        config.open_remote(),
+        config.ingest_collections(config.load_models()),
+    )
     with ingestor.serve() as server:
         device_config = collector(place, f'ingest_url = "{server.url}"')
         register(device_config, 5)
@@ -169,8 +205,7 @@ def test_a_wrong_service_or_campaign_config_is_one_line(place, text, says):
     device.write_text(device_text)
     for args in (["ingest", "--config", str(path), "--once"], ["sync", "--config", str(device)]):
         result = run(*args)
-        if (says, args[0]) in (("bundles' bucket", "sync"), ("not tables", "ingest")):
-            # a device without bundles is fine; the service takes bundles of every model
+        if (says, args[0]) == ("bundles' bucket", "sync"):  # a device without bundles is fine
             assert result.exit_code == 0, result.output
             continue
         assert result.exit_code == 1, result.output
@@ -181,3 +216,54 @@ def test_a_wrong_service_or_campaign_config_is_one_line(place, text, says):
 def test_a_bad_serve_address_is_one_line(place):
     result = run("ingest", "--config", str(place / "service.toml"), "--serve", "nowhere")
     assert result.exit_code == 2 and "HOST:PORT" in result.output
+
+
+@pytest.mark.parametrize("collection", ["form_schemas", "localizations"])
+def test_ingest_takes_only_the_collections_its_config_lists(place, collection):
+    """A collector's bundle for a download-only collection (the SOS contact's phone),
+    or for any collection the service's [bundles] does not list, is rejected."""
+    import hashlib
+    import io
+
+    from replicator import (
+        DeviceRecord,
+        DirectoryBlobStore,
+        EmbeddedRemote,
+        IngestRequest,
+        StoreIngest,
+    )
+    from tests.bundles.kit import WHEN, bundle_bytes
+
+    hostile = {"id": "00000000-0000-4000-8000-000000000001", "form": "sos", "version": 9,
+               "schema": "+258 the attacker's phone", "language": "pt", "strings": "{}",
+               "updatedOn": WHEN}  # fmt: skip
+    data = bundle_bytes([hostile], bundle="b1", device="attacker", collection=collection)
+    DirectoryBlobStore(place / "bucket").put("bundles/attacker/b1", io.BytesIO(data))
+    request = IngestRequest(
+        "b1", "bundles/attacker/b1", hashlib.sha256(data).hexdigest(), len(data), 1,
+        collection, "attacker",
+    )  # fmt: skip
+    remote = EmbeddedRemote(place / "remote.db")
+    StoreIngest(remote).submit(request, DeviceRecord("attacker"))
+    result = run("ingest", "--config", str(place / "service.toml"), "--once")
+    assert result.exit_code == 0, result.output
+    assert "rejected" in result.output and "not a collection this service takes" in result.output
+    assert remote.all_docs(collection) == {}
+
+
+@pytest.mark.parametrize(
+    ("tokens", "says"),
+    [
+        ('"collector-1" = "short"\n', "at least 16"),
+        ("not toml =", "not valid TOML"),
+        ("", "lists no"),
+    ],
+)
+def test_a_wrong_device_tokens_file_is_one_line(place, tokens, says):
+    with_tokens(place, {})
+    (place / "tokens.toml").write_text(tokens)
+    result = run(
+        "ingest", "--config", str(place / "service.toml"), "--serve", f"127.0.0.1:{free_port()}"
+    )
+    assert result.exit_code == 1 and says in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output

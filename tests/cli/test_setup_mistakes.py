@@ -133,7 +133,9 @@ def service(tmp_path) -> Path:
     path.write_text(
         'models = "campaign:MODELS"\n[remote]\nembedded = "remote.db"\n'
         '[bundles]\ncollections = ["households"]\ningest_queue = true\ndirectory = "bucket"\n'
+        '[service]\ndevice_tokens = "tokens.toml"\n'
     )
+    (tmp_path / "tokens.toml").write_text('"collector-1" = "collector-1-token-0123"\n')
     return path
 
 

@@ -160,7 +160,7 @@ class BundleReceiving:
 
     @contextlib.contextmanager
     def unreachable(self) -> Iterator[None]:
-        port = self.server.httpd.server_address[1]
+        port = self.server.port
         self.server.close()
         try:
             yield
@@ -179,7 +179,7 @@ class BundleReceiving:
 
     @contextlib.contextmanager
     def refusing_the_sender(self) -> Iterator[None]:
-        port = self.server.httpd.server_address[1]
+        port = self.server.port
         self.server.close()
         self.server = self.ingestor.serve(port=port, token="a token the sink lacks")
         try:

@@ -1,5 +1,6 @@
 """The IngestService contract (stores/ingest.py), run against every implementation:
-``HttpIngest`` talking to a real ``IngestServer`` over 127.0.0.1, and ``StoreIngest``
+``HttpIngest`` talking to a real ``IngestServer`` (uvicorn) over 127.0.0.1, with the
+device's own token, and ``StoreIngest``
 over a real queue (the ``ingest_requests`` collection of an ``EmbeddedRemote``) that an
 ``Ingestor`` drains. Bundles are real objects in a ``DirectoryBlobStore``, put there
 first, as a sender does.
@@ -23,6 +24,7 @@ import pytest
 
 from replicator import (
     DeviceRecord,
+    DeviceTokens,
     DirectoryBlobStore,
     EmbeddedRemote,
     HttpIngest,
@@ -38,10 +40,11 @@ from replicator.bundles.format import bundle_header, pack, put_once
 from replicator.codec import encode_json
 from replicator.model import remote_columns
 from replicator.stores.ingest import QUEUE, IngestService
-from tests.campaign_models import MODELS, Household
+from tests.campaign_models import Household
 
 ME = DeviceRecord(installation_id="collector-1", name="collector", platform="test")
-TOKEN = "s3cret"
+TOKEN = "s3cret-of-collector-1"
+AUTH = DeviceTokens({ME.installation_id: TOKEN})
 WHEN = "2026-11-23 10:00:00.123456"
 
 
@@ -70,7 +73,7 @@ class Seam:
         self.path = tmp_path / "remote.db"
         self.blobs = DirectoryBlobStore(tmp_path / "bucket")
         self.remote = EmbeddedRemote(self.path)
-        self.ingestor = Ingestor(self.blobs, self.remote, MODELS, name="contract")
+        self.ingestor = Ingestor(self.blobs, self.remote, [Household], name="contract")
         self.service: IngestService
         self.n = 0
         self._closing: list[Any] = []
@@ -140,7 +143,7 @@ class Http(Seam):
 
     def __init__(self, tmp_path: Path) -> None:
         super().__init__(tmp_path)
-        self.server = self.ingestor.serve(token=TOKEN)
+        self.server = self.ingestor.serve(auth=AUTH)
         self._closing.append(self.server)
         self.service = self._client(self.server.url, token=TOKEN)
 
@@ -160,7 +163,8 @@ class Http(Seam):
 
     def impatient(self) -> IngestService:
         remote = EmbeddedRemote(self.path, timeout=0.3)
-        server = Ingestor(self.blobs, remote, MODELS, name="impatient").serve(token=TOKEN)
+        impatient = Ingestor(self.blobs, remote, [Household], name="impatient")
+        server = impatient.serve(auth=AUTH)
         self._closing.append(server)
         return self._client(server.url, token=TOKEN)
 

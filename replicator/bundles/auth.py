@@ -1,0 +1,120 @@
+"""Who is asking: the ingest service's authenticators.
+
+An :class:`Authenticator` maps an HTTP request's headers to the :class:`Caller` it
+comes from, or to ``None`` (not authenticated: 401). The service then holds the caller
+to its own data: a request must name the caller's device (``service.py``), and the
+ingestor takes bundles only from that device's folder and lets it write only rows it
+created (``rows.py``).
+
+:class:`DeviceTokens` is the authenticator of ``replicator ingest``: one bearer token
+per device, from a file the campaign's operator keeps. Signing in (Firebase ID tokens)
+replaces it by another authenticator, verifying the token and answering the caller's
+device and user; nothing else changes.
+"""
+
+from __future__ import annotations
+
+import hmac
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
+
+import attrs
+
+from ..codec import names_a_document
+from ..errors import ConfigurationError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+#: fewest characters of a device token (a guessable token identifies no one)
+MIN_TOKEN = 16
+
+
+@attrs.frozen
+class Caller:
+    """Whom a request comes from: the device's installation id, and once devices sign
+    in, the user."""
+
+    device: str
+    user: str | None = None
+
+
+class Authenticator(Protocol):
+    """Maps a request's headers (case-insensitive names) to its caller, or to ``None``
+    when they prove no identity. It must not raise for any headers a client sends."""
+
+    def __call__(self, headers: Mapping[str, str]) -> Caller | None: ...
+
+
+def bearer(headers: Mapping[str, str]) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header, or ``""``."""
+    scheme, _, token = (headers.get("authorization") or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def is_device_name(name: str) -> bool:
+    """Whether ``name`` can be a device's installation id: 1 to 64 printable
+    characters, without ``/`` (it names the device's folder of the bucket)."""
+    return len(name) <= 64 and name.isprintable() and names_a_document(name)
+
+
+class DeviceTokens:
+    """One bearer token per device: ``tokens`` maps each device's installation id to
+    its token. A request's token is compared with every device's, each in constant time
+    (``hmac.compare_digest``), so neither the answer's time nor its content tells an
+    attacker how much of a token was right, or whose it was close to."""
+
+    def __init__(self, tokens: Mapping[str, str]) -> None:
+        seen: set[str] = set()
+        self._tokens: list[tuple[bytes, str]] = []
+        for device, token in tokens.items():
+            if not isinstance(device, str) or not is_device_name(device):
+                raise ConfigurationError(f"{str(device)[:40]!r} is not a device's installation id")
+            if not isinstance(token, str) or len(token) < MIN_TOKEN or not token.isprintable():
+                raise ConfigurationError(
+                    f"the token of {device} is not a string of at least {MIN_TOKEN} printable"
+                    " characters",
+                    hint="make one with:"
+                    " python -c 'import secrets; print(secrets.token_urlsafe())'",
+                )
+            if token in seen:
+                raise ConfigurationError(
+                    f"the token of {device} is another device's too: a token names one device"
+                )
+            seen.add(token)
+            self._tokens.append((token.encode(), device))
+
+    def __repr__(self) -> str:
+        return f"DeviceTokens({len(self._tokens)} devices)"
+
+    def __call__(self, headers: Mapping[str, str]) -> Caller | None:
+        given = bearer(headers).encode("utf-8", "replace")
+        found = None
+        for token, device in self._tokens:  # every one compared: the time tells nothing
+            if hmac.compare_digest(given, token):
+                found = device
+        return Caller(found) if found and given else None
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> DeviceTokens:
+        """Tokens from a TOML file of ``"<installation id>" = "<token>"`` lines; a file
+        that cannot be read, or a line that is not such a pair, is a ConfigurationError."""
+        path = Path(path)
+        try:
+            raw = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read the device tokens {path}: {exc}") from exc
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigurationError(f"{path} is not valid TOML: {exc}") from exc
+        if not raw:
+            raise ConfigurationError(
+                f"{path} lists no device", hint='add a line "<installation id>" = "<token>"'
+            )
+        try:
+            return cls(raw)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{path}: {exc.message}", hint=exc.hint) from exc
