@@ -45,7 +45,7 @@ def outbox() -> None:
 def outbox_status(events: Path) -> None:
     """Per type: events not yet delivered, messages, dead letters, drops, last
     success, last error and next attempt."""
-    from ..outbox.store import read_status
+    from ..outbox.status import read_status
 
     rows = read_status(events)  # read-only: looking never changes the file
     if not rows:

@@ -6,9 +6,10 @@ transaction. Delivery happens in :meth:`Outbox.sync` or on the outbox's
 background worker (:meth:`Outbox.start`), never on the thread that saves.
 
 :class:`Outbox` is the public face and only wires its parts: the file
-(``store``), saving and the caps (``queue``), delivery (``delivery``), what
-``init`` set up per type (``setup``) and the worker thread (``worker``), which
-sees the delivery side through the small protocol it declares. What each part
+(``store``, its tables in ``schema``, what it tells in ``status``), saving and
+the caps (``queue``), delivery (``delivery``, its messages in ``messages``), what
+``init`` set up per type (``setup``) and the worker (``worker``), which sees the
+delivery side through the small protocol it declares. What each part
 guarantees is said in its module.
 """
 
@@ -24,7 +25,8 @@ from .config import Retry, SyncConfiguration, load_configurations
 from .delivery import Dispatcher, OutboxReport
 from .queue import EventQueue
 from .setup import Merge, Setup
-from .store import DeadLetter, OutboxFile, TypeStatus
+from .status import DeadLetter, TypeStatus
+from .store import OutboxFile
 from .worker import Worker
 
 

@@ -249,6 +249,42 @@ def test_an_unusable_event_is_refused_and_nothing_is_stored(outbox, data, kwargs
     assert table_counts(outbox.path) == (0, 0)
 
 
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({"t": "\ud800"}, None),
+        ('{"t": "\udc00"}', None),  # JSON text holding a lone surrogate
+        ([1, "a\udfff"], None),
+        ({"ok": 1}, "learner-\ud83d"),
+    ],
+)
+def test_a_lone_surrogate_is_an_event_error_and_nothing_is_stored(outbox, data, key):
+    with pytest.raises(EventError, match="surrogate") as info:
+        outbox.save("COURSE_PROGRESS", data, key=key)
+    assert info.value.hint
+    assert table_counts(outbox.path) == (0, 0)
+
+
+def test_an_event_larger_than_the_byte_cap_is_refused_and_nothing_is_dropped(tmp_path, receiver):
+    box = Outbox(tmp_path / "events.db", max_pending_bytes=1 << 20)
+    box.init(seed_configs(receiver.url), merge={"COURSE_PROGRESS": lambda a, b: {**a, **b}})
+    for i in range(200):
+        box.save("TELEMETRY", telemetry(i))
+    with pytest.raises(EventError, match="max_pending_bytes"):
+        box.save("TELEMETRY", {"blob": "x" * (2 << 20)})
+    status = box.status()["TELEMETRY"]
+    assert (status.pending_events, status.dropped) == (200, 0)
+    # two saves under a key that merge into more than the cap: the later is refused
+    box.save("COURSE_PROGRESS", {"a": "x" * (600 << 10)}, key="learner-7")
+    with pytest.raises(EventError, match="max_pending_bytes"):
+        box.save("COURSE_PROGRESS", {"b": "y" * (600 << 10)}, key="learner-7")
+    status = box.status()["COURSE_PROGRESS"]
+    assert (status.pending_events, status.dropped) == (1, 0)
+    box.sync("COURSE_PROGRESS")
+    assert list(receiver.events[-1]["data"]) == ["a"]
+    box.close()
+
+
 def test_an_unknown_type_is_refused_with_the_known_ones(outbox):
     with pytest.raises(EventError, match="TELEMETRY"):
         outbox.save("GRADES", {"a": 1})
