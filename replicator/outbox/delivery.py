@@ -229,7 +229,8 @@ class Dispatcher:
                 self._dead_letter(run, message, exc.status, exc.response)
                 continue
             except OfflineError:
-                raise  # the receiver is gone: no message is to blame
+                self.file.release(message.msg_id)  # the receiver is gone: no one to blame
+                raise
             except ReplicatorError as exc:
                 if exc.retryable:
                     self.file.count_failure(message.msg_id, fault=False)

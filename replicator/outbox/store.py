@@ -323,6 +323,13 @@ class OutboxFile:
             ).fetchone()
         return int(row[0]) if row else 0
 
+    def release(self, msg_id: str) -> None:
+        """Let go of the claim on the message ``msg_id`` (no failure counted)."""
+        with self.transaction("let go of a message") as conn:
+            conn.execute(
+                "UPDATE processed_sync_data SET claimed_until = NULL WHERE msg_id = ?", (msg_id,)
+            )
+
     def move_to_dead_letters(self, msg_id: str, status: int, response: str) -> bool:
         """Move the message ``msg_id`` to the dead letters, with the status and the
         response of its refusal; False when it was no longer in line (another

@@ -57,7 +57,7 @@ class Deliveries(Protocol):
         ...
 
     def pending(self, type_: str) -> int:
-        """Events of ``type_`` not yet delivered; cheap (no rows counted)."""
+        """Events of ``type_`` not yet delivered; cheap (a row read at most)."""
         ...
 
     def schedule_states(self) -> Mapping[str, tuple[float | None, int]]:

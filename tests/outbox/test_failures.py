@@ -221,3 +221,17 @@ def test_an_http_sink_refusing_the_sender_is_delivery_rejected(receiver):
         sink.deliver(Delivery("m1", "T", b"{}", False, 1, "k"))
     assert info.value.status == 403
     sink.close()
+
+
+def test_a_message_that_found_no_receiver_goes_once_the_backoff_ends(tmp_path):
+    with EventReceiver() as gone:
+        url, port = gone.url, gone.server.server_address[1]
+    box = Outbox(tmp_path / "events.db", timeout=10, retry=Retry(attempts=1, base=0.2, cap=0.4))
+    box.init([{"type": "T", "api": api(url), "autoSync": {"threshold": 1}}])
+    box.save("T", {"n": 0})
+    box.start()
+    assert wait_for(lambda: "OfflineError" in (box.status()["T"].last_error or ""))
+    with EventReceiver(port=port) as back:
+        # well before the 20 s a claim of the message taken would last
+        assert wait_for(lambda: len(back.events) == 1, timeout=5)
+        box.close()

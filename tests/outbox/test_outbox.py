@@ -164,6 +164,15 @@ def test_a_wrong_configuration_field_is_named(field, value, tmp_path):
         box.close()
 
 
+def test_a_type_that_is_not_valid_unicode_is_refused(tmp_path):
+    box = Outbox(tmp_path / "events.db")
+    api = {"method": "post", "host": "h", "path": "", "params": ""}
+    with pytest.raises(ConfigurationError, match="surrogate"):
+        box.init([{"type": "T\udc80", "api": api}])
+    box.init([{"type": "TÉLÉMÉTRIE", "api": api}])  # any other string is a type
+    box.close()
+
+
 def test_a_type_configured_twice_is_refused():
     raw = json.loads(SEED_CONFIGS)["TELEMETRY"]
     with pytest.raises(ConfigurationError, match="twice"):
@@ -211,6 +220,55 @@ def test_a_damaged_file_and_memory_are_refused(tmp_path):
         Outbox(damaged)
     with pytest.raises(ConfigurationError, match="file"):
         Outbox(":memory:")
+
+
+#: the tables of an outbox file of the first version (no failures, faults, claims,
+#: removed totals)
+FIRST_VERSION = """
+CREATE TABLE events (
+    _id INTEGER PRIMARY KEY, type TEXT NOT NULL, key TEXT NOT NULL, data TEXT NOT NULL,
+    timestamp REAL NOT NULL, priority INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE processed_sync_data (
+    _id INTEGER PRIMARY KEY, msg_id TEXT NOT NULL UNIQUE, type TEXT NOT NULL,
+    processed_data BLOB NOT NULL, event_count INTEGER NOT NULL, priority INTEGER NOT NULL,
+    key TEXT, size INTEGER NOT NULL);
+CREATE TABLE dead_letters (
+    _id INTEGER PRIMARY KEY, msg_id TEXT NOT NULL UNIQUE, type TEXT NOT NULL,
+    processed_data BLOB NOT NULL, event_count INTEGER NOT NULL, priority INTEGER NOT NULL,
+    key TEXT, size INTEGER NOT NULL, status INTEGER NOT NULL, response TEXT NOT NULL,
+    failed_at REAL NOT NULL);
+CREATE TABLE outbox_configs (type TEXT PRIMARY KEY, config TEXT NOT NULL);
+CREATE TABLE outbox_merged (
+    type TEXT NOT NULL, key TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (type, key));
+CREATE TABLE outbox_state (
+    type TEXT PRIMARY KEY, last_success REAL, last_error TEXT, last_error_at REAL,
+    next_attempt REAL, failures INTEGER NOT NULL DEFAULT 0,
+    dropped INTEGER NOT NULL DEFAULT 0, requested INTEGER NOT NULL DEFAULT 0);
+"""
+
+
+def test_a_file_of_the_first_version_is_brought_up_to_date(tmp_path, receiver):
+    path = tmp_path / "events.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(FIRST_VERSION)
+    body = gzip.compress(b'{"do_1": 2}')
+    conn.execute(
+        "INSERT INTO processed_sync_data VALUES (1, 'm-old', 'COURSE_PROGRESS', ?, 1, 0, 'k', 11)",
+        (body,),
+    )
+    conn.execute(
+        "INSERT INTO events (type, key, data, timestamp) VALUES ('TELEMETRY', 'e1', '{}', 1.0)"
+    )
+    conn.commit()
+    conn.close()
+    box = Outbox(path)
+    box.init(seed_configs(receiver.url))
+    assert box.pending("COURSE_PROGRESS") == 1 and box.pending("TELEMETRY") == 1
+    assert box.sync("COURSE_PROGRESS").events_sent == 1
+    assert box.sync("TELEMETRY").events_sent == 1
+    assert box.pending("COURSE_PROGRESS") == 0 and box.pending("TELEMETRY") == 0
+    box.close()
+    assert receiver.messages[0]["msg_id"] == "m-old"
 
 
 def test_the_configurations_outlive_the_process(tmp_path, receiver):

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from pathlib import Path
 
 from replicator import Outbox
 from replicator.testing import EventReceiver
@@ -26,18 +27,19 @@ SECONDS = float(os.environ.get("REPLICATOR_OUTBOX_PROCS_SECONDS", "4"))
 WORKER = WORKERS / "outbox_procs.py"
 
 
+def app(db: Path, url: str, log: Path, seed: int) -> subprocess.Popen:
+    """An app process saving for SECONDS while its worker delivers."""
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), "app", str(db), url, str(log), str(SECONDS), str(seed)],
+        stderr=subprocess.PIPE,
+    )
+
+
 def test_several_processes_on_one_file_lose_nothing_and_send_once(tmp_path):
     db, stop = tmp_path / "events.db", tmp_path / "stop"
     logs = [tmp_path / f"saved-{n}.log" for n in range(PROCS)]
     with EventReceiver(latency=0.005) as receiver:
-        apps = [
-            subprocess.Popen(
-                [sys.executable, str(WORKER), "app", str(db), receiver.url, str(log), *more],
-                stderr=subprocess.PIPE,
-            )
-            for n, log in enumerate(logs)
-            for more in [(str(SECONDS), str(n + 1))]
-        ]
+        apps = [app(db, receiver.url, log, seed=n + 1) for n, log in enumerate(logs)]
         time.sleep(0.5)  # the apps created the file and stored their configurations
         syncer = subprocess.Popen(
             [sys.executable, str(WORKER), "sync", str(db), str(stop)], stderr=subprocess.PIPE
