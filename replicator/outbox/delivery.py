@@ -175,7 +175,7 @@ class Dispatcher:
                 raise
             finally:
                 if run.done is not None:
-                    self._compile(config, 0, run)
+                    self._step(config, 0, run, take=False, claimed_too=False)
                 run.log()
             if run.faults:
                 raise run.faults[0]  # recorded when it happened; the backoff stands
@@ -209,18 +209,7 @@ class Dispatcher:
         ``run.done`` for the caller to forget."""
         attempts = 1 if automatic else self.retry.attempts
         while not should_stop():
-            self._compile(config, upto, run)
-            now = time.time()
-            with self.file.transaction("take a message") as conn:
-                message = take_next(
-                    conn,
-                    config.type,
-                    config.should_batch,
-                    run.skipped,
-                    now=now,
-                    until=now + CLAIM * self.file.timeout,
-                    claimed_too=not automatic,
-                )
+            message = self._step(config, upto, run, take=True, claimed_too=not automatic)
             if message is None:
                 break
             try:
@@ -241,10 +230,13 @@ class Dispatcher:
             if pace is not None:
                 pace(len(message.body))
 
-    def _compile(self, config: SyncConfiguration, upto: int, run: _Run) -> None:
-        """Forget ``run.done`` (acknowledged by the sink), then, if no message of the
-        type that never failed is ready, move waiting events saved before the sync
-        began (``_id <= upto``) into one. One commit per message.
+    def _step(
+        self, config: SyncConfiguration, upto: int, run: _Run, *, take: bool, claimed_too: bool
+    ) -> Message | None:
+        """In one transaction: forget ``run.done`` (acknowledged by the sink); if no
+        message of the type that never failed is ready, move waiting events saved
+        before the sync began (``_id <= upto``) into one; with ``take``, take (and
+        claim) the next message in line, which is returned. One commit per message.
 
         The message is built and compressed before the write transaction, so saves
         on other threads wait only for the insert and the delete; inside it, the
@@ -258,7 +250,7 @@ class Dispatcher:
             built = build(
                 self.file.conn(), config, upto, done=done, skipped=run.skipped, now=now, **limits
             )
-        totals = None
+        totals = message = None
         with self.file.transaction("compile a message") as conn:
             if run.done is not None:
                 merged = self.setup.merge(config.type) is not None
@@ -267,9 +259,20 @@ class Dispatcher:
                 built = build(conn, config, upto, done=done, skipped=run.skipped, now=now, **limits)
             if built is not None:
                 insert(conn, config.type, built)
+            if take:
+                message = take_next(
+                    conn,
+                    config.type,
+                    config.should_batch,
+                    run.skipped,
+                    now=now,
+                    until=now + CLAIM * self.file.timeout,
+                    claimed_too=claimed_too,
+                )
         run.done = None
         if totals is not None:
             self.file.counts.removed(config.type, totals)
+        return message
 
     def _send(self, sink: Sink, message: Message, attempts: int) -> None:
         delivery = Delivery(

@@ -9,8 +9,8 @@ outbox file, so a restart keeps it too). Jobs given to :meth:`Outbox.schedule`
 (a ``Replicator``'s ``sync``, for one) run at their interval. The app's threads
 only save; nothing here runs on them.
 
-Each type's syncs, and each job, run on a lane of their own (a thread started
-for the run), at most one run per lane at a time: a slow receiver (each request
+Each type's syncs, and each job, run on a lane of their own (a thread of the
+worker's, ``lanes``), at most one run per lane at a time: a slow receiver (each request
 bounded by its deadline) holds up its own type only, never the other types nor
 the jobs. Types due together start highest pending priority first, and each
 waits for those started before it in the same pass, at most
@@ -35,6 +35,7 @@ import attrs
 
 from ..errors import ReplicatorError
 from .config import AutoSync, Retry, SyncConfiguration
+from .lanes import Lane
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ class Worker(threading.Thread):
         self._stopping = threading.Event()
         self._deadline = float("inf")
         self._allowed: dict[str, float] = {}
-        self._lanes: dict[str, threading.Thread] = {}
+        self._lanes: dict[str, Lane] = {}
         self._lanes_lock = threading.Lock()
         # a type holding events from before the start is due at once; the others
         # count their frequency from now
@@ -135,9 +136,12 @@ class Worker(threading.Thread):
         self.wake()
         if self.is_alive():
             self.join(max(0.0, end - time.time()))
-        for lane in self._busy_lanes():
-            lane.join(max(0.0, end - time.time()))
-        if self.is_alive() or self._busy_lanes():
+        with self._lanes_lock:
+            lanes = list(self._lanes.values())
+        busy = [lane for lane in lanes if not lane.idle(end - time.time())]
+        for lane in lanes:
+            lane.close()
+        if self.is_alive() or busy:
             log.warning("outbox worker still busy after %.1f s; left behind", timeout)
 
     # -- the loop ------------------------------------------------------------------------
@@ -157,15 +161,15 @@ class Worker(threading.Thread):
         """Start what is due on its lane; return the seconds until something else
         may be due (a lane that ends wakes the loop)."""
         due, nap = self._due(time.time())
-        ahead: list[threading.Thread] = []
+        ahead: list[Lane] = []
         start = time.monotonic()
         for type_ in due:
             self._last_run[type_] = time.time()
             before = list(ahead)
 
-            def sync(type_: str = type_, before: list[threading.Thread] = before) -> None:
+            def sync(type_: str = type_, before: list[Lane] = before) -> None:
                 for lane in before:  # higher priority first, briefly
-                    lane.join(max(0.0, start + HEAD_START - time.monotonic()))
+                    lane.idle(start + HEAD_START - time.monotonic())
                 self._sync(type_, self._stopping.is_set)
 
             lane = self._launch(f"type {type_}", sync)
@@ -180,35 +184,19 @@ class Worker(threading.Thread):
             nap = min(nap, job.next_run - time.time())
         return nap
 
-    def _launch(self, name: str, work: Callable[[], None]) -> threading.Thread | None:
-        """Run ``work`` on the lane ``name`` unless that lane is busy; the loop wakes
-        when it ends."""
-
-        def lane() -> None:
-            try:
-                work()
-            except Exception:  # a lane must never take the worker's state with it
-                log.exception("outbox %s failed", name)
-            finally:
-                with self._lanes_lock:
-                    self._lanes.pop(name, None)
-                self.wake()
-
+    def _launch(self, name: str, work: Callable[[], None]) -> Lane | None:
+        """Run ``work`` on the lane ``name`` (made on first use) unless that lane is
+        busy; the loop wakes when it ends."""
         with self._lanes_lock:
-            if name in self._lanes:
-                return None
-            thread = threading.Thread(target=lane, name=f"replicator-outbox {name}", daemon=True)
-            self._lanes[name] = thread
-        thread.start()
-        return thread
+            lane = self._lanes.get(name)
+            if lane is None:
+                lane = self._lanes[name] = Lane(name, self.wake)
+        return lane if lane.give(work) else None
 
     def _busy(self, name: str) -> bool:
         with self._lanes_lock:
-            return name in self._lanes
-
-    def _busy_lanes(self) -> list[threading.Thread]:
-        with self._lanes_lock:
-            return list(self._lanes.values())
+            lane = self._lanes.get(name)
+        return lane is not None and lane.busy
 
     def _due(self, now: float) -> tuple[list[str], float]:
         """The types due ``now`` whose lane is free, highest pending priority first
