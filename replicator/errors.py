@@ -90,7 +90,10 @@ class LocalDatabaseError(ReplicatorError):
 
 
 class RemoteError(ReplicatorError):
-    """The remote store failed or returned something unusable."""
+    """The remote store failed or returned something unusable. ``status`` is the
+    HTTP status it answered with, when it answered one over HTTP."""
+
+    status: int | None = None
 
 
 class OfflineError(RemoteError):
@@ -218,6 +221,8 @@ class DeliveryRejected(RemoteError):
     where ``replicator outbox requeue`` sends it again once the cause is fixed."""
 
     default_hint = "fix the endpoint or the events, then requeue the dead letters"
+
+    status: int  # always answered with one
 
     def __init__(self, status: int, response: str, msg_id: str = "") -> None:
         super().__init__(f"the sink refused message {msg_id or '?'} with HTTP {status}")

@@ -10,7 +10,9 @@ Invariants:
   refusal (``DeliveryRejected`` 409), never an overwrite;
 * delivered means the service *accepted* the message; anything else is an error the
   outbox acts on (``TransientError``: ask again later; ``DeliveryRejected``:
-  dead-letter it).
+  dead-letter it). A service that refuses the sender itself (a 4xx to the request:
+  a token it lacks) is a ``DeliveryRejected`` with that status too, as the ``Sink``
+  protocol asks: no later attempt succeeds until someone changes something.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import io
 import json
 import socket
 
-from ..errors import DeliveryRejected, TransientError
+from ..errors import DeliveryRejected, RemoteError, TransientError
 from ..stores.base import BlobStore, Delivery, DeviceRecord, Sink
 from ..stores.ingest import IngestRequest, IngestService
 from .format import EVENTS, put_once
@@ -81,9 +83,17 @@ class BundleSink:
             collection=f"{EVENTS}{delivery.type}",
             device=self.device,
         )
-        result = self.service.submit(
-            request, DeviceRecord(self.device, name=self.device, platform="outbox")
-        )
+        try:
+            result = self.service.submit(
+                request, DeviceRecord(self.device, name=self.device, platform="outbox")
+            )
+        except RemoteError as exc:
+            status = exc.status
+            if exc.retryable or isinstance(exc, DeliveryRejected) or status is None:
+                raise
+            if not 400 <= status < 500:
+                raise
+            raise DeliveryRejected(status, exc.message, delivery.msg_id) from exc
         if result.state == "accepted" and result.bundle == delivery.msg_id:
             return
         if result.state == "pending":

@@ -45,7 +45,7 @@ def outbox() -> None:
 def outbox_status(events: Path) -> None:
     """Per type: events not yet delivered, messages, dead letters, drops, last
     success, last error and next attempt."""
-    from ..outbox.store import read_status
+    from ..outbox.status import read_status
 
     rows = read_status(events)  # read-only: looking never changes the file
     if not rows:
@@ -91,7 +91,8 @@ def outbox_sync(events: Path, types: tuple[str, ...]) -> None:
 @_outbox_file
 @click.option("--type", "type_", default=None, help="Only this type.")
 def outbox_dead_letters(events: Path, type_: str | None) -> None:
-    """List the messages a receiver refused, with its status and answer."""
+    """List the messages a receiver refused, with its status and answer (or the
+    sink's error, for a message whose sink failed too often)."""
     box = _open_outbox(events)
     try:
         letters = box.dead_letters(type_)
@@ -101,8 +102,9 @@ def outbox_dead_letters(events: Path, type_: str | None) -> None:
         click.echo("no dead letters")
     for d in letters:
         answer = " ".join(d.response.split())[:120]
+        refusal = f"HTTP {d.status}" if d.status else "sink failed"
         click.echo(
-            f"{d.msg_id}  {d.type}  {d.event_count} event(s)  HTTP {d.status}"
+            f"{d.msg_id}  {d.type}  {d.event_count} event(s)  {refusal}"
             f"  {_when(d.failed_at)}  {answer}"
         )
 

@@ -5,16 +5,17 @@ configuration values (``config``), what an outbox tells (:class:`OutboxReport`,
 :class:`TypeStatus`, :class:`DeadLetter`) and the merge function
 :func:`per_key_max`. The modules behind them, one concern each: ``config``
 (configurations and :class:`Retry`), ``setup`` (configurations, sinks and merge
-functions in use), ``store`` (the SQLite file), ``queue`` (saving, coalescing, the
-caps), ``delivery`` (messages through a sink) and ``worker`` (the background
-thread).
+functions in use), ``schema`` (the tables), ``store`` (the SQLite file),
+``status`` (what the file tells), ``queue`` (saving, coalescing, the caps),
+``messages`` (building and acknowledging messages), ``delivery`` (messages
+through a sink) and ``worker`` (the background threads).
 """
 
 from .config import Api, AutoSync, Retry, SyncConfiguration, load_configurations
 from .delivery import OutboxReport
 from .outbox import Outbox
 from .setup import Merge, per_key_max
-from .store import DeadLetter, TypeStatus
+from .status import DeadLetter, TypeStatus
 
 __all__ = [
     "Api",

@@ -189,6 +189,14 @@ def load_configurations(
         ]
     out: dict[str, SyncConfiguration] = {}
     for item in items:
+        if not item.type.isascii():
+            try:
+                item.type.encode()
+            except UnicodeEncodeError as exc:
+                raise ConfigurationError(
+                    f"type {item.type!r} is not valid Unicode (a lone surrogate)",
+                    hint="name the type with text that was decoded right",
+                ) from exc
         if item.type in out:
             raise ConfigurationError(f"type {item.type!r} is configured twice")
         out[item.type] = item
@@ -201,7 +209,9 @@ class Retry:
     doubling up to ``cap``, each scaled by a random factor in [0.5, 1] (jitter), or
     the receiver's ``Retry-After`` (at most ``cap``). An explicit :meth:`Outbox.sync`
     tries a message ``attempts`` times before it raises; the worker tries once per
-    run and waits the backoff before the next run, however many runs it takes."""
+    run and waits the backoff before the next run, however many runs it takes. A
+    message whose sink fails in a way no wait cures (neither unreachable nor busy)
+    is dead-lettered after ``attempts`` such failures."""
 
     attempts: int = 3
     base: float = 0.5

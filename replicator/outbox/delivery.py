@@ -1,50 +1,63 @@
 """Delivering a type's events: messages compiled from waiting events, sent
-through the type's sink, acknowledged, retried or dead-lettered.
+through the type's sink, acknowledged, retried, set aside or dead-lettered.
 
 Invariants:
 
-* one delivery of a type runs at a time (a lock per type): an explicit sync during
-  an automatic one waits its turn and sends only what is left;
+* one delivery of a type runs at a time in a process (a lock per type): an
+  explicit sync during an automatic one waits its turn and sends only what is
+  left. Processes on one file may deliver a type at once: a message may then go
+  twice, always under its one ``msg_id`` (see ``messages`` and ``store``);
 * a delivery sends only the events saved before it began, so a type that keeps
   saving cannot keep it going forever;
 * a message is compiled (its events moved from ``events`` into
-  ``processed_sync_data``) in the transaction that deletes those events, and only
-  when no other message of the type is ready: a message once compiled is sent
-  again under its ``msg_id`` until acknowledged, never rebuilt;
-* a message is deleted only after the sink acknowledged it; the acknowledgement
-  is written in the transaction that compiles the next message;
-* a batched type's message is gzipped JSON (``msg_id``, ``type``, ``events``) built
-  around each event's stored text; a single event goes as its own JSON text;
-* a refusal for good (:class:`~replicator.errors.DeliveryRejected`) moves the
-  message to the dead letters and the delivery goes on; a failure that can pass
-  (:class:`~replicator.errors.OfflineError`,
-  :class:`~replicator.errors.TransientError`) is retried ``attempts`` times, then
-  recorded (last error, next attempt after a backoff) and raised, everything kept;
-  any other exception of an app's sink is a :class:`~replicator.errors.RemoteError`
-  and the message stays in line.
+  ``processed_sync_data``) in the transaction that deletes those events, and is
+  deleted only after the sink acknowledged it; the acknowledgement is written in
+  the transaction that compiles the next message.
+
+What a failure does, by kind:
+
+* :class:`~replicator.errors.DeliveryRejected` (refused for good): the message
+  goes to the dead letters and the delivery goes on;
+* :class:`~replicator.errors.OfflineError` (the receiver cannot be reached): the
+  delivery stops and the type backs off; the message is not to blame;
+* any other failure that can pass (:class:`~replicator.errors.TransientError`:
+  busy, throttled, no answer within the deadline): an explicit sync tries the
+  message :attr:`Retry.attempts` times; then the message counts a failure (it
+  goes after the others next time), the delivery stops and the type backs off;
+* any other failure (a sink's error that cannot pass by itself, any exception of
+  an app's sink): a fault of that message. It counts a failure, is set aside for
+  the rest of this delivery, which goes on with the next message; after
+  :attr:`Retry.attempts` faults it is dead-lettered (status 0, the error as its
+  response).
+
+Every failure is recorded in the file (``status().last_error``, and the next
+attempt after a backoff, which the worker waits), so no failure makes the worker
+try again at once, and one message never keeps the rest of its type from going.
+An explicit sync raises the error once it sent what it could.
 """
 
 from __future__ import annotations
 
-import gzip
-import json
 import logging
-import sqlite3
 import threading
 import time
-import uuid
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
 
 import attrs
 
-from ..errors import DeliveryRejected, OfflineError, RemoteError, ReplicatorError, TransientError
+from ..errors import DeliveryRejected, OfflineError, RemoteError, ReplicatorError
 from ..stores.base import Delivery, Sink
 from .config import Retry, SyncConfiguration
+from .messages import Message, acknowledge, build, insert, take_next, unchanged
 from .setup import Setup
 from .store import OutboxFile
 
 log = logging.getLogger(__name__)
+
+#: how long a message taken for sending stays claimed, in the outbox's timeouts (the
+#: deadline of one request): time for an attempt or two; a claim that runs out early
+#: costs at most the message sent twice under its msg_id
+CLAIM = 2.0
 
 
 @attrs.frozen
@@ -60,46 +73,22 @@ class OutboxReport:
     pending_messages: int = 0
 
 
-@attrs.frozen
-class _Message:
-    """A message ready to send, as read from ``processed_sync_data`` (``body``
-    un-gzipped for a single event)."""
-
-    id: int
-    msg_id: str
-    type: str
-    body: bytes
-    gzipped: bool
-    event_count: int
-    key: str | None
-    size: int
-    priority: int
-
-
-@attrs.frozen
-class _Built:
-    """A message built from waiting events (``rows``), not yet written."""
-
-    msg_id: str
-    rows: list[Any]
-    data: bytes
-    key: str | None
-    size: int
-
-
 @attrs.define
 class _Run:
-    """What one delivery of ``type`` has sent so far, and the message it sent last
-    (acknowledged by the sink, deleted with the next compile)."""
+    """What one delivery of ``type`` has sent so far, the message it sent last
+    (acknowledged by the sink, deleted with the next compile), the messages it set
+    aside after a fault, and the faults of those still in line."""
 
     type: str
     events: int = 0
     messages: int = 0
     bytes: int = 0
     dead: int = 0
-    done: _Message | None = None
+    done: Message | None = None
+    skipped: set[str] = attrs.field(factory=set)
+    faults: list[ReplicatorError] = attrs.field(factory=list)
 
-    def sent(self, message: _Message) -> None:
+    def sent(self, message: Message) -> None:
         self.done = message
         self.events += message.event_count
         self.messages += 1
@@ -148,7 +137,9 @@ class Dispatcher:
         return self.setup.configurations
 
     def pending(self, type_: str) -> int:
-        """Events of ``type_`` not yet delivered (waiting or in messages); cheap."""
+        """Events of ``type_`` not yet delivered (waiting or in messages), with what
+        other processes delivered taken off; one row read."""
+        self.file.refresh(type_)
         return self.file.counts.get(type_)[0]
 
     def schedule_states(self) -> dict[str, tuple[float | None, int]]:
@@ -170,22 +161,24 @@ class Dispatcher:
         """Send the events of ``type_`` saved before now, message by message, until
         none is left or ``should_stop()``; ``pace(bytes)`` is called after each
         message sent. An automatic delivery tries each message once, an explicit one
-        :attr:`Retry.attempts` times."""
+        :attr:`Retry.attempts` times when the failure can pass."""
         sink = self.setup.sink(type_)
         config = self.setup.config(type_)
         run = _Run(type_)
         with self._lock(type_):
-            with self.file.mapped("read the outbox"):
-                upto = self.file.conn().execute("SELECT MAX(_id) FROM events").fetchone()[0] or 0
             try:
-                self._drain(run, config, sink, upto, automatic, should_stop, pace)
-            except (OfflineError, TransientError) as exc:
+                with self.file.mapped("read the outbox"):
+                    upto = self.file.conn().execute("SELECT MAX(_id) FROM events").fetchone()[0]
+                self._drain(run, config, sink, upto or 0, automatic, should_stop, pace)
+            except ReplicatorError as exc:
                 self._failed(type_, exc)
                 raise
             finally:
                 if run.done is not None:
-                    self._compile(config, 0, run.done)
+                    self._step(config, 0, run, take=False, claimed_too=False)
                 run.log()
+            if run.faults:
+                raise run.faults[0]  # recorded when it happened; the backoff stands
             self.file.record_success(type_)
         status = self.file.status(type_, self.setup.configurations)[type_]
         return OutboxReport(
@@ -214,114 +207,74 @@ class Dispatcher:
     ) -> None:
         """Compile and send one message after the other; the last one sent stays in
         ``run.done`` for the caller to forget."""
+        attempts = 1 if automatic else self.retry.attempts
         while not should_stop():
-            self._compile(config, upto, run.done)
-            run.done = None
-            message = self._next_message(config.type)
+            message = self._step(config, upto, run, take=True, claimed_too=not automatic)
             if message is None:
                 break
             try:
-                self._send(sink, message, attempts=1 if automatic else self.retry.attempts)
+                self._send(sink, message, attempts)
             except DeliveryRejected as exc:
-                self._dead_letter(message, exc)
-                run.dead += 1
+                self._dead_letter(run, message, exc.status, exc.response)
+                continue
+            except OfflineError:
+                self.file.release(message.msg_id)  # the receiver is gone: no one to blame
+                raise
+            except ReplicatorError as exc:
+                if exc.retryable:
+                    self.file.count_failure(message.msg_id, fault=False)
+                    raise
+                self._fault(run, message, exc)
                 continue
             run.sent(message)
             if pace is not None:
                 pace(len(message.body))
 
-    def _compile(self, config: SyncConfiguration, upto: int, done: _Message | None) -> None:
-        """Forget the message ``done`` (acknowledged by the sink), then, if no message
-        of the type is ready, move waiting events saved before the sync began
-        (``_id <= upto``) into one: up to ``batch_events``/``batch_bytes`` of them for
-        a batched type, one otherwise. One commit per message.
+    def _step(
+        self, config: SyncConfiguration, upto: int, run: _Run, *, take: bool, claimed_too: bool
+    ) -> Message | None:
+        """In one transaction: forget ``run.done`` (acknowledged by the sink); if no
+        message of the type that never failed is ready, move waiting events saved
+        before the sync began (``_id <= upto``) into one; with ``take``, take (and
+        claim) the next message in line, which is returned. One commit per message.
 
         The message is built and compressed before the write transaction, so saves
         on other threads wait only for the insert and the delete; inside it, the
-        events are checked to be as they were read (a save under the same key may
-        have changed one meanwhile) and the message is rebuilt if not."""
+        events are checked to be as they were read (a save under the same key, or
+        another process, may have changed them meanwhile) and the message is rebuilt
+        if not."""
+        done = run.done.msg_id if run.done is not None else None
+        now = time.time()
+        limits = {"batch_events": self.batch_events, "batch_bytes": self.batch_bytes}
         with self.file.mapped("read the outbox"):
-            built = self._build(self.file.conn(), config, upto, done)
+            built = build(
+                self.file.conn(), config, upto, done=done, skipped=run.skipped, now=now, **limits
+            )
+        totals = message = None
         with self.file.transaction("compile a message") as conn:
-            if done is not None:
-                self._acknowledged(conn, done)
-            if built is None:
-                return
-            if not _unchanged(conn, built.rows):
-                built = self._build(conn, config, upto, None)
-                if built is None:
-                    return
-            conn.execute(
-                "INSERT INTO processed_sync_data"
-                " (msg_id, type, processed_data, event_count, priority, key, size)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    built.msg_id,
+            if run.done is not None:
+                merged = self.setup.merge(config.type) is not None
+                totals = acknowledge(conn, run.done, merged=merged)
+            if built is not None and not unchanged(conn, built.rows):
+                built = build(conn, config, upto, done=done, skipped=run.skipped, now=now, **limits)
+            if built is not None:
+                insert(conn, config.type, built)
+            if take:
+                message = take_next(
+                    conn,
                     config.type,
-                    built.data,
-                    len(built.rows),
-                    max(r[4] for r in built.rows),
-                    built.key,
-                    built.size,
-                ),
-            )
-            conn.execute(
-                "DELETE FROM events WHERE _id IN (SELECT value FROM json_each(?))",
-                (json.dumps([r[0] for r in built.rows]),),
-            )
-
-    def _build(
-        self, conn: sqlite3.Connection, config: SyncConfiguration, upto: int, done: _Message | None
-    ) -> _Built | None:
-        """The next message of ``config.type`` from waiting events, or ``None`` when a
-        message other than ``done`` is ready (send that first) or nothing waits."""
-        ready = conn.execute(
-            "SELECT _id FROM processed_sync_data WHERE type = ? ORDER BY _id LIMIT 2",
-            (config.type,),
-        ).fetchall()
-        if any(done is None or r[0] != done.id for r in ready):
-            return None
-        limit = self.batch_events if config.should_batch else 1
-        rows = conn.execute(
-            "SELECT _id, key, data, timestamp, priority FROM events"
-            " WHERE type = ? AND _id <= ? ORDER BY priority DESC, _id LIMIT ?",
-            (config.type, upto, limit),
-        ).fetchall()
-        if not rows:
-            return None
-        taken: list[Any] = []
-        size = 0
-        for row in rows:
-            if taken and size + len(row[2]) > self.batch_bytes:
-                break
-            taken.append(row)
-            size += len(row[2])
-        msg_id = uuid.uuid4().hex
-        if config.should_batch:
-            body, key = _batch_body(msg_id, config.type, taken), None
-        else:
-            body, key = taken[0][2].encode(), taken[0][1]
-        return _Built(msg_id, taken, gzip.compress(body, compresslevel=6), key, size)
-
-    def _next_message(self, type_: str) -> _Message | None:
-        with self.file.mapped("read the outbox"):
-            row = (
-                self.file.conn()
-                .execute(
-                    "SELECT _id, msg_id, processed_data, event_count, key, size, priority"
-                    " FROM processed_sync_data WHERE type = ?"
-                    " ORDER BY priority DESC, _id LIMIT 1",
-                    (type_,),
+                    config.should_batch,
+                    run.skipped,
+                    now=now,
+                    until=now + CLAIM * self.file.timeout,
+                    claimed_too=claimed_too,
                 )
-                .fetchone()
-            )
-        if row is None:
-            return None
-        batched = self.setup.config(type_).should_batch
-        data = row[2] if batched else gzip.decompress(row[2])
-        return _Message(row[0], row[1], type_, data, batched, row[3], row[4], row[5], row[6])
+        run.done = None
+        if totals is not None:
+            self.file.counts.removed(config.type, totals)
+        return message
 
-    def _send(self, sink: Sink, message: _Message, attempts: int) -> None:
+    def _send(self, sink: Sink, message: Message, attempts: int) -> None:
         delivery = Delivery(
             message.msg_id,
             message.type,
@@ -334,8 +287,8 @@ class Dispatcher:
             try:
                 sink.deliver(delivery)
                 return
-            except (OfflineError, TransientError) as exc:
-                if attempt == attempts:
+            except ReplicatorError as exc:
+                if not exc.retryable or isinstance(exc, DeliveryRejected) or attempt == attempts:
                     raise
                 wait = self.retry.delay(attempt, getattr(exc, "retry_after", None))
                 log.warning(
@@ -347,43 +300,55 @@ class Dispatcher:
                     wait,
                 )
                 time.sleep(wait)
-            except ReplicatorError:
-                raise
             except Exception as exc:  # an app's own sink failed: say so, keep the message
                 raise RemoteError(
-                    f"the sink of {message.type} failed: {type(exc).__name__}: {exc}",
-                    hint="the message stays in line; fix the sink and sync again",
+                    f"the sink of {message.type} failed on message {message.msg_id}:"
+                    f" {type(exc).__name__}: {exc}",
+                    hint="the message stays in line (dead-lettered after Retry.attempts"
+                    " such failures); fix the sink and sync again",
                     orig=exc,
                 ) from exc
 
-    def _acknowledged(self, conn: sqlite3.Connection, message: _Message) -> None:
-        conn.execute("DELETE FROM processed_sync_data WHERE _id = ?", (message.id,))
-        if message.key is not None and self.setup.merge(message.type) is not None:
-            # what the next save under this key merges with, once nothing waits
-            conn.execute(
-                "INSERT OR REPLACE INTO outbox_merged (type, key, data) VALUES (?, ?, ?)",
-                (message.type, message.key, message.body.decode()),
+    def _fault(self, run: _Run, message: Message, exc: ReplicatorError) -> None:
+        """A failure of ``message`` that no wait will cure: count it, set the
+        message aside for this run, dead-letter it after ``Retry.attempts``."""
+        faults = self.file.count_failure(message.msg_id, fault=True)
+        run.skipped.add(message.msg_id)
+        self._failed(run.type, exc)
+        if not faults:
+            return  # another process took it meanwhile
+        if faults >= self.retry.attempts:
+            self._dead_letter(
+                run, message, 0, f"{type(exc).__name__} ({faults} times): {exc}"[:2000]
             )
-        self.file.counts.remove(message.type, message.event_count, message.size)
+            return
+        run.faults.append(exc)
 
-    def _dead_letter(self, message: _Message, exc: DeliveryRejected) -> None:
+    def _dead_letter(self, run: _Run, message: Message, status: int, response: str) -> None:
+        if not self.file.move_to_dead_letters(message.msg_id, status, response):
+            return  # another process acknowledged or dead-lettered it meanwhile
+        run.dead += 1
         log.warning(
-            "outbox %s: the sink refused a message of %d event(s) with HTTP %d;"
-            " kept in the dead letters",
+            "outbox %s: message %s of %d event(s) %s; kept in the dead letters",
             message.type,
+            message.msg_id,
             message.event_count,
-            exc.status,
+            f"refused with HTTP {status}" if status else f"failed for good ({response[:200]})",
         )
-        self.file.move_to_dead_letters(message.id, exc.status, exc.response)
-        self.file.counts.remove(message.type, message.event_count, message.size)
 
     def _failed(self, type_: str, exc: ReplicatorError) -> None:
+        """Record ``exc`` as the type's last error and set its next attempt after a
+        backoff (a record that cannot be written is logged: the error goes on)."""
         retry_after = getattr(exc, "retry_after", None)
-        failures, wait = self.file.record_failure(
-            type_,
-            f"{type(exc).__name__}: {exc}",
-            lambda failures: self.retry.delay(failures, retry_after),
-        )
+        try:
+            failures, wait = self.file.record_failure(
+                type_,
+                f"{type(exc).__name__}: {exc}",
+                lambda failures: self.retry.delay(failures, retry_after),
+            )
+        except ReplicatorError as again:
+            log.warning("outbox %s: could not record a failure: %s", type_, again)
+            return
         log.warning(
             "outbox %s: delivery failed (%s), failure %d in a row; next attempt in %.1f s",
             type_,
@@ -391,24 +356,3 @@ class Dispatcher:
             failures,
             wait,
         )
-
-
-def _unchanged(conn: sqlite3.Connection, rows: Sequence[Any]) -> bool:
-    """Whether the events read for a message still wait, as they were read (a save
-    under the same key rewrites ``data`` and ``timestamp``)."""
-    now = conn.execute(
-        "SELECT _id, timestamp, length(data) FROM events"
-        " WHERE _id IN (SELECT value FROM json_each(?))",
-        (json.dumps([r[0] for r in rows]),),
-    ).fetchall()
-    return sorted(now) == sorted((r[0], r[3], len(r[2])) for r in rows)
-
-
-def _batch_body(msg_id: str, type_: str, rows: Sequence[Any]) -> bytes:
-    """The JSON of one batch, built around each event's stored text (not re-parsed)."""
-    events = ",".join(
-        f'{{"key":{json.dumps(key)},"timestamp":{ts!r},"priority":{prio},"data":{data}}}'
-        for _id, key, data, ts, prio in rows
-    )
-    head = json.dumps({"msg_id": msg_id, "type": type_})[:-1]
-    return f'{head},"events":[{events}]}}'.encode()

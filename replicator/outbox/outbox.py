@@ -6,9 +6,10 @@ transaction. Delivery happens in :meth:`Outbox.sync` or on the outbox's
 background worker (:meth:`Outbox.start`), never on the thread that saves.
 
 :class:`Outbox` is the public face and only wires its parts: the file
-(``store``), saving and the caps (``queue``), delivery (``delivery``), what
-``init`` set up per type (``setup``) and the worker thread (``worker``), which
-sees the delivery side through the small protocol it declares. What each part
+(``store``, its tables in ``schema``, what it tells in ``status``), saving and
+the caps (``queue``), delivery (``delivery``, its messages in ``messages``), what
+``init`` set up per type (``setup``) and the worker (``worker``), which sees the
+delivery side through the small protocol it declares. What each part
 guarantees is said in its module.
 """
 
@@ -24,7 +25,8 @@ from .config import Retry, SyncConfiguration, load_configurations
 from .delivery import Dispatcher, OutboxReport
 from .queue import EventQueue
 from .setup import Merge, Setup
-from .store import DeadLetter, OutboxFile, TypeStatus
+from .status import DeadLetter, TypeStatus
+from .store import OutboxFile
 from .worker import Worker
 
 
@@ -35,9 +37,17 @@ class Outbox:
     (events waiting plus events in messages). Past a cap the outbox drops the oldest
     event of the lowest priority first (a whole message once no event waits), counts
     the drop in :meth:`status` and logs a warning. ``batch_events`` and
-    ``batch_bytes`` bound one message of a batched type. ``durable=True`` makes each
-    save survive a power cut (``synchronous=FULL``); the default survives a crash of
-    the process, not of the machine.
+    ``batch_bytes`` bound one message of a batched type. An event larger than
+    ``max_pending_bytes`` could never fit and is refused at :meth:`save`.
+    ``timeout`` is how long a write waits for another thread or process holding the
+    file, and the deadline of each request of the HTTP sinks the outbox makes (for
+    the types without a sink of the app's). ``durable=True`` makes each save
+    survive a power cut (``synchronous=FULL``); the default survives a crash of the
+    process, not of the machine.
+
+    Several processes may use one file (two apps, an app and ``replicator outbox
+    sync``): nothing saved is lost and each message goes under its one ``msg_id``
+    (see ``store`` and ``messages``).
     """
 
     def __init__(
@@ -155,6 +165,11 @@ class Outbox:
         else the state last acknowledged (kept per key for single-event types), so
         every message of a key carries its full merged state and never goes
         backwards. Higher ``priority`` is sent first.
+
+        An :class:`EventError` (nothing stored): data that is no JSON value, text
+        that is not valid Unicode (a lone surrogate), an event larger than
+        ``max_pending_bytes``, a wrong key or priority, a type not configured, a
+        merge function that failed.
         """
         config = self._setup.config(type)
         key, waiting = self._queue.put(
@@ -169,11 +184,15 @@ class Outbox:
 
     def sync(self, type: str) -> OutboxReport:
         """Deliver everything of ``type`` now, whatever ``autoSync`` says. Messages go
-        highest priority first; a message that fails in a way that can pass is
-        retried per :attr:`retry`, then the error is raised (:class:`OfflineError`
-        when the receiver cannot be reached) and everything stays for the next sync.
-        A message the sink refuses for good goes to the dead letters and the sync
-        goes on."""
+        highest priority first (one that failed before goes after the others); a
+        message that fails in a way that can pass is retried per :attr:`retry`, then
+        the error is raised (:class:`OfflineError` when the receiver cannot be
+        reached) and everything stays for the next sync. A message the sink refuses
+        for good goes to the dead letters and the sync goes on. A message whose sink
+        fails otherwise (any other error, any exception of an app's sink) is set
+        aside, the sync goes on with the rest and then raises that error; after
+        ``retry.attempts`` such failures the message is dead-lettered. Every
+        failure is recorded in :meth:`status` with the next attempt."""
         self._setup.config(type)
         return self._dispatcher.deliver(type, automatic=False)
 
@@ -203,7 +222,8 @@ class Outbox:
         return self._file.status(type, self._setup.configurations)
 
     def pending(self, type: str) -> int:
-        """Events of ``type`` not yet delivered (waiting or in messages); cheap."""
+        """Events of ``type`` not yet delivered (waiting or in messages), as this
+        process counts them (with what other processes delivered); one row read."""
         return self._dispatcher.pending(type)
 
     # -- the worker ----------------------------------------------------------------------

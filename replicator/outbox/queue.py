@@ -3,8 +3,11 @@
 Invariants:
 
 * an event is stored as JSON text, exactly as it will be sent: data that is no
-  JSON value (or text or bytes that are not JSON) is an
-  :class:`~replicator.errors.EventError` and nothing is stored;
+  JSON value (or text or bytes that are not JSON, or text that is not valid
+  Unicode: a lone surrogate), a key that is not valid Unicode, and an event larger
+  than the type's byte cap (it could never fit: it would push out every other
+  event, then itself) are an :class:`~replicator.errors.EventError` and nothing is
+  stored;
 * a save is one short transaction (a plain insert without a key), committed before
   :meth:`EventQueue.put` returns; it never sends anything;
 * under a key, one event per type waits: a later save replaces it, or the type's
@@ -14,7 +17,9 @@ Invariants:
   acknowledged, so every message of a key carries its full merged state;
 * past a cap (events, or bytes, of one type not yet delivered) the oldest event of
   the lowest priority is dropped first, whole messages once no event waits; drops
-  are counted in the file and logged, never silent.
+  are counted in the file and logged, never silent. Before it drops, it takes
+  into account what other processes on the file delivered meanwhile, so a
+  process never drops events for counts that are no longer true.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from typing import Any
 
 from ..errors import EventError
 from .setup import Merge
-from .store import OutboxFile, count_dropped, database_error
+from .store import OutboxFile, database_error, note_removed, removed_totals
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +66,11 @@ class EventQueue:
         ``key`` is ``None``) and the events of the type now waiting for delivery."""
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise EventError(f"priority must be an integer, got {priority!r}")
-        text = _json_text(data)
+        text = self._fitting(type_, _json_text(data))
         if key is not None and (not isinstance(key, str) or not key):
             raise EventError(f"key must be a non-empty string, got {key!r}")
+        if key is not None:
+            _check_unicode("key", key)
         now = time.time()
         if key is None:
             key = os.urandom(16).hex()  # 128 random bits, cheaper than a uuid4 object
@@ -75,6 +82,18 @@ class EventQueue:
         if events > self.max_pending or size > self.max_pending_bytes:
             self.drop_excess(type_)
         return key, events
+
+    def _fitting(self, type_: str, text: str) -> str:
+        """``text`` if one event of it fits under the byte cap of ``type_``; an
+        :class:`EventError` if it never can."""
+        if len(text) > self.max_pending_bytes:
+            raise EventError(
+                f"an event of {type_} of {len(text):,} bytes can never fit under the"
+                f" outbox's max_pending_bytes of {self.max_pending_bytes:,}",
+                hint="send large data another way (a file, a blob) and save a reference,"
+                " or give the Outbox a larger max_pending_bytes",
+            )
+        return text
 
     def _insert(self, type_: str, key: str, text: str, now: float, priority: int) -> None:
         # no explicit transaction: one statement in autocommit mode is one
@@ -98,7 +117,7 @@ class EventQueue:
             if merge is not None:
                 earlier = row[1] if row else _latest_sent(conn, type_, key)
                 if earlier is not None:
-                    text = _merged(type_, merge, earlier, text)
+                    text = self._fitting(type_, _merged(type_, merge, earlier, text))
             if row is None:
                 conn.execute(
                     "INSERT INTO events (type, key, data, timestamp, priority)"
@@ -119,6 +138,8 @@ class EventQueue:
         backlog."""
         dropped = dropped_bytes = 0
         with self._drop_lock, self.file.transaction("drop events over the cap") as conn:
+            # what other processes delivered meanwhile first: never drop for stale counts
+            self.file.counts.removed(type_, removed_totals(conn, type_))
             events, size = self.file.counts.get(type_)
             while (
                 events - dropped > self.max_pending or size - dropped_bytes > self.max_pending_bytes
@@ -131,10 +152,10 @@ class EventQueue:
                 dropped += gone[0]
                 dropped_bytes += gone[1]
             if dropped:
-                count_dropped(conn, type_, dropped)
+                totals = note_removed(conn, type_, dropped, dropped_bytes, dropped=True)
         if not dropped:
             return
-        self.file.counts.remove(type_, dropped, dropped_bytes)
+        self.file.counts.removed(type_, totals)
         log.warning(
             "outbox %s is over its cap (%d events, %d bytes): dropped %d oldest"
             " lowest-priority event(s)",
@@ -145,7 +166,29 @@ class EventQueue:
         )
 
 
+def _check_unicode(what: str, text: str) -> None:
+    """Refuse text SQLite cannot store: a lone surrogate (from a badly decoded
+    string) has no UTF-8 form. ASCII text is checked for free."""
+    if text.isascii():
+        return
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        raise EventError(
+            f"the event's {what} is not valid Unicode: a lone surrogate"
+            f" {text[exc.start]!r} at position {exc.start}",
+            hint="decode the text that fed it with errors='replace' (or fix its source)",
+            orig=exc,
+        ) from exc
+
+
 def _json_text(data: Any) -> str:
+    text = _json_text_of(data)
+    _check_unicode("data", text)
+    return text
+
+
+def _json_text_of(data: Any) -> str:
     if isinstance(data, bytes | bytearray):
         try:
             data = bytes(data).decode()

@@ -1,31 +1,18 @@
-"""The outbox's own SQLite file: its tables, its connections, and what it tells.
+"""The outbox's own SQLite file: its connections, its transactions, and what
+each process on it knows of the others.
 
-The file holds these tables, and no others (a file with any other table is
-refused, so the outbox never writes into an app's database):
+The tables are described in ``schema``. Each thread has a connection of its own
+(WAL: saves on app threads and delivery on the worker do not block each other's
+reads); the connections of ended threads are closed as new ones open. Every
+write is one short ``BEGIN IMMEDIATE`` transaction, and every ``sqlite3`` error
+leaves as a :class:`~replicator.errors.LocalDatabaseError` (retryable when the
+file was busy).
 
-* ``events`` (``_id, type, key, data, timestamp, priority``): events not yet
-  sent. ``key`` is unique per type while the event waits; saving again under a
-  key that waits replaces (or merges into) it.
-* ``processed_sync_data`` (``_id, msg_id, type, processed_data, event_count,
-  priority``): messages ready to send, gzipped. A batched type's events move
-  here in batches, in the same transaction that deletes them from ``events``, so
-  an event is always in exactly one place; a message is deleted only after the
-  sink acknowledged it, and keeps its ``msg_id`` on every attempt.
-* ``dead_letters``: messages a sink refused for good (a 4xx), with the status
-  and the response, until :meth:`OutboxFile.requeue` puts them back in line.
-* ``outbox_configs`` and ``outbox_state``: the configurations given to
-  :meth:`Outbox.init` (so a restarted process or the CLI can deliver before the
-  app calls ``init`` again), and per type the last success, the last error, the
-  next attempt after a failure, a pending sync request, and how many events the
-  caps dropped.
-* ``outbox_merged``: per key of a type with a merge function, the state the
-  receiver acknowledged last, which the next save under that key merges with.
-
-Each thread has a connection of its own (WAL: saves on app threads and delivery
-on the worker do not block each other's reads); the connections of ended threads
-are closed as new ones open. Every write is one short ``BEGIN IMMEDIATE``
-transaction, and every ``sqlite3`` error leaves as a
-:class:`~replicator.errors.LocalDatabaseError` (retryable when the file was busy).
+Several processes may use one file (two apps, an app and ``replicator outbox
+sync``): a message is named by its ``msg_id`` in every write after it was read
+(never by its ``_id``, which SQLite reuses), acknowledged or dead-lettered at most
+once (only the write that removed the row counts it), and what left a type is
+added to totals in the file that each process reads to keep its counts right.
 """
 
 from __future__ import annotations
@@ -38,47 +25,14 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-import attrs
-
 from ..errors import ConfigurationError, LocalDatabaseError, ReplicatorError
 from ..sql import local_error
 from .config import SyncConfiguration
+from .schema import TABLES, create, user_tables
+from .status import DeadLetter, TypeStatus, configurations, statuses
 
-#: tables of an outbox file; any other table means the file is not an outbox's
-TABLES = (
-    "events",
-    "processed_sync_data",
-    "dead_letters",
-    "outbox_configs",
-    "outbox_state",
-    "outbox_merged",
-)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    _id INTEGER PRIMARY KEY, type TEXT NOT NULL, key TEXT NOT NULL, data TEXT NOT NULL,
-    timestamp REAL NOT NULL, priority INTEGER NOT NULL DEFAULT 0);
-CREATE UNIQUE INDEX IF NOT EXISTS events_type_key ON events (type, key);
-CREATE INDEX IF NOT EXISTS events_order ON events (type, priority DESC, _id);
-CREATE TABLE IF NOT EXISTS processed_sync_data (
-    _id INTEGER PRIMARY KEY, msg_id TEXT NOT NULL UNIQUE, type TEXT NOT NULL,
-    processed_data BLOB NOT NULL, event_count INTEGER NOT NULL, priority INTEGER NOT NULL,
-    key TEXT, size INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS processed_order ON processed_sync_data (type, priority DESC, _id);
-CREATE INDEX IF NOT EXISTS processed_key ON processed_sync_data (type, key);
-CREATE TABLE IF NOT EXISTS dead_letters (
-    _id INTEGER PRIMARY KEY, msg_id TEXT NOT NULL UNIQUE, type TEXT NOT NULL,
-    processed_data BLOB NOT NULL, event_count INTEGER NOT NULL, priority INTEGER NOT NULL,
-    key TEXT, size INTEGER NOT NULL, status INTEGER NOT NULL, response TEXT NOT NULL,
-    failed_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS outbox_configs (type TEXT PRIMARY KEY, config TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS outbox_merged (
-    type TEXT NOT NULL, key TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (type, key));
-CREATE TABLE IF NOT EXISTS outbox_state (
-    type TEXT PRIMARY KEY, last_success REAL, last_error TEXT, last_error_at REAL,
-    next_attempt REAL, failures INTEGER NOT NULL DEFAULT 0,
-    dropped INTEGER NOT NULL DEFAULT 0, requested INTEGER NOT NULL DEFAULT 0);
-"""
+#: the totals of events and bytes that ever left a type (see ``schema``)
+Removed = tuple[int, int]
 
 
 def database_error(what: str, exc: sqlite3.DatabaseError) -> LocalDatabaseError:
@@ -87,77 +41,59 @@ def database_error(what: str, exc: sqlite3.DatabaseError) -> LocalDatabaseError:
     return local_error(f"could not {what}", exc)
 
 
-@attrs.frozen
-class TypeStatus:
-    """Where one type stands: events not yet delivered (waiting, or in a message
-    ready to send) and their bytes, messages ready to send, dead letters, events
-    the caps dropped, and the times of the last success, the last error and the
-    next attempt (seconds since the epoch, or ``None``)."""
-
-    type: str
-    configured: bool
-    pending_events: int
-    pending_bytes: int
-    messages: int
-    dead_letters: int
-    dropped: int
-    last_success: float | None
-    last_error: str | None
-    next_attempt: float | None
-
-
-@attrs.frozen
-class DeadLetter:
-    """A message a sink refused for good: its id, type and events, the status and
-    the response of the refusal, and when it came."""
-
-    msg_id: str
-    type: str
-    event_count: int
-    status: int
-    response: str
-    failed_at: float
-
-
 class PendingCounts:
     """Per type, the events not yet delivered (waiting or in messages) and their
     bytes, kept in memory so that a save checks the caps and the worker its
-    thresholds without counting rows. Exact for what this process does; another
-    process on the same file is seen at the next :meth:`OutboxFile.recount`."""
+    thresholds without counting rows.
+
+    What this process saves is added here; what leaves a type (delivered,
+    dead-lettered, dropped, by any process) is taken from the totals the file keeps
+    (:meth:`removed`, given the totals read in or after the transaction that
+    removed events), so another process delivering this one's events is seen at the
+    next read of one row. Events another process saves are seen at the next
+    :meth:`OutboxFile.recount`. The counts may dip below zero for a moment (an
+    event delivered before its save added it); :meth:`get` never says less than 0.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        #: per type: events, bytes, and the removed totals already taken off
         self._counts: dict[str, list[int]] = {}
 
     def add(self, type_: str, events: int, size: int) -> tuple[int, int]:
         """Count events that came in; returns the type's new (events, bytes)."""
         with self._lock:
-            counts = self._counts.setdefault(type_, [0, 0])
+            counts = self._counts.setdefault(type_, [0, 0, 0, 0])
             counts[0] += events
             counts[1] += size
-            return counts[0], counts[1]
+            return max(0, counts[0]), max(0, counts[1])
 
-    def remove(self, type_: str, events: int, size: int) -> None:
-        """Events that left the outbox (delivered, dead-lettered or dropped)."""
+    def removed(self, type_: str, totals: Removed) -> None:
+        """Take off what left ``type_`` since the totals last seen (``totals`` read
+        from the file; older totals than those seen change nothing)."""
         with self._lock:
-            counts = self._counts.setdefault(type_, [0, 0])
-            counts[0] = max(0, counts[0] - events)
-            counts[1] = max(0, counts[1] - size)
+            counts = self._counts.setdefault(type_, [0, 0, 0, 0])
+            for i in (0, 1):
+                if totals[i] > counts[2 + i]:
+                    counts[i] -= totals[i] - counts[2 + i]
+                    counts[2 + i] = totals[i]
 
     def get(self, type_: str) -> tuple[int, int]:
         with self._lock:
-            events, size = self._counts.get(type_, (0, 0))
-            return events, size
+            counts = self._counts.get(type_, [0, 0])
+            return max(0, counts[0]), max(0, counts[1])
 
-    def reset(self, rows: Iterable[tuple[str, int | None, int | None]]) -> None:
+    def reset(self, rows: Iterable[tuple[str, int, int, int, int]]) -> None:
+        """Replace every count: (type, events, bytes, removed events, removed bytes)."""
         with self._lock:
-            self._counts = {t: [int(n or 0), int(b or 0)] for t, n, b in rows}
+            self._counts = {t: [int(n), int(b), int(re), int(rb)] for t, n, b, re, rb in rows}
 
 
 class OutboxFile:
-    """The SQLite file at ``path``, created if missing; ``timeout`` is how long a
-    write waits for another writer, ``durable`` makes each commit survive a power
-    cut (``synchronous=FULL``) instead of a crash of the process only."""
+    """The SQLite file at ``path``, created if missing (a file of an earlier version
+    is brought up to date); ``timeout`` is how long a write waits for another
+    writer, ``durable`` makes each commit survive a power cut (``synchronous=FULL``)
+    instead of a crash of the process only."""
 
     def __init__(self, path: Path, *, timeout: float, durable: bool) -> None:
         self.path = path
@@ -171,12 +107,12 @@ class OutboxFile:
         conn = self.conn()
         try:
             self._check_file(conn)
+            with self.mapped("open the outbox"):
+                conn.execute("PRAGMA journal_mode=WAL")  # kept by the file: once is enough
+                create(conn)
         except ReplicatorError:
             self.close()
             raise
-        with self.mapped("open the outbox"):
-            conn.execute("PRAGMA journal_mode=WAL")  # kept by the file: once is enough
-            conn.executescript(_SCHEMA)
         self.recount()
 
     # -- connections -------------------------------------------------------------------
@@ -219,11 +155,7 @@ class OutboxFile:
 
     def _check_file(self, conn: sqlite3.Connection) -> None:
         with self.mapped("read the outbox"):
-            names = {
-                r[0]
-                for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-                if not r[0].startswith("sqlite_")
-            }
+            names = user_tables(conn)
         foreign = sorted(names - set(TABLES))
         if foreign:
             raise ConfigurationError(
@@ -255,19 +187,39 @@ class OutboxFile:
             conn.execute("COMMIT")
 
     def recount(self) -> None:
-        """Count the pending events of every type from the tables."""
+        """Count the pending events of every type from the tables, with the removed
+        totals of the same moment (one read transaction)."""
+        conn = self.conn()
         with self.mapped("count pending events"):
-            rows = (
+            conn.execute("BEGIN")
+            try:
+                rows = conn.execute(
+                    "SELECT type, SUM(n), SUM(b), SUM(re), SUM(rb) FROM ("
+                    " SELECT type, COUNT(*) AS n, SUM(length(data)) AS b, 0 AS re, 0 AS rb"
+                    " FROM events GROUP BY type"
+                    " UNION ALL SELECT type, SUM(event_count), SUM(size), 0, 0"
+                    " FROM processed_sync_data GROUP BY type"
+                    " UNION ALL SELECT type, 0, 0, removed_events, removed_bytes"
+                    " FROM outbox_state) GROUP BY type"
+                ).fetchall()
+            finally:
+                conn.execute("COMMIT")
+        self.counts.reset((t, n or 0, b or 0, re or 0, rb or 0) for t, n, b, re, rb in rows)
+
+    def refresh(self, type_: str) -> None:
+        """Take off the counts of ``type_`` what left it since last seen, by this
+        process or another (one row read)."""
+        with self.mapped("read the outbox state"):
+            row = (
                 self.conn()
                 .execute(
-                    "SELECT type, SUM(n), SUM(b) FROM ("
-                    " SELECT type, COUNT(*) AS n, SUM(length(data)) AS b FROM events GROUP BY type"
-                    " UNION ALL SELECT type, SUM(event_count), SUM(size)"
-                    " FROM processed_sync_data GROUP BY type) GROUP BY type"
+                    "SELECT removed_events, removed_bytes FROM outbox_state WHERE type = ?",
+                    (type_,),
                 )
-                .fetchall()
+                .fetchone()
             )
-        self.counts.reset(rows)
+        if row is not None:
+            self.counts.removed(type_, (row[0], row[1]))
 
     def close(self) -> None:
         """Close every thread's connection; later use raises ``ConfigurationError``."""
@@ -283,7 +235,7 @@ class OutboxFile:
     def stored_configurations(self) -> dict[str, SyncConfiguration]:
         """The configurations last stored; one that no longer reads is left out."""
         with self.mapped("open the outbox"):
-            return _configurations(self.conn())
+            return configurations(self.conn())
 
     def store_configurations(self, configs: Mapping[str, SyncConfiguration]) -> None:
         """Replace the stored configurations with ``configs``."""
@@ -357,20 +309,49 @@ class OutboxFile:
             )
         return int(row[0] or 0)
 
-    # -- dead letters, status ------------------------------------------------------------
+    # -- messages, dead letters, status ------------------------------------------------
 
-    def move_to_dead_letters(self, message_id: int, status: int, response: str) -> None:
-        """Move the message of row ``message_id`` to the dead letters, with the
-        status and the response of its refusal."""
+    def count_failure(self, msg_id: str, *, fault: bool) -> int:
+        """One more failed attempt at the message ``msg_id`` (a ``fault`` when it was
+        the sink's or the message's own), and its claim let go; returns its faults so
+        far (0 when another process removed the message meanwhile)."""
+        with self.transaction("count a failed attempt") as conn:
+            row = conn.execute(
+                "UPDATE processed_sync_data SET failures = failures + 1, faults = faults + ?,"
+                " claimed_until = NULL WHERE msg_id = ? RETURNING faults",
+                (int(fault), msg_id),
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def release(self, msg_id: str) -> None:
+        """Let go of the claim on the message ``msg_id`` (no failure counted)."""
+        with self.transaction("let go of a message") as conn:
+            conn.execute(
+                "UPDATE processed_sync_data SET claimed_until = NULL WHERE msg_id = ?", (msg_id,)
+            )
+
+    def move_to_dead_letters(self, msg_id: str, status: int, response: str) -> bool:
+        """Move the message ``msg_id`` to the dead letters, with the status and the
+        response of its refusal; False when it was no longer in line (another
+        process acknowledged or dead-lettered it)."""
         with self.transaction("dead-letter a message") as conn:
+            row = conn.execute(
+                "SELECT type, event_count, size FROM processed_sync_data WHERE msg_id = ?",
+                (msg_id,),
+            ).fetchone()
+            if row is None:
+                return False
             conn.execute(
                 "INSERT INTO dead_letters (msg_id, type, processed_data, event_count, priority,"
                 " key, size, status, response, failed_at)"
                 " SELECT msg_id, type, processed_data, event_count, priority, key, size, ?, ?, ?"
-                " FROM processed_sync_data WHERE _id = ?",
-                (status, response, time.time(), message_id),
+                " FROM processed_sync_data WHERE msg_id = ?",
+                (status, response, time.time(), msg_id),
             )
-            conn.execute("DELETE FROM processed_sync_data WHERE _id = ?", (message_id,))
+            conn.execute("DELETE FROM processed_sync_data WHERE msg_id = ?", (msg_id,))
+            totals = note_removed(conn, row[0], row[1], row[2])
+        self.counts.removed(row[0], totals)
+        return True
 
     def dead_letters(self, type_: str | None = None) -> list[DeadLetter]:
         """The messages a sink refused (of ``type_``, or all), oldest first."""
@@ -385,7 +366,8 @@ class OutboxFile:
 
     def requeue(self, type_: str | None = None, msg_ids: Sequence[str] | None = None) -> int:
         """Put dead letters (of one type, or the ``msg_ids`` named, or all) back in
-        line, with their ``msg_id``; returns how many messages went back."""
+        line, with their ``msg_id`` and no failure counted; returns how many
+        messages went back."""
         where, args = ["1"], []
         if type_ is not None:
             where.append("type = ?")
@@ -413,107 +395,28 @@ class OutboxFile:
             return statuses(self.conn(), type_, configured)
 
 
-def statuses(
-    conn: sqlite3.Connection, type_: str | None, configured: Collection[str]
-) -> dict[str, TypeStatus]:
-    """See :meth:`OutboxFile.status`; only reads, on ``conn``."""
-    if type_ is not None:  # one type (every sync asks): no walk of the tables
-        types = {type_}
-    else:
-        types = set(configured)
-        for table in ("events", "processed_sync_data", "dead_letters", "outbox_state"):
-            types.update(r[0] for r in conn.execute(f"SELECT DISTINCT type FROM {table}"))
-    return {t: _type_status(conn, t, t in configured) for t in sorted(types)}
-
-
-def _configurations(conn: sqlite3.Connection) -> dict[str, SyncConfiguration]:
-    configs: dict[str, SyncConfiguration] = {}
-    for type_, text in conn.execute("SELECT type, config FROM outbox_configs").fetchall():
-        with contextlib.suppress(ConfigurationError, ValueError):
-            configs[type_] = SyncConfiguration.from_dict(json.loads(text))
-    return configs
-
-
-def read_status(path: Path) -> dict[str, TypeStatus]:
-    """The status of the outbox file at ``path`` (as :meth:`OutboxFile.status`), read on
-    a read-only connection: looking at a file never creates or changes a table in it.
-
-    A file that does not hold an outbox's tables, or holds others, is a
-    ``ConfigurationError`` naming it.
-    """
-    try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.DatabaseError as exc:
-        raise database_error(f"open {path}", exc) from exc
-    try:
-        try:
-            names = {
-                r[0]
-                for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-                if not r[0].startswith("sqlite_")
-            }
-        except sqlite3.DatabaseError as exc:
-            raise database_error(f"read {path}", exc) from exc
-        if not names:
-            raise ConfigurationError(
-                f"{path} is not an outbox file: it holds no table",
-                hint="name the file the app gives Outbox(...)",
-            )
-        foreign = sorted(names - set(TABLES))
-        if foreign:
-            raise ConfigurationError(
-                f"{path} is not an outbox file: it holds tables that are not an outbox's"
-                f" ({', '.join(foreign[:5])})",
-                hint="name the file the app gives Outbox(...), a file of its own",
-            )
-        missing = sorted(set(TABLES) - names)
-        if missing:
-            raise ConfigurationError(
-                f"{path} is an outbox file of an earlier version (no {', '.join(missing)})",
-                hint=f"open it once with Outbox({str(path)!r}), or replicator outbox sync,"
-                " to bring it up to date",
-            )
-        try:
-            return statuses(conn, None, _configurations(conn))
-        except sqlite3.DatabaseError as exc:
-            raise database_error(f"read {path}", exc) from exc
-    finally:
-        conn.close()
-
-
-def count_dropped(conn: sqlite3.Connection, type_: str, dropped: int) -> None:
-    """Add ``dropped`` to the events of ``type_`` the caps dropped (in the caller's
-    transaction, the one that dropped them)."""
+def note_removed(
+    conn: sqlite3.Connection, type_: str, events: int, size: int, *, dropped: bool = False
+) -> Removed:
+    """Add ``events`` and their ``size`` to what left ``type_`` (and to what the caps
+    dropped, when ``dropped``), in the caller's transaction, the one that removed
+    them; returns the new totals, for :meth:`PendingCounts.removed` once committed."""
     _state(conn, type_)
-    conn.execute(
-        "UPDATE outbox_state SET dropped = dropped + ? WHERE type = ?",
-        (dropped, type_),
-    )
-
-
-def _type_status(conn: sqlite3.Connection, type_: str, configured: bool) -> TypeStatus:
-    events, size = _counts(conn, type_)
-    messages = conn.execute(
-        "SELECT COUNT(*) FROM processed_sync_data WHERE type = ?", (type_,)
-    ).fetchone()[0]
-    dead = conn.execute("SELECT COUNT(*) FROM dead_letters WHERE type = ?", (type_,)).fetchone()[0]
-    state = conn.execute(
-        "SELECT dropped, last_success, last_error, next_attempt FROM outbox_state WHERE type = ?",
-        (type_,),
-    ).fetchone() or (0, None, None, None)
-    return TypeStatus(type_, configured, events, size, messages, dead, *state)
-
-
-def _counts(conn: sqlite3.Connection, type_: str) -> tuple[int, int]:
-    n, b = conn.execute(
-        "SELECT COUNT(*), COALESCE(SUM(length(data)), 0) FROM events WHERE type = ?", (type_,)
+    row = conn.execute(
+        "UPDATE outbox_state SET removed_events = removed_events + ?,"
+        " removed_bytes = removed_bytes + ?, dropped = dropped + ? WHERE type = ?"
+        " RETURNING removed_events, removed_bytes",
+        (events, size, events if dropped else 0, type_),
     ).fetchone()
-    bn, bb = conn.execute(
-        "SELECT COALESCE(SUM(event_count), 0), COALESCE(SUM(size), 0)"
-        " FROM processed_sync_data WHERE type = ?",
-        (type_,),
+    return int(row[0]), int(row[1])
+
+
+def removed_totals(conn: sqlite3.Connection, type_: str) -> Removed:
+    """The totals of what left ``type_`` (zeros for a type without state)."""
+    row = conn.execute(
+        "SELECT removed_events, removed_bytes FROM outbox_state WHERE type = ?", (type_,)
     ).fetchone()
-    return int(n + bn), int(b + bb)
+    return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 def _state(conn: sqlite3.Connection, type_: str) -> None:

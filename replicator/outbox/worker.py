@@ -1,13 +1,21 @@
-"""The outbox's background worker: one thread that runs every automatic sync.
+"""The outbox's background worker: a thread that decides what is due, and one
+thread per piece of work it runs.
 
 Per outbox type with ``autoSync`` it syncs when ``threshold`` events wait, every
 ``frequency`` minutes while anything waits, and at once after a start when
 anything was left from before; a requested sync (:meth:`Outbox.request_sync`)
 runs until it succeeds. After a failure the type waits its backoff (kept in the
 outbox file, so a restart keeps it too). Jobs given to :meth:`Outbox.schedule`
-(a ``Replicator``'s ``sync``, for one) run on the same thread at their interval.
-Types due together go highest pending priority first. The app's threads only
-save; nothing here runs on them.
+(a ``Replicator``'s ``sync``, for one) run at their interval. The app's threads
+only save; nothing here runs on them.
+
+Each type's syncs, and each job, run on a lane of their own (a thread of the
+worker's, ``lanes``), at most one run per lane at a time: a slow receiver (each request
+bounded by its deadline) holds up its own type only, never the other types nor
+the jobs. Types due together start highest pending priority first, and each
+waits for those started before it in the same pass, at most
+:data:`HEAD_START` seconds: priority orders what goes first when all goes well,
+and costs a slow type's neighbours that much at most.
 
 The worker knows the outbox only through :class:`Deliveries`, given at
 construction: it reads configurations, pending counts and per type state, and asks
@@ -16,6 +24,7 @@ for deliveries; it never touches the file itself.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -26,6 +35,7 @@ import attrs
 
 from ..errors import ReplicatorError
 from .config import AutoSync, Retry, SyncConfiguration
+from .lanes import Lane
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +43,8 @@ log = logging.getLogger(__name__)
 MAX_NAP = 30.0
 #: what :meth:`Worker._wait` says of a type due now (any other wait is positive)
 DUE = 0.0
+#: the longest a type due waits for the types of higher priority due with it
+HEAD_START = 1.0
 
 
 class Deliveries(Protocol):
@@ -46,7 +58,7 @@ class Deliveries(Protocol):
         ...
 
     def pending(self, type_: str) -> int:
-        """Events of ``type_`` not yet delivered; cheap (no rows counted)."""
+        """Events of ``type_`` not yet delivered; cheap (a row read at most)."""
         ...
 
     def schedule_states(self) -> Mapping[str, tuple[float | None, int]]:
@@ -86,7 +98,8 @@ class Job:
 
 
 class Worker(threading.Thread):
-    """The outbox's thread: delivers per ``autoSync`` and requests, runs the jobs."""
+    """The outbox's thread: decides what is due per ``autoSync``, requests and job
+    intervals, and runs each on its lane."""
 
     def __init__(self, deliveries: Deliveries) -> None:
         super().__init__(name="replicator-outbox", daemon=True)
@@ -96,6 +109,8 @@ class Worker(threading.Thread):
         self._stopping = threading.Event()
         self._deadline = float("inf")
         self._allowed: dict[str, float] = {}
+        self._lanes: dict[str, Lane] = {}
+        self._lanes_lock = threading.Lock()
         # a type holding events from before the start is due at once; the others
         # count their frequency from now
         now = time.time()
@@ -112,13 +127,22 @@ class Worker(threading.Thread):
         self.wake()
 
     def stop(self, timeout: float) -> None:
+        """Stop deciding, give the automatic types ``timeout`` seconds to flush,
+        and wait for the lanes that long (and one more second, for a request in
+        flight); a lane still busy then is left behind, what it did not send stays."""
+        end = time.time() + max(0.0, timeout) + 1.0
         self._deadline = time.time() + max(0.0, timeout)
         self._stopping.set()
         self.wake()
         if self.is_alive():
-            self.join(max(0.0, timeout) + 1.0)
-            if self.is_alive():
-                log.warning("outbox worker still busy after %.1f s; left behind", timeout)
+            self.join(max(0.0, end - time.time()))
+        with self._lanes_lock:
+            lanes = list(self._lanes.values())
+        busy = [lane for lane in lanes if not lane.idle(end - time.time())]
+        for lane in lanes:
+            lane.close()
+        if self.is_alive() or busy:
+            log.warning("outbox worker still busy after %.1f s; left behind", timeout)
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -134,28 +158,55 @@ class Worker(threading.Thread):
         self._flush()
 
     def _pass(self) -> float:
-        """Run what is due; return the seconds until something may be due."""
+        """Start what is due on its lane; return the seconds until something else
+        may be due (a lane that ends wakes the loop)."""
         due, nap = self._due(time.time())
+        ahead: list[Lane] = []
+        start = time.monotonic()
         for type_ in due:
-            if self._stopping.is_set():
-                break
-            self._sync(type_)
-            nap = 0.0  # look again at once: events may have come in meanwhile
+            self._last_run[type_] = time.time()
+            before = list(ahead)
+
+            def sync(type_: str = type_, before: list[Lane] = before) -> None:
+                for lane in before:  # higher priority first, briefly
+                    lane.idle(start + HEAD_START - time.monotonic())
+                self._sync(type_, self._stopping.is_set)
+
+            lane = self._launch(f"type {type_}", sync)
+            if lane is not None:
+                ahead.append(lane)
         for job in self.jobs:
-            if self._stopping.is_set():
-                break
+            if self._busy(f"job {job.name}"):
+                continue
             if time.time() >= job.next_run:
-                self._run_job(job)
+                self._launch(f"job {job.name}", functools.partial(self._run_job, job))
+                continue
             nap = min(nap, job.next_run - time.time())
         return nap
 
+    def _launch(self, name: str, work: Callable[[], None]) -> Lane | None:
+        """Run ``work`` on the lane ``name`` (made on first use) unless that lane is
+        busy; the loop wakes when it ends."""
+        with self._lanes_lock:
+            lane = self._lanes.get(name)
+            if lane is None:
+                lane = self._lanes[name] = Lane(name, self.wake)
+        return lane if lane.give(work) else None
+
+    def _busy(self, name: str) -> bool:
+        with self._lanes_lock:
+            lane = self._lanes.get(name)
+        return lane is not None and lane.busy
+
     def _due(self, now: float) -> tuple[list[str], float]:
-        """The types due ``now``, highest pending priority first (then by name), and
-        the seconds until another may be due."""
+        """The types due ``now`` whose lane is free, highest pending priority first
+        (then by name), and the seconds until another may be due."""
         nap = MAX_NAP
         due: list[tuple[int, str]] = []
         states = self.deliveries.schedule_states()
         for type_, config in self.deliveries.configurations().items():
+            if self._busy(f"type {type_}"):
+                continue
             wait = self._wait(type_, config.auto_sync, states.get(type_, (None, 0)), now)
             if wait == DUE:
                 due.append((self.deliveries.top_priority(type_), type_))
@@ -195,15 +246,14 @@ class Worker(threading.Thread):
             return DUE if now >= when else when - now
         return None
 
-    def _sync(self, type_: str) -> None:
-        self._last_run[type_] = time.time()
+    def _sync(self, type_: str, should_stop: Callable[[], bool]) -> None:
         config = self.deliveries.configurations().get(type_)
         bandwidth = config.auto_sync.bandwidth if config and config.auto_sync else None
         try:
             self.deliveries.deliver(
                 type_,
                 automatic=True,
-                should_stop=self._stopping.is_set,
+                should_stop=should_stop,
                 pace=(lambda n: self._pace(type_, n, bandwidth)) if bandwidth else None,
             )
         except ReplicatorError as exc:
@@ -243,7 +293,8 @@ class Worker(threading.Thread):
         job.next_run = time.time() + job.interval
 
     def _flush(self) -> None:
-        """On stop: one last try at the automatic types, until the deadline."""
+        """On stop: one last try at the automatic types whose lane is free, each on
+        its lane, until the deadline (:meth:`stop` waits for them)."""
 
         def late() -> bool:
             return time.time() >= self._deadline
@@ -253,7 +304,4 @@ class Worker(threading.Thread):
                 return
             if config.auto_sync is None or not self.deliveries.pending(type_):
                 continue
-            try:
-                self.deliveries.deliver(type_, automatic=True, should_stop=late)
-            except Exception as exc:
-                log.info("final flush of %s stopped: %s", type_, type(exc).__name__)
+            self._launch(f"type {type_}", functools.partial(self._sync, type_, late))

@@ -6,17 +6,29 @@ carries the message's id in the ``X-Message-Id`` header (and the event's key in
 ``X-Event-Key`` for a single event), the same on every attempt, so a receiver can
 drop a message it has already taken.
 
+Header values are text any string can be: a key or a type that is printable
+ASCII goes as is; any other (non-ASCII, a control character such as CR or LF, a
+space at either end, or text starting with ``UTF-8''``) goes as RFC 8187's
+``UTF-8''`` followed by its UTF-8 bytes percent-encoded (RFC 3986), which
+:func:`header_text` (or ``urllib.parse.unquote`` of what follows the prefix)
+reads back.
+
+Each request has one deadline, ``timeout`` seconds in all: connecting, sending
+and the answer, however the receiver trickles it (:mod:`.deadline`); of the
+answer, at most :data:`KEPT_RESPONSE` bytes are read.
+
 What an answer means:
 
 * 2xx: delivered;
 * 408, 429 and 5xx: :class:`TransientError`, with the ``Retry-After`` delay when
   the receiver gave one (seconds or an HTTP date);
 * any other status: :class:`DeliveryRejected` (the outbox dead-letters the batch);
-* no answer (refused, reset, timed out, DNS): :class:`OfflineError`.
+* no answer (refused, reset, DNS): :class:`OfflineError`; no whole answer within
+  the deadline: :class:`TransientError`.
 
 :class:`HttpIngest`, the ingest seam (``stores/ingest.py``) over HTTP, maps answers the
-same way, except that a refusal is a :class:`RemoteError`: the service refused the
-request itself, and there is no message to dead-letter.
+same way, except that a refusal is a :class:`RemoteError` with the ``status``: the
+service refused the request itself, and there is no message to dead-letter.
 """
 
 from __future__ import annotations
@@ -24,18 +36,64 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import email.utils
+import zlib
 from collections.abc import Iterator, Mapping
+from urllib.parse import quote, unquote
 
 import httpx
 
 from ..errors import DeliveryRejected, OfflineError, RemoteError, TransientError
 from .base import Delivery, DeviceRecord, Sink
+from .deadline import DeadlineTransport, deadline
 from .ingest import IngestRequest, IngestResult, IngestService
 
 #: statuses that a later attempt can turn into a success
 RETRYABLE_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
-#: how much of a refusal's body is kept in the dead letter
+#: how much of an answer is read (of a refusal, kept in the dead letter)
 KEPT_RESPONSE = 2000
+#: what starts a header value that is percent-encoded UTF-8 (RFC 8187's ext-value)
+ENCODED = "UTF-8''"
+#: what RFC 8187 lets through unencoded besides letters and digits (attr-char)
+_ATTR_CHARS = "!#$&+-.^_`|~"
+
+
+def header_value(text: str) -> str:
+    """``text`` as an HTTP header value: as is when it is printable ASCII with no
+    space at either end (and does not start with ``UTF-8''``), else ``UTF-8''``
+    and its UTF-8 bytes percent-encoded. Any string goes, the same one every
+    time; :func:`header_text` reads it back."""
+    if (
+        text.isascii()
+        and text.isprintable()
+        and text == text.strip(" ")
+        and not text.startswith(ENCODED)
+    ):
+        return text
+    return ENCODED + quote(text, safe=_ATTR_CHARS, errors="surrogatepass")
+
+
+def header_text(value: str) -> str:
+    """The text :func:`header_value` made ``value`` of: what follows ``UTF-8''``
+    percent-decoded as UTF-8, any other value as it is."""
+    if value.startswith(ENCODED):
+        return unquote(value[len(ENCODED) :], errors="replace")
+    return value
+
+
+def kept_text(response: httpx.Response) -> str:
+    """The start of the answer of a streamed ``response`` as text: at most
+    :data:`KEPT_RESPONSE` bytes are read off the network, whatever its size, and a
+    gzip or deflate answer is inflated to at most as many."""
+    raw = b""
+    for chunk in response.iter_raw():
+        raw += chunk
+        if len(raw) >= KEPT_RESPONSE:
+            break
+    data = raw[:KEPT_RESPONSE]
+    if response.headers.get("Content-Encoding", "").strip().lower() in ("gzip", "deflate"):
+        with contextlib.suppress(zlib.error):
+            data = zlib.decompressobj(wbits=47).decompress(data, KEPT_RESPONSE)
+    return data.decode("utf-8", errors="replace")
 
 
 def retry_after(value: str | None, now: _dt.datetime | None = None) -> float | None:
@@ -69,10 +127,14 @@ def transport_errors(url: str) -> Iterator[None]:
 
 
 class HttpSink:
-    """Sends outbox messages to ``url`` with ``method``.
+    """Sends outbox messages to ``url`` with ``method``; each request ends within
+    ``timeout`` seconds in all.
 
     ``client`` may be an ``httpx.Client`` of the app's (proxies, certificates,
-    auth); the sink then leaves closing it to the app. ``headers`` are added to
+    auth); the sink then leaves closing it to the app. Its requests keep the
+    deadline when it was made with ``transport=DeadlineTransport()`` (from
+    ``replicator.stores.deadline``); with another transport, httpx's timeouts
+    (per network operation) are all that bound them. ``headers`` are added to
     every request (an API key, for example).
     """
 
@@ -87,35 +149,43 @@ class HttpSink:
     ) -> None:
         self.method = method.upper()
         self.url = url
+        self.timeout = timeout
         self._owns_client = client is None
-        self._client = client or httpx.Client(timeout=timeout)
+        self._client = client or httpx.Client(timeout=timeout, transport=DeadlineTransport())
         self._headers = dict(headers or {})
 
     def deliver(self, delivery: Delivery) -> None:
         headers = {
             **self._headers,
             "Content-Type": "application/json",
-            "X-Message-Id": delivery.msg_id,
-            "X-Outbox-Type": delivery.type,
+            "X-Message-Id": header_value(delivery.msg_id),
+            "X-Outbox-Type": header_value(delivery.type),
             "X-Event-Count": str(delivery.event_count),
         }
         if delivery.gzipped:
             headers["Content-Encoding"] = "gzip"
         if delivery.key is not None:
-            headers["X-Event-Key"] = delivery.key
-        with transport_errors(self.url):
-            response = self._client.request(
+            headers["X-Event-Key"] = header_value(delivery.key)
+        with (
+            deadline(self.timeout),
+            transport_errors(self.url),
+            self._client.stream(
                 self.method, self.url, content=delivery.body, headers=headers
-            )
-        status = response.status_code
-        if 200 <= status < 300:
-            return
+            ) as response,
+        ):
+            status = response.status_code
+            if 200 <= status < 300:
+                # a short answer read whole keeps the connection for the next one
+                with contextlib.suppress(httpx.HTTPError):
+                    kept_text(response)
+                return
+            text = kept_text(response)
         if status in RETRYABLE_STATUSES:
             raise TransientError(
                 f"{self.url} answered HTTP {status}",
                 retry_after=retry_after(response.headers.get("Retry-After")),
             )
-        raise DeliveryRejected(status, response.text[:KEPT_RESPONSE], delivery.msg_id)
+        raise DeliveryRejected(status, text, delivery.msg_id)
 
     def close(self) -> None:
         if self._owns_client:
@@ -159,11 +229,13 @@ class HttpIngest:
                 retry_after=retry_after(response.headers.get("Retry-After")),
             )
         if not 200 <= status < 300:
-            raise RemoteError(
+            refused = RemoteError(
                 f"the ingest service at {self.url} refused the request: HTTP {status}"
                 f" {response.text[:200]}",
                 hint="check the service URL and credentials",
             )
+            refused.status = status
+            raise refused
         try:
             return IngestResult.from_json(response.json())
         except ValueError as exc:

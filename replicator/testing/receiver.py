@@ -20,6 +20,7 @@ import threading
 import time
 from typing import Any
 
+from ..stores.http import header_text
 from .network import hard_close
 
 
@@ -37,17 +38,26 @@ class EventReceiver:
 
     Scripted misbehaviour for the next requests, in order: ``fail(500)``,
     ``fail(429, retry_after=2)``, ``fail(400)``, ``slow(1.5)`` (answer after a
-    delay), ``reset()`` (close the connection without an answer), each ``times``
-    times.
+    delay), ``reset()`` (close the connection without an answer), ``trickle(0.2)``
+    (take nothing, and answer one byte every 0.2 s for as long as the client
+    stays), ``big(64 << 20)`` (take the message and answer with that many bytes;
+    ``status=400``: refuse it so), each ``times`` times. ``latency`` seconds pass
+    before every answer, as on a real network.
+
+    Header values are read back as the outbox's HTTP sink encodes them (RFC 8187's
+    ``UTF-8''`` and percent-encoded UTF-8, for a type or key that is not printable
+    ASCII): :attr:`events` and :attr:`messages` hold the type and key as saved.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, latency: float = 0.0) -> None:
         import http.server
 
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # answers go out at once, not after the client's delayed ACK (Nagle)
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -68,6 +78,7 @@ class EventReceiver:
 
             do_PUT = do_PATCH = do_POST
 
+        self.latency = latency
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
         self._script: list[tuple[str, Any]] = []
@@ -127,6 +138,14 @@ class EventReceiver:
         with self._lock:
             self._script.extend([("reset", None)] * times)
 
+    def trickle(self, every: float, *, times: int = 1) -> None:
+        with self._lock:
+            self._script.extend([("trickle", every)] * times)
+
+    def big(self, size: int, *, status: int = 200, times: int = 1) -> None:
+        with self._lock:
+            self._script.extend([("big", (size, status))] * times)
+
     def event_keys(self) -> list[str]:
         with self._lock:
             return [e["key"] for e in self.events]
@@ -138,9 +157,16 @@ class EventReceiver:
 
         length = int(request.headers.get("Content-Length") or 0)
         raw = request.rfile.read(length)
+        if self.latency:
+            time.sleep(self.latency)
         with self._lock:
             self.requests += 1
             action = self._script.pop(0) if self._script else None
+        big = None
+        if action is not None and action[0] == "big":
+            big, action = action[1], None
+            if big[1] != 200:
+                return self._answer(request, big[1], "", size=big[0])
         if action is not None and self._misbehave(request, *action):
             return
         msg_id = request.headers.get("X-Message-Id") or ""
@@ -160,7 +186,7 @@ class EventReceiver:
                 self.duplicates += 1
                 return self._answer(request, 200, "duplicate dropped")
             self.seen.add(msg_id)
-            kind = request.headers.get("X-Outbox-Type", "")
+            kind = header_text(request.headers.get("X-Outbox-Type", ""))
             self.messages.append(
                 {
                     "msg_id": msg_id,
@@ -176,9 +202,9 @@ class EventReceiver:
                 for event in body["events"]:
                     self.events.append({**event, "msg_id": msg_id, "type": kind})
             else:
-                key = request.headers.get("X-Event-Key", "")
+                key = header_text(request.headers.get("X-Event-Key", ""))
                 self.events.append({"key": key, "data": body, "msg_id": msg_id, "type": kind})
-        self._answer(request, 200, "ok")
+        self._answer(request, 200, "ok", size=big[0] if big else 0)
 
     def _misbehave(self, request: Any, kind: str, arg: Any) -> bool:
         """Play one scripted action on ``request``; True when that was its answer (a
@@ -186,6 +212,9 @@ class EventReceiver:
         if kind == "reset":
             hard_close(request.connection)
             request.close_connection = True
+            return True
+        if kind == "trickle":
+            self._trickle(request, arg)
             return True
         if kind == "slow":
             time.sleep(arg)
@@ -200,16 +229,40 @@ class EventReceiver:
 
     @staticmethod
     def _answer(
-        request: Any, status: int, text: str, headers: dict[str, str] | None = None
+        request: Any,
+        status: int,
+        text: str,
+        headers: dict[str, str] | None = None,
+        *,
+        size: int = 0,
     ) -> None:
+        """Answer ``status`` with ``text``, or with ``size`` bytes (written a chunk
+        at a time, for as long as the client reads them)."""
         data = text.encode()
         request.send_response(status)
         for name, value in (headers or {}).items():
             request.send_header(name, value)
         request.send_header("Content-Type", "text/plain")
-        request.send_header("Content-Length", str(len(data)))
+        request.send_header("Content-Length", str(size or len(data)))
         request.end_headers()
-        request.wfile.write(data)
+        if not size:
+            request.wfile.write(data)
+            return
+        chunk = b"x" * 65536
+        with contextlib.suppress(OSError):
+            for start in range(0, size, len(chunk)):
+                request.wfile.write(chunk[: size - start])
+        request.close_connection = True
+
+    @staticmethod
+    def _trickle(request: Any, every: float) -> None:
+        """Answer 200 one byte every ``every`` seconds, until the client is gone."""
+        answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+        request.close_connection = True
+        with contextlib.suppress(OSError):
+            for byte in answer:
+                request.wfile.write(bytes([byte]))
+                time.sleep(every)
 
 
 #: Three sample events, one of each type an app sends (telemetry, a course's progress,

@@ -103,3 +103,25 @@ def test_sync_without_configurations_says_where_they_come_from(tmp_path):
     Outbox(path).close()
     result = run("outbox", "sync", str(path))
     assert result.exit_code == 1 and "outbox.init()" in result.output
+
+
+def test_dead_letters_names_a_message_whose_sink_failed(tmp_path):
+    from replicator.outbox import Retry
+
+    class Broken:
+        def deliver(self, delivery):
+            raise ValueError("the app's sink has a bug")
+
+        def close(self):
+            pass
+
+    path = tmp_path / "events.db"
+    box = Outbox(path, retry=Retry(attempts=1))
+    box.init(configs("http://127.0.0.1:9"), sinks={"COURSE_PROGRESS": Broken()})
+    box.save("COURSE_PROGRESS", {"a": 1})
+    assert box.sync("COURSE_PROGRESS").dead_lettered == 1
+    box.close()
+    result = run("outbox", "dead-letters", str(path))
+    assert result.exit_code == 0, result.output
+    assert "sink failed" in result.output and "ValueError" in result.output
+    assert "HTTP 0" not in result.output

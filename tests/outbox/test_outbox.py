@@ -164,6 +164,15 @@ def test_a_wrong_configuration_field_is_named(field, value, tmp_path):
         box.close()
 
 
+def test_a_type_that_is_not_valid_unicode_is_refused(tmp_path):
+    box = Outbox(tmp_path / "events.db")
+    api = {"method": "post", "host": "h", "path": "", "params": ""}
+    with pytest.raises(ConfigurationError, match="surrogate"):
+        box.init([{"type": "T\udc80", "api": api}])
+    box.init([{"type": "TÉLÉMÉTRIE", "api": api}])  # any other string is a type
+    box.close()
+
+
 def test_a_type_configured_twice_is_refused():
     raw = json.loads(SEED_CONFIGS)["TELEMETRY"]
     with pytest.raises(ConfigurationError, match="twice"):
@@ -213,6 +222,55 @@ def test_a_damaged_file_and_memory_are_refused(tmp_path):
         Outbox(":memory:")
 
 
+#: the tables of an outbox file of the first version (no failures, faults, claims,
+#: removed totals)
+FIRST_VERSION = """
+CREATE TABLE events (
+    _id INTEGER PRIMARY KEY, type TEXT NOT NULL, key TEXT NOT NULL, data TEXT NOT NULL,
+    timestamp REAL NOT NULL, priority INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE processed_sync_data (
+    _id INTEGER PRIMARY KEY, msg_id TEXT NOT NULL UNIQUE, type TEXT NOT NULL,
+    processed_data BLOB NOT NULL, event_count INTEGER NOT NULL, priority INTEGER NOT NULL,
+    key TEXT, size INTEGER NOT NULL);
+CREATE TABLE dead_letters (
+    _id INTEGER PRIMARY KEY, msg_id TEXT NOT NULL UNIQUE, type TEXT NOT NULL,
+    processed_data BLOB NOT NULL, event_count INTEGER NOT NULL, priority INTEGER NOT NULL,
+    key TEXT, size INTEGER NOT NULL, status INTEGER NOT NULL, response TEXT NOT NULL,
+    failed_at REAL NOT NULL);
+CREATE TABLE outbox_configs (type TEXT PRIMARY KEY, config TEXT NOT NULL);
+CREATE TABLE outbox_merged (
+    type TEXT NOT NULL, key TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (type, key));
+CREATE TABLE outbox_state (
+    type TEXT PRIMARY KEY, last_success REAL, last_error TEXT, last_error_at REAL,
+    next_attempt REAL, failures INTEGER NOT NULL DEFAULT 0,
+    dropped INTEGER NOT NULL DEFAULT 0, requested INTEGER NOT NULL DEFAULT 0);
+"""
+
+
+def test_a_file_of_the_first_version_is_brought_up_to_date(tmp_path, receiver):
+    path = tmp_path / "events.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(FIRST_VERSION)
+    body = gzip.compress(b'{"do_1": 2}')
+    conn.execute(
+        "INSERT INTO processed_sync_data VALUES (1, 'm-old', 'COURSE_PROGRESS', ?, 1, 0, 'k', 11)",
+        (body,),
+    )
+    conn.execute(
+        "INSERT INTO events (type, key, data, timestamp) VALUES ('TELEMETRY', 'e1', '{}', 1.0)"
+    )
+    conn.commit()
+    conn.close()
+    box = Outbox(path)
+    box.init(seed_configs(receiver.url))
+    assert box.pending("COURSE_PROGRESS") == 1 and box.pending("TELEMETRY") == 1
+    assert box.sync("COURSE_PROGRESS").events_sent == 1
+    assert box.sync("TELEMETRY").events_sent == 1
+    assert box.pending("COURSE_PROGRESS") == 0 and box.pending("TELEMETRY") == 0
+    box.close()
+    assert receiver.messages[0]["msg_id"] == "m-old"
+
+
 def test_the_configurations_outlive_the_process(tmp_path, receiver):
     box = Outbox(tmp_path / "events.db", retry=FAST)
     box.init(seed_configs(receiver.url))
@@ -247,6 +305,42 @@ def test_an_unusable_event_is_refused_and_nothing_is_stored(outbox, data, kwargs
     with pytest.raises(EventError):
         outbox.save("TELEMETRY", data, **kwargs)
     assert table_counts(outbox.path) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({"t": "\ud800"}, None),
+        ('{"t": "\udc00"}', None),  # JSON text holding a lone surrogate
+        ([1, "a\udfff"], None),
+        ({"ok": 1}, "learner-\ud83d"),
+    ],
+)
+def test_a_lone_surrogate_is_an_event_error_and_nothing_is_stored(outbox, data, key):
+    with pytest.raises(EventError, match="surrogate") as info:
+        outbox.save("COURSE_PROGRESS", data, key=key)
+    assert info.value.hint
+    assert table_counts(outbox.path) == (0, 0)
+
+
+def test_an_event_larger_than_the_byte_cap_is_refused_and_nothing_is_dropped(tmp_path, receiver):
+    box = Outbox(tmp_path / "events.db", max_pending_bytes=1 << 20)
+    box.init(seed_configs(receiver.url), merge={"COURSE_PROGRESS": lambda a, b: {**a, **b}})
+    for i in range(200):
+        box.save("TELEMETRY", telemetry(i))
+    with pytest.raises(EventError, match="max_pending_bytes"):
+        box.save("TELEMETRY", {"blob": "x" * (2 << 20)})
+    status = box.status()["TELEMETRY"]
+    assert (status.pending_events, status.dropped) == (200, 0)
+    # two saves under a key that merge into more than the cap: the later is refused
+    box.save("COURSE_PROGRESS", {"a": "x" * (600 << 10)}, key="learner-7")
+    with pytest.raises(EventError, match="max_pending_bytes"):
+        box.save("COURSE_PROGRESS", {"b": "y" * (600 << 10)}, key="learner-7")
+    status = box.status()["COURSE_PROGRESS"]
+    assert (status.pending_events, status.dropped) == (1, 0)
+    box.sync("COURSE_PROGRESS")
+    assert list(receiver.events[-1]["data"]) == ["a"]
+    box.close()
 
 
 def test_an_unknown_type_is_refused_with_the_known_ones(outbox):

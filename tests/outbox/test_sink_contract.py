@@ -267,17 +267,9 @@ def test_a_refused_message_is_delivery_rejected_and_the_sink_goes_on(receiving):
     assert receiving.received(BATCHED) == ordered(EVENTS)
 
 
-def test_a_receiver_refusing_the_sender_is_delivery_rejected(receiving, request):
+def test_a_receiver_refusing_the_sender_is_delivery_rejected(receiving):
     """No later attempt can succeed while the receiver refuses the sender itself (a
     wrong or missing credential): the protocol's "DeliveryRejected when it cannot"."""
-    if isinstance(receiving, BundleReceiving):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="BundleSink lets HttpIngest's plain RemoteError (HTTP 401) through:"
-                " neither DeliveryRejected nor a retryable OfflineError/TransientError",
-            )
-        )
     with receiving.refusing_the_sender(), pytest.raises(DeliveryRejected) as info:
         receiving.sink.deliver(batch(EVENTS))
     assert info.value.status == 401
