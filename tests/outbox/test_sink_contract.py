@@ -37,6 +37,7 @@ import pytest
 from replicator import (
     BundleSink,
     DeliveryRejected,
+    DeviceTokens,
     DirectoryBlobStore,
     EmbeddedRemote,
     HttpIngest,
@@ -181,7 +182,9 @@ class BundleReceiving:
     def refusing_the_sender(self) -> Iterator[None]:
         port = self.server.port
         self.server.close()
-        self.server = self.ingestor.serve(port=port, token="a token the sink lacks")
+        # the service knows only another device's token: this sink's requests are refused
+        tokens = DeviceTokens({"another-device": "a token this sink does not hold"})
+        self.server = self.ingestor.serve(port=port, auth=tokens)
         try:
             yield
         finally:
