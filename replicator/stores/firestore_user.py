@@ -239,29 +239,25 @@ class UserFirestoreRemote(FirestoreRemote):
         """One call as the user: the token asked for first (typed errors); after an
         ``UNAUTHENTICATED`` answer one refresh and one more try, never more."""
         self.credentials.prepare()
-        try:
-            return super()._call(what, fn, conditional=conditional)
-        except ReplicatorError as exc:
-            mapped = self._mapped(what, exc)
-            if mapped is not exc:
-                raise mapped from exc
-            if not _unauthenticated(exc):
-                raise
-        self.refreshes += 1
-        self.tokens.refresh_id_token()
-        try:
-            return super()._call(what, fn, conditional=conditional)
-        except ReplicatorError as exc:
-            mapped = self._mapped(what, exc)
-            if mapped is not exc:
-                raise mapped from exc
-            if _unauthenticated(exc):
-                raise AuthError(
-                    f"Firestore refused {self.tokens.uid!r}'s ID token for {what}, also"
-                    " after a refresh",
-                    orig=exc.orig,
-                ) from exc
-            raise
+        for attempt in (1, 2):
+            if attempt == 2:
+                self.refreshes += 1
+                self.tokens.refresh_id_token()
+            try:
+                return super()._call(what, fn, conditional=conditional)
+            except ReplicatorError as exc:
+                mapped = self._mapped(what, exc)
+                if mapped is not exc:
+                    raise mapped from exc
+                if not _unauthenticated(exc):
+                    raise
+                if attempt == 2:
+                    raise AuthError(
+                        f"Firestore refused {self.tokens.uid!r}'s ID token for {what}, also"
+                        " after a refresh",
+                        orig=exc.orig,
+                    ) from exc
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     def _mapped(self, what: str, exc: ReplicatorError) -> ReplicatorError:
         """``exc`` as the caller should see it: the source's own failure inside gRPC

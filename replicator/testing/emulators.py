@@ -62,7 +62,32 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class FirestoreEmulator:
+class _ProcessGroup:
+    """An emulator running in a process group of its own: paused, resumed and stopped
+    whole (a launcher's children included)."""
+
+    proc: subprocess.Popen[bytes] | None = None
+
+    def pause(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGCONT)
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+class FirestoreEmulator(_ProcessGroup):
     """The official Cloud Firestore emulator on a free 127.0.0.1 port (``start()``, ``stop()``),
     for tests and benchmarks of code that syncs through Firestore. ``pause()`` and
     ``resume()`` freeze it, the way a network partition would."""
@@ -126,24 +151,6 @@ class FirestoreEmulator:
         if errors:
             raise ValueError(f"the emulator refused the rules: {errors}")
 
-    def pause(self) -> None:
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGCONT)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGCONT)
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
 
 #: where ``.ci/run`` installs the Firebase CLI (npm package ``firebase-tools``),
 #: relative to the repository root
@@ -167,7 +174,7 @@ def find_firebase_cli() -> str | None:
     return shutil.which("firebase")
 
 
-class AuthEmulator:
+class AuthEmulator(_ProcessGroup):
     """The Firebase Authentication emulator (``firebase emulators:start --only auth``)
     on free 127.0.0.1 ports, in a process group of its own, run from a scratch folder
     holding its ``firebase.json`` (and the CLI's debug log). It signs users up and in
@@ -272,23 +279,8 @@ class AuthEmulator:
             payload["claims"] = claims
         return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(payload)}."
 
-    def pause(self) -> None:
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGCONT)
-
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGCONT)
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        super().stop()
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = None
