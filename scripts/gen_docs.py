@@ -45,7 +45,9 @@ def _commands(
 
 def cli_page() -> str:
     """The CLI reference: the group's help, then each command's, in the order of the tree."""
-    root = click.Context(main, info_name="replicator", terminal_width=WIDTH, max_content_width=WIDTH)
+    root = click.Context(
+        main, info_name="replicator", terminal_width=WIDTH, max_content_width=WIDTH
+    )
     lines = [
         GENERATED,
         "",

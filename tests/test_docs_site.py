@@ -57,4 +57,5 @@ def test_every_command_has_its_help_in_the_cli_reference():
         assert f"## replicator {name}\n" in page, name
         first = (command.help or "").strip().splitlines()[0]
         assert first in page, name
-    assert CliRunner().invoke(main, ["--help"]).output.splitlines()[0] in page
+    usage = CliRunner().invoke(main, ["--help"], prog_name="replicator").output
+    assert usage.splitlines()[0] in page
