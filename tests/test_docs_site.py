@@ -59,3 +59,12 @@ def test_every_command_has_its_help_in_the_cli_reference():
         assert first in page, name
     usage = CliRunner().invoke(main, ["--help"], prog_name="replicator").output
     assert usage.splitlines()[0] in page
+
+
+def test_every_code_fence_names_one_language():
+    # "```python notest" is no fence to MkDocs: the block would show as a paragraph
+    from tests.helpers import doc_pages
+
+    for page in doc_pages():
+        fences = re.findall(r"^```(.*)$", page.read_text(), flags=re.M)
+        assert [f for f in fences if len(f.split()) > 1] == [], page.name
