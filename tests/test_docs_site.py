@@ -29,6 +29,8 @@ def test_the_site_builds_strictly(tmp_path):
     assert not re.search(r"^(WARNING|ERROR)\b", built.stderr, flags=re.M), built.stderr
     reference = (tmp_path / "site" / "api" / "replicator" / "index.html").read_text()
     assert "tombstone_retention" in reference  # the docstrings were read, not just the page
+    for page in (tmp_path / "site" / "api").rglob("*.html"):  # Sphinx roles made code
+        assert not re.search(r":(class|meth|func|mod|data|attr):", page.read_text()), page
 
 
 def test_the_cli_and_errors_pages_are_current():
