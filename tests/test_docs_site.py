@@ -70,3 +70,12 @@ def test_every_code_fence_names_one_language():
     for page in doc_pages():
         fences = re.findall(r"^```(.*)$", page.read_text(), flags=re.M)
         assert [f for f in fences if len(f.split()) > 1] == [], page.name
+
+
+def test_the_license_is_the_one_the_package_declares():
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r'^license = "MIT"$', pyproject, flags=re.M)
+    license_text = (ROOT / "LICENSE").read_text()
+    assert license_text.startswith("MIT License") and "the replicator authors" in license_text
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    assert changelog.startswith("# Changelog") and "## 0.1.0" in changelog
