@@ -1,5 +1,5 @@
 """A device offline for longer than the tombstone retention catches up without losing
-its own edits: the README's "Deletes are remembered for a retention period".
+its own edits: "Deletes are remembered for a retention period" in docs/concepts/conflicts.md.
 
 Run: .venv/bin/python examples/offline_past_retention.py [DIRECTORY]
 

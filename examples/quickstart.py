@@ -1,4 +1,4 @@
-"""Two devices share notes through the embedded remote: the README's first use, end to end.
+"""Two devices share notes through the embedded remote: the getting-started app, end to end.
 
 Run: .venv/bin/python examples/quickstart.py [DIRECTORY]
 """

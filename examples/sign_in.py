@@ -5,7 +5,8 @@ real project the same way (give FirebaseAuth the project's Web API key).
 If FIREBASE_AUTH_EMULATOR_HOST is not set, the script starts the Auth emulator
 itself (npm package firebase-tools: the one `.ci/run` installs in .ci/node, the
 one REPLICATOR_FIREBASE_CLI names, or `firebase` on PATH). The block between the
-README markers below is the README's "Sign-in and security" example, word for word.
+docs markers below is the "In development and tests" example of
+docs/concepts/sign-in.md, word for word.
 
 Run: .venv/bin/python examples/sign_in.py [DIRECTORY]
 """
@@ -24,7 +25,7 @@ from replicator.testing import AuthEmulator, find_firebase_cli
 
 
 def main(directory: Path) -> None:
-    # README: begin
+    # docs: begin
     from replicator import AuthError, FirebaseAuth
 
     # FIREBASE_AUTH_EMULATOR_HOST names the emulator; in production: FirebaseAuth("AIza...")
@@ -54,7 +55,7 @@ def main(directory: Path) -> None:
     removed = restored.sign_out(forget_local_data=[db])
     print("laptop: signed out, removed", sorted(path.name for path in removed))
     assert FirebaseAuth(store=directory / "laptop-session.json").restore() is None
-    # README: end
+    # docs: end
 
     mode = stat.S_IMODE((directory / "phone-session.json").stat().st_mode)
     print(f"phone: still signed in; its session file is readable by its user only ({mode:o})")

@@ -2,7 +2,7 @@
 
 Declare models deriving from :class:`SyncModel`, create a :class:`Replicator`
 with a remote store, and call :meth:`Replicator.sync` whenever the device is
-online. See the README for a first use.
+online. See docs/getting-started.md for a first use.
 """
 
 import logging

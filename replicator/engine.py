@@ -182,10 +182,13 @@ class Replicator:
 
     @property
     def installation_id(self) -> str:
+        """This device's id in the Devices collection: made once per database, new after
+        a restore (``replicator devices`` lists them; device tokens are keyed by it)."""
         return self.local.installation_id
 
     @property
     def collections(self) -> list[str]:
+        """The remote names of the synced tables (a table's name in SQLite)."""
         return [collection_name(m) for m in self.models]
 
     @on_local_database("could not be read")

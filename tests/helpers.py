@@ -20,6 +20,23 @@ WORKERS = TESTS / "workers"
 
 FIRESTORE_PROJECT = "demo-replicator"
 
+#: the pages generated from the code (scripts/gen_docs.py), not written by hand
+GENERATED_PAGES = ("cli.md", "errors.md")
+
+
+def doc_pages(*, generated: bool = True) -> list[Path]:
+    """The README and every page of the documentation site, the README first."""
+    pages = sorted((ROOT / "docs").rglob("*.md"))
+    if not generated:
+        pages = [p for p in pages if p.relative_to(ROOT / "docs").as_posix() not in GENERATED_PAGES]
+    return [ROOT / "README.md", *pages]
+
+
+def docs_text(*, generated: bool = True) -> str:
+    """What the documentation says, all pages together (the README's front page first)."""
+    return "\n\n".join(p.read_text() for p in doc_pages(generated=generated))
+
+
 #: a module's scenarios run on every store and also on Firestore as a signed-in user
 #: under the generated rules (``pytestmark = ALSO_AS_USERS``; conftest's ``remote``)
 ALSO_AS_USERS = pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """The benchmarks run: each one, at a tiny size, ends and prints its ratios.
 
 They measure nothing here (a 2-core CI machine is too noisy for that); this
-only keeps them from rotting between the runs the README's figures come from.
+only keeps them from rotting between the runs the figures of docs/benchmarks.md come from.
 """
 
 from __future__ import annotations

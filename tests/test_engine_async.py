@@ -79,7 +79,7 @@ def test_an_in_memory_database_is_refused_with_a_reason(tmp_path):
 
 
 def test_cancelling_sync_async_stops_the_waiting_not_the_sync(make_device, remote):
-    """What the README and sync_async's docstring say: the cancelled task ends at once,
+    """What the docs and sync_async's docstring say: the cancelled task ends at once,
     the sync goes on in its worker thread to its end, and a sync asked for after it
     waits for it, without a thread of its own, rather than running beside it."""
     faulty = FaultyRemote(remote)

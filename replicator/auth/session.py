@@ -150,7 +150,8 @@ class Session:
         The tokens go first, so a failure to remove a file leaves the user signed out
         and a :class:`LocalDatabaseError` naming the file; ``remove_local_data`` (or
         ``sign_out`` again) finishes the job. Sign-out is local: the refresh token
-        stays valid at Firebase until revoked there (see the README's threat model).
+        stays valid at Firebase until revoked there (see the threat model in
+        docs/concepts/sign-in.md).
         """
         with self._lock:
             self._tokens = None

@@ -43,11 +43,17 @@ class TokenStore(Protocol):
     is stored; ``clear()`` of an empty store does nothing. Errors are replicator's
     (the session wraps anything else in a :class:`ConfigurationError`)."""
 
-    def load(self) -> Tokens | None: ...
+    def load(self) -> Tokens | None:
+        """The stored tokens, or ``None`` when nothing readable is stored."""
+        ...
 
-    def save(self, tokens: Tokens) -> None: ...
+    def save(self, tokens: Tokens) -> None:
+        """Replace what is stored with ``tokens``."""
+        ...
 
-    def clear(self) -> None: ...
+    def clear(self) -> None:
+        """Forget the stored tokens; nothing stored is no error."""
+        ...
 
 
 def default_folder() -> Path:

@@ -41,7 +41,12 @@ class ConflictStrategy(Protocol):
     strategy in each ``Resolution``.
     """
 
-    def resolve(self, collection: str, local: Row, remote: Row, base: Row | None) -> Row: ...
+    def resolve(self, collection: str, local: Row, remote: Row, base: Row | None) -> Row:
+        """The row to keep, given this device's ``local`` row, the ``remote`` one and
+        ``base``, the version both last agreed on (``None`` when there is none). Return
+        ``local`` or ``remote`` to keep that side, anything else to merge. Pure: it must
+        give every device the same answer from the same rows."""
+        ...
 
 
 def resolver(strategy: ConflictStrategy | Resolver) -> Resolver:

@@ -49,7 +49,10 @@ class SnapshotStrategy(Protocol):
     while rows are unsynced, whatever ``should_publish`` answers.
     """
 
-    def should_publish(self, decision: SnapshotDecision) -> bool: ...
+    def should_publish(self, decision: SnapshotDecision) -> bool:
+        """Whether to publish a snapshot now, given what ``decision`` says of this
+        device's data and of the current snapshot."""
+        ...
 
 
 def checked(strategy: object) -> SnapshotStrategy:

@@ -1,5 +1,5 @@
 """Adding sync to an existing peewee app: which tables can be adopted, and what becomes
-of the rows they already hold (the README's "Adding sync to an existing app")."""
+of the rows they already hold (docs/guides/adopting.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What the README says about the API is what the code does: every argument of
+"""What the docs say about the API is what the code does: every argument of
 ``Replicator`` is documented with its default, no example passes a constructor argument
 to ``sync()``, and the config examples name tables by the names peewee gives them."""
 
@@ -13,7 +13,7 @@ import sys
 import peewee
 
 from replicator import EmbeddedRemote, Replicator
-from tests.helpers import ROOT
+from tests.helpers import ROOT, docs_text
 from tests.models import MODELS
 
 if sys.version_info >= (3, 11):
@@ -21,16 +21,17 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-README = (ROOT / "README.md").read_text()
+DOCS = docs_text()
+REFERENCE = (ROOT / "docs" / "api" / "replicator.md").read_text()
 
 
 def _arguments_table() -> dict[str, str]:
-    section = README.split("### The Replicator's arguments", 1)[1].split("\n#", 1)[0]
+    section = REFERENCE.split("## The Replicator's arguments", 1)[1].split("\n#", 1)[0]
     rows = re.findall(r"^\| `(\w+)=?` \| ([^|]+) \|", section, flags=re.M)
     return {name: default.strip() for name, default in rows}
 
 
-def test_every_argument_of_the_replicator_is_in_the_readme_with_its_default(tmp_path):
+def test_every_argument_of_the_replicator_is_in_the_docs_with_its_default(tmp_path):
     table = _arguments_table()
     parameters = list(inspect.signature(Replicator.__init__).parameters.values())[1:]
     assert [p.name for p in parameters] == list(table)  # all of them, in order
@@ -65,7 +66,7 @@ def test_no_example_passes_a_constructor_argument_to_sync():
     sync_arguments = set(inspect.signature(Replicator.sync).parameters) - {"self"}
     constructor_only = set(_arguments_table()) - sync_arguments
     for name in constructor_only:
-        assert not re.search(rf"\bsync(_async)?\([^)]*\b{name}=", README), name
+        assert not re.search(rf"\bsync(_async)?\([^)]*\b{name}=", DOCS), name
 
 
 def _table_names(source: str) -> set[str]:
@@ -92,12 +93,12 @@ def _table_names(source: str) -> set[str]:
 
 
 def test_the_config_examples_name_tables_as_peewee_does():
-    python = "\n".join(re.findall(r"```python\n(.*?)```", README, flags=re.S))
+    python = "\n".join(re.findall(r"```python\n(.*?)```", DOCS, flags=re.S))  # notest too
     real = _table_names(python) | _table_names((ROOT / "examples/field_campaign.py").read_text())
     named: list[str] = []
-    for block in re.findall(r"```toml\n(.*?)```", README, flags=re.S):
+    for block in re.findall(r"```toml\n(.*?)```", DOCS, flags=re.S):
         config = tomllib.loads(block)
         named += config.get("download_only", [])
         named += config.get("bundles", {}).get("collections", [])
-    assert named, "the README's config examples name no table"
+    assert named, "the docs' config examples name no table"
     assert [n for n in named if n not in real] == []
