@@ -27,6 +27,7 @@ import attrs
 from ..auth.verify import IdTokenVerifier
 from ..codec import names_a_document
 from ..errors import ConfigurationError
+from ..stores.http import header_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -150,7 +151,7 @@ class SignedInCallers:
         return f"SignedInCallers({self.verifier!r})"
 
     def __call__(self, headers: Mapping[str, str]) -> Caller | Refused:
-        device = headers.get(DEVICE_HEADER) or ""
+        device = header_text(headers.get(DEVICE_HEADER) or "")
         if not is_device_name(device):
             return Refused(
                 "no X-Replicator-Device header naming the calling device's installation id"
