@@ -324,3 +324,53 @@ def test_signed_in_callers_need_an_ingestor_of_users(tmp_path):
         plain.serve(auth=SignedInCallers(IdTokenVerifier(PROJECT, emulator=True)))
     with pytest.raises(ConfigurationError, match="users="):
         plain.for_user("alice")
+
+
+# -- real users of the Auth emulator ---------------------------------------------------------
+
+
+@pytest.fixture
+def users(auth_emulator: Any, tmp_path: Path) -> Any:
+    from replicator.auth import FirebaseAuth, MemoryTokenStore
+    from replicator.auth.accounts import AccountStatus
+
+    auth_emulator.reset()
+    accounts = AccountStatus(auth_emulator.project, emulator_host=auth_emulator.host, ttl=0)
+    verifier = IdTokenVerifier(auth_emulator.project, accounts=accounts)
+    made = Campaign(tmp_path, lambda uid: EmbeddedRemote(tmp_path / f"root-{uid}.db"), verifier)
+    auth = FirebaseAuth(emulator_host=auth_emulator.host, store=MemoryTokenStore())
+    yield made, auth, auth_emulator, accounts
+    auth.close()
+    accounts.close()
+    made.close()
+
+
+def test_signed_in_users_devices_send_to_their_own_roots_and_a_disabled_user_is_cut_off(users):
+    campaign, auth, emulator, accounts = users
+    ada = auth.sign_up(f"ada-{time.time_ns()}@example.org", "correct horse battery")
+    bo = auth.sign_up(f"bo-{time.time_ns()}@example.org", "correct horse battery")
+    laptop, phone = campaign.device("ada-laptop", ada), campaign.device("bo-phone", bo)
+    with laptop.bound():
+        Household.create(head="Ada's")
+    with phone.bound():
+        Household.create(head="Bo's")
+    assert laptop.sync().bundled == phone.sync().bundled == {"households": 1}
+    assert [d["head"] for d in campaign.stored(ada.uid).values()] == ["Ada's"]
+    assert [d["head"] for d in campaign.stored(bo.uid).values()] == ["Bo's"]
+    # an administrator disables Bo: his still-valid ID token is refused at once
+    emulator.disable_user(bo.uid)
+    request = campaign.request(bo.uid, "bo-phone", [row(1)])
+    answer = campaign.post(request, bo.id_token(), "bo-phone")
+    assert answer.status_code == 401 and "disabled" in answer.json()["error"], answer.text
+    with phone.bound():
+        Household.create(head="after")
+    with pytest.raises(AuthError, match="disabled"):  # refused, then its refresh too
+        phone.sync()
+    assert len(campaign.stored(bo.uid)) == 1 and phone.pending_count() == 1
+    emulator.delete_user(bo.uid)
+    answer = campaign.post(request, bo.id_token(), "bo-phone")
+    assert answer.status_code == 401 and "deleted" in answer.json()["error"]
+    with laptop.bound():
+        Household.create(head="Ada's second")
+    assert laptop.sync().bundled == {"households": 1}  # Ada is not affected
+    assert accounts.lookups >= 4
