@@ -374,3 +374,25 @@ def test_signed_in_users_devices_send_to_their_own_roots_and_a_disabled_user_is_
         Household.create(head="Ada's second")
     assert laptop.sync().bundled == {"households": 1}  # Ada is not affected
     assert accounts.lookups >= 4
+
+
+def test_revoked_sessions_are_refused_and_answers_are_kept_ttl_seconds(users):
+    from replicator.auth.accounts import AccountStatus
+
+    campaign, auth, emulator, _ = users
+    cy = auth.sign_up(f"cy-{time.time_ns()}@example.org", "correct horse battery")
+    held = cy.id_token()
+    kept = AccountStatus(emulator.project, emulator_host=emulator.host, ttl=3600)
+    try:
+        claims_time = int(time.time())
+        assert kept(cy.uid, claims_time) == kept(cy.uid, claims_time) == ""
+        assert kept.lookups == 1  # the second answer came from what was kept
+        # the backend revokes Cy's sessions (Admin SDK revoke_refresh_tokens sets validSince)
+        emulator.revoke_sessions(cy.uid, at=time.time() + 5)
+        request = campaign.request(cy.uid, "cy-phone", [row(1)])
+        answer = campaign.post(request, held, "cy-phone")
+        assert answer.status_code == 401 and "revoked" in answer.json()["error"], answer.text
+        assert kept(cy.uid, claims_time) == ""  # kept for its ttl: the cost of one lookup
+    finally:
+        kept.close()
+    assert campaign.stored(cy.uid) == {}
