@@ -342,9 +342,10 @@ class Ingestor:
         ``SignedInCallers`` (devices of signed-in users), the ingestor must have been made
         with ``users``: each user's requests go to that user's root. ``options``:
         ``IngestServer``'s limits and timeouts."""
-        from .auth import SignedInCallers
+        from .auth import FirstOf, SignedInCallers
 
-        if isinstance(auth, SignedInCallers) and self.users is None:
+        parts = auth.authenticators if isinstance(auth, FirstOf) else (auth,)
+        if any(isinstance(a, SignedInCallers) for a in parts) and self.users is None:
             raise ConfigurationError(
                 "signed-in callers need an ingestor with users=: each user's rows go to"
                 " that user's root",
