@@ -396,3 +396,19 @@ def test_revoked_sessions_are_refused_and_answers_are_kept_ttl_seconds(users):
     finally:
         kept.close()
     assert campaign.stored(cy.uid) == {}
+
+
+def test_the_guides_example_runs(tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    guide = (Path(__file__).resolve().parents[2] / "docs/guides/ingest-service.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", guide, flags=re.S)
+    assert blocks
+    for code in blocks:
+        done = subprocess.run(
+            [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        assert 'alice ["alice\'s household"]' in done.stdout
