@@ -202,6 +202,8 @@ class Ingestor:
                 "this ingestor takes no signed-in users: it was made without users=",
                 hint="pass users=<uid -> the remote store of the user's root>",
             )
+        if not uid or "/" in uid or uid in (".", ".."):
+            raise ConfigurationError(f"{uid[:64]!r} cannot name a user's folder and root")
         with self._clones_lock:
             clone = self._clones.get(uid)
             if clone is not None:

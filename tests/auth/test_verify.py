@@ -48,6 +48,8 @@ def test_a_valid_token_names_its_user() -> None:
         forged(iat=int(time.time()) + 600),
         forged(sub=""),
         forged(sub="a/../b"),
+        forged(sub=".."),
+        forged(sub="."),
         forged(sub="x" * 129),
         forged(sub=7),
         forged(exp="soon"),
