@@ -128,6 +128,6 @@ class IdTokenVerifier:
             return None, "the ID token is issued in the future"
         if not isinstance(sub, str) or not 0 < len(sub) <= 128 or not sub.isprintable():
             return None, "the ID token names no valid user"
-        if "/" in sub:
+        if "/" in sub or sub in (".", ".."):  # a user id names a folder and a root
             return None, "the ID token names no valid user"
         return sub, ""
