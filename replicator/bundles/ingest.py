@@ -338,7 +338,8 @@ class Ingestor:
         """The HTTP API for ``HttpIngest`` on ``host:port`` (0: a free port): an ASGI
         application under uvicorn, running in a thread (``service.IngestServer``; close
         it, or use it as a context manager). ``auth`` maps each request to its caller
-        (``DeviceTokens``: per-device bearer tokens); the caller must be the device the
+        (``SignedInCallers``: devices of signed-in users; ``DeviceTokens``: the operators'
+        bearer tokens; ``FirstOf``: both); the caller must be the device the
         request names. Without ``auth`` any request is taken as coming from the device it
         names: for tests and a service reachable by trusted devices only. With
         ``SignedInCallers`` (devices of signed-in users), the ingestor must have been made
