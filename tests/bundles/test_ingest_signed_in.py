@@ -412,3 +412,48 @@ def test_the_guides_example_runs(tmp_path):
         )
         assert done.returncode == 0, done.stderr
         assert 'alice ["alice\'s household"]' in done.stdout
+
+
+def test_through_the_queue_under_the_generated_rules_each_user_is_served_in_their_root(
+    tmp_path, as_users
+):
+    """Devices signed in as alice and bob queue their requests in their own roots
+    (``StoreIngest``, under the rules ``replicator rules`` generates); each user's
+    ingestor takes them from there and applies them there. Bob cannot queue in
+    alice's root."""
+    from replicator import AccessDeniedError
+    from replicator.stores.firestore import FirestoreRemote
+
+    users = as_users([Household], upload_only=["households"], ingest_queue=True)
+    admin = users.service_client()
+    bucket = DirectoryBlobStore(tmp_path / "bucket")
+    ingestor = Ingestor(
+        bucket,
+        FirestoreRemote(admin, "operators/main"),
+        [Household],
+        users=lambda uid: FirestoreRemote(admin, f"users/{uid}"),
+    )
+    devices = {}
+    for uid in ("alice", "bob"):
+        remote = users.remote(uid)
+        mine = DirectoryBlobStore(tmp_path / "bucket" / "users" / uid)
+        db = peewee.SqliteDatabase(str(tmp_path / f"{uid}.db"))
+        devices[uid] = Replicator(
+            db, [Household], remote, device_name=f"{uid}-phone",
+            bundles=Bundles(mine, StoreIngest(remote), [Household]),
+        )  # fmt: skip
+        with devices[uid].bound():
+            Household.create(head=f"{uid}'s")
+        assert devices[uid].sync().bundles_waiting == 1
+    for uid in ("alice", "bob"):
+        assert [r.state for r in ingestor.for_user(uid).poll()] == ["accepted"]
+        assert devices[uid].sync().bundled == {"households": 1}
+        root = FirestoreRemote(admin, f"users/{uid}")
+        assert [d.data["head"] for d in root.pull("households", None, 10).docs] == [f"{uid}'s"]
+    # bob, signed in, names alice's root: the rules refuse his request
+    intruder = StoreIngest(users.remote("bob", root="users/alice"))
+    request = IngestRequest("b-x", "bundles/bob-phone/b-x.ndjson.gz", "0" * 64, 1, 1,
+                            "households", "bob-phone")  # fmt: skip
+    with pytest.raises(AccessDeniedError):
+        intruder.submit(request, DeviceRecord("bob-phone"))
+    assert users.gate.refused == {} and set(users.gate.users) == {"alice", "bob"}  # no admin
