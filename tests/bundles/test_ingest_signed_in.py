@@ -457,3 +457,12 @@ def test_through_the_queue_under_the_generated_rules_each_user_is_served_in_thei
     with pytest.raises(AccessDeniedError):
         intruder.submit(request, DeviceRecord("bob-phone"))
     assert users.gate.refused == {} and set(users.gate.users) == {"alice", "bob"}  # no admin
+
+
+def test_a_device_name_of_any_text_travels_in_its_header(campaign):
+    # an outbox's BundleSink names its device after the host, which may be any text
+    device = "tablette de l'équipe 3"
+    request = campaign.request("alice", device, [row(1)])
+    answer = HttpIngest(campaign.server.url, tokens=MockIdTokens("alice", PROJECT)).submit(request)
+    assert answer.state == "accepted", answer
+    assert [d["updatedBy"] for d in campaign.stored("alice").values()] == [device]
