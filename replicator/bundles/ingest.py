@@ -229,7 +229,9 @@ class Ingestor:
         and ingest it now unless it is decided already or another ingestor holds it.
         A ``caller`` who is a signed-in user is served by that user's ingestor
         (:meth:`for_user`): their root, their folder of the bucket."""
-        if caller is not None and caller.user is not None and self.user is None:
+        if caller is not None and caller.user != self.user:
+            if self.user is not None or caller.user is None:
+                raise ConfigurationError(f"user {self.user}'s ingestor serves that user only")
             return self.for_user(caller.user).submit(request)
         doc = self.store.get(QUEUE, [request.bundle]).get(request.bundle)
         if doc is None:

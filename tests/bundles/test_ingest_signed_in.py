@@ -466,3 +466,17 @@ def test_a_device_name_of_any_text_travels_in_its_header(campaign):
     answer = HttpIngest(campaign.server.url, tokens=MockIdTokens("alice", PROJECT)).submit(request)
     assert answer.state == "accepted", answer
     assert [d["updatedBy"] for d in campaign.stored("alice").values()] == [device]
+
+
+def test_a_users_ingestor_serves_no_other_caller(campaign):
+    from replicator import ConfigurationError
+    from replicator.bundles import Caller
+
+    alices = campaign.ingestor.for_user("alice")
+    assert campaign.ingestor.for_user("alice") is alices  # kept, one root per user
+    request = campaign.request("alice", "p", [row(1)])
+    for caller in (Caller("p", "bob"), Caller("p")):
+        with pytest.raises(ConfigurationError, match="serves that user only"):
+            alices.submit(request, caller)
+    assert campaign.stored("alice") == {} and campaign.stored("bob") == {}
+    assert alices.submit(request, Caller("p", "alice")).state == "accepted"
