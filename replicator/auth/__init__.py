@@ -12,9 +12,11 @@ Modules: ``rest`` (the REST calls), ``failures`` (the one mapping of Firebase's
 answers to replicator's errors), ``tokens`` (what a session holds and its stored
 form), ``storage`` and ``keyring_store`` (where it is kept), ``session``
 (refresh, sign-out), ``client`` (sign-in, restore), ``local_data`` (removing a
-user's database files at sign-out).
+user's database files at sign-out). For services: ``verify`` (checking a caller's ID
+token) and ``accounts`` (whether its user is still allowed in).
 """
 
+from .accounts import AccountStatus
 from .client import FirebaseAuth
 from .keyring_store import KeyringTokenStore
 from .local_data import remove_local_data
@@ -22,14 +24,17 @@ from .rest import AuthApi
 from .session import MIN_VALIDITY, REFRESH_MARGIN, Session
 from .storage import CallbackTokenStore, FileTokenStore, MemoryTokenStore, TokenStore
 from .tokens import Tokens
+from .verify import IdTokenVerifier
 
 __all__ = [
     "MIN_VALIDITY",
     "REFRESH_MARGIN",
+    "AccountStatus",
     "AuthApi",
     "CallbackTokenStore",
     "FileTokenStore",
     "FirebaseAuth",
+    "IdTokenVerifier",
     "KeyringTokenStore",
     "MemoryTokenStore",
     "Session",

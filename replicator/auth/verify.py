@@ -9,6 +9,11 @@ Firebase Authentication emulator issues unsigned tokens: with ``emulator=True``
 SDK) the signature is not checked, every claim still is. Never run a production
 service with the emulator's variable set.
 
+A token stays valid for its hour after its user is disabled, deleted or has their
+sessions revoked. With ``accounts=`` (an :class:`~replicator.auth.accounts.AccountStatus`)
+the verifier also asks Firebase Authentication about the user (kept a minute), as
+the Admin SDK's ``check_revoked=True`` does, and refuses such a user.
+
 The ingest service's authenticator for signed-in devices is
 ``replicator.bundles.auth.SignedInCallers``, built on this.
 """
@@ -23,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import TransientError
+from .accounts import AccountStatus
 
 #: seconds of clock difference tolerated on ``iat`` and ``exp``
 SKEW = 10
@@ -32,20 +38,24 @@ class IdTokenVerifier:
     """Checks Firebase ID tokens of ``project`` (see the module's docstring).
 
     Calling it with a token answers the user id or ``None`` (not a valid ID token of
-    this project: malformed, expired, signed by someone else). It raises only
-    ``TransientError``, when Google's certificates cannot be fetched now."""
+    this project: malformed, expired, signed by someone else; or, with ``accounts``,
+    of a user disabled, deleted or whose sessions were revoked); :meth:`identify`
+    answers why not as well. It raises ``TransientError`` when Google's certificates
+    (or, with ``accounts``, the user's account) cannot be fetched now."""
 
     def __init__(
         self,
         project: str,
         *,
         emulator: bool | None = None,
+        accounts: AccountStatus | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.project = project
         self.emulator = (
             bool(os.environ.get("FIREBASE_AUTH_EMULATOR_HOST")) if emulator is None else emulator
         )
+        self.accounts = accounts
         self.clock = clock
         self._request: Any = None
 
@@ -54,10 +64,23 @@ class IdTokenVerifier:
         return f"IdTokenVerifier({self.project!r}, {mode})"
 
     def __call__(self, token: str) -> str | None:
-        if not token or len(token) > 8192 or token.count(".") != 2:
-            return None
+        return self.identify(token)[0]
+
+    def identify(self, token: str) -> tuple[str | None, str]:
+        """``(uid, "")`` for a valid token of a user who may act, else ``(None, why)``."""
+        if not token:
+            return None, "no ID token (send Authorization: Bearer <the user's ID token>)"
+        if len(token) > 8192 or token.count(".") != 2:
+            return None, "the bearer token is not an ID token"
         claims = self._unsigned(token) if self.emulator else self._signed(token)
-        return None if claims is None else self._user(claims)
+        if claims is None:
+            return None, "the ID token is malformed or its signature is not Google's"
+        uid, why = self._user(claims)
+        if uid is not None and self.accounts is not None:
+            why = self.accounts(uid, claims.get("auth_time"))
+            if why:
+                uid = None
+        return uid, why
 
     def _signed(self, token: str) -> dict[str, Any] | None:
         import google.auth.exceptions
@@ -86,20 +109,25 @@ class IdTokenVerifier:
             return None
         return claims if isinstance(claims, dict) else None
 
-    def _user(self, claims: dict[str, Any]) -> str | None:
+    def _user(self, claims: dict[str, Any]) -> tuple[str | None, str]:
         """The claims' user once every claim checks out: the project's issuer and
-        audience, a time window containing now, a subject of 1 to 128 characters."""
+        audience, a time window containing now, a subject of 1 to 128 characters;
+        else why not."""
         now = self.clock()
         exp, iat = claims.get("exp"), claims.get("iat", 0)
         sub = claims.get("sub")
-        if claims.get("aud") != self.project:
-            return None
-        if claims.get("iss") != f"https://securetoken.google.com/{self.project}":
-            return None
+        if claims.get("aud") != self.project or claims.get("iss") != (
+            f"https://securetoken.google.com/{self.project}"
+        ):
+            return None, f"the ID token is not one of project {self.project}"
         if not isinstance(exp, int | float) or not isinstance(iat, int | float):
-            return None
-        if exp <= now - SKEW or iat > now + SKEW:
-            return None
+            return None, "the ID token has no valid times"
+        if exp <= now - SKEW:
+            return None, "the ID token has expired (refresh it and ask again)"
+        if iat > now + SKEW:
+            return None, "the ID token is issued in the future"
         if not isinstance(sub, str) or not 0 < len(sub) <= 128 or not sub.isprintable():
-            return None
-        return sub if "/" not in sub else None
+            return None, "the ID token names no valid user"
+        if "/" in sub or sub in (".", ".."):  # a user id names a folder and a root
+            return None, "the ID token names no valid user"
+        return sub, ""

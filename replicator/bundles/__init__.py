@@ -7,7 +7,7 @@ to the callers ``auth`` identifies. The seam between senders and the service (th
 request, the result, the ``IngestService`` protocol and its implementations) is in
 ``replicator.stores``, which imports no feature."""
 
-from .auth import Caller, DeviceTokens
+from .auth import Caller, DeviceTokens, FirstOf, Refused, SignedInCallers
 from .ingest import Ingestor
 from .send import Bundles, BundleTally
 from .service import IngestServer
@@ -19,6 +19,9 @@ __all__ = [
     "Bundles",
     "Caller",
     "DeviceTokens",
+    "FirstOf",
     "IngestServer",
     "Ingestor",
+    "Refused",
+    "SignedInCallers",
 ]

@@ -1,15 +1,17 @@
 """Who is asking: the ingest service's authenticators.
 
 An :class:`Authenticator` maps an HTTP request's headers to the :class:`Caller` it
-comes from, or to ``None`` (not authenticated: 401). The service then holds the caller
-to its own data: a request must name the caller's device (``service.py``), and the
-ingestor takes bundles only from that device's folder and lets it write only rows it
-created (``rows.py``).
+comes from, or to a :class:`Refused` saying why not (or ``None``: not authenticated;
+both are a 401). The service then holds the caller to its own data: a request must
+name the caller's device (``service.py``), and the ingestor takes bundles only from
+that device's folder and lets it write only rows it created (``rows.py``); a caller
+who is a signed-in user is held to that user's folder of the bucket and root of the
+remote store besides (``Ingestor.for_user``).
 
-:class:`DeviceTokens` is the authenticator of ``replicator ingest``: one bearer token
-per device, from a file the campaign's operator keeps. Signing in (Firebase ID tokens)
-replaces it by another authenticator, verifying the token and answering the caller's
-device and user; nothing else changes.
+:class:`SignedInCallers` is the devices' authenticator: the user's Firebase ID token,
+verified on every request, and the device's installation id. :class:`DeviceTokens`
+(one bearer token per device, from a file the campaign's operator keeps) is the
+operators' option: for their own programs and tools that sign in as no user.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import attrs
 from ..auth.verify import IdTokenVerifier
 from ..codec import names_a_document
 from ..errors import ConfigurationError
+from ..stores.http import header_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -46,11 +49,20 @@ class Caller:
     user: str | None = None
 
 
-class Authenticator(Protocol):
-    """Maps a request's headers (case-insensitive names) to its caller, or to ``None``
-    when they prove no identity. It must not raise for any headers a client sends."""
+@attrs.frozen
+class Refused:
+    """Headers that prove no identity, and why (the text of the 401 answer)."""
 
-    def __call__(self, headers: Mapping[str, str]) -> Caller | None: ...
+    reason: str
+
+
+class Authenticator(Protocol):
+    """Maps a request's headers (case-insensitive names) to its caller, or to
+    :class:`Refused` (or ``None``) when they prove no identity. It must not raise for
+    any headers a client sends, except ``TransientError`` when the identity cannot be
+    checked now (answered 503). It may block: the service calls it on a worker thread."""
+
+    def __call__(self, headers: Mapping[str, str]) -> Caller | Refused | None: ...
 
 
 def bearer(headers: Mapping[str, str]) -> str:
@@ -128,7 +140,9 @@ class SignedInCallers:
     ``Authorization: Bearer <Firebase ID token>`` (checked by ``verifier`` on every
     request), its device from the ``X-Replicator-Device`` header. The device is the
     caller's word: the service holds it to the user's own folder and rows, so a
-    device can speak only for its own user."""
+    device can speak only for its own user. A refusal says why (no device header, no
+    token, another project's, expired, a disabled user with the verifier's account
+    check), never whose token it was."""
 
     def __init__(self, verifier: IdTokenVerifier) -> None:
         self.verifier = verifier
@@ -136,9 +150,32 @@ class SignedInCallers:
     def __repr__(self) -> str:
         return f"SignedInCallers({self.verifier!r})"
 
-    def __call__(self, headers: Mapping[str, str]) -> Caller | None:
-        device = headers.get(DEVICE_HEADER) or ""
+    def __call__(self, headers: Mapping[str, str]) -> Caller | Refused:
+        device = header_text(headers.get(DEVICE_HEADER) or "")
         if not is_device_name(device):
-            return None
-        user = self.verifier(bearer(headers))
-        return Caller(device, user) if user else None
+            return Refused(
+                "no X-Replicator-Device header naming the calling device's installation id"
+                " (1 to 64 printable characters, without '/')"
+            )
+        user, why = self.verifier.identify(bearer(headers))
+        return Caller(device, user) if user else Refused(why)
+
+
+class FirstOf:
+    """Several authenticators: the caller the first one identifies, else the last
+    refusal (``replicator ingest`` serves the operators' tokens and signed-in devices
+    this way: the operators' tokens are tried first, in constant time)."""
+
+    def __init__(self, *authenticators: Authenticator) -> None:
+        self.authenticators = authenticators
+
+    def __repr__(self) -> str:
+        return f"FirstOf{self.authenticators!r}"
+
+    def __call__(self, headers: Mapping[str, str]) -> Caller | Refused | None:
+        found: Caller | Refused | None = None
+        for authenticate in self.authenticators:
+            found = authenticate(headers)
+            if isinstance(found, Caller):
+                return found
+        return found

@@ -37,6 +37,15 @@ Who asks: over HTTP, the caller's identity comes from an authenticator
 (``auth.py``) and must be the device the request names; through the queue, the
 remote store's own access rules say who may write a request.
 
+Signed-in users (``users=``, a factory ``uid -> RemoteStore`` of each user's root):
+a request whose caller is a user is handled by that user's ingestor
+(:meth:`Ingestor.for_user`), which takes bundles only from the user's folder of the
+bucket, ``users/<uid>/`` (a request's key is relative to it:
+``bundles/<device>/...``), and writes rows, queue documents and results only into
+that user's root. Within it, a device still writes only rows it created. Through a
+user's queue (``for_user(uid).poll()``) the rules prove the user, not the device:
+the ingestor takes a request only from a device registered in that root.
+
 Applied rows are ordinary documents of the remote store, so the normal sync shows
 them to every other device (a supervisor's). The ingestor writes under its own
 device record, ``ingestor-<name>``.
@@ -45,6 +54,7 @@ device record, ``ingestor-<name>``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as _dt
 import itertools
 import json
@@ -54,6 +64,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, BinaryIO, cast
 
@@ -78,9 +89,9 @@ from ..stores.base import (
     keeps_native_types,
 )
 from ..stores.ingest import QUEUE, IngestRequest, IngestResult, result_of
-from .auth import Authenticator, is_device_name
+from .auth import Authenticator, Caller, is_device_name
 from .format import EVENTS, BundleReader, read_message
-from .rows import OWNER, BundleRejected, RowIntake, batch_size, write_batches
+from .rows import OWNER, BundleRejected, RowIntake, batch_size, check_header, write_batches
 from .service import IngestServer
 
 log = logging.getLogger(__name__)
@@ -92,6 +103,8 @@ MAX_REFUSED = 2000
 RETRY_DELAY = 30.0
 #: most bytes an outbox message expands to (it is held whole while its events are read)
 MAX_MESSAGE_BYTES = 32 << 20
+#: most users' ingestors (and so roots of the remote store) kept open at once
+MAX_USERS = 256
 
 __all__ = ["MAX_REFUSED", "BundleRejected", "Ingestor"]
 
@@ -109,7 +122,10 @@ class Ingestor:
     one row's line. ``max_clock_skew`` (seconds) is how far ahead of the service's
     clock a row's ``updatedOn`` may be before it is clamped. ``prefix`` is where
     bundles are (a request naming another object is rejected). ``clock`` gives seconds
-    since the epoch (tests move it).
+    since the epoch (tests move it). ``users`` maps a signed-in user's id to the remote
+    store of that user's root (``users/<uid>`` in Firestore), for requests whose caller
+    is a user (:meth:`for_user`); it is called once per user while the user's ingestor
+    is kept (the :data:`MAX_USERS` most recent).
     """
 
     def __init__(
@@ -126,9 +142,17 @@ class Ingestor:
         max_clock_skew: float = 3600.0,
         prefix: str = "bundles",
         clock: Callable[[], float] = time.time,
+        users: Callable[[str], RemoteStore] | None = None,
     ) -> None:
         self.blobs = blobs
         self.store = store
+        self.users = users
+        #: the signed-in user this ingestor works for (``for_user``), or None
+        self.user: str | None = None
+        #: where this ingestor's bundle keys are, in the bucket (a user's folder)
+        self.folder = ""
+        self._clones: OrderedDict[str, Ingestor] = OrderedDict()
+        self._clones_lock = threading.Lock()
         wrong = [m for m in collections if not (isinstance(m, type) and issubclass(m, SyncModel))]
         if wrong:
             raise ConfigurationError(
@@ -165,13 +189,50 @@ class Ingestor:
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"Ingestor({self.name!r})"
+        user = f", user={self.user!r}" if self.user is not None else ""
+        return f"Ingestor({self.name!r}{user})"
+
+    def for_user(self, uid: str) -> Ingestor:
+        """The ingestor of signed-in user ``uid``: this service's collections and limits,
+        working on the user's root of the remote store (``users(uid)``) and on the
+        user's folder of the bucket (``users/<uid>/``, where request keys are relative
+        to). ``ConfigurationError`` when this ingestor was made without ``users``."""
+        if self.users is None:
+            raise ConfigurationError(
+                "this ingestor takes no signed-in users: it was made without users=",
+                hint="pass users=<uid -> the remote store of the user's root>",
+            )
+        if not uid or "/" in uid or uid in (".", ".."):
+            raise ConfigurationError(f"{uid[:64]!r} cannot name a user's folder and root")
+        with self._clones_lock:
+            clone = self._clones.get(uid)
+            if clone is not None:
+                self._clones.move_to_end(uid)
+                return clone
+        store = self.users(uid)
+        clone = copy.copy(self)
+        clone.store, clone.users, clone.user = store, None, uid
+        clone.folder = f"users/{uid}/"
+        clone.codec = RowCodec(native=keeps_native_types(store))
+        clone._cursor, clone._held, clone._lock = None, {}, threading.Lock()
+        clone._clones, clone._clones_lock = OrderedDict(), threading.Lock()
+        with self._clones_lock:
+            clone = self._clones.setdefault(uid, clone)
+            while len(self._clones) > MAX_USERS:
+                self._clones.popitem(last=False)
+        return clone
 
     # -- the two ways in -------------------------------------------------------------
 
-    def submit(self, request: IngestRequest) -> IngestResult:
+    def submit(self, request: IngestRequest, caller: Caller | None = None) -> IngestResult:
         """Handle a request that arrived over HTTP: record it in the queue if it is new,
-        and ingest it now unless it is decided already or another ingestor holds it."""
+        and ingest it now unless it is decided already or another ingestor holds it.
+        A ``caller`` who is a signed-in user is served by that user's ingestor
+        (:meth:`for_user`): their root, their folder of the bucket."""
+        if caller is not None and caller.user != self.user:
+            if self.user is not None or caller.user is None:
+                raise ConfigurationError(f"user {self.user}'s ingestor serves that user only")
+            return self.for_user(caller.user).submit(request)
         doc = self.store.get(QUEUE, [request.bundle]).get(request.bundle)
         if doc is None:
             claim = {**request.to_json(), **self._claim()}
@@ -223,7 +284,11 @@ class Ingestor:
         try:
             request = _request_of(doc)
         except ValueError as exc:
-            result = IngestResult(doc.id, "rejected", f"malformed request: {exc}")
+            reason = f"malformed request: {exc}"
+        else:
+            reason = self._unregistered(request)
+        if reason:
+            result = IngestResult(doc.id, "rejected", reason)
             self._record(doc.id, result)
             out.append(result)
             return
@@ -242,6 +307,13 @@ class Ingestor:
             self._held[doc.id] = until if isinstance(until, int | float) else self.clock()
         else:
             out.append(result)
+
+    def _unregistered(self, request: IngestRequest) -> str:
+        """In a user's queue, why the request's device is not one registered in that
+        user's root (the rules proved who wrote the request, not which device)."""
+        if self.user is None or request.device in {d.installation_id for d in self.store.devices()}:
+            return ""
+        return f"device {request.device[:64]!r} is not registered to user {self.user}"
 
     def run(self, *, poll_every: float = 2.0, stop: threading.Event | None = None) -> None:
         """Poll the queue until ``stop`` is set (each decision is logged as it is made);
@@ -268,10 +340,22 @@ class Ingestor:
         """The HTTP API for ``HttpIngest`` on ``host:port`` (0: a free port): an ASGI
         application under uvicorn, running in a thread (``service.IngestServer``; close
         it, or use it as a context manager). ``auth`` maps each request to its caller
-        (``DeviceTokens``: per-device bearer tokens); the caller must be the device the
+        (``SignedInCallers``: devices of signed-in users; ``DeviceTokens``: the operators'
+        bearer tokens; ``FirstOf``: both); the caller must be the device the
         request names. Without ``auth`` any request is taken as coming from the device it
-        names: for tests and a service reachable by trusted devices only. ``options``:
+        names: for tests and a service reachable by trusted devices only. With
+        ``SignedInCallers`` (devices of signed-in users), the ingestor must have been made
+        with ``users``: each user's requests go to that user's root. ``options``:
         ``IngestServer``'s limits and timeouts."""
+        from .auth import FirstOf, SignedInCallers
+
+        parts = auth.authenticators if isinstance(auth, FirstOf) else (auth,)
+        if any(isinstance(a, SignedInCallers) for a in parts) and self.users is None:
+            raise ConfigurationError(
+                "signed-in callers need an ingestor with users=: each user's rows go to"
+                " that user's root",
+                hint="Ingestor(..., users=lambda uid: <the remote store of users/<uid>>)",
+            )
         return IngestServer(self, host, port, auth=auth, **options)
 
     # -- claim, ingest, record -------------------------------------------------------------
@@ -366,9 +450,10 @@ class Ingestor:
         folder = f"{self.prefix}/{device}/"
         parts = request.key.split("/")
         if not request.key.startswith(folder) or ".." in parts or "" in parts:
+            mine = f" of user {self.user}'s folder users/{self.user}/" if self.user else ""
             raise BundleRejected(
-                f"bundles are taken from {self.prefix}/ only, each under the folder of the"
-                f" device that sends it ({folder})"
+                f"bundles are taken from {self.prefix}/{mine} only, each under the folder of"
+                f" the device that sends it ({folder})"
             )
         if request.size > self.max_bundle_bytes:
             raise BundleRejected(f"the bundle is larger than {self.max_bundle_bytes} bytes")
@@ -391,7 +476,7 @@ class Ingestor:
         with tempfile.SpooledTemporaryFile(max_size=1 << 20) as spool:
             body = HashingWriter(spool, request.size)  # type: ignore[arg-type]
             try:
-                self.blobs.get(request.key, body)  # type: ignore[arg-type]
+                self.blobs.get(self.folder + request.key, body)  # type: ignore[arg-type]
             except BlobNotFoundError:
                 raise BundleRejected(f"no bundle at {request.key}") from None
             except TooLong:
@@ -429,7 +514,7 @@ class Ingestor:
                 )
                 read = 0
                 try:
-                    _check_header(reader.header(), request, model)
+                    check_header(reader.header(), request, model)
                     for number, raw in reader.rows():
                         read += 1
                         if read > request.count:
@@ -493,27 +578,6 @@ def _event_doc(request: IngestRequest, type_: str, event: Any) -> dict[str, Any]
         "timestamp": event.get("timestamp") if known else None,
         "data": json.dumps(event.get("data") if known else event),
     }
-
-
-def _check_header(header: dict[str, Any], request: IngestRequest, model: Any) -> None:
-    """The header names what the request does, and no column the model lacks."""
-    for name, want in (
-        ("bundle", request.bundle),
-        ("device", request.device),
-        ("collection", request.collection),
-        ("count", request.count),
-    ):
-        if header.get(name) != want:
-            raise BundleRejected(f"the bundle's header names another {name} than the request")
-    columns = header.get("columns")
-    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
-        raise BundleRejected("the bundle's header does not list its columns")
-    newer = sorted(set(columns) - set(remote_columns(model)))
-    if newer:  # rejected whole, so the rows are sent again once the service knows them
-        raise BundleRejected(
-            f"the bundle has columns this service does not know ({', '.join(newer)[:200]}):"
-            " a newer app version; upgrade the service's models"
-        )
 
 
 def _request_of(doc: RemoteDoc) -> IngestRequest:

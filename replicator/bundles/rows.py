@@ -44,6 +44,7 @@ from ..errors import (
 )
 from ..model import collection_name, remote_columns
 from ..stores.base import DeviceRecord, RemoteDoc, RemoteStore, Write
+from ..stores.ingest import IngestRequest
 
 #: the document field naming the device that created a row through ingest
 OWNER = "createdBy"
@@ -291,3 +292,24 @@ def write_batches(
                 batch = [item for item in batch if item["id"] != exc.doc_id]
         else:
             raise TransientError(f"documents of {coll} kept changing while being ingested")
+
+
+def check_header(header: dict[str, Any], request: IngestRequest, model: Any) -> None:
+    """The header names what the request does, and no column the model lacks."""
+    for name, want in (
+        ("bundle", request.bundle),
+        ("device", request.device),
+        ("collection", request.collection),
+        ("count", request.count),
+    ):
+        if header.get(name) != want:
+            raise BundleRejected(f"the bundle's header names another {name} than the request")
+    columns = header.get("columns")
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        raise BundleRejected("the bundle's header does not list its columns")
+    newer = sorted(set(columns) - set(remote_columns(model)))
+    if newer:  # rejected whole, so the rows are sent again once the service knows them
+        raise BundleRejected(
+            f"the bundle has columns this service does not know ({', '.join(newer)[:200]}):"
+            " a newer app version; upgrade the service's models"
+        )

@@ -5,12 +5,12 @@ Routes:
 * ``POST /ingest``: an :class:`IngestRequest` as JSON; the answer is the
   :class:`IngestResult` as JSON, 200 when decided, 202 while pending. Refusals of the
   request itself: 400 (not a well-formed request, however malformed or deeply
-  nested), 401 (no token, or one of no device), 403 (the request names another
-  device than the caller's), 408 (the body did not arrive within ``body_timeout``),
-  413 (a body over ``max_body`` bytes); 503 when the store or the bucket cannot be
-  reached now (asking again later can succeed), 500 for a bug (logged with its trace).
-  A refused request's connection is closed, so nothing left of its body is ever read
-  as another request;
+  nested), 401 (no valid credential: the answer's ``error`` says why), 403 (the
+  request names another device than the caller's), 408 (the body did not arrive
+  within ``body_timeout``), 413 (a body over ``max_body`` bytes); 503 when the store,
+  the bucket or the identity check cannot be reached now (asking again later can
+  succeed), 500 for a bug (logged with its trace). A refused request's connection
+  is closed, so nothing left of its body is ever read as another request;
 * ``GET /health``: 200 ``{"status": "ok", "ingestor": <name>}`` while it serves.
 
 Every decision is logged (``logging``, logger ``replicator.bundles``): each bundle
@@ -42,7 +42,7 @@ from typing import Any, Protocol
 
 from ..errors import ConfigurationError, ReplicatorError
 from ..stores.ingest import IngestRequest, IngestResult
-from .auth import Authenticator, Caller
+from .auth import Authenticator, Caller, Refused
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class Submits(Protocol):
 
     name: str
 
-    def submit(self, request: IngestRequest) -> IngestResult: ...
+    def submit(self, request: IngestRequest, caller: Caller | None = None) -> IngestResult: ...
 
 
 class _TooLarge(Exception):
@@ -81,9 +81,9 @@ def ingest_app(
 
     async def ingest(request: Request) -> Any:
         client = request.client.host if request.client else "?"
-        caller = auth(request.headers) if auth is not None else None
-        if auth is not None and caller is None:
-            return _refused(JSONResponse, 401, "missing or wrong bearer token", client)
+        caller = await _caller(auth, request.headers) if auth is not None else None
+        if isinstance(caller, tuple):
+            return _refused(JSONResponse, *caller, client)
         try:
             body = await asyncio.wait_for(_body(request, max_body), body_timeout)
         except asyncio.TimeoutError:
@@ -94,7 +94,7 @@ def ingest_app(
         parsed = _parse(body, caller)
         if isinstance(parsed, tuple):
             return _refused(JSONResponse, *parsed, client)
-        return await _submit(JSONResponse, ingestor, parsed)
+        return await _submit(JSONResponse, ingestor, parsed, caller)
 
     async def health(request: Request) -> Any:
         return JSONResponse({"status": "ok", "ingestor": ingestor.name})
@@ -105,6 +105,21 @@ def ingest_app(
             Route("/health", health, methods=["GET"]),
         ]
     )
+
+
+async def _caller(auth: Authenticator, headers: Any) -> Caller | tuple[int, str]:
+    """Who the headers say is calling (checked on a worker thread: verifying a token
+    may fetch certificates or look the user up), or the status and error refusing it."""
+    from starlette.concurrency import run_in_threadpool
+
+    try:
+        found = await run_in_threadpool(auth, headers)
+    except ReplicatorError as exc:
+        log.warning("could not check a caller's identity: %s", exc)
+        return 503, f"the caller's identity cannot be checked now: {exc.message}"
+    if isinstance(found, Caller):
+        return found
+    return 401, found.reason if isinstance(found, Refused) else "missing or wrong bearer token"
 
 
 async def _body(request: Any, limit: int) -> bytes:
@@ -133,17 +148,19 @@ def _parse(body: bytes, caller: Caller | None) -> IngestRequest | tuple[int, str
         return 400, f"malformed ingest request: {exc}"
     if caller is not None and request.device != caller.device:
         return 403, (
-            f"this token is device {caller.device}'s; the request names"
+            f"the caller is device {caller.device}; the request names"
             f" {request.device[:64]!r}: a device sends only its own bundles"
         )
     return request
 
 
-async def _submit(respond: Any, ingestor: Submits, request: IngestRequest) -> Any:
+async def _submit(
+    respond: Any, ingestor: Submits, request: IngestRequest, caller: Caller | None
+) -> Any:
     from starlette.concurrency import run_in_threadpool
 
     try:
-        result = await run_in_threadpool(ingestor.submit, request)
+        result = await run_in_threadpool(ingestor.submit, request, caller)
     except ReplicatorError as exc:  # the store or the bucket, for now: ask again later
         log.warning("bundle %s from %s: not decided: %s", request.bundle, request.device, exc)
         return respond({"error": f"{type(exc).__name__}: {exc.message}"}, status_code=503)

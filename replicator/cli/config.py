@@ -218,6 +218,23 @@ class DeviceConfig:
         chosen = self.pick(models, section["collections"], "[bundles] collections")
         return Bundles(self.bundle_blobs(), service, chosen)
 
+    def user_remotes(self) -> Any:
+        """For signed-in devices: a function from a user's id to the remote store of that
+        user's root, where the user's devices sync (``users/<uid>`` of the Firestore
+        database, the path the generated rules guard; an embedded remote keeps each
+        user's root in a file of its own, ``<name>-users/<uid>.db`` beside it)."""
+        if "embedded" in self.remote:
+            from ..stores.embedded import EmbeddedRemote
+
+            where = self._here(self.remote["embedded"])
+            folder = where.with_name(f"{where.stem}-users")
+            folder.mkdir(exist_ok=True)
+            return lambda uid: EmbeddedRemote(folder / f"{uid}.db")
+        from ..stores.firestore import FirestoreRemote
+
+        client = firestore_client(self.remote.get("firestore_project"))
+        return lambda uid: FirestoreRemote(client, root=f"users/{uid}")
+
     def ingest_collections(self, models: list[type[Any]]) -> list[type[Any]]:
         """The models the ingest service takes bundles of: ``[bundles] collections``."""
         if self.bundles is None:

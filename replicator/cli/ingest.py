@@ -4,9 +4,11 @@ It needs no device database: only the config file's models, remote, and the
 collections and bucket of ``[bundles]``; it takes bundles of those collections
 only. Several ingestors may run on the same queue (each claims a bundle for
 ``--lease`` seconds). With ``--serve`` it serves the HTTP API under uvicorn
-(``bundles/service.py``), and only to devices with a token: ``[service]
-device_tokens`` must name the devices' tokens, or the command refuses to serve
-rather than serve without them. Each decision is logged to stderr. SIGTERM stops
+(``bundles/service.py``), and only to callers it can identify: signed-in devices
+(``--firebase-project``: each request's Firebase ID token is verified, and the
+user's rows go to the user's root, ``users/<uid>``) and/or the operators' programs
+(``--device-tokens FILE`` or ``[service] device_tokens``: a bearer token each);
+with neither it refuses to serve. Each decision is logged to stderr. SIGTERM stops
 it gracefully (requests in flight are answered, the poll in hand is finished);
 Ctrl-C stops it at once.
 """
@@ -48,6 +50,26 @@ def _address(ctx: click.Context, param: click.Parameter, value: str | None) -> A
     callback=_address,
     help="Also take ingest requests over HTTP here (for devices using ingest_url).",
 )
+@click.option(
+    "--firebase-project",
+    metavar="ID",
+    help="With --serve: take signed-in devices of this Firebase project (their ID tokens"
+    " are verified on every request; each user's rows go to users/<uid>).",
+)
+@click.option(
+    "--account-check/--no-account-check",
+    default=True,
+    show_default=True,
+    help="With --firebase-project: refuse users disabled, deleted or revoked (asks"
+    " Firebase Authentication about each user once a minute).",
+)
+@click.option(
+    "--device-tokens",
+    "tokens_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --serve: the operators' tokens, a TOML file of"
+    ' "<installation id>" = "<token>" lines (default: [service] device_tokens).',
+)
 @click.option("--once", is_flag=True, help="Ingest what the queue holds now, then stop.")
 @click.option(
     "--poll",
@@ -67,6 +89,9 @@ def _address(ctx: click.Context, param: click.Parameter, value: str | None) -> A
 def ingest(
     config_path: Path,
     address: tuple[str, int] | None,
+    firebase_project: str | None,
+    account_check: bool,
+    tokens_file: Path | None,
     once: bool,
     poll: float,
     name: str | None,
@@ -74,29 +99,31 @@ def ingest(
 ) -> None:
     """Run the campaign service's ingestor: verify bundles devices uploaded and apply
     their rows to the remote store, from the store's queue (and over HTTP with
-    --serve, to devices holding a token of [service] device_tokens). Several may run
-    at once on the same queue. Stop with SIGTERM or Ctrl-C."""
+    --serve, to signed-in devices of --firebase-project and to holders of the
+    operators' tokens). Several may run at once on the same queue. Stop with SIGTERM
+    or Ctrl-C."""
     if once and address:
         raise click.UsageError(
             "--once and --serve cannot go together: --once ingests what the queue holds"
             " and stops, --serve keeps taking requests over HTTP"
+        )
+    if (firebase_project or tokens_file) and not address:
+        raise click.UsageError(
+            "--firebase-project and --device-tokens say who may call over HTTP: add --serve"
         )
     from ..bundles.ingest import Ingestor
     from .config import DeviceConfig
 
     config = DeviceConfig.load(config_path, service=True)
     collections = config.ingest_collections(config.load_models())
-    auth = config.device_tokens() if address else None
-    if address and auth is None:
-        from ..errors import ConfigurationError
-
-        raise ConfigurationError(
-            f"{config_path}: --serve needs the devices' tokens, and the config names none",
-            hint='add [service] device_tokens = "FILE", a file of'
-            ' "<installation id>" = "<token>" lines',
-        )
+    auth = _callers(config, firebase_project, account_check, tokens_file) if address else None
     ingestor = Ingestor(
-        config.bundle_blobs(), config.open_remote(), collections, name=name, lease=lease
+        config.bundle_blobs(),
+        config.open_remote(),
+        collections,
+        name=name,
+        lease=lease,
+        users=config.user_remotes() if firebase_project else None,
     )
     with _decisions_logged():
         if once:
@@ -106,6 +133,38 @@ def ingest(
             click.echo(f"{len(results)} bundle(s) decided")
             return
         _serve_and_poll(ingestor, address, auth, poll)
+
+
+def _callers(
+    config: Any, project: str | None, account_check: bool, tokens_file: Path | None
+) -> Any:
+    """Who may call over HTTP: signed-in devices of ``project``, the operators' tokens
+    (``tokens_file``, else the config's), or both; neither is a ConfigurationError."""
+    from ..bundles.auth import DeviceTokens, FirstOf, SignedInCallers
+    from ..errors import ConfigurationError
+
+    operators = DeviceTokens.from_file(tokens_file) if tokens_file else config.device_tokens()
+    if project is None:
+        if operators is None:
+            raise ConfigurationError(
+                f"{config.path}: --serve needs to know who may call, and nothing says",
+                hint="give --firebase-project ID (signed-in devices), or the operators' tokens:"
+                ' --device-tokens FILE or [service] device_tokens = "FILE", a file of'
+                ' "<installation id>" = "<token>" lines',
+            )
+        return operators
+    from ..auth.accounts import AccountStatus
+    from ..auth.verify import IdTokenVerifier
+
+    verifier = IdTokenVerifier(project, accounts=AccountStatus(project) if account_check else None)
+    if verifier.emulator:
+        click.echo(
+            "FIREBASE_AUTH_EMULATOR_HOST is set: taking the emulator's unsigned ID tokens"
+            " (never in production)",
+            err=True,
+        )
+    users = SignedInCallers(verifier)
+    return users if operators is None else FirstOf(operators, users)
 
 
 class _Stderr(logging.Handler):

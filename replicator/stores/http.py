@@ -28,7 +28,10 @@ What an answer means:
 
 :class:`HttpIngest`, the ingest seam (``stores/ingest.py``) over HTTP, maps answers the
 same way, except that a refusal is a :class:`RemoteError` with the ``status``: the
-service refused the request itself, and there is no message to dead-letter.
+service refused the request itself, and there is no message to dead-letter. A device
+of a signed-in user gives it the user's session (``tokens=``): every request carries
+the user's current ID token and the device's installation id, and a ``401`` is
+answered by one refresh of the token and one more try, then :class:`AuthError`.
 """
 
 from __future__ import annotations
@@ -42,8 +45,8 @@ from urllib.parse import quote, unquote
 
 import httpx
 
-from ..errors import DeliveryRejected, OfflineError, RemoteError, TransientError
-from .base import Delivery, DeviceRecord, Sink
+from ..errors import AuthError, DeliveryRejected, OfflineError, RemoteError, TransientError
+from .base import Delivery, DeviceRecord, IdTokens, Sink
 from .deadline import DeadlineTransport, deadline
 from .ingest import IngestRequest, IngestResult, IngestService
 
@@ -55,6 +58,8 @@ KEPT_RESPONSE = 2000
 ENCODED = "UTF-8''"
 #: what RFC 8187 lets through unencoded besides letters and digits (attr-char)
 _ATTR_CHARS = "!#$&+-.^_`|~"
+#: the header naming the calling device's installation id (read by the ingest service)
+DEVICE_HEADER = "X-Replicator-Device"
 
 
 def header_value(text: str) -> str:
@@ -195,7 +200,19 @@ class HttpSink:
 class HttpIngest:
     """Sends ingest requests (:class:`IngestRequest`) to a campaign service's ``url``
     as JSON ``POST``s; the answer is an ``IngestResult`` in JSON (``Ingestor.serve``
-    speaks this). ``headers`` go with every request (e.g. ``Authorization``).
+    speaks this).
+
+    ``tokens``: the signed-in user's session (``replicator.auth.Session``, any
+    ``IdTokens``), the devices' way. Every request carries ``Authorization: Bearer
+    <the user's current ID token>`` and ``X-Replicator-Device: <the request's
+    device>``; the service answers a token it does not take (expired, revoked) with
+    401, and the token is then refreshed once and the request sent once more; a
+    second 401 is an :class:`AuthError` with the service's reason. The session's own
+    errors (``AuthError``: sign in again; ``OfflineError``) end the call as they are.
+
+    ``headers`` go with every request: the operators' way, a service-to-service
+    secret (``Authorization: Bearer <token>`` of the service's ``DeviceTokens``), for
+    programs that sign in as no user. A device needs none.
 
     2xx with a result: the answer; 408, 429, 5xx: :class:`TransientError`; no answer:
     :class:`OfflineError`; any other status or an unreadable answer: :class:`RemoteError`
@@ -206,22 +223,41 @@ class HttpIngest:
         self,
         url: str,
         *,
+        tokens: IdTokens | None = None,
         client: httpx.Client | None = None,
         timeout: float = 120.0,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self.url = url
+        self.tokens = tokens
         self._owns_client = client is None
         self._client = client or httpx.Client(timeout=timeout)
         self._headers = dict(headers or {})
 
     def __repr__(self) -> str:
-        return f"HttpIngest({self.url!r})"
+        user = f", uid={self.tokens.uid!r}" if self.tokens is not None else ""
+        return f"HttpIngest({self.url!r}{user})"
+
+    def _post(self, request: IngestRequest, refreshed: bool) -> httpx.Response:
+        headers = dict(self._headers)
+        if self.tokens is not None:
+            token = self.tokens.refresh_id_token() if refreshed else self.tokens.id_token()
+            headers["Authorization"] = f"Bearer {token}"
+            headers[DEVICE_HEADER] = header_value(request.device)
+        with transport_errors(self.url):
+            return self._client.post(self.url, json=request.to_json(), headers=headers)
 
     def submit(self, request: IngestRequest, device: DeviceRecord | None = None) -> IngestResult:
         # (``device`` is not sent: the request itself names the device)
-        with transport_errors(self.url):
-            response = self._client.post(self.url, json=request.to_json(), headers=self._headers)
+        response = self._post(request, refreshed=False)
+        if response.status_code == 401 and self.tokens is not None:
+            response = self._post(request, refreshed=True)
+            if response.status_code == 401:
+                raise AuthError(
+                    f"the ingest service at {self.url} refused the user's ID token:"
+                    f" {_error_of(response)}",
+                    hint="sign the user in again; their unsynced rows are kept",
+                )
         status = response.status_code
         if status in RETRYABLE_STATUSES:
             raise TransientError(
@@ -244,6 +280,15 @@ class HttpIngest:
     def close(self) -> None:
         if self._owns_client:
             self._client.close()
+
+
+def _error_of(response: httpx.Response) -> str:
+    """The ``error`` of a JSON refusal, else the start of the answer."""
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        error = None
+    return str(error)[:300] if error else response.text[:300]
 
 
 # the protocols this store implements, checked by mypy

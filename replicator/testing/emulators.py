@@ -252,6 +252,14 @@ class AuthEmulator(_ProcessGroup):
         path = f"/identitytoolkit.googleapis.com/v1/projects/{self.project}/accounts:update"
         self._call("POST", path, {"localId": uid, "disableUser": disabled})
 
+    def revoke_sessions(self, uid: str, at: float | None = None) -> None:
+        """Revoke the user's sessions as of ``at`` (now), as the Admin SDK's
+        ``revoke_refresh_tokens`` does: ID tokens issued earlier are refused by a service
+        that checks accounts (``AccountStatus``)."""
+        path = f"/identitytoolkit.googleapis.com/v1/projects/{self.project}/accounts:update"
+        since = int(time.time() if at is None else at)
+        self._call("POST", path, {"localId": uid, "validSince": str(since)})
+
     def delete_user(self, uid: str) -> None:
         """Delete a user: their refresh tokens stop working (a revoked session)."""
         path = f"/identitytoolkit.googleapis.com/v1/projects/{self.project}/accounts:delete"

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from replicator.auth.verify import IdTokenVerifier
-from replicator.bundles.auth import DEVICE_HEADER, SignedInCallers
+from replicator.bundles.auth import DEVICE_HEADER, Caller, Refused, SignedInCallers
 from replicator.testing import mock_id_token
 
 PROJECT = "demo-replicator"
@@ -48,6 +48,8 @@ def test_a_valid_token_names_its_user() -> None:
         forged(iat=int(time.time()) + 600),
         forged(sub=""),
         forged(sub="a/../b"),
+        forged(sub=".."),
+        forged(sub="."),
         forged(sub="x" * 129),
         forged(sub=7),
         forged(exp="soon"),
@@ -67,11 +69,23 @@ def test_the_callers_are_the_user_and_the_named_device() -> None:
     callers = SignedInCallers(IdTokenVerifier(PROJECT, emulator=True))
     token = mock_id_token("alice", PROJECT)
     caller = callers({"authorization": f"Bearer {token}", DEVICE_HEADER: "phone-1"})
-    assert caller is not None and (caller.user, caller.device) == ("alice", "phone-1")
-    assert callers({"authorization": f"Bearer {token}"}) is None
-    assert callers({"authorization": f"Bearer {token}", DEVICE_HEADER: "a/b"}) is None
-    assert callers({DEVICE_HEADER: "phone-1"}) is None
-    assert callers({"authorization": "Bearer owner", DEVICE_HEADER: "phone-1"}) is None
+    assert isinstance(caller, Caller) and (caller.user, caller.device) == ("alice", "phone-1")
+    for headers, says in (
+        ({"authorization": f"Bearer {token}"}, "no X-Replicator-Device header"),
+        ({"authorization": f"Bearer {token}", DEVICE_HEADER: "a/b"}, "no X-Replicator-Device"),
+        ({DEVICE_HEADER: "phone-1"}, "no ID token"),
+        ({"authorization": "Bearer owner", DEVICE_HEADER: "phone-1"}, "not an ID token"),
+        (
+            {"authorization": f"Bearer {forged(aud='x', iss='y')}", DEVICE_HEADER: "p"},
+            f"not one of project {PROJECT}",
+        ),
+        (
+            {"authorization": f"Bearer {forged(exp=int(time.time()) - 60)}", DEVICE_HEADER: "p"},
+            "expired",
+        ),
+    ):
+        refused = callers(headers)
+        assert isinstance(refused, Refused) and says in refused.reason, (headers, refused)
 
 
 def test_a_token_the_auth_emulator_issued_verifies(auth_emulator: Any) -> None:

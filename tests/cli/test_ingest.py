@@ -78,7 +78,7 @@ def installation_id(config: Path) -> str:
     return device.installation_id
 
 
-def serve(place: Path, port: int) -> subprocess.Popen[str]:
+def serve(place: Path, port: int, *options: str) -> subprocess.Popen[str]:
     """``replicator ingest --serve`` as a real process, once it answers."""
     proc = subprocess.Popen(
         [
@@ -92,6 +92,7 @@ def serve(place: Path, port: int) -> subprocess.Popen[str]:
             f"127.0.0.1:{port}",
             "--poll",
             "0.2",
+            *options,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -267,3 +268,57 @@ def test_a_wrong_device_tokens_file_is_one_line(place, tokens, says):
     )
     assert result.exit_code == 1 and says in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_serving_signed_in_devices_puts_each_users_rows_in_their_root(place, auth_emulator):
+    """``--firebase-project``: the Auth emulator's users, as a real process; the
+    operators' token works beside it."""
+    import hashlib
+    import io
+
+    from replicator import DirectoryBlobStore, EmbeddedRemote, FirebaseAuth, IngestRequest
+    from replicator.auth import MemoryTokenStore
+    from tests.bundles.kit import bundle_bytes, row
+
+    auth_emulator.reset()
+    auth = FirebaseAuth(emulator_host=auth_emulator.host, store=MemoryTokenStore())
+    ada = auth.sign_up(f"ada-{time.time_ns()}@example.org", "correct horse battery")
+    data = bundle_bytes([row(1, head="Ada's")], bundle="b1", device="ada-phone")
+    key = "bundles/ada-phone/b1.ndjson.gz"
+    DirectoryBlobStore(place / "bucket" / "users" / ada.uid).put(key, io.BytesIO(data))
+    request = IngestRequest("b1", key, hashlib.sha256(data).hexdigest(), len(data), 1,
+                            "households", "ada-phone")  # fmt: skip
+    with_tokens(place, {"operator-1": "operator-token-0123456789"})
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/ingest"
+    proc = serve(place, port, "--firebase-project", auth_emulator.project)
+    try:
+        headers = {"Authorization": f"Bearer {ada.id_token()}", "X-Replicator-Device": "p"}
+        refused = httpx.post(url, json=request.to_json(), headers=headers, timeout=10)
+        assert refused.status_code == 403  # the request names ada-phone
+        headers["X-Replicator-Device"] = "ada-phone"
+        answer = httpx.post(url, json=request.to_json(), headers=headers, timeout=10)
+        assert answer.status_code == 200 and answer.json()["state"] == "accepted", answer.text
+        operator = {"Authorization": "Bearer operator-token-0123456789"}
+        assert httpx.post(url, json={}, headers=operator, timeout=10).status_code == 400
+        forged = {"Authorization": "Bearer nope", "X-Replicator-Device": "ada-phone"}
+        answer = httpx.post(url, json=request.to_json(), headers=forged, timeout=10)
+        assert answer.status_code == 401 and "not an ID token" in answer.json()["error"]
+    finally:
+        auth.close()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=40)
+    assert proc.returncode == 0, out
+    assert "unsigned ID tokens" in out
+    root = EmbeddedRemote(place / "remote-users" / f"{ada.uid}.db")
+    assert [d.data["head"] for d in root.all_docs("households").values()] == ["Ada's"]
+    assert EmbeddedRemote(place / "remote.db").all_docs("households") == {}
+
+
+def test_who_may_call_is_said_on_the_command_line_or_refused_in_one_line(place):
+    result = run("ingest", "--config", str(place / "service.toml"), "--firebase-project", "p")
+    assert result.exit_code == 2 and "add --serve" in result.output, result.output
+    result = run(
+        "ingest", "--config", str(place / "service.toml"), "--serve", f"127.0.0.1:{free_port()}"
+    )
+    assert result.exit_code == 1 and "--firebase-project" in result.output, result.output
