@@ -45,6 +45,7 @@ from .bundles.send import Bundles, BundleTally, send
 from .capture import check_tables, install_capture
 from .checks import check_settings, enforce_foreign_keys, one_way
 from .codec import missing_value
+from .continuous import Continuous
 from .errors import (
     ConfigurationError,
     RemoteError,
@@ -84,7 +85,7 @@ from .sync.upload import upload
 log = logging.getLogger(__name__)
 
 
-class Replicator:
+class Replicator(Continuous):
     """Keeps a peewee SQLite database in sync with a remote store.
 
     ``models`` are the synced ``SyncModel`` classes (order does not matter;
@@ -151,6 +152,7 @@ class Replicator:
         #: waiting without a thread (``sync/turns.py``)
         self._turns = Turns()
         self.local = self._open(device_name)
+        self._open_status()  # status, on_status, statuses, start, stop (continuous.py)
 
     @on_local_database("could not be opened")
     def _open(self, device_name: str | None) -> LocalState:
@@ -238,7 +240,7 @@ class Replicator:
         session = (
             self.remote.session() if isinstance(self.remote, Sessions) else contextlib.nullcontext()
         )
-        with self._turns.hold("sync()"), session:
+        with self._turns.hold("sync()"), session, self._board.syncing():
             if store is not None and timeout is not None:
                 store.set_deadline(time.monotonic() + timeout)
             started = time.perf_counter()
@@ -376,7 +378,7 @@ class Replicator:
             me=self.local.installation_id,
             page_size=self.page_size,
             app_version=self.app_version,
-            on_progress=None if self.on_progress is None else self._turns.guard(self.on_progress),
+            on_progress=self._turns.guard(self._told),
             on_conflict=None if self.on_conflict is None else self._turns.guard(self.on_conflict),
             clock=self.clock,
             upload_only=self.upload_only,
@@ -519,8 +521,7 @@ class Replicator:
     def progress(
         self, phase: Phase, collection: str | None, done: int, total: int | None = None
     ) -> None:
-        if self.on_progress is not None:
-            self.on_progress(Progress(phase, collection, done, total))
+        self._told(Progress(phase, collection, done, total))
 
 
 def _log_failure(exc: ReplicatorError) -> None:
