@@ -5,6 +5,7 @@ SIGKILL in the middle of it loses nothing."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import shutil
@@ -124,11 +125,11 @@ def test_a_transient_failure_is_retried_with_growing_delays(place):
         status = a.status
         assert status.running and status.activity in ("failing", "syncing")
         assert status.last_error is not None and status.last_error.kind == "OfflineError"
-        gaps = [later - earlier for earlier, later in zip(ends, ends[1:])]
+        gaps = [later - earlier for earlier, later in itertools.pairwise(ends)]
         # doubling, each jittered into the upper half of its ceiling: 0.05-0.1 s, then
         # 0.1-0.2, 0.2-0.4, 0.4-0.8, then at most the longest delay (0.4-0.8)
         floors = [0.05, 0.1, 0.2, 0.4, 0.4]
-        assert all(gap >= floor for gap, floor in zip(gaps, floors)), gaps
+        assert all(gap >= floor for gap, floor in zip(gaps, floors, strict=False)), gaps
         assert gaps[3] > gaps[0] * 2 and max(gaps) < 1.5, gaps
         shutil.move(place / "gone", place / "remote")  # back: it converges by itself
         with a.bound():

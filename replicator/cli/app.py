@@ -44,9 +44,13 @@ class _Guarded(click.Group):
 
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+        except (click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except click.ClickException as exc:
+            _json_error(ctx, getattr(exc, "cause", exc))
             raise
         except ReplicatorError as exc:
+            _json_error(ctx, exc)
             raise click.ClickException(one_line(exc)) from None
         except (sqlite3.DatabaseError, peewee.DatabaseError) as exc:
             # a command that opened a file itself: the package's one rule for SQLite
@@ -67,10 +71,50 @@ class _Guarded(click.Group):
             ) from None
 
 
+def _json_error(ctx: click.Context, exc: BaseException) -> None:
+    """A command asked for ``--json`` failed: its error as JSON on stdout too."""
+    from .shapes import JSON, emit, error_shape
+
+    if ctx.meta.get(JSON) and not isinstance(exc, click.UsageError):
+        emit(error_shape(exc))
+
+
+#: ``ctx.meta`` key: ``-q`` was given
+QUIET = "replicator.quiet"
+#: the handler ``-v`` put on the ``replicator`` logger and the level it found there (one,
+#: however often ``main`` runs in a process)
+_verbose_handler: list[tuple[Any, int]] = []
+
+
 @click.group(cls=_Guarded)
 @click.version_option(__version__, prog_name="replicator")
-def main() -> None:
+@click.option("-q", "--quiet", is_flag=True, help="No progress and no notes: results and errors.")
+@click.option(
+    "-v", "--verbose", count=True, help="Log what the library does on stderr (-vv: debug)."
+)
+@click.pass_context
+def main(ctx: click.Context, quiet: bool, verbose: int) -> None:
     """Offline-first replication of peewee/SQLite databases."""
+    import logging
+
+    ctx.meta[QUIET] = quiet
+    logger = logging.getLogger("replicator")
+    for handler, level in _verbose_handler:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    _verbose_handler.clear()
+    if verbose and not quiet:
+        handler = logging.StreamHandler()  # stderr, as it is now
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        _verbose_handler.append((handler, logger.level))
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+
+
+def quiet() -> bool:
+    """Whether ``-q`` was given to the running command."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.meta.get(QUIET))
 
 
 def guard(fn: Callable[[], T]) -> T:
@@ -80,7 +124,9 @@ def guard(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except ReplicatorError as exc:
-        raise click.ClickException(one_line(exc)) from None
+        failure = click.ClickException(one_line(exc))
+        failure.cause = exc  # type: ignore[attr-defined]  # for --json's error document
+        raise failure from None
 
 
 def one_line(exc: BaseException) -> str:
@@ -113,7 +159,8 @@ class ProgressLine:
     #: seconds between two lines of one running step, when stderr is not a terminal
     LOG_EVERY = 5.0
 
-    def __init__(self, terminal: bool | None = None) -> None:
+    def __init__(self, terminal: bool | None = None, *, silent: bool = False) -> None:
+        self.silent = silent
         self.terminal = sys.stderr.isatty() if terminal is None else terminal
         self.last = 0.0
         self.width = 0
@@ -123,6 +170,8 @@ class ProgressLine:
     def __call__(self, progress: Any) -> None:
         import time
 
+        if self.silent:
+            return
         now = time.monotonic()
         done = progress.total is not None and progress.done >= progress.total
         text = _progress_text(progress)

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .app import ProgressLine, config_option, main, synced_tables
+from .app import ProgressLine, config_option, main, quiet, synced_tables
+from .shapes import device_shape, emit, json_option, report_shape, status_shape
 
 if TYPE_CHECKING:
     from ..report import SyncReport
@@ -23,7 +24,8 @@ if TYPE_CHECKING:
 
 @main.command()
 @click.argument("database", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def status(database: Path) -> None:
+@json_option
+def status(database: Path, as_json: bool) -> None:
     """Show a device's identity, pending changes and download watermarks."""
     conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
     try:
@@ -41,6 +43,9 @@ def status(database: Path) -> None:
         device = recorded.device
         if device is None:
             raise click.ClickException(f"{database} has no device identity yet")
+        if as_json:
+            emit(status_shape(recorded, synced_tables(conn), device))
+            return
         click.echo(f"device        {device.get('name')} ({device.get('platform')})")
         click.echo(f"installation  {device.get('installation_id')}")
         click.echo(f"last sync     {readable_time(device.get('last_sync'))}")
@@ -95,7 +100,8 @@ def _reasons(title: str, rows: Sequence[tuple[str, str, str]], total: int) -> No
 @click.option(
     "--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds for the whole sync."
 )
-def sync(config_path: Path, timeout: float | None) -> None:
+@json_option
+def sync(config_path: Path, timeout: float | None, as_json: bool) -> None:
     """Sync the device a config file describes, with a progress line.
 
     On a new, empty database with a blob store configured this is a login:
@@ -104,18 +110,23 @@ def sync(config_path: Path, timeout: float | None) -> None:
     """
     from .config import DeviceConfig
 
-    line = ProgressLine()
+    line = ProgressLine(silent=quiet())
     device = DeviceConfig.load(config_path).replicator(on_progress=line)
+    login = False
     try:
         if device.blobs is not None and device.is_empty():
+            login = True
             report = device.login()
         else:
             report = device.sync(timeout=timeout)
     finally:
         line.end()
         device.database.close()
-    click.echo(report.summary())
-    _say_why(report)
+    if as_json:
+        emit(report_shape(report, login=login))
+    elif not quiet():
+        click.echo(report.summary())
+        _say_why(report)
 
 
 #: how many rejected rows and set-aside documents ``sync`` names, each with its reason
@@ -136,11 +147,16 @@ def _say_why(report: SyncReport) -> None:
 
 @main.command()
 @config_option
-def devices(config_path: Path) -> None:
+@json_option
+def devices(config_path: Path, as_json: bool) -> None:
     """The Devices collection of the remote a config file names."""
     from .config import DeviceConfig
 
     records = DeviceConfig.load(config_path).open_remote(create=False).devices()
+    if as_json:
+        ordered = sorted(records, key=lambda r: (r.name, r.installation_id))
+        emit({"devices": [device_shape(d) for d in ordered]})
+        return
     if not records:
         click.echo("no device has registered yet")
         return
