@@ -8,6 +8,7 @@ never creates a remote that does not exist.
 
 from __future__ import annotations
 
+import datetime
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,8 +49,8 @@ def status(database: Path, as_json: bool) -> None:
             return
         click.echo(f"device        {device.get('name')} ({device.get('platform')})")
         click.echo(f"installation  {device.get('installation_id')}")
-        click.echo(f"last sync     {readable_time(device.get('last_sync'))}")
-        click.echo(f"last upload   {readable_time(device.get('last_upload'))}")
+        click.echo(f"last sync     {readable_time(device.get('last_sync'), age=True)}")
+        click.echo(f"last upload   {readable_time(device.get('last_upload'), age=True)}")
         click.echo(f"caught up to  {device.get('seen_position') or 'nothing yet'}")
         snap = device.get("last_snapshot") or "none published or restored here"
         click.echo(f"snapshot      {snap}")
@@ -173,8 +174,9 @@ def devices(config_path: Path, as_json: bool) -> None:
         )
 
 
-def readable_time(text: str | None) -> str:
-    """A time this device or the store recorded, as ``2026-11-23 09:45:38 UTC``.
+def readable_time(text: str | None, *, age: bool = False) -> str:
+    """A time this device or the store recorded, as ``2026-11-23 09:45:38 UTC``, and with
+    ``age`` how long ago it was (``2026-11-23 09:45:38 UTC (3 min ago)``).
 
     An upload position of the embedded store is a number in its change order, not a
     time: it reads ``change 3,011``. Nothing recorded reads ``never``.
@@ -191,4 +193,21 @@ def readable_time(text: str | None) -> str:
         return text
     if when.tzinfo is None:  # naive times here are UTC
         when = when.replace(tzinfo=dt.timezone.utc)
-    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    shown = when.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    if not age:
+        return shown
+    return f"{shown} ({time_ago(dt.datetime.now(dt.timezone.utc) - when)})"
+
+
+def time_ago(elapsed: datetime.timedelta) -> str:
+    """``just now``, ``42 s ago``, ``3 min ago``, ``5 h ago``, ``12 days ago``; a time
+    ahead of this machine's clock reads ``in the future (clocks differ)``."""
+    seconds = elapsed.total_seconds()
+    if seconds < -5:
+        return "in the future (clocks differ)"
+    if seconds < 5:
+        return "just now"
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size if unit == "days" else seconds >= size:
+            return f"{int(seconds // size)} {unit} ago"
+    return f"{int(seconds)} s ago"

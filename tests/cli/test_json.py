@@ -153,3 +153,20 @@ def test_quiet_prints_nothing_on_success_and_verbose_shows_the_log(tmp_path):
     assert re.search(r"INFO replicator\.engine: sync of phone", loud.stderr), loud.stderr
     again = run("sync", "--config", str(config(tmp_path)))  # -v does not stick
     assert "INFO" not in again.stderr
+
+
+def test_status_for_people_says_how_long_ago(tmp_path):
+    import datetime as dt
+
+    from replicator.cli.sync import time_ago
+
+    a = device(tmp_path, "a")
+    a.sync()
+    a.database.close()
+    result = run("status", str(tmp_path / "a.db"))
+    when = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"
+    assert re.search(rf"last sync     {when} \(just now\)", result.output), result.output
+    cases = {-60: "in the future (clocks differ)", 42: "42 s ago", 200: "3 min ago"}
+    cases |= {5 * 3600 + 9: "5 h ago", 36 * 3600: "36 h ago", 12 * 86400: "12 days ago"}
+    for seconds, said in cases.items():
+        assert time_ago(dt.timedelta(seconds=seconds)) == said
