@@ -6,7 +6,7 @@ every ``interval`` seconds, and, with ``after_writes=…``, one soon after the a
 local writes (debounced: ``after_writes`` seconds after the last of a burst,
 never later than the interval's). A retryable error (offline, busy) is retried
 after a jittered, growing delay (the ``backoff`` pair: first delay, longest
-delay; a ``TransientError``'s ``retry_after`` is honoured); an error retrying
+delay; the outbox's formula; a ``TransientError``'s ``retry_after`` is honoured); an error retrying
 cannot mend (configuration, access, sign-in) stops continuous sync, and it shows
 in :attr:`~Continuous.status`.
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -33,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import peewee
 
-from .errors import ConfigurationError, ReplicatorError, TransientError
+from .errors import ConfigurationError, ReplicatorError
+from .outbox.config import Retry as Backoff
 from .report import Progress
 from .status import LastError, StatusBoard, SyncStatus, now, parse_time
 
@@ -218,15 +218,12 @@ class Runner:
             due = time.monotonic() + self.interval
 
     def delay(self, failures: int, exc: ReplicatorError) -> float:
-        """Seconds before the ``failures``-th retry: doubling from the first delay up to
-        the longest, jittered into its upper half (devices that failed together do not
-        retry together), and never sooner than the store asked."""
+        """Seconds before the ``failures``-th retry: the outbox's backoff (``Retry``):
+        doubling from the first delay up to the longest, each scaled by a random factor
+        in [0.5, 1] (devices that failed together do not retry together), or the wait a
+        store asked for (``TransientError.retry_after``, at most the longest)."""
         first, longest = self.backoff
-        ceiling = min(longest, first * 2 ** min(failures - 1, 60))
-        wait = random.uniform(ceiling / 2, ceiling)
-        if isinstance(exc, TransientError) and exc.retry_after:
-            wait = max(wait, exc.retry_after)
-        return wait
+        return Backoff(base=first, cap=longest).delay(failures, getattr(exc, "retry_after", None))
 
     def _wait(self, due: float, *, retrying: bool) -> bool:
         """Wait until ``due``, or sooner after local writes (each write of a burst pushes
