@@ -193,7 +193,8 @@ class Runner:
             log.exception("continuous sync ended by an unexpected error")
             board.update(last_error=LastError.of(exc, now()))
         finally:
-            board.update(running=False)
+            if self.rep._runner is self:  # not a later start()'s, while this one ended
+                board.update(running=False)
             with contextlib.suppress(Exception):
                 self.rep.database.close()  # this thread's connection
 

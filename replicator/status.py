@@ -62,7 +62,7 @@ class LastError:
 class SyncStatus:
     """Where a device's sync stands (see the module's docstring)."""
 
-    #: a sync runs now
+    #: a sync (or a restore, ``phase`` ``"restore"``) runs now
     syncing: bool = False
     #: the phase of the running sync (or restore), once it reported progress
     phase: Phase | None = None
@@ -171,6 +171,18 @@ class StatusBoard:
             raise
         at = now()
         self._ended(last_synced_at=at, has_synced=True, last_error=None)
+
+    @contextlib.contextmanager
+    def restoring(self) -> Iterator[None]:
+        """Around a restore: busy, then its error if it failed (a restore is no sync:
+        ``last_synced_at`` stays)."""
+        self.update(syncing=True, phase="restore", collection=None, fraction=None)
+        try:
+            yield
+        except BaseException as exc:
+            self._ended(last_error=LastError.of(exc, now()))
+            raise
+        self._ended()
 
     def _ended(self, **changes: Any) -> None:
         try:

@@ -151,3 +151,21 @@ def test_an_async_app_streams_the_status_on_its_loop(device):
     assert any(s.syncing for s in got)
     assert got[-1].has_synced and got[-1].pending == 0
     assert not b._board._listeners  # the stream unsubscribed when closed
+
+
+def test_a_restore_shows_as_busy_then_ends_clean(device, tmp_path):
+    from replicator import DirectoryBlobStore, SnapshotKey
+
+    key = SnapshotKey(bytes(range(32)))
+    blobs = DirectoryBlobStore(tmp_path / "blobs")
+    a = device("a", blobs=blobs, key=key)
+    write(a, 30)
+    assert a.sync().snapshot is not None
+    b = device("b", blobs=blobs, key=key)
+    seen: list[SyncStatus] = []
+    b.on_status(seen.append)
+    b.restore()
+    assert seen[0].syncing and seen[0].phase == "restore"
+    assert [s for s in seen if s.phase == "restore" and s.fraction == 1.0]
+    last = b.status
+    assert (last.syncing, last.phase, last.fraction, last.has_synced) == (False, None, None, False)
