@@ -479,7 +479,7 @@ class Replicator(Continuous):
         """
         if self.blobs is None or self.key is None:
             raise ConfigurationError("no blob store configured", hint="pass blobs= and key=")
-        with self._turns.hold("restore()"):
+        with self._turns.hold("restore()"), self._board.restoring():
             job = prepare_restore(
                 self.database,
                 self.blobs,
