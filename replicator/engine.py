@@ -152,7 +152,6 @@ class Replicator(Continuous):
         #: waiting without a thread (``sync/turns.py``)
         self._turns = Turns()
         self.local = self._open(device_name)
-        self._open_status()  # status, on_status, statuses, start, stop (continuous.py)
 
     @on_local_database("could not be opened")
     def _open(self, device_name: str | None) -> LocalState:
@@ -167,6 +166,7 @@ class Replicator(Continuous):
                 clean_leftovers(database_file(self.database))
         self.local = local
         self._prepare_schema()
+        self._open_status()  # status, on_status, statuses, start, stop (continuous.py)
         return local
 
     def _prepare_schema(self) -> None:
