@@ -100,7 +100,11 @@ class Continuous:
         progress report is made between two committed steps)."""
         self._board.progress(progress)
         runner = self._runner
-        if runner is not None and runner.stopping_here() and progress.phase != "restore":
+        if (
+            runner is not None
+            and progress.phase in ("download", "upload")  # told between committed steps
+            and runner.stopping_here()
+        ):
             raise SyncStopped("stop() asked the sync to end")
         if self.on_progress is not None:
             self.on_progress(progress)
