@@ -96,6 +96,23 @@ def test_a_sync_follows_local_writes_soon_not_at_the_interval(place):
         wait_for(lambda: a.status.pending == 0, timeout=5)  # and synced long before an hour
 
 
+def test_a_burst_of_writes_makes_one_sync_after_it(place):
+    a = open_device(place, "a")
+    synced: list[object] = []
+    with a:
+        a.start(interval=3600, after_writes=0.3)
+        wait_for(lambda: a.status.has_synced and not a.status.syncing)
+        a.on_status(lambda s: synced.append(s.last_synced_at) if not s.syncing else None)
+        with a.bound():
+            for i in range(40):  # 2 s of writes, 50 ms apart: never 0.3 s of quiet
+                Note.create(title=f"burst {i}")
+                time.sleep(0.05)
+        during = len(set(synced))
+        wait_for(lambda: a.status.pending == 0, timeout=10)
+        assert during <= 2, during  # a loaded machine may leave one gap of 0.3 s
+        assert len(set(synced)) <= during + 1
+
+
 def test_without_after_writes_only_the_interval_syncs(place):
     a = open_device(place, "a")
     with a:

@@ -162,7 +162,7 @@ class ProgressLine:
     LOG_EVERY = 5.0
 
     def __init__(self, terminal: bool | None = None, *, silent: bool = False) -> None:
-        self.silent = silent
+        self.silent = silent or quiet()
         self.terminal = sys.stderr.isatty() if terminal is None else terminal
         self.last = 0.0
         self.step: tuple[str, str | None] | None = None

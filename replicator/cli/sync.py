@@ -111,7 +111,7 @@ def sync(config_path: Path, timeout: float | None, as_json: bool) -> None:
     """
     from .config import DeviceConfig
 
-    line = ProgressLine(silent=quiet())
+    line = ProgressLine()  # silent under -q
     device = DeviceConfig.load(config_path).replicator(on_progress=line)
     login = False
     try:
