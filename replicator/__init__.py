@@ -52,6 +52,7 @@ from .outbox import Outbox, OutboxReport, SyncConfiguration, TypeStatus
 from .reference import ReferenceFiles, localizations
 from .report import Progress, Resolution, RowError, SyncReport
 from .snapshots.crypto import Passphrase, SnapshotKey
+from .status import LastError, SyncStatus
 from .stores.base import BlobStore, DeviceRecord, RemoteDoc, RemoteStore, Usage, Write
 from .stores.directory import DirectoryBlobStore
 from .stores.embedded import EmbeddedRemote
@@ -105,6 +106,7 @@ __all__ = [
     "IngestResult",
     "Ingestor",
     "KeyringTokenStore",
+    "LastError",
     "LastWriterWins",
     "LocalDatabaseError",
     "MemoryTokenStore",
@@ -137,6 +139,7 @@ __all__ = [
     "SyncConfiguration",
     "SyncModel",
     "SyncReport",
+    "SyncStatus",
     "TamperedSnapshotError",
     "TokenStore",
     "Tokens",

@@ -43,7 +43,9 @@ import peewee
 
 from .bundles.send import Bundles, BundleTally, send
 from .capture import check_tables, install_capture
+from .checks import check_settings, enforce_foreign_keys, one_way
 from .codec import missing_value
+from .continuous import Continuous
 from .errors import (
     ConfigurationError,
     RemoteError,
@@ -83,7 +85,7 @@ from .sync.upload import upload
 log = logging.getLogger(__name__)
 
 
-class Replicator:
+class Replicator(Continuous):
     """Keeps a peewee SQLite database in sync with a remote store.
 
     ``models`` are the synced ``SyncModel`` classes (order does not matter;
@@ -114,7 +116,7 @@ class Replicator:
         download_only: Sequence[type[SyncModel]] = (),
         parallel_downloads: int = 4,
     ) -> None:
-        _check_settings(models, page_size, tombstone_retention, parallel_downloads)
+        check_settings(models, page_size, tombstone_retention, parallel_downloads)
         if blobs is not None and key is None:
             raise ConfigurationError(
                 "snapshots need a key",
@@ -127,7 +129,7 @@ class Replicator:
         self.bundles = bundles
         #: collections that go up as bundles only, and those this device only downloads
         #: (local writes to them are refused)
-        self.upload_only, self.download_only = _one_way(models, bundles, download_only)
+        self.upload_only, self.download_only = one_way(models, bundles, download_only)
         self.database = database
         self.models = sort_models(models)
         self.remote = remote
@@ -155,7 +157,7 @@ class Replicator:
     def _open(self, device_name: str | None) -> LocalState:
         """Open replicator's tables and the synced ones, ready to sync."""
         check_tables(self.database, self.models)  # before anything is written
-        _enforce_foreign_keys(self.database, self.models)
+        enforce_foreign_keys(self.database, self.models)
         local = LocalState(self.database, device_name=device_name)
         if self.blobs is not None:
             # what a publish or restore killed part-way left beside the database
@@ -164,6 +166,7 @@ class Replicator:
                 clean_leftovers(database_file(self.database))
         self.local = local
         self._prepare_schema()
+        self._open_status()  # status, on_status, statuses, start, stop (continuous.py)
         return local
 
     def _prepare_schema(self) -> None:
@@ -240,7 +243,7 @@ class Replicator:
         session = (
             self.remote.session() if isinstance(self.remote, Sessions) else contextlib.nullcontext()
         )
-        with self._turns.hold("sync()"), session:
+        with self._turns.hold("sync()"), session, self._board.syncing():
             if store is not None and timeout is not None:
                 store.set_deadline(time.monotonic() + timeout)
             started = time.perf_counter()
@@ -378,7 +381,7 @@ class Replicator:
             me=self.local.installation_id,
             page_size=self.page_size,
             app_version=self.app_version,
-            on_progress=None if self.on_progress is None else self._turns.guard(self.on_progress),
+            on_progress=self._turns.guard(self._told),
             on_conflict=None if self.on_conflict is None else self._turns.guard(self.on_conflict),
             clock=self.clock,
             upload_only=self.upload_only,
@@ -479,7 +482,7 @@ class Replicator:
         """
         if self.blobs is None or self.key is None:
             raise ConfigurationError("no blob store configured", hint="pass blobs= and key=")
-        with self._turns.hold("restore()"):
+        with self._turns.hold("restore()"), self._board.restoring():
             job = prepare_restore(
                 self.database,
                 self.blobs,
@@ -521,77 +524,7 @@ class Replicator:
     def progress(
         self, phase: Phase, collection: str | None, done: int, total: int | None = None
     ) -> None:
-        if self.on_progress is not None:
-            self.on_progress(Progress(phase, collection, done, total))
-
-
-def _check_settings(
-    models: Sequence[type[SyncModel]],
-    page_size: int,
-    tombstone_retention: _dt.timedelta | None,
-    parallel_downloads: int,
-) -> None:
-    """Refuse settings no sync could run with, before anything is written."""
-    if not models:
-        raise ConfigurationError("Replicator needs at least one model to sync")
-    if page_size < 1:
-        raise ConfigurationError(f"page_size must be positive, got {page_size}")
-    if tombstone_retention is not None and (
-        not isinstance(tombstone_retention, _dt.timedelta)
-        or tombstone_retention <= _dt.timedelta(0)
-    ):
-        raise ConfigurationError(
-            f"tombstone_retention must be a positive timedelta or None,"
-            f" got {tombstone_retention!r}",
-            hint="e.g. datetime.timedelta(days=90); None keeps deletes for ever",
-        )
-    if parallel_downloads < 1:
-        raise ConfigurationError(f"parallel_downloads must be ≥ 1, got {parallel_downloads}")
-
-
-def _enforce_foreign_keys(database: peewee.SqliteDatabase, models: Sequence[type[Any]]) -> None:
-    """Turn SQLite's foreign keys on, for this connection and every later one, when a
-    synced model has one.
-
-    Without ``PRAGMA foreign_keys`` SQLite ignores every ``on_delete``: a parent the
-    app deletes leaves its children here, and they stay live on the remote, orphans,
-    until another device applies the delete. The rules a model declares are what
-    every other device applies (``sync/foreign_keys.py``), so they are made to hold
-    here too rather than refused (which would break every app opened without the
-    pragma) or merely logged (replicator's log is silent unless the app configures it).
-    """
-    if not any(m._meta.refs for m in models):
-        return
-    database.pragma("foreign_keys", 1, permanent=True)  # peewee sets it on new connections
-    if not database.execute_sql("PRAGMA foreign_keys").fetchone()[0]:
-        # SQLite ignores the pragma inside a transaction: this connection stays as it was
-        log.warning(
-            "foreign keys are not enforced on this connection (Replicator made inside a"
-            " transaction); open the database with pragmas={'foreign_keys': 1}"
-        )
-
-
-def _one_way(
-    models: Sequence[type[SyncModel]],
-    bundles: Bundles | None,
-    download_only: Sequence[type[SyncModel]],
-) -> tuple[frozenset[str], frozenset[str]]:
-    """The upload-only (bundled) and the download-only collections, checked: each among
-    the synced models, none both."""
-    upload = bundles.names if bundles is not None else frozenset()
-    download = frozenset(collection_name(m) for m in download_only)
-    names = {collection_name(m) for m in models}
-    for label, chosen in (("bundles", upload), ("download_only", download)):
-        if not chosen <= names:
-            raise ConfigurationError(
-                f"{label} names {sorted(chosen - names)}, not among the synced models",
-                hint="pass every upload-only and download-only model in models too",
-            )
-    if upload & download:
-        raise ConfigurationError(
-            f"{sorted(upload & download)} cannot be both upload-only and download-only"
-        )
-    return upload, download
+        self._told(Progress(phase, collection, done, total))
 
 
 def _log_failure(exc: ReplicatorError) -> None:

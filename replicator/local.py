@@ -109,6 +109,12 @@ class LocalState(BundleLedger):
         return None if value is None else str(value)
 
     @property
+    def last_sync(self) -> str | None:
+        """When this device's last sync ended (ISO 8601, UTC), or None."""
+        value = self._device("last_sync")
+        return None if value is None else str(value)
+
+    @property
     def registered(self) -> bool:
         return bool(self._device("registered"))
 

@@ -114,3 +114,18 @@ def test_no_bundle_sync_statement_walks_a_table(tmp_path):
     walks = [(sql[:120], plan) for sql, plan in plans if _walks(plan, sql)]
     assert not walks, "statements that walk a table:\n" + "\n".join(map(str, walks))
     assert any("replicator_bundle_rows" in sql for sql, _ in plans)
+
+
+def test_the_status_pending_count_walks_no_table(make_device):
+    """What a status badge reads after every sync and local write: pending rows only."""
+    a = make_device("a")
+    with a.bound():
+        for i in range(300):
+            Note.create(title=f"n{i}")
+    a.sync()
+    with a.bound():
+        Note.create(title="new")
+        Note.get().delete_instance()
+    plans = _plans(a, a._board.refresh_pending)
+    assert plans and a.status.pending == 2
+    assert not [p for p in plans if _walks(p[1], p[0])], plans

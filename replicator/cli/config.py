@@ -36,8 +36,9 @@ The directory of the file is put on ``sys.path`` while the models are imported,
 so a models module may sit beside it.
 
 :meth:`DeviceConfig.load` checks the whole file before anything is opened: an
-unknown key or section (a typo is never ignored), a value of the wrong type, a
-missing requirement, or a store named twice or not at all is a
+unknown key or section (a typo is never ignored) or a value of the wrong type
+(``config_shape.py``, by cattrs: every such mistake at once, each with its key and
+the type wanted), a missing requirement, or a store named twice or not at all is a
 ``ConfigurationError`` that names the file and the key.
 """
 
@@ -54,42 +55,12 @@ import attrs
 import peewee
 
 from ..errors import ConfigurationError
+from .config_shape import check_shape
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-
-_TOP = {
-    "database",
-    "models",
-    "device_name",
-    "app_version",
-    "remote",
-    "blobs",
-    "key",
-    "download_only",
-    "bundles",
-    "service",
-}
-_SECTIONS = {
-    "remote": {"embedded", "firestore_root", "firestore_project"},
-    "blobs": {"directory", "s3", "endpoint_url"},
-    "key": {"file", "passphrase_env"},
-    "bundles": {
-        "collections",
-        "ingest_url",
-        "ingest_token_env",
-        "ingest_queue",
-        "directory",
-        "s3",
-        "endpoint_url",
-    },
-    "service": {"device_tokens"},
-}
-#: keys whose values are not strings: a list of table names, a flag
-_LISTS = {"download_only", "collections"}
-_FLAGS = {"ingest_queue"}
 
 
 @attrs.frozen
@@ -113,8 +84,9 @@ class DeviceConfig:
         """Read and check ``path``; ``service``: for ``replicator ingest`` (no database)."""
         path = Path(path)
         raw = _read(path)
-        _check_names(path, raw)
-        _check_required(path, raw, service=service)
+        check_shape(path, raw)  # unknown keys, wrong types (config_shape.py)
+        if not service and "database" not in raw:
+            raise ConfigurationError(f'{path}: database = "..." is required')
         remote = raw.get("remote") or {}
         blobs, key, bundles = raw.get("blobs"), raw.get("key"), raw.get("bundles")
         _check_stores(path, remote, blobs, key)
@@ -379,17 +351,6 @@ def firestore_client(project: str | None) -> Any:
         ) from exc
 
 
-def _check_value(path: Path, where: str, name: str, item: Any) -> None:
-    if name in _LISTS:
-        if not (isinstance(item, list) and item and all(isinstance(i, str) and i for i in item)):
-            raise ConfigurationError(f"{path}: {where} must be a list of table names")
-    elif name in _FLAGS:
-        if not isinstance(item, bool):
-            raise ConfigurationError(f"{path}: {where} must be true or false")
-    elif not isinstance(item, str) or not item:
-        raise ConfigurationError(f"{path}: {where} must be a non-empty string")
-
-
 def _read(path: Path) -> dict[str, Any]:
     """The TOML of ``path``; a file that cannot be read or parsed is a ConfigurationError."""
     try:
@@ -399,51 +360,6 @@ def _read(path: Path) -> dict[str, Any]:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigurationError(f"{path} is not valid TOML: {exc}") from exc
     return raw
-
-
-def _check_names(path: Path, raw: Mapping[str, Any]) -> None:
-    """Refuse a key or section the format does not know (a typo must not be ignored),
-    and values of the wrong type."""
-    unknown = set(raw) - _TOP
-    if unknown:
-        raise ConfigurationError(
-            f"{path}: unknown key(s) {sorted(unknown)}", hint=f"known: {sorted(_TOP)}"
-        )
-    for section, keys in _SECTIONS.items():
-        value = raw.get(section)
-        if value is None:
-            continue
-        if not isinstance(value, dict):
-            raise ConfigurationError(f"{path}: [{section}] must be a table")
-        extra = set(value) - keys
-        if extra:
-            raise ConfigurationError(
-                f"{path}: unknown key(s) in [{section}]: {sorted(extra)}",
-                hint=f"known: {sorted(keys)}",
-            )
-        for name, item in value.items():
-            _check_value(path, f"{section}.{name}", name, item)
-    if "download_only" in raw:
-        _check_value(path, "download_only", "download_only", raw["download_only"])
-
-
-def _check_required(path: Path, raw: Mapping[str, Any], *, service: bool) -> None:
-    """The database (not for the ingest service) and the models are required; the
-    device's name and app version, when given, are strings."""
-    for name in ("models",) if service else ("database", "models"):
-        if name not in raw:
-            raise ConfigurationError(f'{path}: {name} = "..." is required')
-    for name in ("database", "models"):
-        if name in raw and (not isinstance(raw[name], str) or not raw[name]):
-            raise ConfigurationError(
-                f"{path}: {name} must be a non-empty string, not {raw[name]!r}",
-                hint='write database = "phone.db" (a path, in quotes)'
-                if name == "database"
-                else 'write models = "my_app.models" (a module, in quotes)',
-            )
-    for name in ("device_name", "app_version"):
-        if name in raw and not isinstance(raw[name], str):
-            raise ConfigurationError(f"{path}: {name} must be a string")
 
 
 def _check_stores(

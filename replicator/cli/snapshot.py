@@ -21,6 +21,7 @@ import attrs
 import click
 
 from .app import ProgressLine, config_option, guard, main, synced_tables
+from .shapes import emit, json_option, snapshots_shape
 
 if TYPE_CHECKING:
     from ..snapshots.crypto import SnapshotSecret
@@ -161,7 +162,8 @@ def snapshot_publish(config_path: Path) -> None:
 
 @snapshot.command("list")
 @_blob_options
-def snapshot_list(source: _Source) -> None:
+@json_option
+def snapshot_list(source: _Source, as_json: bool) -> None:
     """The snapshots in the blob store, the latest marked with *."""
     from ..snapshots.manifest import read_manifest
 
@@ -173,6 +175,9 @@ def snapshot_list(source: _Source) -> None:
         kek = guard(lambda: resolve_key(store, source.key(), create=False)[0])
     manifest = guard(lambda: read_manifest(store, kek))
     objects = guard(lambda: [i for i in store.list("snapshots/") if i.key.endswith(".snap")])
+    if as_json:
+        emit(snapshots_shape(objects, manifest, authenticated=kek is not None))
+        return
     if not objects:
         click.echo("no snapshots yet")
         return

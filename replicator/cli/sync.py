@@ -8,6 +8,7 @@ never creates a remote that does not exist.
 
 from __future__ import annotations
 
+import datetime
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +16,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .app import ProgressLine, config_option, main, synced_tables
+from .app import ProgressLine, config_option, main, quiet, synced_tables
+from .shapes import device_shape, emit, json_option, report_shape, status_shape
 
 if TYPE_CHECKING:
     from ..report import SyncReport
@@ -23,7 +25,8 @@ if TYPE_CHECKING:
 
 @main.command()
 @click.argument("database", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def status(database: Path) -> None:
+@json_option
+def status(database: Path, as_json: bool) -> None:
     """Show a device's identity, pending changes and download watermarks."""
     conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
     try:
@@ -41,10 +44,13 @@ def status(database: Path) -> None:
         device = recorded.device
         if device is None:
             raise click.ClickException(f"{database} has no device identity yet")
+        if as_json:
+            emit(status_shape(recorded, synced_tables(conn), device))
+            return
         click.echo(f"device        {device.get('name')} ({device.get('platform')})")
         click.echo(f"installation  {device.get('installation_id')}")
-        click.echo(f"last sync     {readable_time(device.get('last_sync'))}")
-        click.echo(f"last upload   {readable_time(device.get('last_upload'))}")
+        click.echo(f"last sync     {readable_time(device.get('last_sync'), age=True)}")
+        click.echo(f"last upload   {readable_time(device.get('last_upload'), age=True)}")
         click.echo(f"caught up to  {device.get('seen_position') or 'nothing yet'}")
         snap = device.get("last_snapshot") or "none published or restored here"
         click.echo(f"snapshot      {snap}")
@@ -95,7 +101,8 @@ def _reasons(title: str, rows: Sequence[tuple[str, str, str]], total: int) -> No
 @click.option(
     "--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds for the whole sync."
 )
-def sync(config_path: Path, timeout: float | None) -> None:
+@json_option
+def sync(config_path: Path, timeout: float | None, as_json: bool) -> None:
     """Sync the device a config file describes, with a progress line.
 
     On a new, empty database with a blob store configured this is a login:
@@ -104,18 +111,23 @@ def sync(config_path: Path, timeout: float | None) -> None:
     """
     from .config import DeviceConfig
 
-    line = ProgressLine()
+    line = ProgressLine()  # silent under -q
     device = DeviceConfig.load(config_path).replicator(on_progress=line)
+    login = False
     try:
         if device.blobs is not None and device.is_empty():
+            login = True
             report = device.login()
         else:
             report = device.sync(timeout=timeout)
     finally:
         line.end()
         device.database.close()
-    click.echo(report.summary())
-    _say_why(report)
+    if as_json:
+        emit(report_shape(report, login=login))
+    elif not quiet():
+        click.echo(report.summary())
+        _say_why(report)
 
 
 #: how many rejected rows and set-aside documents ``sync`` names, each with its reason
@@ -136,11 +148,16 @@ def _say_why(report: SyncReport) -> None:
 
 @main.command()
 @config_option
-def devices(config_path: Path) -> None:
+@json_option
+def devices(config_path: Path, as_json: bool) -> None:
     """The Devices collection of the remote a config file names."""
     from .config import DeviceConfig
 
     records = DeviceConfig.load(config_path).open_remote(create=False).devices()
+    if as_json:
+        ordered = sorted(records, key=lambda r: (r.name, r.installation_id))
+        emit({"devices": [device_shape(d) for d in ordered]})
+        return
     if not records:
         click.echo("no device has registered yet")
         return
@@ -157,8 +174,9 @@ def devices(config_path: Path) -> None:
         )
 
 
-def readable_time(text: str | None) -> str:
-    """A time this device or the store recorded, as ``2026-11-23 09:45:38 UTC``.
+def readable_time(text: str | None, *, age: bool = False) -> str:
+    """A time this device or the store recorded, as ``2026-11-23 09:45:38 UTC``, and with
+    ``age`` how long ago it was (``2026-11-23 09:45:38 UTC (3 min ago)``).
 
     An upload position of the embedded store is a number in its change order, not a
     time: it reads ``change 3,011``. Nothing recorded reads ``never``.
@@ -175,4 +193,21 @@ def readable_time(text: str | None) -> str:
         return text
     if when.tzinfo is None:  # naive times here are UTC
         when = when.replace(tzinfo=dt.timezone.utc)
-    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    shown = when.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    if not age:
+        return shown
+    return f"{shown} ({time_ago(dt.datetime.now(dt.timezone.utc) - when)})"
+
+
+def time_ago(elapsed: datetime.timedelta) -> str:
+    """``just now``, ``42 s ago``, ``3 min ago``, ``5 h ago``, ``12 days ago``; a time
+    ahead of this machine's clock reads ``in the future (clocks differ)``."""
+    seconds = elapsed.total_seconds()
+    if seconds < -5:
+        return "in the future (clocks differ)"
+    if seconds < 5:
+        return "just now"
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size if unit == "days" else seconds >= size:
+            return f"{int(seconds // size)} {unit} ago"
+    return f"{int(seconds)} s ago"

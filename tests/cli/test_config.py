@@ -217,3 +217,23 @@ def test_a_wrong_config_file_is_one_line(place, text, says):
         assert result.exit_code == 1, result.output
         assert "Traceback" not in result.output and says in result.output, result.output
         assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_every_mistake_of_a_config_file_is_named_at_once_with_its_type(place):
+    path = place / "bad.toml"
+    path.write_text(
+        'database = "a.db"\nmodels = 3\ncolour = 1\ndownload_only = "note"\n'
+        '[remote]\nembedded = "r.db"\nembeded = "typo.db"\n'
+        '[bundles]\ncollections = ["note"]\ningest_queue = "yes"\n'
+    )
+    result = run("sync", "--config", str(path))
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+    for said in (
+        "models must be a non-empty string (str), not 3",
+        "download_only must be a list of table names",
+        "bundles.ingest_queue must be true or false (bool), not 'yes'",
+        "unknown key(s) ['embeded'] (known: ['embedded', 'firestore_project', 'firestore_root'])"
+        " in [remote]",
+        "unknown key(s) ['colour']",
+    ):
+        assert said in result.output, result.output
