@@ -36,6 +36,8 @@ OPS: tuple[OpName, ...] = ("put", "get", "head", "list", "delete")
 READ_OPS = frozenset({"get", "head", "list"})
 #: most UTF-8 bytes of a relative key (S3 allows 1024 for the whole key, folder included)
 MAX_KEY_BYTES = 900
+#: most UTF-8 bytes of one segment (servers that keep keys as paths allow 255: SeaweedFS, MinIO)
+MAX_SEGMENT_BYTES = 255
 #: most characters of a list's continuation token
 MAX_TOKEN = 1024
 #: most ops in one request to the service
@@ -52,7 +54,8 @@ def key_problem(key: object, *, prefix: bool = False) -> str | None:
     """Why ``key`` cannot name an object under a user's folder, or ``None`` when it can.
 
     A key is relative: non-empty text of at most :data:`MAX_KEY_BYTES` UTF-8 bytes,
-    ``/``-separated segments none of which is empty, ``.`` or ``..``, with no backslash
+    ``/``-separated segments of at most :data:`MAX_SEGMENT_BYTES` bytes, none of which
+    is empty, ``.`` or ``..``, with no backslash
     and no control, format or separator character other than the space. Anything else
     (``%2e%2e``, ``..%2f``) is taken literally: S3 keys are literal, so such a key stays
     inside the folder. With ``prefix`` (a list), ``""`` is allowed and one trailing
@@ -79,6 +82,8 @@ def key_problem(key: object, *, prefix: bool = False) -> str | None:
     for segment in key.split("/"):
         if segment in ("", ".", ".."):
             return "a key is relative, with no empty, '.' or '..' segment"
+        if len(segment.encode("utf-8")) > MAX_SEGMENT_BYTES:
+            return f"a key's segments are at most {MAX_SEGMENT_BYTES} bytes of UTF-8"
     return None
 
 

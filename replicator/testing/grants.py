@@ -66,9 +66,8 @@ class GrantedStorage:
         self.server: Any = None
 
     def start(self) -> GrantedStorage:
-        from ..auth.verify import IdTokenVerifier
         from ..bundles.ingest import Ingestor
-        from ..grants import Signer, storage_routes
+        from ..grants import Signer
         from ..stores.embedded import EmbeddedRemote
 
         self.seaweed.start()
@@ -79,18 +78,26 @@ class GrantedStorage:
             self.signer = Signer(
                 self.service_client, self.bucket, shared=self.shared, expires=self.expires
             )
-            ingestor = Ingestor(
+            self.ingestor = Ingestor(
                 self.s3(self.ingest_uid, self.service_client),
                 EmbeddedRemote(self.folder / "remote.db"),
                 self.collections,
             )
-            verifier = IdTokenVerifier(PROJECT, emulator=True)
-            self.server = ingestor.serve(routes=storage_routes(self.signer, verifier))
+            self.server = self.serve(self.signer)
         except BaseException:
             self.stop()
             raise
         self.url: str = self.server.base_url
         return self
+
+    def serve(self, signer: Any) -> Any:
+        """The ingest API with ``signer``'s grant route, under uvicorn on 127.0.0.1
+        (an ``IngestServer``: its ``base_url`` is a device's ``service_url``; close it)."""
+        from ..auth.verify import IdTokenVerifier
+        from ..grants import storage_routes
+
+        verifier = IdTokenVerifier(PROJECT, emulator=True)
+        return self.ingestor.serve(routes=storage_routes(signer, verifier))
 
     def tokens(self, uid: str, **options: Any) -> MockIdTokens:
         return MockIdTokens(uid, PROJECT, **options)
