@@ -25,6 +25,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
         ("bench_bundles.py", ["--rows", "300", "--runs", "1", "--latency", "2"], "parallel"),
         ("bench_ingest_service.py", ["--devices", "10", "--requests", "1", "--rows", "2"],
          "requests per second"),
+        ("bench_granted.py", ["--mb", "1", "--runs", "1"], "service requests per publishing"),
     ],
 )  # fmt: skip
 def test_a_bench_runs_to_its_end(script, args, expect, tmp_path):

@@ -30,11 +30,14 @@ import contextlib
 import functools
 import io
 import tempfile
+import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import unquote_plus, urlsplit
 
+import attrs
 import httpx
 
 from ..errors import (
@@ -57,6 +60,8 @@ _BUF = 1 << 20
 MAX_LIST_PAGE = 8 << 20
 #: most bytes of one object in one signed PUT (S3's limit)
 MAX_PUT = 5 << 30
+#: most read grants kept for reuse
+_KEPT_GRANTS = 4096
 _INTEGRITY = {"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"}
 _BUSY = {"SlowDown", "RequestTimeout", "ThrottlingException", "ServiceUnavailable"}
 
@@ -74,8 +79,9 @@ class GrantedBlobStore:
     ``space`` names one of the service's read-only shared folders (reference data)
     instead of the user's own: then only get, open, head and list work. ``client``
     may be an ``httpx.Client`` of the app's (proxies, certificates); ``timeout``
-    bounds each network operation. ``grants`` counts the service's requests and
-    ``signed`` the operations signed (the cost of minting, for benchmarks).
+    bounds each network operation. The cost of minting, for benchmarks: ``grants``
+    counts the requests to the service, ``signed`` the operations signed and
+    ``grant_seconds`` the time spent waiting for the service.
     """
 
     def __init__(
@@ -101,6 +107,10 @@ class GrantedBlobStore:
         self._http = client or httpx.Client(timeout=httpx.Timeout(timeout, connect=10.0))
         self.grants = 0
         self.signed = 0
+        self.grant_seconds = 0.0
+        self._lifetime = 0.0
+        self._lock = threading.Lock()
+        self._kept: dict[tuple[str, str], tuple[Signed, float]] = {}
 
     def __repr__(self) -> str:
         where = f", space={self.space!r}" if self.space else ""
@@ -158,29 +168,61 @@ class GrantedBlobStore:
 
     def _post(self, ops: list[dict[str, Any]], token: str) -> httpx.Response:
         self.grants += 1
-        with transport_errors(self.sign_url):
-            return self._http.post(
-                self.sign_url, json={"ops": ops}, headers={"Authorization": f"Bearer {token}"}
-            )
+        start = time.perf_counter()
+        try:
+            with transport_errors(self.sign_url):
+                return self._http.post(
+                    self.sign_url, json={"ops": ops}, headers={"Authorization": f"Bearer {token}"}
+                )
+        finally:
+            self.grant_seconds += time.perf_counter() - start
 
     def _signed(self, response: httpx.Response, count: int) -> list[Signed]:
         try:
-            requests = response.json()["requests"]
-            signed = [Signed.from_json(item) for item in requests]
-        except (ValueError, KeyError, TypeError) as exc:
+            answer = response.json()
+            signed = [Signed.from_json(item) for item in answer["requests"]]
+            lifetime = float(answer.get("expires_in", 0))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise RemoteError(f"the storage service answered nonsense: {exc}") from exc
         if len(signed) != count:
             raise RemoteError(f"the storage service signed {len(signed)} ops of {count}")
         self.signed += count
+        self._lifetime = lifetime
         return signed
+
+    def _grant(self, op: Op) -> Signed:
+        """A signed request for ``op``. A read (get, head) is signed with its sibling
+        (head, get) and both are kept while more than a quarter of their lifetime is
+        left: a HEAD then a GET of one key, the usual pattern, cost one grant."""
+        if op.op not in ("get", "head"):
+            return self.sign([op])[0]
+        now = time.monotonic()
+        with self._lock:
+            kept = self._kept.get((op.op, op.key))
+            if kept is not None and kept[1] > now:
+                return kept[0]
+        sibling = attrs.evolve(op, op="head" if op.op == "get" else "get")
+        signed, other = self.sign([op, sibling])
+        until = now + self._lifetime * 0.75
+        with self._lock:
+            if len(self._kept) > _KEPT_GRANTS:
+                self._kept.clear()
+            self._kept[(op.op, op.key)] = (signed, until)
+            self._kept[(sibling.op, op.key)] = (other, until)
+        return signed
+
+    def _forget(self, key: str) -> None:
+        with self._lock:
+            self._kept.pop(("get", key), None)
+            self._kept.pop(("head", key), None)
 
     def _run(self, op: Op, send: Callable[[Signed], T], signed: Signed | None = None) -> T:
         """``send`` the op's signed request (``signed``, or one asked for now); a grant
         that expired on the way is signed again once."""
         try:
-            return send(signed or self.sign([op])[0])
+            return send(signed or self._grant(op))
         except _Expired:
-            pass
+            self._forget(op.key)
         try:
             return send(self.sign([op])[0])
         except _Expired:
