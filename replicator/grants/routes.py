@@ -7,8 +7,8 @@ Bearer <token>``, checked by an ``IdTokenVerifier``); the body is
 
 * 200: ``{"expires_in": s, "requests": [...]}``, one signed request per op;
 * 400: the body is not such a request, an op is malformed or a key breaks the rules
-  (nothing is signed); 413: a body over ``max_body`` bytes or more than
-  ``MAX_OPS`` ops;
+  (nothing is signed); 408: the body did not arrive within ``body_timeout`` seconds;
+  413: a body over ``max_body`` bytes or more than ``MAX_OPS`` ops;
 * 401: no token, or not a valid ID token of the project;
 * 403: an op the user may not do (a write in a read-only shared folder);
 * 503: the tokens or the requests cannot be checked or signed now (Google's
@@ -16,14 +16,16 @@ Bearer <token>``, checked by an ``IdTokenVerifier``); the body is
 * 500: the service is set up wrong (no S3 credentials), logged with its trace.
 
 Each decision is one log line (logger ``replicator.grants``): the user, the client's
-address and the ops granted, or why they were refused.
+address and the ops granted, or why they were refused; never a signed URL. A refused
+request's connection is closed, so nothing left of its body is read as another request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..bundles.auth import bearer
@@ -39,9 +41,15 @@ MAX_BODY = 2 << 20
 _LOGGED = 4
 
 
-def storage_routes(signer: Signer, verifier: Any, *, max_body: int = MAX_BODY) -> list[Any]:
+def storage_routes(
+    signer: Signer,
+    verifier: Callable[[str], str | None],
+    *,
+    max_body: int = MAX_BODY,
+    body_timeout: float = 10.0,
+) -> list[Any]:
     """The Starlette routes of the grant API (``POST /storage/sign``), for ``signer``,
-    authenticating callers with ``verifier`` (an ``IdTokenVerifier``)."""
+    authenticating callers with ``verifier`` (an ``IdTokenVerifier``: token → uid)."""
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
     from starlette.responses import JSONResponse
@@ -55,7 +63,10 @@ def storage_routes(signer: Signer, verifier: Any, *, max_body: int = MAX_BODY) -
             return _answer(JSONResponse, 503, f"cannot check ID tokens now: {exc.message}", client)
         if not uid:
             return _answer(JSONResponse, 401, "no valid ID token (Authorization: Bearer)", client)
-        ops = await _read_ops(request, max_body)
+        try:
+            ops = await asyncio.wait_for(_read_ops(request, max_body), body_timeout)
+        except asyncio.TimeoutError:
+            ops = 408, f"the body took over {body_timeout:g} s"
         if isinstance(ops, tuple):
             return _answer(JSONResponse, *ops, client, uid)
         try:
@@ -76,11 +87,12 @@ def storage_routes(signer: Signer, verifier: Any, *, max_body: int = MAX_BODY) -
     return [Route("/storage/sign", sign, methods=["POST"])]
 
 
-def grants_app(signer: Signer, verifier: Any, *, max_body: int = MAX_BODY) -> Any:
-    """A Starlette application serving only the grant API (run it with uvicorn)."""
+def grants_app(signer: Signer, verifier: Callable[[str], str | None], **options: Any) -> Any:
+    """A Starlette application serving only the grant API (run it with uvicorn);
+    ``options`` as :func:`storage_routes`'."""
     from starlette.applications import Starlette
 
-    return Starlette(routes=storage_routes(signer, verifier, max_body=max_body))
+    return Starlette(routes=storage_routes(signer, verifier, **options))
 
 
 async def _read_ops(request: Any, limit: int) -> list[Op] | tuple[int, str]:
@@ -121,5 +133,7 @@ def _summary(ops: Sequence[Op]) -> str:
 def _answer(respond: Any, status: int, error: str, client: str, uid: str | None = None) -> Any:
     """A refusal, logged with who asked."""
     log.info("refused a grant to %s from %s: HTTP %d: %s", uid or "?", client, status, error)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = {"Connection": "close"}
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
     return respond({"error": error}, status_code=status, headers=headers)
