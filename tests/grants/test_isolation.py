@@ -233,3 +233,24 @@ def test_one_log_line_per_grant_decision(granted_storage, caplog):
     )
     assert "refused a grant to ?" in lines[1] and "401" in lines[1]
     assert f"refused a grant to {uid}" in lines[2] and "400" in lines[2]
+
+
+def test_a_head_then_a_get_of_one_key_cost_one_grant(granted_storage):
+    store = granted_storage.store(_uid())
+    store.put("k", io.BytesIO(b"v"))
+    before = store.grants
+    assert store.head("k") is not None
+    store.get("k", io.BytesIO())
+    assert store.grants - before == 1
+    store.close()
+
+
+def test_too_many_ops_or_too_large_a_body_is_413(granted_storage):
+    token = granted_storage.tokens(_uid()).id_token()
+    answer = _sign(granted_storage, token, [{"op": "head", "key": "k"}] * 1001)
+    assert answer.status_code == 413 and answer.headers["Connection"] == "close"
+    headers = {"Authorization": f"Bearer {token}"}
+    answer = httpx.post(
+        f"{granted_storage.url}/storage/sign", content=b" " * (3 << 20), headers=headers
+    )
+    assert answer.status_code == 413
