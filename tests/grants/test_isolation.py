@@ -3,6 +3,7 @@ service under uvicorn, devices with ID tokens only (tests/conftest.py ``granted_
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -103,6 +104,11 @@ def test_a_tampered_url_is_refused_by_s3(two_users):
         headers = {k: v for k, v in put.headers.items() if k != drop}
         answer = httpx.put(put.url, content=b"x", headers=headers)
         assert answer.status_code == 403, drop
+    right = hashlib.sha256(b"right").hexdigest()
+    (checked,) = store.sign([Op("put", "checked", sha256=right)])
+    answer = httpx.put(checked.url, content=b"wrong", headers=dict(checked.headers))
+    assert answer.status_code == 400 and b"BadDigest" in answer.content  # the checksum holds
+    assert store.head("checked") is None
     tampered = Signed("PUT", put.url.replace(f"users/{a}/", f"users/{b}/"), put.headers)
     assert httpx.put(tampered.url, content=b"x", headers=dict(tampered.headers)).status_code == 403
     assert _bucket(storage)[f"users/{b}/secret"] == b"B's secret"
