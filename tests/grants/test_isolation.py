@@ -260,3 +260,21 @@ def test_too_many_ops_or_too_large_a_body_is_413(granted_storage):
         f"{granted_storage.url}/storage/sign", content=b" " * (3 << 20), headers=headers
     )
     assert answer.status_code == 413
+
+
+def test_malformed_bodies_are_400_and_sign_nothing(granted_storage, caplog):
+    token = granted_storage.tokens(_uid()).id_token()
+    headers = {"Authorization": f"Bearer {token}"}
+    for body in (
+        b"",
+        b"not json",
+        b"[]",
+        b'{"ops": []}',
+        b'{"ops": {"op": "get"}}',
+        b'{"ops": [' * 100_000,
+        b'{"ops": [{"op": "get", "key": "a"}, 7]}',
+        b"\xff\xfe",
+    ):
+        answer = httpx.post(f"{granted_storage.url}/storage/sign", content=body, headers=headers)
+        assert answer.status_code == 400, body[:40]
+        assert "requests" not in answer.json()
