@@ -14,6 +14,9 @@ requests rather than STS credentials, and docs/guides/deploy-aws.md for AWS.
 * :func:`storage_routes`: the Starlette route, for the ingest service's app
   (``IngestServer(..., routes=storage_routes(signer, verifier))``);
 * :func:`grants_app`: an app serving only the grants.
+
+It needs boto3 and starlette/uvicorn: ``pip install 'replicator[s3,service]'``. The
+device side needs neither (httpx only).
 """
 
 from __future__ import annotations

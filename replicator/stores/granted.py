@@ -153,7 +153,10 @@ class GrantedBlobStore:
         if status == 401:
             raise AuthError(f"the storage service refused the ID token: {error}")
         if status == 403:
-            raise AccessDeniedError(f"the storage service refused: {error}", hint="")
+            raise AccessDeniedError(
+                f"the storage service refused: {error}",
+                hint="this user may not do that (a write in a read-only shared space)",
+            )
         if status in RETRYABLE_STATUSES:
             raise TransientError(
                 f"the storage service answered HTTP {status}: {error}",
