@@ -10,12 +10,13 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
+import botocore
 import httpx
 import pytest
 from botocore.config import Config
 from botocore.exceptions import CredentialRetrievalError
 
-from replicator import OfflineError, RemoteError, TransientError
+from replicator import ConfigurationError, OfflineError, RemoteError, TransientError
 from replicator.grants import Signer
 from replicator.stores.granted import GrantedBlobStore
 from replicator.testing import FaultProxy, free_port
@@ -135,16 +136,41 @@ def test_the_service_down_or_failing_is_offline_or_transient(granted_storage):
         with pytest.raises(TransientError) as caught:
             GrantedBlobStore(server.base_url, tokens).head("x")
         assert "503" in str(caught.value)
+    sigv2 = boto3.client(  # boto3's default for a custom endpoint in us-east-1: SigV2 URLs
+        "s3",
+        endpoint_url=granted_storage.seaweed.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=SERVICE.access_key,
+        aws_secret_access_key=SERVICE.secret_key,
+    )
+    with pytest.raises(ConfigurationError) as caught:  # refused at start-up
+        Signer(sigv2, "b")
+    assert "s3v4" in str(caught.value)
     unsigned = boto3.client(
         "s3",
         endpoint_url=granted_storage.seaweed.endpoint,
         region_name="us-east-1",
-        config=Config(signature_version=__import__("botocore").UNSIGNED),
+        config=Config(signature_version=botocore.UNSIGNED),
     )
-    with granted_storage.serve(Signer(unsigned, "b")) as server:  # fails closed: 500
+    with pytest.raises(ConfigurationError):
+        Signer(unsigned, "b")
+    # a client that signs SigV4 at start-up and SigV2 later: each grant fails closed
+    drifting = _Drifting(granted_storage.service_client, sigv2)
+    with granted_storage.serve(Signer(drifting, "b")) as server:
         with pytest.raises(TransientError) as caught:
             GrantedBlobStore(server.base_url, tokens).head("x")
         assert "500" in str(caught.value)
+
+
+class _Drifting:
+    """Signs with ``first`` once, then with ``then``."""
+
+    def __init__(self, first, then) -> None:
+        self.clients = [first, then]
+
+    def generate_presigned_url(self, *args, **kwargs) -> str:
+        client = self.clients.pop(0) if len(self.clients) > 1 else self.clients[0]
+        return client.generate_presigned_url(*args, **kwargs)
 
 
 def test_a_service_that_talks_nonsense_is_remote_error(granted_storage):
@@ -158,3 +184,27 @@ def test_a_service_that_talks_nonsense_is_remote_error(granted_storage):
     with pytest.raises(RemoteError) as caught:
         store.head("x")
     assert "nonsense" in str(caught.value)
+
+
+def test_if_match_on_a_missing_key_is_precondition_failed_on_both_servers(
+    granted_storage, moto_server
+):
+    """SeaweedFS answers 412, moto 404: both mean "not met" to a conditional write."""
+    from replicator import PreconditionFailed
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=moto_server,
+        region_name="us-east-1",
+        config=Config(signature_version="s3v4"),
+    )
+    bucket = "b" + os.urandom(6).hex()
+    client.create_bucket(Bucket=bucket)
+    stores = [granted_storage.store(_uid())]
+    with granted_storage.serve(Signer(client, bucket)) as server:
+        stores.append(GrantedBlobStore(server.base_url, granted_storage.tokens(_uid())))
+        for store in stores:
+            with pytest.raises(PreconditionFailed):
+                store.put("manifest.json", io.BytesIO(b"x"), if_match='"0123456789abcdef"')
+            assert store.head("manifest.json") is None
+            store.close()
