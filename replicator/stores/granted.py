@@ -466,25 +466,32 @@ def _parse_list(body: bytes, full_prefix: str, base: int) -> tuple[list[str], st
 
 
 class _Body(io.RawIOBase):
-    """An object's body read as it arrives; a broken download is ``OfflineError``."""
+    """An object's body read as it arrives, a block at a time (a read copies only what
+    it returns); a broken download is ``OfflineError``."""
 
     def __init__(self, key: str, response: httpx.Response, stack: contextlib.ExitStack) -> None:
         self.key, self._stack = key, stack
         self._blocks = response.iter_raw(_BUF)
-        self._left = b""
+        self._block, self._at = b"", 0
         self._where = urlsplit(str(response.request.url)).netloc
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:
-        if not self._left:
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            return self.readall()
+        if self._at >= len(self._block):
             with transport_errors(self._where):
-                self._left = next(self._blocks, b"")
-        size = min(len(buffer), len(self._left))
-        buffer[:size] = self._left[:size]
-        self._left = self._left[size:]
-        return size
+                self._block, self._at = next(self._blocks, b""), 0
+        out = self._block[self._at : self._at + size]
+        self._at += len(out)
+        return out
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

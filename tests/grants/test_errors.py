@@ -54,13 +54,15 @@ def test_a_network_that_breaks_is_offline_error(granted_storage):
             with pytest.raises((OfflineError, TransientError)) as broken:
                 store.get("big.bin", io.BytesIO())
             assert broken.value.retryable
-            stream = store.open("big.bin")
-            proxy.reset_after(100_000)
+            proxy.reset_after(100_000)  # (set first: S3 may send it all before a read)
             with pytest.raises((OfflineError, TransientError)) as broken:
-                while stream.read(65536):
-                    pass
+                stream = store.open("big.bin")
+                try:
+                    while stream.read(65536):
+                        pass
+                finally:
+                    stream.close()
             assert broken.value.retryable
-            stream.close()
             proxy.mode = "refuse"
             for call in (
                 lambda: store.head("big.bin"),
