@@ -17,6 +17,7 @@ head and list only, for every signed-in user.
 from __future__ import annotations
 
 import base64
+import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -80,6 +81,16 @@ class Signer:
         self.root = root
         self.shared = dict(shared or {})
         self.expires = expires
+        self._probe()
+
+    def _probe(self) -> None:
+        """Sign one conditional put now, so a client that cannot sign the way grants
+        need (SigV2, which boto3 still uses for presigned URLs of a custom endpoint in
+        us-east-1, leaves ``If-None-Match`` unsigned) is refused at start-up. Missing
+        credentials are left for the first grant to report."""
+        probe = Op("put", "probe", sha256="0" * 64, if_none_match=True)
+        with contextlib.suppress(BotoCoreError, ClientError):
+            self._sign(probe, f"{self.root}/")
 
     def __repr__(self) -> str:
         return f"Signer({self.bucket!r}, root={self.root!r}, shared={sorted(self.shared)})"
@@ -151,5 +162,6 @@ def _check_signed_headers(url: str, headers: Mapping[str, str]) -> None:
     if set(signed) != expected:
         raise ConfigurationError(
             f"boto3 signed the headers {sorted(signed)}, not {sorted(expected)}",
-            hint="use a boto3 version replicator supports, with SigV4 query signing",
+            hint="make the service's client sign SigV4: boto3.client('s3',"
+            " config=botocore.config.Config(signature_version='s3v4'))",
         )
