@@ -140,8 +140,9 @@ def test_no_token_a_wrong_one_or_an_expired_one_is_401(granted_storage):
         answer = _sign(granted_storage, token, ops)
         assert answer.status_code == 401, token
         assert answer.headers["WWW-Authenticate"] == "Bearer"
-    # a user id that could not name a folder is refused even when its token is valid
-    assert _sign(granted_storage, mock_id_token("..", PROJECT), ops).status_code == 403
+    # a user id that could not name a folder is refused even when its token is valid:
+    # the verifier names no one for it (401); the signer would refuse it too (403)
+    assert _sign(granted_storage, mock_id_token("..", PROJECT), ops).status_code == 401
 
 
 class _Tokens:
