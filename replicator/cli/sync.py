@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -24,13 +24,26 @@ if TYPE_CHECKING:
 @main.command()
 @click.argument("database", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def status(database: Path) -> None:
-    """Show a device's identity, pending changes and download watermarks."""
-    conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    """Show a device's identity, pending changes and download watermarks.
+
+    An encrypted database opens with the key $REPLICATOR_DATABASE_KEY_FILE or
+    $REPLICATOR_DATABASE_PASSPHRASE names."""
+    from ..cipher.keyfiles import cli_key
+
+    if cli_key(None, Path.cwd()) is not None:
+        from ..cipher.keyfiles import cli_database
+
+        conn: Any = cli_database(database).connection()
+    else:
+        conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
     try:
         try:
             conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")
         except sqlite3.DatabaseError:
-            raise click.ClickException(f"{database} is not a SQLite database") from None
+            raise click.ClickException(
+                f"{database} is not a SQLite database (or an encrypted one: export"
+                " REPLICATOR_DATABASE_KEY_FILE or REPLICATOR_DATABASE_PASSPHRASE)"
+            ) from None
         from ..local import read_recorded
 
         recorded = read_recorded(conn.execute)
