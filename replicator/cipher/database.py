@@ -17,6 +17,7 @@ Invariants:
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -188,6 +189,29 @@ def attach_key(db: peewee.Database) -> str:
         return f" KEY {key_pragma(resolve(db.key_source))}"
     passphrase = db.connect_params.get("passphrase") or ""  # peewee's SqlCipherDatabase
     return f" KEY {key_pragma(passphrase)}" if passphrase else " KEY ''"
+
+
+#: what either driver raises on a database's trouble, and on any trouble at all
+DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.DatabaseError,) + (
+    (sqlcipher.DatabaseError,) if sqlcipher is not None else ()
+)
+ERRORS: tuple[type[Exception], ...] = (sqlite3.Error,) + (
+    (sqlcipher.Error,) if sqlcipher is not None else ()
+)
+
+
+def connect_file(path: str, key: KeySource | None, **kw: Any) -> Any:
+    """A DB-API connection to ``path``: sqlite3's, or with a ``key`` SQLCipher's, keyed
+    and checked (a wrong key raises ``WrongDatabaseKeyError`` naming ``path``)."""
+    if key is None:
+        return sqlite3.connect(path, **kw)
+    conn = require_sqlcipher().connect(path, **kw)
+    try:
+        unlock(conn, resolve(key), path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def is_encrypted(db: peewee.Database) -> bool:
