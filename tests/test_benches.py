@@ -23,6 +23,8 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
         ("bench_scale.py", ["--small", "300", "--large", "600", "--runs", "1"], "bookkeeping"),
         ("bench_outbox.py", ["--events", "300", "--runs", "1"], "bytes on the wire"),
         ("bench_bundles.py", ["--rows", "300", "--runs", "1", "--latency", "2"], "parallel"),
+        ("bench_sqlcipher.py", ["--rows", "300", "--sync-rows", "300", "--megabytes", "1",
+                                "--runs", "1"], "restore time"),
         ("bench_ingest_service.py", ["--devices", "10", "--requests", "1", "--rows", "2"],
          "requests per second"),
     ],
