@@ -47,6 +47,14 @@ def _require_serialize() -> None:
         )
 
 
+def _memory() -> sqlite3.Connection:
+    """An in-memory database whose sorts and indexes never spill to a temporary file
+    (sqlite3's default ``temp_store`` writes them to ``TMPDIR``, in plain)."""
+    memory = sqlite3.connect(":memory:", isolation_level=None)
+    memory.execute("PRAGMA temp_store = MEMORY")
+    return memory
+
+
 def copy_database(read: Execute, write: Any, keep: Collection[str] | None = None) -> None:
     """Copy the tables named in ``keep`` (``None``: every table) with their rows,
     indexes and triggers from the connection behind ``read`` into the empty
@@ -101,7 +109,7 @@ def plain_image(connection: Any, tables: Collection[str]) -> bytes:
     (an encrypted database's): the synced ``tables`` and replicator's metadata, from
     one read transaction, without device-local state. Nothing is written to disk."""
     _require_serialize()
-    memory = sqlite3.connect(":memory:", isolation_level=None)
+    memory = _memory()
     try:
         connection.execute("SAVEPOINT replicator_plain_image")  # one consistent read
         try:
@@ -121,7 +129,7 @@ def load_image(data: bytes | memoryview) -> sqlite3.Connection:
     """An in-memory database holding the snapshot file ``data``, which must pass
     SQLite's ``quick_check`` (else ``TamperedSnapshotError``)."""
     _require_serialize()
-    memory = sqlite3.connect(":memory:", isolation_level=None)
+    memory = _memory()
     try:
         memory.deserialize(data)  # type: ignore[attr-defined,unused-ignore]
         (result,) = memory.execute("PRAGMA quick_check").fetchone()
