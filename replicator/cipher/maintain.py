@@ -7,10 +7,12 @@ Invariants:
   the old key;
 * :func:`encrypt_in_place` writes an encrypted copy beside the plain file, makes it
   durable, then renames it over the plain one (atomic): killed at any point, the
-  path holds either the whole plain database or the whole encrypted one; the
-  plain file's bytes are then overwritten with zeros before it is removed (on a
-  flash disk or a copy-on-write file system old blocks may survive that: see the
-  threat model in the encryption guide);
+  path holds either the whole plain database or the whole encrypted one, and the
+  plain bytes never get a second name; the plain file, held open across the
+  rename, is then overwritten with zeros (on a flash disk or a copy-on-write file
+  system old blocks may survive that, and so they do when the process is killed
+  between the rename and the zeroing: see the threat model in the encryption
+  guide); an encrypted copy a killed run left is removed by the next run;
 * neither runs while another connection has the file open: the app closes its
   database first (a Replicator over it included).
 """
@@ -18,9 +20,12 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import re
 import uuid
 from pathlib import Path
+from typing import BinaryIO
 
 import peewee
 
@@ -64,14 +69,18 @@ def encrypt_in_place(path: str | os.PathLike[str], key: KeySource) -> None:
     if not source.is_file():
         raise ConfigurationError(f"{source} is not a database file")
     new = resolve(key)
+    _clean_leftovers(source)
     tmp = source.with_name(f".{source.name}.encrypting-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     conn = driver.connect(str(source), isolation_level=None)
     try:
         conn.execute("PRAGMA cipher_log_level = NONE")
         try:
-            conn.execute("BEGIN EXCLUSIVE")  # no other writer while the copy is made
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
             conn.execute(f"ATTACH DATABASE ? AS encrypted KEY {key_pragma(new)}", (str(tmp),))
+            # the copy is a temporary file until the rename: no journal of its own, and
+            # only it is written (one file: no super-journal beside the database)
+            conn.execute("PRAGMA encrypted.journal_mode = OFF")
+            conn.execute("BEGIN")  # one read of the plain database: a consistent copy
             conn.execute("SELECT sqlcipher_export('encrypted')")
             (version,) = conn.execute("PRAGMA main.user_version").fetchone()
             conn.execute(f"PRAGMA encrypted.user_version = {int(version)}")
@@ -103,27 +112,42 @@ def _swap(source: Path, tmp: Path, key: object) -> None:
     if ok != "ok":
         _remove(tmp)
         raise LocalDatabaseError(f"the encrypted copy of {source} fails its check", retryable=False)
-    old = source.with_name(f"{tmp.name}-plain")
     _fsync(tmp)
-    os.link(source, old)  # keep a name for the plain bytes, to zero them after the swap
-    try:
+    # the plain file stays open (no second name on the disk) to be zeroed once replaced
+    with open(source, "r+b") as plain:
         os.replace(tmp, source)
         _fsync(source.parent)
         for suffix in ("-wal", "-shm", "-journal"):
             _remove(Path(f"{source}{suffix}"))
-        _zero(old)
-    finally:
-        _remove(old)
+        _zero(plain)
 
 
-def _zero(path: Path) -> None:
-    size = path.stat().st_size
-    with open(path, "r+b") as f:
-        block = b"\0" * (1 << 20)
-        for start in range(0, size, len(block)):
-            f.write(block[: min(len(block), size - start)])
-        f.flush()
-        os.fsync(f.fileno())
+def _zero(f: BinaryIO) -> None:
+    size = os.fstat(f.fileno()).st_size
+    block = b"\0" * (1 << 20)
+    for start in range(0, size, len(block)):
+        f.write(block[: min(len(block), size - start)])
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _clean_leftovers(source: Path) -> None:
+    """Remove the encrypted copies a killed ``encrypt_in_place`` left (ciphertext under
+    the new key; a live process's copy is kept)."""
+    for p in source.parent.glob(f".{glob.escape(source.name)}.encrypting-*"):
+        found = re.fullmatch(r".*\.encrypting-(\d+)-[0-9a-f]{8}(-.*)?", p.name)
+        if found and not _alive(int(found[1])):
+            _remove(p)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fsync(path: Path) -> None:
