@@ -14,7 +14,8 @@ disk. So here:
   encrypted under the database's own key (:func:`write_encrypted`), which the
   restore then installs as it installs a plain file.
 
-The cost is memory: about twice the snapshot's size for the time of the copy.
+The cost is memory: about three times the snapshot's size for the time of the copy
+(measured: a 67 MB database grew a publishing or restoring process by ~200 MB).
 Rows are copied table by table with the columns SQLite stores (generated ones
 are computed again), tables first, then their rows, then indexes and triggers
 (so no trigger fires during the copy).
