@@ -45,6 +45,7 @@ from .errors import (
     UnsafeRestoreError,
     UnsupportedSnapshotError,
     UnsupportedValueError,
+    WrongDatabaseKeyError,
     WrongKeyError,
 )
 from .model import SyncModel, new_id
@@ -151,6 +152,7 @@ __all__ = [
     "UnsupportedValueError",
     "Usage",
     "Write",
+    "WrongDatabaseKeyError",
     "WrongKeyError",
     "__version__",
     "localizations",

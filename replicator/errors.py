@@ -16,6 +16,7 @@ again later can succeed without anyone changing anything.
     ├── SchemaError               local tables do not match the models
     ├── LocalDatabaseError        SQLite refused work on a local file: busy (retryable),
     │                             full, damaged, or a path that cannot be opened
+    │   └── WrongDatabaseKeyError the key does not open an encrypted database (names it)
     ├── RemoteError               anything the remote store said or did not say
     │   ├── OfflineError          store unreachable (retryable)
     │   ├── TransientError        busy, aborted, timed out (retryable)
@@ -87,6 +88,27 @@ class LocalDatabaseError(ReplicatorError):
     def __init__(self, message: str, *, retryable: bool, **kw: object) -> None:
         super().__init__(message, **kw)  # type: ignore[arg-type]
         self.retryable = retryable
+
+
+class WrongDatabaseKeyError(LocalDatabaseError):
+    """The key given for an encrypted database (SQLCipher) does not open it: a wrong key
+    or passphrase, a plain SQLite file opened with a key, or a file that is not a
+    database at all (SQLCipher cannot tell these apart: every page fails its MAC).
+    ``path`` names the file. Nothing was read or written."""
+
+    default_hint = (
+        "give the key the database was encrypted with (a passphrase and a raw key are"
+        " different keys); a plain database must be encrypted first (replicator.cipher"
+        ".encrypt_in_place)"
+    )
+
+    def __init__(self, path: str, **kw: object) -> None:
+        super().__init__(
+            f"the key does not open the encrypted database {path}",
+            retryable=False,
+            **kw,
+        )
+        self.path = path
 
 
 class RemoteError(ReplicatorError):

@@ -21,7 +21,7 @@ from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar
 
 import peewee
 
-from .errors import LocalDatabaseError
+from .errors import LocalDatabaseError, WrongDatabaseKeyError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -113,10 +113,19 @@ def local_error(
     database, an outbox): retryable only when it was busy. With the file's ``path``,
     a file SQLite could not open is explained by what is wrong with the path."""
     kind = trouble(exc)
+    if kind == "damaged" and path is not None and _from_sqlcipher(exc):
+        # SQLCipher cannot tell a wrong key from a damaged file: every page fails its MAC
+        return WrongDatabaseKeyError(str(path), orig=exc)
     problem = path_problem(path) if kind == "unopened" and path is not None else None
     return LocalDatabaseError(
         f"{what}: {problem or exc}", retryable=kind == "busy", hint=_LOCAL_HINTS[kind], orig=exc
     )
+
+
+def _from_sqlcipher(exc: BaseException) -> bool:
+    """True when SQLCipher's driver raised ``exc`` (or the error peewee wrapped in it)."""
+    origin = getattr(exc, "orig", None) or exc  # peewee keeps the driver's error as .orig
+    return "not a database" in str(exc) and type(origin).__module__.startswith("sqlcipher3")
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -241,12 +242,24 @@ def embedded_remote(tmp_path: Path) -> EmbeddedRemote:
 DeviceFactory = Callable[..., Replicator]
 
 
+def open_test_database(path: Path, name: str) -> peewee.SqliteDatabase:
+    """A device's database: plain SQLite, or with ``REPLICATOR_TEST_SQLCIPHER=1`` one
+    encrypted with SQLCipher under a key of its own (every device a different key), so
+    any test module runs on encrypted databases too."""
+    if os.environ.get("REPLICATOR_TEST_SQLCIPHER"):
+        from replicator.cipher import EncryptedDatabase
+
+        key = hashlib.sha256(name.encode()).digest()
+        return EncryptedDatabase(str(path), key=key, pragmas={"foreign_keys": 1})
+    return peewee.SqliteDatabase(str(path), pragmas={"foreign_keys": 1})
+
+
 @pytest.fixture
 def make_device(tmp_path: Path, remote: EmbeddedRemote) -> Iterator[DeviceFactory]:
     opened: list[Replicator] = []
 
     def make(name: str, store: Any = None, models: Any = None, **kw: Any) -> Replicator:
-        db = peewee.SqliteDatabase(str(tmp_path / f"{name}.db"), pragmas={"foreign_keys": 1})
+        db = open_test_database(tmp_path / f"{name}.db", name)
         device = Replicator(db, models or MODELS, store or remote, device_name=name, **kw)
         opened.append(device)
         return device

@@ -25,6 +25,8 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
         ("bench_bundles.py", ["--rows", "300", "--runs", "1", "--latency", "2"], "parallel"),
         ("bench_status.py", ["--writes", "50", "--small", "100", "--large", "300", "--runs", "1"],
          "pending count"),
+        ("bench_sqlcipher.py", ["--rows", "300", "--sync-rows", "300", "--megabytes", "1",
+                                "--runs", "1"], "restore time"),
         ("bench_ingest_service.py", ["--devices", "10", "--requests", "1", "--rows", "2"],
          "requests per second"),
         ("bench_ingest_signed_in.py", ["--requests", "3", "--rows", "2", "--runs", "1"],

@@ -31,10 +31,9 @@ import gzip
 import io
 import json
 import re
-import tempfile
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO
 
 import attrs
 
@@ -82,10 +81,10 @@ class Packed:
 
 def pack(header: dict[str, Any], lines: Sequence[bytes]) -> Packed:
     """The bundle of ``header`` and ``lines`` (each an encoded row, without its newline),
-    compressed into a temporary file that stays in memory up to 32 MiB."""
-    # (a binary file object; typeshed does not call a SpooledTemporaryFile a BinaryIO)
-    spool = tempfile.SpooledTemporaryFile(max_size=32 << 20)  # noqa: SIM115 - Packed's owner closes it
-    body = cast(BinaryIO, spool)
+    compressed in memory: the lines are in memory already and the compressed body is
+    smaller, and a temporary file would put the device's rows on its disk in plain
+    (gzip) form, beside a database that may be encrypted."""
+    body: BinaryIO = io.BytesIO()
     with gzip.GzipFile(fileobj=body, mode="wb", mtime=0, compresslevel=6) as packed:
         packed.write(encode_json(header).encode() + b"\n")
         for line in lines:

@@ -16,6 +16,9 @@
     [key]                            # needed with [blobs]
     file = "key.hex"                 # or: passphrase_env = "SNAPSHOT_PASSPHRASE"
 
+    [database_key]                   # optional: the database is encrypted (SQLCipher)
+    file = "db.key"                  # or: passphrase_env = "DB_PASSPHRASE"
+
     # a field-campaign device, optional:
     download_only = ["form_schemas"] # tables this device only downloads
     [bundles]                        # upload-only tables, sent as bundles
@@ -52,7 +55,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import peewee
 
 from ..errors import ConfigurationError
 from .config_shape import check_shape
@@ -78,6 +80,7 @@ class DeviceConfig:
     download_only: tuple[str, ...] = ()
     bundles: Mapping[str, Any] | None = None
     service: Mapping[str, str] | None = None
+    database_key: Mapping[str, str] | None = None
 
     @classmethod
     def load(cls, path: str | Path, *, service: bool = False) -> DeviceConfig:
@@ -105,6 +108,7 @@ class DeviceConfig:
             download_only=tuple(raw.get("download_only", ())),
             bundles=bundles,
             service=raw.get("service"),
+            database_key=_database_key(path, raw.get("database_key")),
         )
 
     def _here(self, name: str) -> Path:
@@ -248,9 +252,16 @@ class DeviceConfig:
 
     def replicator(self, **kw: Any) -> Any:
         """The device the file describes (``kw`` go to ``Replicator``)."""
+        from ..cipher.keyfiles import cli_database
         from ..engine import Replicator
 
-        db = peewee.SqliteDatabase(str(self.database), pragmas={"foreign_keys": 1}, timeout=30)
+        db = cli_database(
+            self.database,
+            self.database_key,
+            self.path.parent,
+            pragmas={"foreign_keys": 1},
+            timeout=30,
+        )
         models = self.load_models()
         remote = self.open_remote()
         return Replicator(
@@ -265,6 +276,15 @@ class DeviceConfig:
             download_only=self.pick(models, self.download_only, "download_only"),
             **kw,
         )
+
+
+def _database_key(path: Path, section: Mapping[str, str] | None) -> Mapping[str, str] | None:
+    """``[database_key]`` names exactly one of ``file`` and ``passphrase_env``."""
+    if section is not None and ("file" in section) == ("passphrase_env" in section):
+        raise ConfigurationError(
+            f"{path}: [database_key] needs exactly one of file or passphrase_env"
+        )
+    return section
 
 
 def import_models(spec: str, folder: Path, where: str) -> list[type[Any]]:

@@ -72,6 +72,7 @@ class FileShape:
     remote: RemoteSection | None = None
     blobs: BlobsSection | None = None
     key: KeySection | None = None
+    database_key: KeySection | None = None
     download_only: Tables | None = None
     bundles: BundlesSection | None = None
     service: ServiceSection | None = None

@@ -268,13 +268,14 @@ def snapshot_restore(database: Path, force: bool, snapshot_id: str | None, sourc
     database replicator manages. After an older snapshot, the next sync
     downloads everything since it.
     """
-    import peewee
+    from ..cipher.keyfiles import cli_database
 
     database = database.absolute()
     if not database.parent.is_dir():
         raise click.ClickException(f"the directory {database.parent} does not exist")
     existed = database.exists()
-    db = peewee.SqliteDatabase(str(database))
+    # encrypted when $REPLICATOR_DATABASE_KEY_FILE or $REPLICATOR_DATABASE_PASSPHRASE says
+    db = cli_database(database)
     try:
         job = guard(lambda: _prepare(db, source, force=force, snapshot_id=snapshot_id))
         manifest = job.manifest

@@ -12,7 +12,7 @@ import datetime
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -23,17 +23,36 @@ if TYPE_CHECKING:
     from ..report import SyncReport
 
 
+def _open_status(database: Path) -> Any:
+    """A connection to ``database`` that has read its schema: read-only for a plain
+    file, with the key the environment names for an encrypted one."""
+    from ..cipher.keyfiles import cli_database, cli_key
+
+    if cli_key(None, Path.cwd()) is not None:
+        conn: Any = cli_database(database).connection()
+    else:
+        conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")
+    except sqlite3.DatabaseError:
+        conn.close()
+        raise click.ClickException(
+            f"{database} is not a SQLite database (or an encrypted one: export"
+            " REPLICATOR_DATABASE_KEY_FILE or REPLICATOR_DATABASE_PASSPHRASE)"
+        ) from None
+    return conn
+
+
 @main.command()
 @click.argument("database", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @json_option
 def status(database: Path, as_json: bool) -> None:
-    """Show a device's identity, pending changes and download watermarks."""
-    conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    """Show a device's identity, pending changes and download watermarks.
+
+    An encrypted database opens with the key $REPLICATOR_DATABASE_KEY_FILE or
+    $REPLICATOR_DATABASE_PASSPHRASE names."""
+    conn = _open_status(database)
     try:
-        try:
-            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")
-        except sqlite3.DatabaseError:
-            raise click.ClickException(f"{database} is not a SQLite database") from None
         from ..local import read_recorded
 
         recorded = read_recorded(conn.execute)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..cipher.database import KeySource
 from ..errors import ConfigurationError
 from ..stores.base import Sink
 from .config import Retry, SyncConfiguration, load_configurations
@@ -45,6 +46,11 @@ class Outbox:
     survive a power cut (``synchronous=FULL``); the default survives a crash of the
     process, not of the machine.
 
+    ``key`` encrypts the file with SQLCipher (the ``sqlcipher`` extra), as
+    :class:`replicator.cipher.EncryptedDatabase` does the app's database: a
+    passphrase, a raw 32-byte key, a callable returning one, or a ``KeyringKey``; a
+    wrong key is a ``WrongDatabaseKeyError`` naming the file.
+
     Several processes may use one file (two apps, an app and ``replicator outbox
     sync``): nothing saved is lost and each message goes under its one ``msg_id``
     (see ``store`` and ``messages``).
@@ -61,6 +67,7 @@ class Outbox:
         retry: Retry | None = None,
         timeout: float = 30.0,
         durable: bool = False,
+        key: KeySource | None = None,
     ) -> None:
         if str(path) == ":memory:":
             raise ConfigurationError(
@@ -76,7 +83,7 @@ class Outbox:
                 raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
         self._closed = False
         self._worker: Worker | None = None
-        self._file = OutboxFile(Path(path), timeout=timeout, durable=durable)
+        self._file = OutboxFile(Path(path), timeout=timeout, durable=durable, key=key)
         self._setup = Setup(timeout)
         self._setup.replace(self._file.stored_configurations())
         self._queue = EventQueue(

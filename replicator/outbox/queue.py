@@ -33,6 +33,7 @@ import threading
 import time
 from typing import Any
 
+from ..cipher.database import DATABASE_ERRORS
 from ..errors import EventError
 from .setup import Merge
 from .store import OutboxFile, database_error, note_removed, removed_totals
@@ -102,7 +103,7 @@ class EventQueue:
                 "INSERT INTO events (type, key, data, timestamp, priority) VALUES (?, ?, ?, ?, ?)",
                 (type_, key, text, now, priority),
             )
-        except sqlite3.DatabaseError as exc:
+        except DATABASE_ERRORS as exc:
             raise database_error("save an event", exc) from exc
 
     def _put_keyed(

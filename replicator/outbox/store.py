@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+from ..cipher.database import DATABASE_ERRORS, ERRORS, KeySource, connect_file
 from ..errors import ConfigurationError, LocalDatabaseError, ReplicatorError
 from ..sql import local_error
 from .config import SyncConfiguration
@@ -35,7 +36,7 @@ from .status import DeadLetter, TypeStatus, configurations, statuses
 Removed = tuple[int, int]
 
 
-def database_error(what: str, exc: sqlite3.DatabaseError) -> LocalDatabaseError:
+def database_error(what: str, exc: Exception) -> LocalDatabaseError:
     """``exc`` as the error the outbox raises: retryable when the file was busy (the
     package's one rule for SQLite's troubles, ``sql.local_error``)."""
     return local_error(f"could not {what}", exc)
@@ -95,8 +96,11 @@ class OutboxFile:
     writer, ``durable`` makes each commit survive a power cut (``synchronous=FULL``)
     instead of a crash of the process only."""
 
-    def __init__(self, path: Path, *, timeout: float, durable: bool) -> None:
+    def __init__(
+        self, path: Path, *, timeout: float, durable: bool, key: KeySource | None = None
+    ) -> None:
         self.path = path
+        self._key = key  # an encrypted outbox (SQLCipher): the key, asked per connection
         self.timeout = timeout
         self.counts = PendingCounts()
         self._synchronous = "FULL" if durable else "NORMAL"
@@ -125,11 +129,15 @@ class OutboxFile:
         if self._closed:
             raise ConfigurationError("the outbox is closed", hint="open a new Outbox")
         try:
-            conn = sqlite3.connect(
-                str(self.path), timeout=self.timeout, isolation_level=None, check_same_thread=False
+            conn = connect_file(
+                str(self.path),
+                self._key,
+                timeout=self.timeout,
+                isolation_level=None,
+                check_same_thread=False,
             )
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
-        except sqlite3.DatabaseError as exc:
+        except DATABASE_ERRORS as exc:
             raise LocalDatabaseError(
                 f"{self.path} cannot be opened as an outbox: {exc}", retryable=False, orig=exc
             ) from exc
@@ -142,7 +150,7 @@ class OutboxFile:
                 if thread.is_alive():
                     alive.append((thread, other))
                 else:
-                    with contextlib.suppress(sqlite3.Error):
+                    with contextlib.suppress(*ERRORS):
                         other.close()
             self._connections = [*alive, (threading.current_thread(), conn)]
         return conn
@@ -169,7 +177,7 @@ class OutboxFile:
         saying what could not be done."""
         try:
             yield
-        except sqlite3.DatabaseError as exc:
+        except DATABASE_ERRORS as exc:
             raise database_error(what, exc) from exc
 
     @contextlib.contextmanager
@@ -226,7 +234,7 @@ class OutboxFile:
         self._closed = True
         with self._registry:
             for _thread, conn in self._connections:
-                with contextlib.suppress(sqlite3.Error):
+                with contextlib.suppress(*ERRORS):
                     conn.close()
             self._connections.clear()
 

@@ -43,6 +43,8 @@ from pathlib import Path, PurePosixPath
 
 import attrs
 
+from ..cipher.database import KeySource
+from ..cipher.sealed import derive, seal, unseal
 from ..errors import (
     BlobIntegrityError,
     BlobNotFoundError,
@@ -98,6 +100,12 @@ class ReferenceFiles:
     files fetched so far of those to fetch. The cache directory belongs to this
     object: files in it that the installed manifest does not list are removed,
     and so are links. One process uses a cache directory at a time.
+
+    ``key`` (a database key: raw bytes, a passphrase, a callable, a ``KeyringKey``)
+    seals the cache's index (the installed manifest and the switch journal) with
+    AES-256-GCM under a key derived from it; a wrong key is a
+    ``WrongDatabaseKeyError`` naming the index file. The cached files themselves are
+    the store's reference data, as published, and stay as they are.
     """
 
     def __init__(
@@ -108,6 +116,7 @@ class ReferenceFiles:
         prefix: str = "reference",
         workers: int = 4,
         on_progress: Callable[[int, int], None] | None = None,
+        key: KeySource | None = None,
     ) -> None:
         if workers < 1:
             raise ConfigurationError(f"workers must be at least 1, got {workers}")
@@ -116,8 +125,21 @@ class ReferenceFiles:
         self.prefix = prefix
         self.workers = workers
         self.on_progress = on_progress
+        #: the index (``.manifest.json``, ``.switch.json``) sealed under this, or plain
+        self._index_key = None if key is None else derive(key)
         self._syncing = threading.Lock()  # one sync at a time
         self._switching = threading.Lock()  # a switch, against installed() reading
+
+    def _sealed(self, data: bytes) -> bytes:
+        return data if self._index_key is None else seal(self._index_key, data)
+
+    def _read_index(self, name: str) -> bytes:
+        """The index file ``name``, unsealed with the key (a wrong key is a
+        ``WrongDatabaseKeyError`` naming the file)."""
+        data = (self.cache_dir / name).read_bytes()
+        if self._index_key is None:
+            return data
+        return unseal(self._index_key, data, str(self.cache_dir / name))
 
     def path(self, name: str) -> Path:
         """Where the cached file ``name`` (a manifest path) is."""
@@ -198,7 +220,7 @@ class ReferenceFiles:
         if regular_file(self.cache_dir, _LOCAL_MANIFEST) is None:
             return None, {}
         try:
-            raw = decode((self.cache_dir / _LOCAL_MANIFEST).read_bytes())
+            raw = decode(self._read_index(_LOCAL_MANIFEST))
             boundary = raw["boundary"] if isinstance(raw, dict) else None
             if not isinstance(boundary, str):
                 return None, {}
@@ -290,7 +312,7 @@ class ReferenceFiles:
 
     def _switch(self, boundary: str, wanted: dict[str, FileEntry], held: set[str]) -> list[str]:
         """Decide the switch (the journal), then carry it out."""
-        write_atomic(self.cache_dir, _JOURNAL, encode(boundary, wanted.values()))
+        write_atomic(self.cache_dir, _JOURNAL, self._sealed(encode(boundary, wanted.values())))
         return self._finish(boundary, wanted, held)
 
     def _finish_interrupted(self) -> None:
@@ -301,7 +323,7 @@ class ReferenceFiles:
         boundary, wanted = None, None
         if regular_file(self.cache_dir, _JOURNAL) is not None:
             try:
-                raw = decode(journal.read_bytes())
+                raw = decode(self._read_index(_JOURNAL))
                 boundary = raw.get("boundary") if isinstance(raw, dict) else None
                 if isinstance(boundary, str):
                     wanted = files_of(raw, boundary, self.prefix)
@@ -332,7 +354,7 @@ class ReferenceFiles:
         if missing:
             log.warning("reference files missing after a switch: %s", sorted(missing)[:5])
         installed = [e for e in wanted.values() if e.path not in missing]
-        write_atomic(self.cache_dir, _LOCAL_MANIFEST, encode(boundary, installed))
+        write_atomic(self.cache_dir, _LOCAL_MANIFEST, self._sealed(encode(boundary, installed)))
         removed = clear(self.cache_dir, {e.path for e in installed}, _OWN)
         remove(staging)
         remove(self.cache_dir / _JOURNAL)

@@ -17,6 +17,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sqlite3
 from collections.abc import Callable
@@ -116,7 +117,7 @@ def fetch_and_decrypt(
     blobs: BlobStore,
     manifest: Manifest,
     key: SnapshotSecret,
-    dest: Path,
+    dest: Path | BinaryIO,
     *,
     on_bytes: Callable[[int], None] | None = None,
     is_older: bool = False,
@@ -130,7 +131,9 @@ def fetch_and_decrypt(
     the key holder's), the object's size and SHA-256 against the manifest, then
     that the manifest's claims equal the snapshot's authenticated header, and
     SQLite's ``quick_check`` on the result. Raises a ``SnapshotError``; ``dest``
-    is the only file written.
+    is the only file written. ``dest`` may instead be a binary file object (an
+    encrypted database's restore decrypts into memory): the plaintext is written to
+    it, and its ``quick_check`` is the caller's (``cipher.copies.load_image``).
     """
     kek, kdf = resolve_key(blobs, key, create=False)
     try:
@@ -148,7 +151,8 @@ def fetch_and_decrypt(
         _check_names_itself(manifest, header)
     else:
         check_claims(manifest, header, kdf)
-    _quick_check(dest)
+    if isinstance(dest, Path):
+        _quick_check(dest)
     return header
 
 
@@ -156,13 +160,14 @@ def _download(
     stream: BinaryIO,
     manifest: Manifest,
     kek: SnapshotKey,
-    dest: Path,
+    dest: Path | BinaryIO,
     on_bytes: Callable[[int], None] | None,
 ) -> tuple[dict[str, Any], _HashingReader]:
     """Decrypt while downloading: every chunk is authenticated as it arrives, and the
     reader hashes the whole object (read to its end) for the check against the manifest."""
     reader = _HashingReader(stream, on_bytes)
-    with open(dest, "wb") as out:
+    opened = open(dest, "wb") if isinstance(dest, Path) else contextlib.nullcontext(dest)  # noqa: SIM115
+    with opened as out:
         try:
             header = decrypt_stream(reader, out, kek)  # type: ignore[arg-type]
         except TruncatedSnapshotError:

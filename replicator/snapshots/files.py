@@ -9,6 +9,9 @@ Invariants:
 * a file a killed process left behind is recognised by its name and removed
   by :func:`clean_leftovers`; a file of a live process (this one's included:
   another thread may be publishing) is never touched;
+* an encrypted database's copy (SQLCipher) is never a file: it is made in memory
+  and encrypted from there (:func:`plain_source`, ``cipher.copies``), so no
+  plaintext byte of it reaches the disk, even when the process is killed;
 * the plaintext copy holds only the synced tables and replicator's shared
   metadata: tables the app keeps for itself and device-local state never
   leave the device, and none of their bytes remain in the copy
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import io
 import os
 import re
 import sqlite3
@@ -26,8 +30,10 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from ..cipher.copies import plain_image
+from ..cipher.database import is_cipher_connection
 from ..local import OWN_TABLES, forget_installation
 
 
@@ -74,6 +80,23 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+@contextmanager
+def plain_source(conn: Any, tmp: Path, tables: Sequence[str]) -> Iterator[BinaryIO]:
+    """The plaintext snapshot file to encrypt, open for reading: for an encrypted
+    database an in-memory image (nothing on disk), else a copy written to ``tmp``
+    (:func:`write_plain_copy`) and removed on the way out."""
+    if is_cipher_connection(conn):
+        with io.BytesIO(plain_image(conn, tables)) as image:
+            yield image
+        return
+    write_plain_copy(conn, tmp, tables)
+    try:
+        with open(tmp, "rb") as src:
+            yield src
+    finally:
+        tmp.unlink()  # the plaintext never outlives the encryption
 
 
 def write_plain_copy(conn: sqlite3.Connection | Any, dest: Path, tables: Sequence[str]) -> None:

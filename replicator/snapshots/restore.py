@@ -23,6 +23,7 @@ installs it.
 
 from __future__ import annotations
 
+import io
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -32,6 +33,8 @@ import attrs
 import peewee
 
 from ..capture import restamp_triggers
+from ..cipher.copies import open_like, write_encrypted
+from ..cipher.database import attach_key, is_encrypted
 from ..errors import ConfigurationError, TamperedSnapshotError, UnsafeRestoreError
 from ..local import (
     CARRIED,
@@ -125,14 +128,21 @@ class Restore:
         (see :func:`install`); ``on_bytes`` is told each chunk's size as it arrives."""
         clean_leftovers(self.path)
         with temp_beside(self.path, "restore") as plain:
+            # an encrypted database's snapshot is decrypted into memory, and reaches the
+            # disk only as a file encrypted under the database's key
+            into = io.BytesIO() if is_encrypted(self.db) else plain
             header = fetch_and_decrypt(
                 self.blobs,
                 self.manifest,
                 self.key,
-                plain,
+                into,
                 on_bytes=on_bytes,
                 is_older=self.is_older,
             )
+            if isinstance(into, io.BytesIO):
+                with into.getbuffer() as image:
+                    write_encrypted(self.db, image, plain)
+                into.close()
             seen = self.manifest.seen_position
             if self.is_older:
                 claimed = header["meta"].get("seen_position")
@@ -233,7 +243,7 @@ def install(
         with db.atomic():
             _new_device_state(local, seen_position, note)
         return local
-    db.execute_sql("ATTACH DATABASE ? AS snap", (str(snapshot_file),))
+    db.execute_sql(f"ATTACH DATABASE ? AS snap{attach_key(db)}", (str(snapshot_file),))
     try:
         snap_tables = set(synced_tables_in(db))
         wanted = list(tables) if tables is not None else sorted(snap_tables)
@@ -300,7 +310,7 @@ def _install_by_backup(db: peewee.SqliteDatabase, snapshot_file: Path) -> None:
         "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE sql IS NOT NULL"
         " AND name NOT LIKE 'sqlite_%'"
     ).fetchall()
-    target = sqlite3.connect(snapshot_file, isolation_level=None)
+    target = open_like(db, snapshot_file)  # an encrypted database's file: its key
     try:
         have = {r[0] for r in target.execute("SELECT name FROM sqlite_master")}
         target.execute("BEGIN")

@@ -32,7 +32,7 @@ import attrs
 from ..errors import PreconditionFailed
 from ..stores.base import BlobStore
 from .crypto import SnapshotKey, SnapshotSecret, encrypt_stream
-from .files import temp_beside, write_plain_copy
+from .files import plain_source, temp_beside
 from .manifest import MANIFEST, SNAPSHOT_ID, Current, Manifest, resolve_key
 
 #: an uploaded snapshot no manifest names is deleted once this old (a publisher
@@ -127,11 +127,10 @@ def _seal(
     claims: Mapping[str, Any],
     on_bytes: Callable[[int], None] | None,
 ) -> None:
-    """Copy the synced tables into ``plain`` and encrypt it into ``sealed``."""
-    write_plain_copy(connection, plain, tables)
-    with open(plain, "rb") as src, open(sealed, "wb") as dst:
+    """Copy the synced tables into ``plain`` (in memory for an encrypted database) and
+    encrypt it into ``sealed``."""
+    with plain_source(connection, plain, tables) as src, open(sealed, "wb") as dst:
         encrypt_stream(src, dst, kek, claims, kdf=kdf, on_bytes=on_bytes)
-    plain.unlink()  # the plaintext never outlives the encryption
 
 
 def _swap_manifest(blobs: BlobStore, manifest: Manifest, current: Current) -> None:
