@@ -203,6 +203,16 @@ def seaweed_blobs(seaweed: Any) -> Any:
     return S3BlobStore(bucket, prefix="users/test-user", client=client)
 
 
+@pytest.fixture(params=["s3", "seaweedfs"])
+def any_s3_blobs(request: pytest.FixtureRequest) -> Any:
+    """An S3BlobStore on moto's server, then on SeaweedFS: tests of S3 itself run on both
+    (moto answers If-Match on a missing key with 404 and checks no checksum; SeaweedFS
+    answers 412, verifies checksums and serialises conditional writes)."""
+    if request.param == "seaweedfs":
+        return request.getfixturevalue("seaweed_blobs")
+    return request.getfixturevalue("s3_blobs")
+
+
 @pytest.fixture(params=["directory", "s3", "seaweedfs"])
 def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     """The blob store snapshot tests run on: each runs once per store (moto's S3 and
