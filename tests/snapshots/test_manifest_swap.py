@@ -95,8 +95,8 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 @pytest.fixture
 def proxied(seaweed: Any) -> Any:
     """An S3BlobStore whose client reaches SeaweedFS through a FaultProxy, and the proxy.
-    (moto under werkzeug is left out: the proxy's reset reaches boto3 only as a read
-    timeout there, and the wrapper above covers its answers.)"""
+    (moto is left out: there the reset lands before the write is stored, so its retry
+    succeeds and nothing is lost; the wrapper above stands in for it.)"""
     import boto3
     from botocore.config import Config
 
