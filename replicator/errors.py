@@ -26,7 +26,7 @@ again later can succeed without anyone changing anything.
     │   ├── RemoteDataError       a remote document is malformed (names collection/id)
     │   ├── DocumentTooLargeError a row would not fit in one remote document
     │   ├── UnsupportedValueError a row holds a value the store cannot hold
-    │   ├── AccessDeniedError     the store's security rules refused a signed-in user
+    │   ├── AccessDeniedError     the store's security rules (or S3) refused the caller
     │   └── DeliveryRejected      a sink refused an outbox delivery for good (4xx)
     ├── ConflictError             conflicts kept recurring; sync again (retryable)
     ├── AuthError                 the user must sign in again (refused, revoked, disabled)
@@ -229,7 +229,8 @@ class AccessDeniedError(RemoteError):
     signing in again changes nothing. The rules deployed are not the ones generated
     for these models (``replicator rules``), or the app wrote what they forbid (a
     column they do not list, another user's data). Not ``retryable``; nothing
-    local is lost: dirty rows stay dirty."""
+    local is lost: dirty rows stay dirty. From S3 (a 403: the credentials have no
+    rights on that key, or are not valid), it names the bucket and the key."""
 
     default_hint = (
         "deploy the rules generated for these models (replicator rules, then firebase"

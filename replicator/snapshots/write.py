@@ -10,18 +10,28 @@ Invariants:
   against the version read before deciding (or created only if there is
   none), so of two racing publishers exactly one wins, and the loser deletes
   its own upload again (``PreconditionFailed`` tells it to decide anew);
+* a failed swap is judged by the manifest read back, never by the error alone:
+  an answer can be lost after the write landed, and the client's retry then
+  meets "precondition failed". A manifest that names this upload (as its
+  latest or in its history) is this publish's success, and an upload a
+  manifest names is never deleted; an upload is deleted only once the manifest
+  read back proves it unnamed (docs/notes/manifest-swap.md);
 * the new manifest's generation is one more than both the current
   manifest's and the highest any device says it published;
 * the manifest keeps the last ``keep`` snapshots; older ones, and objects no
   manifest names that are older than :data:`ORPHAN_AGE` (a publisher killed
   between its upload and its swap), are deleted; younger unnamed objects may
-  be another publisher's upload in flight, and stay.
+  be another publisher's upload in flight, and stay. Once the manifest is
+  swapped the publish has happened: a clean-up that fails (a listing denied,
+  the network gone) is logged and left to the next publish's sweep.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import io
+import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -29,11 +39,13 @@ from typing import Any
 
 import attrs
 
-from ..errors import PreconditionFailed
+from ..errors import RemoteError, SnapshotError
 from ..stores.base import BlobStore
 from .crypto import SnapshotKey, SnapshotSecret, encrypt_stream
 from .files import plain_source, temp_beside
-from .manifest import MANIFEST, SNAPSHOT_ID, Current, Manifest, resolve_key
+from .manifest import MANIFEST, SNAPSHOT_ID, Current, Manifest, read_current, resolve_key
+
+log = logging.getLogger(__name__)
 
 #: an uploaded snapshot no manifest names is deleted once this old (a publisher
 #: killed between its upload and its manifest swap); younger ones may be in flight
@@ -80,10 +92,18 @@ def write_snapshot(
         with open(sealed, "rb") as src:
             info = blobs.put(manifest.key, src)
     manifest = attrs.evolve(manifest, sha256=info.sha256, size=info.size).signed(kek)
-    _swap_manifest(blobs, manifest, current)
-    for old in dropped:
-        blobs.delete(f"snapshots/{old}.snap")
-    _delete_orphans(blobs, {*manifest.history}, created)
+    manifest = _swap_manifest(blobs, manifest, current, kek)
+    try:
+        for old in dropped:
+            blobs.delete(f"snapshots/{old}.snap")
+        _delete_orphans(blobs, {*manifest.history}, created)
+    except RemoteError as exc:  # published all the same: the next publish sweeps again
+        log.warning(
+            "snapshot %s published; older snapshots not cleaned up: %s (the next publish"
+            " tries again)",
+            manifest.snapshot_id,
+            type(exc).__name__,
+        )
     return manifest
 
 
@@ -133,17 +153,41 @@ def _seal(
         encrypt_stream(src, dst, kek, claims, kdf=kdf, on_bytes=on_bytes)
 
 
-def _swap_manifest(blobs: BlobStore, manifest: Manifest, current: Current) -> None:
-    """Point the manifest at ``manifest`` if it is still ``current``; else delete the
-    upload again and raise ``PreconditionFailed``."""
+def _swap_manifest(
+    blobs: BlobStore, manifest: Manifest, current: Current, kek: SnapshotKey
+) -> Manifest:
+    """Point the manifest at ``manifest`` if it is still ``current``, and return it.
+
+    When the write fails (``PreconditionFailed``, or no answer), the manifest read back
+    decides: naming ``manifest``'s snapshot, the write landed and its answer was lost
+    (a success); read and not naming it, the upload is deleted and the failure raised;
+    unreadable, the failure is raised and the upload left (the write may have landed;
+    an unnamed upload is swept once older than ``ORPHAN_AGE``)."""
+    body = manifest.to_json()
     try:
         if current.etag is None:
-            blobs.put(MANIFEST, io.BytesIO(manifest.to_json()), if_none_match=True)
+            blobs.put(MANIFEST, io.BytesIO(body), if_none_match=True)
         else:
-            blobs.put(MANIFEST, io.BytesIO(manifest.to_json()), if_match=current.etag)
-    except PreconditionFailed:
+            blobs.put(MANIFEST, io.BytesIO(body), if_match=current.etag)
+        return manifest
+    except RemoteError as exc:
+        failure = exc
+    try:
+        now = read_current(blobs, kek)
+    except (RemoteError, SnapshotError):
+        raise failure from None
+    named = now.manifest is not None and (
+        manifest.snapshot_id == now.manifest.snapshot_id
+        or manifest.snapshot_id in now.manifest.history
+    )
+    if named:
+        log.info(
+            "snapshot %s: the manifest write landed; its answer was lost", manifest.snapshot_id
+        )
+        return manifest
+    with contextlib.suppress(RemoteError):  # if not now, the sweep of a later publish
         blobs.delete(manifest.key)
-        raise
+    raise failure
 
 
 def _delete_orphans(blobs: BlobStore, named: set[str], now: _dt.datetime) -> None:

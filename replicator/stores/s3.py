@@ -5,6 +5,18 @@ memory). Conditional writes use S3's ``If-None-Match: *`` and ``If-Match:
 <etag>`` on ``PutObject``. The SHA-256 of every object is stored in its
 metadata (``x-amz-meta-sha256``) and checked by readers; some S3-compatible
 servers do not verify checksums themselves.
+
+Invariants:
+
+* every upload carries its SHA-256 for the server to check: the whole object's
+  (``x-amz-checksum-sha256``) on a single ``PutObject``, each part's on a
+  multipart upload (S3 has no whole-object SHA-256 for those; the object's own
+  is checked here before sending and kept in its metadata);
+* "precondition not met" is one error whatever the server answers: 412, 409, or
+  the 404 some servers (moto) give ``If-Match`` on a missing key;
+* a refusal (403: denied, a bad signature, an unknown key) is an
+  ``AccessDeniedError`` naming the bucket and the full key, never retried; no
+  botocore exception leaves this module.
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 from ..errors import (
+    AccessDeniedError,
     BlobIntegrityError,
     BlobNotFoundError,
     ConfigurationError,
@@ -53,6 +66,15 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 _BUF = 1 << 20
 _PRECONDITION_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+_DENIED_CODES = {
+    "AccessDenied",
+    "AllAccessDisabled",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidToken",
+    "ExpiredToken",
+    "403",
+}
 _BUSY_CODES = {"SlowDown", "RequestTimeout", "RequestTimeTooSkewed", "ThrottlingException"}
 #: what boto3 raises for its own setup, before a request leaves: no retry can cure it
 _SETUP_ERRORS = (
@@ -89,6 +111,7 @@ class S3BlobStore:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.client = client or _client(endpoint_url)
+        self.threshold = multipart_threshold
         self.transfer = TransferConfig(
             multipart_threshold=multipart_threshold, multipart_chunksize=8 << 20, max_concurrency=4
         )
@@ -99,41 +122,62 @@ class S3BlobStore:
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _translate(self, exc: Exception, key: str) -> Exception:
+    def _translate(self, exc: Exception, key: str, *, conditional: bool = False) -> Exception:
+        """replicator's error for ``exc``, raised by a request on ``key``; with
+        ``conditional`` (an ``If-Match`` write), a missing key is a failed precondition."""
         if isinstance(exc, _SETUP_ERRORS):
             return _setup_error(exc)
-        if isinstance(exc, ClientError):
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-            if code in ("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"):
-                return BlobIntegrityError(f"S3 refused {key}: its bytes were damaged", orig=exc)
-            if code in _PRECONDITION_CODES or status in ("412",):
-                return PreconditionFailed(f"blob {key} changed or exists", orig=exc)
-            if code == "NoSuchBucket":
-                return RemoteError(
-                    f"there is no bucket s3://{self.bucket}",
-                    hint="create it, or check its name and the endpoint",
-                    orig=exc,
-                )
-            if code in _MISSING_CODES or status == "404":
-                return BlobNotFoundError(f"no blob {key} in s3://{self.bucket}", orig=exc)
-            if status.startswith("5") or code in _BUSY_CODES or status == "429":
-                return TransientError(f"S3 failed on {key}: {code}", orig=exc)
-            # denied, no such bucket, a malformed request: asking again changes nothing
+        if not isinstance(exc, ClientError):
+            return OfflineError(f"cannot reach S3 for {key}: {exc}", orig=exc)
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+        if code in ("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"):
+            return BlobIntegrityError(f"S3 refused {key}: its bytes were damaged", orig=exc)
+        if code in _PRECONDITION_CODES or status == "412":
+            return PreconditionFailed(f"blob {key} changed or exists", orig=exc)
+        if code == "NoSuchBucket":
             return RemoteError(
-                f"S3 refused {key} in s3://{self.bucket}: {code or status}",
-                hint="check the bucket name, the credentials and the bucket's policy",
+                f"there is no bucket s3://{self.bucket}",
+                hint="create it, or check its name and the endpoint",
                 orig=exc,
             )
-        return OfflineError(f"cannot reach S3 for {key}: {exc}", orig=exc)
+        if code in _DENIED_CODES or status == "403":
+            return self._denied(code or status, key, exc)
+        if code in _MISSING_CODES or status == "404":
+            if conditional:  # moto answers If-Match on a missing key with 404, S3 with 412
+                return PreconditionFailed(f"blob {key} is gone since it was read", orig=exc)
+            return BlobNotFoundError(f"no blob {key} in s3://{self.bucket}", orig=exc)
+        if status.startswith("5") or code in _BUSY_CODES or status == "429":
+            return TransientError(f"S3 failed on {key}: {code}", orig=exc)
+        # a malformed request, an unknown refusal: asking again changes nothing
+        return RemoteError(
+            f"S3 refused {key} in s3://{self.bucket}: {code or status}",
+            hint="check the bucket name, the credentials and the bucket's policy",
+            orig=exc,
+        )
+
+    def _denied(self, code: str, key: str, exc: Exception) -> AccessDeniedError:
+        """A 403: these credentials may not do this to this key (or are not valid)."""
+        where = f"s3://{self.bucket}/{self._key(key)}"
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"):
+            hint = "the S3 credentials are not valid here: check the access key and its secret"
+        else:
+            scope = f"s3://{self.bucket}/{self.prefix}/" if self.prefix else f"s3://{self.bucket}"
+            hint = (
+                f"give these credentials read, write and list rights on {scope}*, or point the"
+                " store at the prefix they were granted; nothing local was lost"
+            )
+        denied = AccessDeniedError(f"S3 denied access to {where} ({code})", hint=hint, orig=exc)
+        denied.status = 403
+        return denied
 
     @contextmanager
-    def _mapped(self, key: str) -> Iterator[None]:
+    def _mapped(self, key: str, *, conditional: bool = False) -> Iterator[None]:
         """The one place S3's exceptions become replicator's (see ``BlobStore``)."""
         try:
             yield
         except (ClientError, BotoCoreError) as exc:
-            raise self._translate(exc, key) from exc
+            raise self._translate(exc, key, conditional=conditional) from exc
 
     def put(
         self,
@@ -161,40 +205,55 @@ class S3BlobStore:
                     f"blob {key}: the bytes hash to {sha[:12]}…, not the {sha256[:12]}…"
                     " announced; nothing stored"
                 )
-            meta = {"sha256": sha}
-            with self._mapped(key):
-                if if_none_match or if_match is not None or sha256 is not None:
-                    extra: dict[str, Any] = {"IfNoneMatch": "*"} if if_none_match else {}
-                    if if_match is not None:
-                        extra["IfMatch"] = if_match
-                    if sha256 is not None:
-                        # S3 itself refuses a body that does not hash to this (BadDigest)
-                        extra["ChecksumSHA256"] = base64.b64encode(digest.digest()).decode()
-                    resp = self.client.put_object(
-                        Bucket=self.bucket,
-                        Key=self._key(key),
-                        Body=source.read(),
-                        Metadata=meta,
-                        **extra,
-                    )
-                    if on_bytes is not None:
-                        on_bytes(size)
-                    return BlobInfo(key, size, sha, resp["ETag"])
-                self.client.upload_fileobj(
-                    source,
-                    self.bucket,
-                    self._key(key),
-                    ExtraArgs={"Metadata": meta},
-                    Callback=on_bytes,
-                    Config=self.transfer,
-                )
-            info = self.head(key)
-            if info is None:
-                raise TransientError(f"S3 lost {key} right after writing it")
-            return info
+            return self._send(key, source, digest, size, if_none_match, if_match, on_bytes)
         finally:
             if spooled is not None:
                 spooled.close()
+
+    def _send(
+        self,
+        key: str,
+        source: BinaryIO,
+        digest: Any,
+        size: int,
+        if_none_match: bool,
+        if_match: str | None,
+        on_bytes: Callable[[int], None] | None,
+    ) -> BlobInfo:
+        """Upload ``size`` bytes of ``source`` that hash to ``digest``: one ``PutObject``
+        carrying the object's SHA-256 (conditional or small), else a multipart upload
+        whose every part carries its own."""
+        sha = digest.hexdigest()
+        meta = {"sha256": sha}
+        with self._mapped(key, conditional=if_match is not None):
+            if if_none_match or if_match is not None or size < self.threshold:
+                extra: dict[str, Any] = {"IfNoneMatch": "*"} if if_none_match else {}
+                if if_match is not None:
+                    extra["IfMatch"] = if_match
+                # S3 itself refuses a body that does not hash to this (BadDigest)
+                resp = self.client.put_object(
+                    Bucket=self.bucket,
+                    Key=self._key(key),
+                    Body=source.read(),
+                    Metadata=meta,
+                    ChecksumSHA256=base64.b64encode(digest.digest()).decode(),
+                    **extra,
+                )
+                if on_bytes is not None:
+                    on_bytes(size)
+                return BlobInfo(key, size, sha, resp["ETag"])
+            self.client.upload_fileobj(
+                source,
+                self.bucket,
+                self._key(key),
+                ExtraArgs={"Metadata": meta, "ChecksumAlgorithm": "SHA256"},
+                Callback=on_bytes,
+                Config=self.transfer,
+            )
+        info = self.head(key)
+        if info is None:
+            raise TransientError(f"S3 lost {key} right after writing it")
+        return info
 
     def head(self, key: str) -> BlobInfo | None:
         try:

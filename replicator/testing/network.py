@@ -119,7 +119,14 @@ class FaultProxy:
 
 
 def hard_close(conn: socket.socket) -> None:
-    """Close with RST (linger 0), as a dropped connection looks to the peer."""
+    """Close with RST (linger 0), as a dropped connection looks to the peer.
+
+    A pump thread may be blocked reading this socket, and Linux tears a connection
+    down only once no call uses it: shutting the reading side first wakes that
+    reader (nothing is sent to the peer), so the close sends its RST at once rather
+    than when the peer gives up."""
     with contextlib.suppress(OSError):
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.shutdown(socket.SHUT_RD)
+    with contextlib.suppress(OSError):
         conn.close()

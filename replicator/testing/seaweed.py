@@ -92,6 +92,9 @@ class SeaweedS3(_ProcessGroup):
             ports += [f"-{name}.port={free_port()}", f"-{name}.port.grpc={free_port()}"]
         ports += [f"-webdav.port={free_port()}", f"-admin.port={free_port()}"]
         ports += [f"-admin.port.grpc={free_port()}"]
+        # the Iceberg and Lance listeners have fixed ports (two servers would collide),
+        # and telemetry would call out to the internet: all off
+        ports += ["-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false"]
         command = [
             self.weed,
             "mini",

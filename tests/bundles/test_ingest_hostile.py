@@ -301,10 +301,10 @@ def test_refusals_naming_rows_outside_the_bundle_are_ignored(tmp_path):
     assert report.bundled == {"households": 1} and device.refused(Household) == []
 
 
-def test_an_object_longer_than_its_request_is_not_read_to_its_end_on_s3(tmp_path, s3_blobs):
+def test_an_object_longer_than_its_request_is_not_read_to_its_end_on_s3(tmp_path, any_s3_blobs):
     svc = Service(tmp_path)
-    svc.blobs = s3_blobs
-    svc.ingestor = Ingestor(s3_blobs, svc.remote, TAKEN, name="s3")
+    svc.blobs = any_s3_blobs
+    svc.ingestor = Ingestor(any_s3_blobs, svc.remote, TAKEN, name="s3")
     data = bundle_bytes([row(0)], bundle="bx") + os.urandom(3 << 20)
     result = svc.ingest(data, bundle="bx", count=1, size=100)
     assert result.state == "rejected" and "longer" in result.reason, result.reason

@@ -1,6 +1,6 @@
 """A restore replaces only what replicator owns; the app's own tables never travel.
 
-Blob stores: a directory and S3 (moto in server mode).
+Blob stores: a directory, S3 (moto in server mode) and SeaweedFS.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Encrypted snapshots: Big Brother publishing, restore on login, and every way a restore can fail.
 
-Blob stores: a directory and S3 (moto in server mode over a real socket).
+Blob stores: a directory, S3 (moto in server mode over a real socket) and SeaweedFS.
 """
 
 from __future__ import annotations

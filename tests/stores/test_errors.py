@@ -168,21 +168,28 @@ def _client(endpoint: str):
     )
 
 
-def test_a_denied_s3_request_is_not_retryable(s3_imitation):
+def test_a_denied_s3_request_is_access_denied_naming_bucket_and_key(s3_imitation):
+    from replicator import AccessDeniedError
     from replicator.stores.s3 import S3BlobStore
 
     endpoint, _ = s3_imitation
-    store = S3BlobStore("bucket", client=_client(endpoint))
+    store = S3BlobStore("bucket", prefix="users/A", client=_client(endpoint))
     for call in (
         lambda: store.put("a", io.BytesIO(b"x"), if_none_match=True),
+        lambda: store.put("a", io.BytesIO(b"x"), if_match='"e"'),
+        lambda: store.put("a", io.BytesIO(b"x")),
+        lambda: store.head("a"),  # a HEAD's 403 has no body, only its status
         lambda: store.open("a"),
+        lambda: store.get("a", io.BytesIO()),
         lambda: store.list(""),
         lambda: store.delete("a"),
     ):
-        with pytest.raises(RemoteError) as info:
+        with pytest.raises(AccessDeniedError) as info:
             call()
         _not_retryable(info.value)
-        assert "refused" in str(info.value) and "credentials" in str(info.value)
+        assert "s3://bucket/users/A/" in str(info.value), info.value
+        assert "rights on s3://bucket/users/A/*" in info.value.hint
+        assert info.value.status == 403
 
 
 def test_an_s3_download_cut_short_is_offline(s3_imitation):
