@@ -64,6 +64,13 @@ def _address(ctx: click.Context, param: click.Parameter, value: str | None) -> A
     " Firebase Authentication about each user once a minute).",
 )
 @click.option(
+    "--grant-storage",
+    is_flag=True,
+    help="With --firebase-project: also sign each signed-in user's S3 requests under"
+    " users/<uid>/ of the bundles' bucket (POST /storage/sign), so devices hold no"
+    " bucket keys (GrantedBlobStore).",
+)
+@click.option(
     "--device-tokens",
     "tokens_file",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -91,6 +98,7 @@ def ingest(
     address: tuple[str, int] | None,
     firebase_project: str | None,
     account_check: bool,
+    grant_storage: bool,
     tokens_file: Path | None,
     once: bool,
     poll: float,
@@ -111,14 +119,22 @@ def ingest(
         raise click.UsageError(
             "--firebase-project and --device-tokens say who may call over HTTP: add --serve"
         )
+    if grant_storage and not firebase_project:
+        raise click.UsageError(
+            "--grant-storage signs requests for signed-in users: add --firebase-project ID"
+        )
     from ..bundles.ingest import Ingestor
     from .config import DeviceConfig
 
     config = DeviceConfig.load(config_path, service=True)
     collections = config.ingest_collections(config.load_models())
-    auth = _callers(config, firebase_project, account_check, tokens_file) if address else None
+    auth, verifier = (
+        _callers(config, firebase_project, account_check, tokens_file) if address else (None, None)
+    )
+    blobs = config.bundle_blobs()
+    routes = _grant_routes(config, blobs, verifier) if grant_storage else []
     ingestor = Ingestor(
-        config.bundle_blobs(),
+        blobs,
         config.open_remote(),
         collections,
         name=name,
@@ -132,14 +148,15 @@ def ingest(
                 click.echo(f"{r.bundle}  {r.state}  {r.accepted} rows  {r.reason}".rstrip())
             click.echo(f"{len(results)} bundle(s) decided")
             return
-        _serve_and_poll(ingestor, address, auth, poll)
+        _serve_and_poll(ingestor, address, auth, poll, routes)
 
 
 def _callers(
     config: Any, project: str | None, account_check: bool, tokens_file: Path | None
 ) -> Any:
-    """Who may call over HTTP: signed-in devices of ``project``, the operators' tokens
-    (``tokens_file``, else the config's), or both; neither is a ConfigurationError."""
+    """Who may call over HTTP (and the ID-token verifier, when devices sign in):
+    signed-in devices of ``project``, the operators' tokens (``tokens_file``, else the
+    config's), or both; neither is a ConfigurationError."""
     from ..bundles.auth import DeviceTokens, FirstOf, SignedInCallers
     from ..errors import ConfigurationError
 
@@ -152,7 +169,7 @@ def _callers(
                 ' --device-tokens FILE or [service] device_tokens = "FILE", a file of'
                 ' "<installation id>" = "<token>" lines',
             )
-        return operators
+        return operators, None
     from ..auth.accounts import AccountStatus
     from ..auth.verify import IdTokenVerifier
 
@@ -164,7 +181,33 @@ def _callers(
             err=True,
         )
     users = SignedInCallers(verifier)
-    return users if operators is None else FirstOf(operators, users)
+    return (users if operators is None else FirstOf(operators, users)), verifier
+
+
+def _grant_routes(config: Any, blobs: Any, verifier: Any) -> list[Any]:
+    """The storage-grant route for the bundles' S3 bucket: each signed-in user's
+    requests signed under ``<prefix>/users/<uid>/``, where the ingestor reads them."""
+    from ..errors import ConfigurationError
+    from ..grants import Signer, storage_routes
+    from ..stores.s3 import S3BlobStore
+
+    if not isinstance(blobs, S3BlobStore):
+        raise ConfigurationError(
+            f"{config.path}: --grant-storage signs S3 requests, and the bundles' bucket is"
+            " not on S3",
+            hint='name it with s3 = "BUCKET[/PREFIX]" in [bundles] (or [blobs])',
+        )
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client(  # presigned requests need SigV4, whatever the endpoint
+        "s3",
+        endpoint_url=blobs.client.meta.endpoint_url,
+        region_name=blobs.client.meta.region_name,
+        config=Config(signature_version="s3v4"),
+    )
+    root = f"{blobs.prefix}/users" if blobs.prefix else "users"
+    return storage_routes(Signer(client, blobs.bucket, root=root), verifier)
 
 
 class _Stderr(logging.Handler):
@@ -198,7 +241,9 @@ def _decisions_logged() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _serve_and_poll(ingestor: Any, address: tuple[str, int] | None, auth: Any, poll: float) -> None:
+def _serve_and_poll(
+    ingestor: Any, address: tuple[str, int] | None, auth: Any, poll: float, routes: list[Any]
+) -> None:
     """Poll the queue, and serve HTTP on ``address``, until SIGTERM (graceful: the
     requests in flight are answered) or Ctrl-C."""
     import signal
@@ -206,7 +251,7 @@ def _serve_and_poll(ingestor: Any, address: tuple[str, int] | None, auth: Any, p
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    server = ingestor.serve(*address, auth=auth) if address else None
+    server = ingestor.serve(*address, auth=auth, routes=routes) if address else None
     if server is not None:
         click.echo(f"taking ingest requests at {server.url}")
     click.echo(f"ingestor {ingestor.name} polling the queue every {poll:g} s")

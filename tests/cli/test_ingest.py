@@ -322,3 +322,67 @@ def test_who_may_call_is_said_on_the_command_line_or_refused_in_one_line(place):
         "ingest", "--config", str(place / "service.toml"), "--serve", f"127.0.0.1:{free_port()}"
     )
     assert result.exit_code == 1 and "--firebase-project" in result.output, result.output
+
+
+def test_the_service_grants_storage_so_a_device_sends_bundles_without_bucket_keys(
+    place, seaweed, monkeypatch
+):
+    """``--grant-storage``: the service, as a real process on SeaweedFS, signs a
+    signed-in device's requests under its user's folder; the device puts a bundle with
+    no bucket key and the service ingests it into that user's root; another user's
+    folder is out of reach."""
+    import hashlib
+    import io
+
+    from replicator import EmbeddedRemote, HttpIngest, IngestRequest
+    from replicator.errors import BlobNotFoundError
+    from replicator.stores.granted import GrantedBlobStore
+    from replicator.testing import ADMIN, MockIdTokens
+    from tests.bundles.kit import bundle_bytes, row
+
+    bucket = "grants" + str(time.time_ns())
+    seaweed.client().create_bucket(Bucket=bucket)
+    (place / "service.toml").write_text(
+        'models = "campaign:MODELS"\n[remote]\nembedded = "remote.db"\n'
+        f'[bundles]\ncollections = ["households"]\ningest_queue = true\ns3 = "{bucket}/field"\n'
+        f'endpoint_url = "{seaweed.endpoint}"\n'
+    )
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", ADMIN.access_key),  # the service's keys: only it has any
+        ("AWS_SECRET_ACCESS_KEY", ADMIN.secret_key),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+        ("FIREBASE_AUTH_EMULATOR_HOST", "127.0.0.1:9"),  # unsigned test tokens
+    ):
+        monkeypatch.setenv(name, value)
+    port = free_port()
+    proc = serve(place, port, "--firebase-project", "demo-grants", "--no-account-check",
+                 "--grant-storage")  # fmt: skip
+    ada = MockIdTokens("ada", "demo-grants")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            monkeypatch.delenv(variable)  # the device holds no bucket key at all
+        device = GrantedBlobStore(url, ada)
+        data = bundle_bytes([row(1, head="Ada's")], bundle="b1", device="ada-phone")
+        key = "bundles/ada-phone/b1.ndjson.gz"
+        device.put(key, io.BytesIO(data), sha256=hashlib.sha256(data).hexdigest())
+        with pytest.raises(BlobNotFoundError):  # bob's folder is not ada's to read
+            GrantedBlobStore(url, MockIdTokens("bob", "demo-grants")).get(key, io.BytesIO())
+        request = IngestRequest("b1", key, hashlib.sha256(data).hexdigest(), len(data), 1,
+                                "households", "ada-phone")  # fmt: skip
+        result = HttpIngest(f"{url}/ingest", tokens=ada).submit(request)
+        assert result.state == "accepted", result
+        device.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=40)
+    assert proc.returncode == 0, out
+    objects = seaweed.client().list_objects_v2(Bucket=bucket)["Contents"]
+    assert [o["Key"] for o in objects] == [f"field/users/ada/{key}"]
+    root = EmbeddedRemote(place / "remote-users" / "ada.db")
+    assert [d.data["head"] for d in root.all_docs("households").values()] == ["Ada's"]
+
+
+def test_granting_storage_needs_signed_in_devices_and_an_s3_bucket(place):
+    result = run("ingest", "--config", str(place / "service.toml"), "--grant-storage")
+    assert result.exit_code == 2 and "--firebase-project" in result.output, result.output
