@@ -202,15 +202,16 @@ _SECTION = """\
         && resource.data.changedAt < request.time - duration.value({seconds}, 's');
     }}
 
-    // a member's document as a scope's admin writes it: a role of the scope's kind
+    // a member's document as a scope's admin writes it: a role of the scope's kind;
+    // addedBy and changedAt, when written, the admin and the request's time
     function isMemberDocument(scopeId) {{
       let d = request.resource.data;
       let kind = get(/databases/$(database)/documents/scopes/$(scopeId)).data.get('kind', '');
       return d.keys().hasOnly({member_fields})
         && d.role is string
         && (kind + '/' + d.role) in {places}
-        && d.get('addedBy', request.auth.uid) == request.auth.uid
-        && d.get('changedAt', request.time) == request.time;
+        && (!('addedBy' in changedKeys()) || d.addedBy == request.auth.uid)
+        && (!('changedAt' in changedKeys()) || d.changedAt == request.time);
     }}
 
     // A scope: its document (kind) is a server's; its members' documents its admins'.
