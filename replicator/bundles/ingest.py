@@ -149,10 +149,7 @@ class Ingestor:
         scope: ScopeAccess | None = None,
     ) -> None:
         self.blobs = blobs
-        #: the scope declaration this ingestor's store's root enforces (``scoped.py``)
-        self.scope = scope
-        self.store = store
-        self.users = users
+        self.store, self.users, self.scope = store, users, scope
         #: the signed-in user this ingestor works for (``for_user``), or None
         self.user: str | None = None
         #: where this ingestor's bundle keys are, in the bucket (a user's folder)

@@ -61,7 +61,8 @@ class Service:
         verifier = IdTokenVerifier(FIRESTORE_PROJECT, emulator=True)
         self.server = self.ingestor.serve(auth=SignedInCallers(verifier))
 
-    def send(self, uid: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    def request(self, uid: str, rows: list[dict[str, Any]], folder: str) -> IngestRequest:
+        """A bundle of ``rows`` from ``uid``'s phone, put under ``folder``; its request."""
         device = f"{uid}-phone"
         bundle = f"b-{time.time_ns()}"
         data = bundle_bytes(
@@ -72,8 +73,8 @@ class Service:
             columns=remote_columns(Registration),
         )
         key = f"bundles/{device}/{bundle}.ndjson.gz"
-        self.bucket.put(f"users/{uid}/{key}", io.BytesIO(data))
-        request = IngestRequest(
+        self.bucket.put(f"{folder}{key}", io.BytesIO(data))
+        return IngestRequest(
             bundle=bundle,
             key=key,
             sha256=hashlib.sha256(data).hexdigest(),
@@ -82,6 +83,11 @@ class Service:
             collection="registrations",
             device=device,
         )
+
+    def send(self, uid: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """Post a bundle of ``uid``'s over HTTP, signed in as ``uid``; the answer."""
+        request = self.request(uid, rows, f"users/{uid}/")
+        device = request.device
         headers = {
             "Authorization": f"Bearer {mock_id_token(uid, FIRESTORE_PROJECT)}",
             DEVICE_HEADER: device,
@@ -140,3 +146,11 @@ def test_a_non_members_bundle_is_rejected_whole(service):
 def test_a_scope_kind_the_declaration_lacks_is_refused():
     with pytest.raises(ConfigurationError, match="no scope kind 'campain'"):
         ScopeAccess(SCOPES, "campain")
+
+
+def test_a_bundle_from_a_caller_who_is_not_a_signed_in_user_is_rejected(service):
+    request = service.request("col-a", [_row(6, "col-a")], "")
+    result = service.ingestor.submit(request)  # no caller: an operator's device token
+    assert result.state == "rejected"
+    assert result.reason == "bundles into a scope come from its signed-in members only"
+    assert service.stored() == {}
