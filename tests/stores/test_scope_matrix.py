@@ -10,6 +10,7 @@ Run with ``-s`` to see the table.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
 import pytest
@@ -84,7 +85,11 @@ def world(as_scope_users):
         clients[uid].document(f"{C}/registrations/{uid}-1").create(_reg(f"{uid}-1", uid))
     for uid in ("l1", "l2"):
         clients[uid].document(f"{G}/progress/{uid}-p").create(_progress(f"{uid}-p", uid))
+    for uid in ("col-a", "col-b"):  # tombstones past the retention, for the purge
+        tomb = _reg(f"{uid}-t", uid, deleted=True)
+        clients[uid].document(f"{C}/registrations/{uid}-t").create(tomb)
     clients["adm"].document(f"{C}/members/ex").delete()  # removed, as an admin does
+    time.sleep(2.5)
     return users, clients
 
 
@@ -97,13 +102,14 @@ def test_the_scope_rules_matrix(world):
         *_outsiders(c),
         *_members(c),
         *_learning_group(c),
+        *_purge_and_horizons(c),
     ):
         m.check(*case)
     print("\n" + m.table())
     wrong = [r for r in m.rows if r[4] != r[5]]
     assert not wrong, "\n" + m.table()
     allowed = sum(1 for r in m.rows if r[5])
-    assert (allowed, len(m.rows) - allowed) == (24, 43)
+    assert (allowed, len(m.rows) - allowed) == (27, 47)
     assert users.gate.refused == {}  # every refusal above came from the rules
 
 
@@ -260,4 +266,23 @@ def _learning_group(c: dict[str, Any]) -> list[Case]:
          get(a, f"{p}/l1-p")),
         ("col-a", "registrations", "create", "a campaign's table in the group", False,
          create(a, f"{G}/registrations/g1", _reg("g1", "col-a"))),
+    ]  # fmt: skip
+
+
+def _purge_and_horizons(c: dict[str, Any]) -> list[Case]:
+    a, s, r, h = c["col-a"], c["sup"], f"{C}/registrations", f"{C}/replicator_meta/horizons"
+    raise_it = {"horizons": {"registrations": "x"}}
+    return [
+        ("col-a", "registrations", "delete", "another's expired tombstone", False,
+         delete(a, f"{r}/col-b-t")),
+        ("col-a", "registrations", "delete", "her own expired tombstone (purge)", True,
+         delete(a, f"{r}/col-a-t")),
+        ("sup", "registrations", "delete", "a collector's expired tombstone", True,
+         delete(s, f"{r}/col-b-t")),
+        ("col-a", "replicator_meta", "update", "raise a horizon", True, merge(a, h, raise_it)),
+        ("col-a", "replicator_meta", "update", "an unknown field", False,
+         merge(a, h, {**raise_it, "other": 1})),
+        ("l1", "replicator_meta", "update", "a learner (no delete grant)", False,
+         merge(c["l1"], f"{G}/replicator_meta/horizons", raise_it)),
+        ("out", "replicator_meta", "read", "not a member", False, get(c["out"], h)),
     ]  # fmt: skip
