@@ -2,7 +2,8 @@
 collectors and a supervisor each sync ``scopes/campaign-1`` through
 ``UserFirestoreRemote(..., root="scopes/campaign-1")`` under the rules compiled from
 tests/scope_models.py's declaration, behind the TokenGate. The only admin is a server:
-it creates the scope, its members and the reference data."""
+it creates the scope, its first members and the reference data; the campaign's own
+admin (a signed-in user) removes a collector."""
 
 from __future__ import annotations
 
@@ -65,4 +66,16 @@ def test_a_campaigns_members_sync_its_root_and_no_one_else_can(tmp_path, as_scop
     outsider = device("out")
     with pytest.raises(AccessDeniedError, match="scopes/campaign-1"):
         outsider.sync()
+
+    # a collector removed by the campaign's admin (a signed-in user, under the rules):
+    # her next sync is refused, and what she had not synced stays on her device, dirty
+    admin.document(f"{C}/members/adm").set({"role": "admin"})
+    users.client("adm").document(f"{C}/members/col-c").delete()
+    with phones["col-c"].bound():
+        Registration.create(head="written after the removal", collector="col-c")
+    with pytest.raises(AccessDeniedError, match="col-c"):
+        phones["col-c"].sync()
+    with phones["col-c"].bound():
+        late = Registration.get(Registration.head == "written after the removal")
+        assert late.is_dirty
     assert users.gate.refused == {}
