@@ -185,7 +185,8 @@ class ScopeKind:
     name: str = attrs.field()
     roles: tuple[str, ...] = attrs.field(converter=_roles)
     admins: tuple[str, ...] = attrs.field(converter=_admin_roles)
-    tables: Mapping[str, Mapping[str, Grant]] = attrs.field()
+    #: table -> role -> grant (strings are parsed into :class:`Grant` on creation)
+    tables: Mapping[str, Mapping[str, Grant | str]] = attrs.field()
 
     def __attrs_post_init__(self) -> None:
         _names([self.name], "the scope kind")
@@ -207,9 +208,10 @@ class ScopeKind:
 
     def grant(self, role: str | None, table: str) -> Grant:
         """What ``role`` (None: not a member) may do to ``table``."""
-        if role is None:
+        value = None if role is None else self.tables.get(table, {}).get(role)
+        if value is None:
             return Grant()
-        return self.tables.get(table, {}).get(role, Grant())
+        return value if isinstance(value, Grant) else Grant.parse(value)
 
     def roles_with(self, table: str, op: Operation, reach: Reach) -> list[str]:
         """The roles whose grant on ``table`` gives exactly ``reach`` for ``op``."""
@@ -248,13 +250,21 @@ class ScopeKind:
         return f"a {role} may not {op} {table} rows{mine}"
 
 
+def _kinds(value: Iterable[ScopeKind]) -> tuple[ScopeKind, ...]:
+    return tuple(value)
+
+
+def _owners(value: Mapping[str, str]) -> dict[str, str]:
+    return dict(value)
+
+
 @attrs.frozen
 class Scopes:
     """An app's scope kinds, and per table the column that names the user who created a
     row (``owners``: table -> column), which ``:own`` grants compare with the caller."""
 
-    kinds: tuple[ScopeKind, ...] = attrs.field(converter=tuple)
-    owners: Mapping[str, str] = attrs.field(factory=dict, converter=dict)
+    kinds: tuple[ScopeKind, ...] = attrs.field(converter=_kinds)
+    owners: Mapping[str, str] = attrs.field(factory=dict, converter=_owners)
 
     def __attrs_post_init__(self) -> None:
         names = [k.name for k in self.kinds]
@@ -266,8 +276,10 @@ class Scopes:
             _names([table], "the table")
             _names([column], "the owner column")
         for kind in self.kinds:
-            for table, by_role in kind.tables.items():
-                if table not in self.owners and any(g.uses_own() for g in by_role.values()):
+            for table in kind.tables:
+                if table not in self.owners and any(
+                    kind.grant(r, table).uses_own() for r in kind.roles
+                ):
                     raise ConfigurationError(
                         f"scope kind {kind.name!r} grants ':own' on {table!r}, which has no"
                         " owner column",
