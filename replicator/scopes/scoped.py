@@ -54,8 +54,11 @@ def scoped_rules(
 ) -> FirestoreRules:
     """The rules and indexes for ``models`` in users' own roots (as
     :func:`~replicator.scopes.rules.firestore_rules`, with ``options``) and in the
-    scopes ``scopes`` declares. ``ConfigurationError`` when the declaration names a
-    table the models lack, or an owner column a table lacks."""
+    scopes ``scopes`` declares. ``download_only``, ``upload_only`` and
+    ``ingest_queue`` shape the users' roots only: in a scope the declaration alone says
+    who may touch a table (reference data is a table every role may only read).
+    ``ConfigurationError`` when the declaration names a table the models lack, or an
+    owner column a table lacks."""
     base = firestore_rules(models, retention=retention, source=source, **options)  # type: ignore[arg-type]
     by_name = {collection_name(m): m for m in models}
     scopes.check(list(by_name), {n: remote_columns(m) for n, m in by_name.items()})
