@@ -14,8 +14,10 @@ import time
 from typing import Any
 
 import pytest
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
+from replicator import AccessDeniedError
 from replicator.stores.base import DeviceRecord
 from tests.scope_models import MODELS, SCOPES
 from tests.stores.test_rules_matrix import (
@@ -286,3 +288,16 @@ def _purge_and_horizons(c: dict[str, Any]) -> list[Case]:
          merge(c["l1"], f"{G}/replicator_meta/horizons", raise_it)),
         ("out", "replicator_meta", "read", "not a member", False, get(c["out"], h)),
     ]  # fmt: skip
+
+
+def test_the_users_rules_alone_refuse_every_scope(as_users):
+    """The matrix's allowed cases need the scopes' rules: under the rules of users' own
+    roots (``firestore_rules``), a member cannot even register a device in a scope."""
+    users = as_users(MODELS)
+    admin = users.service_client()
+    admin.document(C).set({"kind": "campaign"})
+    admin.document(f"{C}/members/col-a").set({"role": "collector"})
+    with pytest.raises(AccessDeniedError, match="scopes/campaign-1"):
+        users.remote("col-a", root=C).register(DeviceRecord("col-a-phone", "p", "t", "1"))
+    with pytest.raises(gexc.PermissionDenied):
+        users.client("col-a").document(f"{C}/members/col-a").get()
