@@ -123,6 +123,26 @@ def as_users(firestore_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Iterat
     gate.stop()
 
 
+@pytest.fixture
+def as_scope_users(firestore_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """``as_users`` for scopes: ``as_scope_users(models, scopes, **options)`` loads the
+    rules ``replicator rules --scopes`` makes (``scoped_rules``) into a project of their
+    own and returns its ``Users``, every client behind the same TokenGate."""
+    from replicator.scopes import scoped_rules
+    from replicator.testing import TokenGate
+
+    gate = TokenGate(firestore_emulator.host).start()
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", gate.host)
+
+    def make(models: Any, scopes: Any, **options: Any) -> Users:
+        project = f"demo-scopes-{uuid.uuid4().hex[:12]}"
+        firestore_emulator.load_rules(project, scoped_rules(models, scopes, **options).rules)
+        return Users(firestore_emulator, gate, project)
+
+    yield make
+    gate.stop()
+
+
 @pytest.fixture(params=["embedded", "firestore"])
 def remote(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     """The remote every scenario test runs on: each test runs once per store. A module

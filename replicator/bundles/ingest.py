@@ -92,6 +92,7 @@ from ..stores.ingest import QUEUE, IngestRequest, IngestResult, result_of
 from .auth import Authenticator, Caller, is_device_name
 from .format import EVENTS, BundleReader, read_message
 from .rows import OWNER, BundleRejected, RowIntake, batch_size, check_header, write_batches
+from .scoped import ScopeAccess
 from .service import IngestServer
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,9 @@ class Ingestor:
     since the epoch (tests move it). ``users`` maps a signed-in user's id to the remote
     store of that user's root (``users/<uid>`` in Firestore), for requests whose caller
     is a user (:meth:`for_user`); it is called once per user while the user's ingestor
-    is kept (the :data:`MAX_USERS` most recent).
+    is kept (the :data:`MAX_USERS` most recent). ``scope`` makes the roots scopes
+    (``users`` then maps each user to the scope's root): a user's rows land only where
+    the scope's declaration lets the user's role write them (``bundles/scoped.py``).
     """
 
     def __init__(
@@ -143,10 +146,10 @@ class Ingestor:
         prefix: str = "bundles",
         clock: Callable[[], float] = time.time,
         users: Callable[[str], RemoteStore] | None = None,
+        scope: ScopeAccess | None = None,
     ) -> None:
         self.blobs = blobs
-        self.store = store
-        self.users = users
+        self.store, self.users, self.scope = store, users, scope
         #: the signed-in user this ingestor works for (``for_user``), or None
         self.user: str | None = None
         #: where this ingestor's bundle keys are, in the bucket (a user's folder)
@@ -506,6 +509,7 @@ class Ingestor:
             now=self._now(),
             max_clock_skew=self.max_clock_skew,
             max_refused=MAX_REFUSED,
+            permit=None if self.scope is None else self.scope.permit(self.store, self.user, model),
         )
         try:
             with self._fetched(request) as body:

@@ -141,6 +141,10 @@ class RowIntake:
     """One bundle's rows of ``model``, taken one at a time as they are read
     (:meth:`take`), then written (:meth:`apply`) for ``device`` at ``now``.
 
+    ``permit`` (a scope's declaration, ``bundles/scoped.py``) judges each row against
+    what is stored (None: a create) instead of the rule that a device writes only rows
+    it created.
+
     A row that fails its checks is refused with the reason and the others go on; past
     ``max_refused`` refusals the bundle is rejected whole (``BundleRejected``, raised
     as the one too many is read), so a result always fits in one queue document."""
@@ -153,8 +157,10 @@ class RowIntake:
         now: _dt.datetime,
         max_clock_skew: _dt.timedelta,
         max_refused: int,
+        permit: Callable[[Any, Any], str | None] | None = None,
     ) -> None:
         self.model = model
+        self.permit = permit
         self.coll = collection_name(model)
         self.device = device
         self.now = now
@@ -203,7 +209,7 @@ class RowIntake:
                 rid = row["id"]
                 doc = current.get(rid)
                 stored = None if doc is None else codec.incoming(self.model, doc).data
-                why = self._refusal(doc, stored)
+                why = self._refusal(row, doc, stored)
                 taken[rid] = why is None
                 if why is not None:
                     self._note(rid, why)
@@ -230,12 +236,14 @@ class RowIntake:
     def _note(self, row_id: str, reason: str) -> None:
         self.refused[row_id] = reason[:200]
 
-    def _refusal(self, doc: RemoteDoc | None, stored: Any) -> str | None:
-        """Why the device may not write over ``doc``, or None when it may."""
+    def _refusal(self, row: dict[str, Any], doc: RemoteDoc | None, stored: Any) -> str | None:
+        """Why the device may not write ``row`` over ``doc``, or None when it may."""
+        if doc is not None and doc.deleted:
+            return "deleted on the service"
+        if self.permit is not None:
+            return self.permit(row, stored)
         if doc is None:
             return None
-        if doc.deleted:
-            return "deleted on the service"
         owner = stored.get(OWNER) or stored.get("updatedBy")
         if owner != self.device:
             return "this row was created by another device; a device writes only its own rows"

@@ -324,6 +324,18 @@ def import_models(spec: str, folder: Path, where: str) -> list[type[Any]]:
     return models
 
 
+def import_object(spec: str, folder: Path, where: str) -> Any:
+    """What ``spec`` (``"module:NAME"``) names, the module imported with ``folder`` on
+    ``sys.path``; any failure, a missing ``:NAME`` included, is a ConfigurationError."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ConfigurationError(f"{where}: {spec!r} is not 'module:NAME'")
+    found = getattr(_import_module(module_name, folder, where), attr, None)
+    if found is None:
+        raise ConfigurationError(f"{where}: {module_name} has no {attr}")
+    return found
+
+
 def _import_module(name: str, folder: Path, where: str) -> Any:
     """The models module, imported with ``folder`` on ``sys.path``; a module that
     cannot be found, raises or does not parse is a ConfigurationError."""

@@ -61,6 +61,13 @@ INDEXES_FILE = "firestore.indexes.json"
     help="The apps keep tombstones for ever (tombstone_retention=None): no delete at all.",
 )
 @click.option(
+    "--scopes",
+    "scopes_spec",
+    default=None,
+    help="The app's scopes, 'module:NAME' (a replicator.scopes.Scopes): also write the"
+    " rules of scopes/{scopeId}, from its roles and grants.",
+)
+@click.option(
     "--check",
     is_flag=True,
     help="Write nothing; fail if the files in --out differ from what the models make.",
@@ -73,6 +80,7 @@ def rules(
     ingest_queue: bool,
     retention_days: float,
     keep_tombstones: bool,
+    scopes_spec: str | None,
     check: bool,
 ) -> None:
     """Write the Firestore security rules and indexes for the synced models.
@@ -80,22 +88,29 @@ def rules(
     A signed-in user reads and writes only their own users/{uid}: each synced
     collection takes only its model's columns and the sync fields, changedAt
     must be the request's time, the writer must be a device of that user, and
-    deletes travel as tombstones. Deploy them with
+    deletes travel as tombstones. With --scopes, the scopes the app declares
+    (scopes/{scopeId}, their members and each role's grants) too. Deploy them with
     firebase deploy --only firestore:rules,firestore:indexes.
     """
-    from ..scopes.rules import firestore_rules
-    from .config import import_models
+    from ..scopes import Scopes, firestore_rules, scoped_rules
+    from .config import import_models, import_object
 
     models = import_models(models_spec, Path.cwd(), "--models")
     retention = None if keep_tombstones else dt.timedelta(days=retention_days)
-    made = firestore_rules(
-        models,
-        download_only=download_only,
-        upload_only=upload_only,
-        ingest_queue=ingest_queue,
-        retention=retention,
-        source=models_spec,
-    )
+    options = {
+        "download_only": download_only,
+        "upload_only": upload_only,
+        "ingest_queue": ingest_queue,
+        "retention": retention,
+        "source": models_spec,
+    }
+    if scopes_spec is None:
+        made = firestore_rules(models, **options)  # type: ignore[arg-type]
+    else:
+        scopes = import_object(scopes_spec, Path.cwd(), "--scopes")
+        if not isinstance(scopes, Scopes):
+            raise click.ClickException(f"--scopes {scopes_spec} is not a Scopes declaration")
+        made = scoped_rules(models, scopes, **options)  # type: ignore[arg-type]
     files = {out / RULES_FILE: made.rules, out / INDEXES_FILE: made.indexes}
     if check:
         stale = [p for p, text in files.items() if not p.is_file() or p.read_text() != text]

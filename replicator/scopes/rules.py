@@ -114,14 +114,14 @@ def firestore_rules(
             blocks.append(_read_only(name))
             continue
         fn = f"is_{re.sub(r'[^A-Za-z0-9_]', '_', name)}_write_{len(functions)}"
-        functions.append(_collection_function(fn, model))
+        functions.append(collection_function(fn, model))
         blocks.append(_synced(name, fn, retention is not None))
     if ingest_queue:
         blocks.append(_QUEUE_BLOCK)
         functions.append(_request_function(upload_only))
     rules = _RULES.format(
         source=source or "the app's models",
-        retention=_retention_text(retention),
+        retention=retention_text(retention),
         seconds=int(retention.total_seconds()) if retention is not None else 0,
         functions="".join(functions),
         blocks="".join(blocks),
@@ -157,18 +157,18 @@ def _check(
         raise ConfigurationError("the retention must be at least one second, or None")
 
 
-def _quoted(text: str) -> str:
+def quoted(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _list(items: Sequence[str], indent: int = 0) -> str:
+def rules_list(items: Sequence[str], indent: int = 0) -> str:
     """A rules list literal; with ``indent``, wrapped onto lines of at most 90 characters
     (continuation lines indented that much)."""
-    flat = "[" + ", ".join(_quoted(i) for i in items) + "]"
+    flat = "[" + ", ".join(quoted(i) for i in items) + "]"
     if not indent or len(flat) <= 60:
         return flat
     lines, line = [], ""
-    for item in (_quoted(i) for i in items):
+    for item in (quoted(i) for i in items):
         if line and indent + len(line) + len(item) + 2 > 90:
             lines.append(line.rstrip())
             line = ""
@@ -178,7 +178,7 @@ def _list(items: Sequence[str], indent: int = 0) -> str:
     return "[" + pad + pad.join(lines) + "\n" + " " * (indent - 2) + "]"
 
 
-def _retention_text(retention: _dt.timedelta | None) -> str:
+def retention_text(retention: _dt.timedelta | None) -> str:
     if retention is None:
         return "none: no document is ever deleted by a device"
     days = retention.total_seconds() / 86400
@@ -186,17 +186,20 @@ def _retention_text(retention: _dt.timedelta | None) -> str:
 
 
 def _kind_check(column: str, kinds: Sequence[str], nullable: bool) -> str:
-    tests = [f"d[{_quoted(column)}] is {kind}" for kind in kinds]
+    tests = [f"d[{quoted(column)}] is {kind}" for kind in kinds]
     if nullable:
-        tests.append(f"d[{_quoted(column)}] == null")
-    check = f"(!({_quoted(column)} in changed) || {' || '.join(tests)})"
+        tests.append(f"d[{quoted(column)}] == null")
+    check = f"(!({quoted(column)} in changed) || {' || '.join(tests)})"
     if len(check) <= 80:
         return check
-    return f"(!({_quoted(column)} in changed)\n          || {' || '.join(tests)})"
+    return f"(!({quoted(column)} in changed)\n          || {' || '.join(tests)})"
 
 
-def _collection_function(fn: str, model: type[peewee.Model]) -> str:
-    """The rules function a write of ``model``'s collection must pass."""
+def collection_function(
+    fn: str, model: type[peewee.Model], root: str = "uid", check: str = "isSyncedWrite"
+) -> str:
+    """The rules function a write of ``model``'s collection must pass: ``fn(root, id)``,
+    calling ``check`` (the root's checks of every synced write) with the columns."""
     columns = remote_columns(model)
     fields = {f.column_name: f for f in model._meta.sorted_fields}
     checks = [
@@ -205,11 +208,11 @@ def _collection_function(fn: str, model: type[peewee.Model]) -> str:
         if c in fields and (kinds := native_kinds(fields[c]))
     ]
     allowed = [*columns, DELETED, CHANGED_AT]
-    lines = [f"isSyncedWrite(uid, id, d, changed, {_list(allowed, 10)})", *checks]
+    lines = [f"{check}({root}, id, d, changed, {rules_list(allowed, 10)})", *checks]
     body = "\n        && ".join(lines)
     return (
         f"    // {collection_name(model)} ({model.__module__}.{model.__name__})\n"
-        f"    function {fn}(uid, id) {{\n"
+        f"    function {fn}({root}, id) {{\n"
         "      let d = request.resource.data;\n"
         "      let changed = changedKeys();\n"
         f"      return {body};\n"
@@ -243,11 +246,11 @@ def _request_function(upload_only: Sequence[str]) -> str:
         "    function isIngestRequest(uid, bundle) {\n"
         "      let d = request.resource.data;\n"
         f"      return isUser(uid)\n"
-        f"        && d.keys().hasOnly({_list([*REQUEST_FIELDS, DELETED, CHANGED_AT], 10)})\n"
+        f"        && d.keys().hasOnly({rules_list([*REQUEST_FIELDS, DELETED, CHANGED_AT], 10)})\n"
         "        && d.bundle == bundle && d.state == 'pending' && d.deleted == false\n"
         "        && d.changedAt == request.time\n"
         "        && d.key is string && d.sha256 is string && d.size is int && d.count is int\n"
-        f"        && d.collection in {_list(upload_only)}\n"
+        f"        && d.collection in {rules_list(upload_only)}\n"
         "        && isOwnDevice(uid, d.device);\n"
         "    }\n\n"
     )
@@ -367,4 +370,4 @@ service cloud.firestore {{
     }}
   }}
 }}
-""".replace("{device_fields}", _list(DEVICE_FIELDS, 10))
+""".replace("{device_fields}", rules_list(DEVICE_FIELDS, 10))

@@ -56,3 +56,23 @@ def test_rules_refuses_what_names_no_model_in_one_line(tmp_path):
         assert message in result.output and "Traceback" not in result.output
         assert len(result.output.strip().splitlines()) == 1, result.output
     assert not list(tmp_path.iterdir())
+
+
+def test_rules_with_scopes_writes_the_scopes_rules_too(tmp_path):
+    from replicator.scopes import scoped_rules
+    from tests.scope_models import MODELS, SCOPES
+
+    spec = ["--models", "tests.scope_models:MODELS", "--out", str(tmp_path)]
+    result = _run(*spec, "--scopes", "tests.scope_models:SCOPES")
+    assert result.exit_code == 0, result.output
+    expected = scoped_rules(MODELS, SCOPES, source="tests.scope_models:MODELS")
+    assert (tmp_path / "firestore.rules").read_text() == expected.rules
+    assert "match /scopes/{scopeId} {" in expected.rules
+    for bad, message in (
+        ("tests.scope_models:MODELS", "is not a Scopes declaration"),
+        ("tests.scope_models:NOPE", "--scopes: tests.scope_models has no NOPE"),
+        ("tests.scope_models", "is not 'module:NAME'"),
+    ):
+        refused = _run(*spec, "--scopes", bad)
+        assert refused.exit_code == 1 and message in refused.output, refused.output
+        assert "Traceback" not in refused.output
