@@ -57,6 +57,10 @@ class FaultProxy:
 
     def stop(self) -> None:
         self._closed = True
+        # a thread blocked in accept() keeps a closed listener listening (Linux frees
+        # it only once no call uses it): shut it down first, which wakes that thread
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         self.reset_all(count=False)
 
@@ -74,7 +78,7 @@ class FaultProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            if self.mode == "refuse":
+            if self.mode == "refuse" or self._closed:
                 hard_close(client)
                 continue
             try:
