@@ -35,6 +35,9 @@ them a snapshot carries, and reading them without writing.
   Device-only: never in a snapshot.
 * ``replicator_refused``: upload-only rows the ingest service refused, with its
   reason, until a later version of the row is accepted.
+* ``replicator_denied``: rows and deletes the remote's security rules refused
+  (``denied.py``), with the reason and time, set aside: the row stays as the app
+  wrote it and is not sent again until the app changes it or asks for a retry.
 * ``replicator_recovery`` and ``replicator_seen``: a collection being
   downloaded again from the start because the remote purged tombstones this
   device never saw (see ``sync/retention.py``), and the ids seen so far. Both move
@@ -163,6 +166,15 @@ _SCHEMA = [
         refused_on TEXT NOT NULL,
         PRIMARY KEY (collection, id)
     )""",
+    """CREATE TABLE IF NOT EXISTS replicator_denied (
+        collection TEXT NOT NULL,
+        id TEXT NOT NULL,
+        rev INTEGER,
+        is_delete INTEGER NOT NULL DEFAULT 0,
+        reason TEXT NOT NULL,
+        denied_on TEXT NOT NULL,
+        PRIMARY KEY (collection, id)
+    )""",
     """CREATE TABLE IF NOT EXISTS replicator_base (
         collection TEXT NOT NULL,
         id TEXT NOT NULL,
@@ -193,6 +205,7 @@ CARRIED = (
     "replicator_recovery",
     "replicator_seen",
     "replicator_refused",
+    "replicator_denied",
 )
 #: replicator's tables about this installation only: a snapshot's copy and a restore
 #: empty them (the identity in ``replicator_device``; the sends in flight)
