@@ -252,6 +252,10 @@ class Recorded:
     #: and how many are set aside in all
     set_aside: tuple[tuple[str, str, str], ...] = ()
     set_aside_total: int = 0
+    #: (collection, id, why) of writes the remote's rules refused, set aside (at most
+    #: ``REJECTED_KEPT``), and how many are set aside in all
+    denied: tuple[tuple[str, str, str], ...] = ()
+    denied_total: int = 0
 
 
 #: how many rejected rows (and set-aside documents) are kept with their reason for
@@ -320,6 +324,7 @@ def read_recorded(execute: Callable[..., Any]) -> Recorded | None:
             )
         )
         set_aside_total = execute("SELECT COUNT(*) FROM replicator_parked").fetchone()[0]
+    denied, denied_total = _read_denied(execute, have)
     return Recorded(
         device,
         trackers,
@@ -330,7 +335,24 @@ def read_recorded(execute: Callable[..., Any]) -> Recorded | None:
         rejected_total=rejected_total,
         set_aside=set_aside,
         set_aside_total=set_aside_total,
+        denied=denied,
+        denied_total=denied_total,
     )
+
+
+def _read_denied(
+    execute: Callable[..., Any], have: set[str]
+) -> tuple[tuple[tuple[str, str, str], ...], int]:
+    if "replicator_denied" not in have:
+        return (), 0
+    rows = tuple(
+        (c, i, f"{'delete ' if d else ''}refused {on}: {why}")
+        for c, i, d, why, on in execute(
+            "SELECT collection, id, is_delete, reason, denied_on FROM replicator_denied"
+            f" ORDER BY collection, id LIMIT {REJECTED_KEPT}"
+        )
+    )
+    return rows, execute("SELECT COUNT(*) FROM replicator_denied").fetchone()[0]
 
 
 def create_tables(db: peewee.Database) -> None:
