@@ -9,8 +9,11 @@ through and each refused one stands alone. A refused write alone is set aside
 the app wrote it, and not sent again until the app changes the row or asks for
 a retry. The rest of the batch, and every later batch, goes on.
 
-Cost: one denied write in a batch of ``n`` costs about ``2·log2(n)`` extra
-pushes (each level of the split pushes two halves, one of them refused), plus
+Cost: one denied write in a batch of ``n`` costs about ``log2(n)`` extra
+pushes: each level of the split pushes its left half, and when that half goes
+through whole the right half is known to hold the refusal, so it is split
+without being pushed (when the left half is refused, the right one is pushed as
+it may be clean: ``k`` refused writes cost at most about ``2·k·log2(n)``). Plus
 one registration of the device alone first. That registration tells a refused
 row from a refused device record (every push carries the device's record): if
 the rules refuse the record itself, nothing is set aside and the upload fails
@@ -58,34 +61,60 @@ def isolate(
         ctx.remote.register(ctx.device_record())
     except AccessDeniedError:
         raise denied from None  # the device's own record is refused: no row is to blame
-    models = {collection_name(m): m for m in ctx.models}
-    refused: set[tuple[str, str]] = set()  # creates refused: their children must wait
-    last: PushResult | None = None
-    parts = _halves(batch)
-    pushes = 0
-    while parts:
-        part = _without_orphans(parts.pop(0), models, refused, waiting)
-        if not part:
-            continue
-        try:
-            pushes += 1
-            last = push(part)
-        except AccessDeniedError as exc:
-            if len(part) > 1:
-                parts[0:0] = _halves(part)
-                continue
-            _set_aside(ctx, part[0], exc)
-            if part[0].write.base_version is None and not part[0].write.deleted:
-                refused.add(part[0].write.key)
-    log.info("upload: a denied batch of %d write(s) isolated in %d push(es)", len(batch), pushes)
-    return last
+    bisect = _Bisection(ctx, push, waiting)
+    bisect.run(batch, denied, known=True)
+    log.info(
+        "upload: a denied batch of %d write(s) isolated in %d push(es)", len(batch), bisect.pushes
+    )
+    return bisect.last
 
 
-def _halves(part: list[Any]) -> list[list[Any]]:
-    if len(part) == 1:
-        return [part]
+class _Bisection:
+    """One denied batch being split (see the module's docstring)."""
+
+    def __init__(
+        self,
+        ctx: SyncContext,
+        push: Callable[[list[Any]], PushResult],
+        waiting: dict[tuple[str, str], RowError],
+    ) -> None:
+        self.ctx, self.push, self.waiting = ctx, push, waiting
+        self.models = {collection_name(m): m for m in ctx.models}
+        self.refused: set[tuple[str, str]] = set()  # creates refused: children must wait
+        self.last: PushResult | None = None
+        self.pushes = 0
+
+    def run(self, part: list[Any], denied: AccessDeniedError, *, known: bool) -> bool:
+        """Push ``part``, or split it; ``known``: it holds a refused write for sure (it
+        was refused whole, or its sibling half went through whole), so it is split
+        without being pushed. True when ``part`` went through whole."""
+        kept = _without_orphans(part, self.models, self.refused, self.waiting)
+        if not kept:
+            return False
+        if not known or len(kept) < len(part):
+            try:
+                self.pushes += 1
+                self.last = self.push(kept)
+                return len(kept) == len(part)
+            except AccessDeniedError as exc:
+                denied = exc
+        if len(kept) == 1:
+            self._set_aside(kept[0], denied)
+            return False
+        left, right = _halves(kept)
+        # a refused part whose left half goes through whole holds its refusal on the right
+        self.run(right, denied, known=self.run(left, denied, known=False))
+        return False
+
+    def _set_aside(self, o: Any, exc: AccessDeniedError) -> None:
+        _set_aside(self.ctx, o, exc)
+        if o.write.base_version is None and not o.write.deleted:
+            self.refused.add(o.write.key)
+
+
+def _halves(part: list[Any]) -> tuple[list[Any], list[Any]]:
     mid = len(part) // 2
-    return [part[:mid], part[mid:]]
+    return part[:mid], part[mid:]
 
 
 def _without_orphans(

@@ -147,7 +147,6 @@ def test_killed_while_isolating_then_restarted_loses_nothing(tmp_path, as_users)
             Note.create(id=f"n{i:03d}", title=f"note {i}")
         _bad_title(phone.database, "n030-bad")
     phone.database.close()
-    os.environ.setdefault("PYTHONPATH", os.getcwd())
     done = run_script(_KILLED, tmp_path / "phone.db", users.project, 4)
     assert done.returncode == -signal.SIGKILL, done.stderr
     landed = _remote_ids(users, "note")
