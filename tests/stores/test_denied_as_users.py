@@ -6,7 +6,6 @@ export lists it, and nothing is lost when the sync is killed while it isolates."
 from __future__ import annotations
 
 import json
-import os
 import signal
 
 import peewee
