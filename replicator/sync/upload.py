@@ -16,6 +16,9 @@ acknowledgement was lost is recognised as its own (the journal of sends), not
 counted as a conflict (``_Retries``).
 After the commit a row is marked clean, and gets its ``serverId``, only if its
 ``syncRev`` is unchanged, i.e. nobody wrote it while the upload was in flight.
+A batch the remote's rules refuse is split to find the refused writes, which are
+set aside while the others go on (``isolate.py``); a row set aside is not read
+again until it changes (``denied.py``).
 """
 
 from __future__ import annotations
