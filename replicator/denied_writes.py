@@ -21,7 +21,7 @@ from .denied import DeniedRow
 from .errors import ConfigurationError
 from .model import SyncModel, collection_name, remote_columns
 from .report import Applied
-from .sql import local_errors, on_local_database
+from .sql import on_local_database
 from .stores.base import RemoteStore
 from .sync.apply import apply_remote
 from .sync.foreign_keys import delete_local
@@ -63,6 +63,7 @@ class DeniedWrites:
         with self._turns.hold("retry_denied()"), self.database.atomic():
             return sum(self.local.undeny(coll, ids) for coll, ids in self._chosen(model, ids))
 
+    @on_local_database("could not be written")
     def discard_denied(
         self, model: type[SyncModel] | None = None, ids: Sequence[str] | None = None
     ) -> int:
@@ -86,7 +87,7 @@ class DeniedWrites:
         model = next(m for m in self.models if collection_name(m) == coll)
         docs = self.remote.get(coll, ids)
         out = Applied()
-        with local_errors("the local database refused the discard"), self.local.applying():
+        with self.local.applying():
             for doc_id in ids:
                 self.local.undeny(coll, [doc_id])
                 self.local.drop_tombstone(coll, doc_id)  # a refused delete: the row comes back

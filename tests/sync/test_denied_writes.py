@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from replicator import AccessDeniedError
+from replicator import AccessDeniedError, OfflineError
 from replicator.testing import FaultyRemote
 from tests.models import Comment, Note
 
@@ -200,3 +200,69 @@ def test_a_refused_device_record_fails_the_upload_and_sets_nothing_aside(make_de
         phone.sync()
     assert phone.denied_rows() == []
     assert phone.pending_count() == 1
+
+
+@pytest.mark.parametrize("remote", ["embedded"], indirect=True)
+def test_a_conflict_met_while_isolating_is_resolved_and_nothing_is_lost(make_device, remote):
+    phone, other = make_device("phone"), make_device("other")
+    with other.bound():
+        shared = Note.create(title="v0")
+    other.sync()
+    phone.sync()
+    with phone.bound():
+        Note.update(body="phone's").where(Note.id == shared.id).execute()
+        for i in range(6):
+            Note.create(title="secret" if i == 3 else f"n{i}")
+    store = refusing(remote, title_is("secret"))
+    refuse = store.hooks["push"]
+    raced = {"done": False}
+
+    def race(writes: Any, device: Any) -> None:
+        if not raced["done"] and len(writes) < 7:  # inside the isolation: another writer
+            raced["done"] = True
+            with other.bound():
+                Note.update(title="other's").where(Note.id == shared.id).execute()
+            other.sync()
+        refuse(writes, device)
+
+    store.hooks["push"] = race
+    phone.remote = store
+    report = phone.sync()
+    assert raced["done"]
+    assert [e.id for e in report.denied] == [r.id for r in phone.denied_rows()]
+    assert len(phone.denied_rows()) == 1
+    assert remote_titles(remote) == {"other's", "n0", "n1", "n2", "n4", "n5"}
+    # the conflict the isolation met was resolved by the strategy, and reported
+    assert [c.id for c in report.conflicts] == [shared.id]
+    assert phone.pending_count() == 1  # the refused row only
+
+
+@pytest.mark.parametrize("remote", ["embedded"], indirect=True)
+def test_a_lost_acknowledgement_while_isolating_is_recognised_as_our_own(make_device, remote):
+    store = refusing(remote, lambda w: w.id == "n1")
+    phone = make_device("phone", store=store)
+    phone.sync()
+    with phone.bound():
+        for i in range(8):
+            Note.create(id=f"n{i}", title=f"note {i}")
+    # the parts go [n0] (taken), [n1] (refused), [n2, n3]: that one commits and its
+    # answer is lost
+    rules, passed = store.hooks["push"], {"n": 0}
+
+    def lose_the_second_answer(writes: Any, device: Any) -> None:
+        rules(writes, device)  # raises for a part the rules refuse
+        passed["n"] += 1
+        if passed["n"] == 2:
+            store.fail("push", after=True)
+
+    store.hooks["push"] = lose_the_second_answer
+    with pytest.raises(OfflineError):
+        phone.sync()
+    assert {"note 0", "note 2", "note 3"} <= remote_titles(remote)
+    with phone.bound():  # the app changes a row whose send was answered by no one
+        Note.update(title="note 2, again").where(Note.id == "n2").execute()
+    report = phone.sync()
+    assert report.conflicts == ()  # what n2 holds remotely is recognised as our own send
+    want = {f"note {i}" for i in range(8)} - {"note 1", "note 2"} | {"note 2, again"}
+    assert remote_titles(remote) == want
+    assert [r.id for r in phone.denied_rows()] == ["n1"]
