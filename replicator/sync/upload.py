@@ -451,19 +451,26 @@ def _mark_synced(
                     ],
                 )
                 ctx.tally.bump(ctx.tally.uploaded, coll, len(rows))
-        acked = {
-            coll: [o.write.id for o in items if not o.write.deleted]
-            for coll, items in by_coll.items()
-        }
-        if span is None:
-            for coll, ids in acked.items():
-                ctx.local.forget_sent(coll, ids)
-        else:
-            ctx.local.forget_sends(span, acked)
-        if ctx.local.any_denied():  # rows taken now are no longer aside
-            for coll, items in by_coll.items():
-                ctx.local.undeny(coll, [o.write.id for o in items])
+        _forget(ctx, by_coll, span)
         ctx.local.record_upload(registered=1)
+
+
+def _forget(
+    ctx: SyncContext, by_coll: Mapping[str, list[Outgoing]], span: tuple[int, int] | None
+) -> None:
+    """Forget the journalled sends of a committed batch (row by row for a part of one:
+    ``span`` None) and the refusals of the rows the remote took now."""
+    acked = {
+        coll: [o.write.id for o in items if not o.write.deleted] for coll, items in by_coll.items()
+    }
+    if span is None:
+        for coll, ids in acked.items():
+            ctx.local.forget_sent(coll, ids)
+    else:
+        ctx.local.forget_sends(span, acked)
+    if ctx.local.any_denied():  # rows taken now are no longer aside
+        for coll, items in by_coll.items():
+            ctx.local.undeny(coll, [o.write.id for o in items])
 
 
 class _Retries:
