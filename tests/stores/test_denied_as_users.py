@@ -68,16 +68,16 @@ def test_one_refused_row_in_the_middle_of_a_batch_of_400(tmp_path, as_users):
     with phone.bound():
         for i in range(400):
             if i == 200:
-                _bad_title(phone.database, "bad-in-the-middle")
+                _bad_title(phone.database, "n0200")  # uploads go in id order: the middle
             else:
                 Note.create(id=f"n{i:04d}", title=f"note {i}")
     store = FaultyRemote(phone.remote)
     phone.remote = store
     report = phone.sync()
-    assert [e.id for e in report.denied] == ["bad-in-the-middle"], report.summary()
+    assert [e.id for e in report.denied] == ["n0200"], report.summary()
     assert store.calls.count("push") <= 1 + 2 * 9
     assert _remote_ids(users, "note") == {f"n{i:04d}" for i in range(400) if i != 200}
-    assert [r.id for r in phone.denied_rows()] == ["bad-in-the-middle"]
+    assert [r.id for r in phone.denied_rows()] == ["n0200"]
 
 
 def test_a_child_of_a_refused_parent_waits_and_the_remote_holds_no_orphan(tmp_path, as_users):
