@@ -71,7 +71,7 @@ def denied_list(config_path: Path, as_json: bool) -> None:
 @click.argument("out", type=click.Path(dir_okay=False, allow_dash=True, path_type=str))
 def denied_export(config_path: Path, out: str) -> None:
     """Write every write set aside, with the row's values, as JSON lines to OUT
-    (``-``: standard output)."""
+    (- for standard output)."""
     with _device(config_path) as device:
         n = device.export_denied(out)
     if out != "-":
