@@ -46,6 +46,7 @@ from .capture import check_tables, install_capture
 from .checks import check_settings, enforce_foreign_keys, one_way
 from .codec import missing_value
 from .continuous import Continuous
+from .denied_writes import DeniedWrites
 from .errors import (
     ConfigurationError,
     RemoteError,
@@ -85,7 +86,7 @@ from .sync.upload import upload
 log = logging.getLogger(__name__)
 
 
-class Replicator(Continuous):
+class Replicator(Continuous, DeniedWrites):
     """Keeps a peewee SQLite database in sync with a remote store.
 
     ``models`` are the synced ``SyncModel`` classes (order does not matter;

@@ -229,8 +229,12 @@ class AccessDeniedError(RemoteError):
     signing in again changes nothing. The rules deployed are not the ones generated
     for these models (``replicator rules``), or the app wrote what they forbid (a
     column they do not list, another user's data). Not ``retryable``; nothing
-    local is lost: dirty rows stay dirty. From S3 (a 403: the credentials have no
-    rights on that key, or are not valid), it names the bucket and the key."""
+    local is lost: dirty rows stay dirty. An upload does not fail on a row the
+    rules refuse: that write is set aside with this error as its reason and the
+    others go on (``SyncReport.denied``, ``Replicator.denied_rows``); only a refusal
+    no row explains (the device's own record, a download) ends the sync. From S3
+    (a 403: the credentials have no rights on that key, or are not valid), it names
+    the bucket and the key."""
 
     default_hint = (
         "deploy the rules generated for these models (replicator rules, then firebase"

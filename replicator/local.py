@@ -21,6 +21,7 @@ import peewee
 
 from .capture import preimage_json
 from .codec import decode_json, encode_json
+from .denied import DeniedLedger
 from .errors import ConfigurationError
 from .ledger import BundleLedger, BundleRecord
 from .model import NOW_SQL, new_id
@@ -53,7 +54,7 @@ __all__ = [
 ]
 
 
-class LocalState(BundleLedger):
+class LocalState(BundleLedger, DeniedLedger):
     """Typed access to replicator's tables; every method runs on the caller's connection."""
 
     def __init__(self, db: peewee.Database, *, device_name: str | None = None) -> None:

@@ -115,6 +115,8 @@ class Tally:
     set_aside: list[RowError] = attrs.field(factory=list)
     #: collections downloaded again because the store purged tombstones this device missed
     recovered: list[str] = attrs.field(factory=list)
+    #: writes the remote's rules refused: set aside with their reason (``denied.py``)
+    denied: list[RowError] = attrs.field(factory=list)
 
     def total(self) -> int:
         """Rows moved either way: downloaded, deleted, uploaded, deletes uploaded."""
@@ -142,6 +144,7 @@ class Tally:
         self.set_aside = [e for e in self.set_aside if (e.collection, e.id) not in aside]
         self.set_aside += later.set_aside
         self.recovered += [c for c in later.recovered if c not in self.recovered]
+        self.denied += later.denied
 
     def take(self, applied: Applied) -> None:
         """Add what applying remote documents did (once it committed)."""
@@ -164,6 +167,7 @@ class Tally:
             rejected=tuple(self.rejected),
             set_aside=tuple(self.set_aside),
             recovered=tuple(self.recovered),
+            denied=tuple(self.denied),
             **sync,
         )
 
@@ -210,6 +214,19 @@ class SyncReport:
     bundles_rejected: tuple[str, ...] = ()
     #: bundles sent that the service has not decided on yet
     bundles_waiting: int = 0
+    #: writes the remote's security rules refused in this sync (``error`` an
+    #: ``AccessDeniedError`` with the store's reason): set aside, kept locally as the
+    #: app wrote them, not sent again until changed or retried; every other write went
+    #: on (``Replicator.denied_rows`` lists all the rows set aside, of earlier syncs too)
+    denied: tuple[RowError, ...] = ()
+
+    @property
+    def denied_counts(self) -> dict[str, int]:
+        """Writes refused in this sync, per collection."""
+        out: dict[str, int] = {}
+        for e in self.denied:
+            out[e.collection] = out.get(e.collection, 0) + 1
+        return out
 
     @property
     def total_downloaded(self) -> int:
@@ -252,6 +269,8 @@ class SyncReport:
             parts.append(f"{_plural(len(self.rejected), 'row')} rejected")
         if self.set_aside:
             parts.append(f"{_plural(len(self.set_aside), 'remote document')} set aside")
+        if self.denied:
+            parts.append(f"the rules refused {counted(self.denied_counts)} (set aside)")
         if any(self.refused.values()):
             parts.append(f"the ingest service refused {counted(self.refused)}")
         if self.bundles_rejected:

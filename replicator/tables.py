@@ -35,6 +35,9 @@ them a snapshot carries, and reading them without writing.
   Device-only: never in a snapshot.
 * ``replicator_refused``: upload-only rows the ingest service refused, with its
   reason, until a later version of the row is accepted.
+* ``replicator_denied``: rows and deletes the remote's security rules refused
+  (``denied.py``), with the reason and time, set aside: the row stays as the app
+  wrote it and is not sent again until the app changes it or asks for a retry.
 * ``replicator_recovery`` and ``replicator_seen``: a collection being
   downloaded again from the start because the remote purged tombstones this
   device never saw (see ``sync/retention.py``), and the ids seen so far. Both move
@@ -163,6 +166,15 @@ _SCHEMA = [
         refused_on TEXT NOT NULL,
         PRIMARY KEY (collection, id)
     )""",
+    """CREATE TABLE IF NOT EXISTS replicator_denied (
+        collection TEXT NOT NULL,
+        id TEXT NOT NULL,
+        rev INTEGER,
+        is_delete INTEGER NOT NULL DEFAULT 0,
+        reason TEXT NOT NULL,
+        denied_on TEXT NOT NULL,
+        PRIMARY KEY (collection, id)
+    )""",
     """CREATE TABLE IF NOT EXISTS replicator_base (
         collection TEXT NOT NULL,
         id TEXT NOT NULL,
@@ -193,6 +205,7 @@ CARRIED = (
     "replicator_recovery",
     "replicator_seen",
     "replicator_refused",
+    "replicator_denied",
 )
 #: replicator's tables about this installation only: a snapshot's copy and a restore
 #: empty them (the identity in ``replicator_device``; the sends in flight)
@@ -239,6 +252,10 @@ class Recorded:
     #: and how many are set aside in all
     set_aside: tuple[tuple[str, str, str], ...] = ()
     set_aside_total: int = 0
+    #: (collection, id, why) of writes the remote's rules refused, set aside (at most
+    #: ``REJECTED_KEPT``), and how many are set aside in all
+    denied: tuple[tuple[str, str, str], ...] = ()
+    denied_total: int = 0
 
 
 #: how many rejected rows (and set-aside documents) are kept with their reason for
@@ -307,6 +324,7 @@ def read_recorded(execute: Callable[..., Any]) -> Recorded | None:
             )
         )
         set_aside_total = execute("SELECT COUNT(*) FROM replicator_parked").fetchone()[0]
+    denied, denied_total = _read_denied(execute, have)
     return Recorded(
         device,
         trackers,
@@ -317,7 +335,24 @@ def read_recorded(execute: Callable[..., Any]) -> Recorded | None:
         rejected_total=rejected_total,
         set_aside=set_aside,
         set_aside_total=set_aside_total,
+        denied=denied,
+        denied_total=denied_total,
     )
+
+
+def _read_denied(
+    execute: Callable[..., Any], have: set[str]
+) -> tuple[tuple[tuple[str, str, str], ...], int]:
+    if "replicator_denied" not in have:
+        return (), 0
+    rows = tuple(
+        (c, i, f"{'delete ' if d else ''}refused {on}: {why}")
+        for c, i, d, why, on in execute(
+            "SELECT collection, id, is_delete, reason, denied_on FROM replicator_denied"
+            f" ORDER BY collection, id LIMIT {REJECTED_KEPT}"
+        )
+    )
+    return rows, execute("SELECT COUNT(*) FROM replicator_denied").fetchone()[0]
 
 
 def create_tables(db: peewee.Database) -> None:

@@ -22,6 +22,8 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
                            "--upload-rows", "300", "--download-rows", "300"], "download of 300"),
         ("bench_scale.py", ["--small", "300", "--large", "600", "--runs", "1"], "bookkeeping"),
         ("bench_outbox.py", ["--events", "300", "--runs", "1"], "bytes on the wire"),
+        ("bench_denied.py", ["--rows", "64", "--denied", "2", "--latency", "0", "--runs", "1"],
+         "bound for one"),
         ("bench_bundles.py", ["--rows", "300", "--runs", "1", "--latency", "2"], "parallel"),
         ("bench_status.py", ["--writes", "50", "--small", "100", "--large", "300", "--runs", "1"],
          "pending count"),

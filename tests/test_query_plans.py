@@ -17,6 +17,7 @@ from tests.models import Comment, Note
 #: tables whose size does not grow with the data
 SMALL = {"replicator_device", "replicator_control", "DownloadedTracker", "replicator_schema",
          "replicator_parked", "replicator_recovery",
+         "replicator_denied",  # (writes the rules refused: what is wrong, not the data)
          "replicator_bundles"}  # (bundles in flight only: a settled one is deleted)  # fmt: skip
 #: partial indexes: scanning them costs what is pending, not what is stored
 PARTIAL = re.compile(r"USING (COVERING )?INDEX replicator_\w*(dirty|pending)\w*")

@@ -7,7 +7,7 @@ and ``python -m replicator.cli`` all run it).
 """
 
 # imported for their side effect: each registers its commands on ``main``
-from . import compact, demo, ingest, keys, outbox, rules, snapshot, sync  # noqa: F401
+from . import compact, demo, denied, ingest, keys, outbox, rules, snapshot, sync  # noqa: F401
 from .app import main
 
 __all__ = ["main"]

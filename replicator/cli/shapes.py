@@ -117,6 +117,8 @@ def status_shape(
         "rejected_total": recorded.rejected_total,
         "set_aside": _reasons(recorded.set_aside),
         "set_aside_total": recorded.set_aside_total,
+        "denied": _reasons(recorded.denied),
+        "denied_total": recorded.denied_total,
     }
 
 
@@ -160,6 +162,7 @@ def report_shape(report: SyncReport, *, login: bool) -> dict[str, Any]:
         ],
         "rejected": _errors(report.rejected),
         "set_aside": _errors(report.set_aside),
+        "denied": _errors(report.denied),
         "restored": report.restored,
         "snapshot": report.snapshot,
         "snapshot_error": None if report.snapshot_error is None else str(report.snapshot_error),

@@ -96,6 +96,12 @@ def status(database: Path, as_json: bool) -> None:
             recorded.set_aside,
             recorded.set_aside_total,
         )
+        _reasons(
+            f"the remote's rules refused {_rows(recorded.denied_total, 'write')}, set aside"
+            " (kept here; replicator denied lists, exports, retries or discards them):",
+            recorded.denied,
+            recorded.denied_total,
+        )
     finally:
         conn.close()
 
@@ -156,7 +162,12 @@ _NAMED = 20
 def _say_why(report: SyncReport) -> None:
     """Name each row the sync rejected and each remote document it set aside, with why:
     a row rejected stays dirty, and without its reason nobody can fix it."""
-    for verb, errors in (("rejected", report.rejected), ("set aside", report.set_aside)):
+    named = (
+        ("rejected", report.rejected),
+        ("set aside", report.set_aside),
+        ("denied", report.denied),
+    )
+    for verb, errors in named:
         for e in errors[:_NAMED]:
             click.echo(f"{verb} {e.collection}/{e.id}: {type(e.error).__name__}: {e.error}")
         if len(errors) > _NAMED:

@@ -41,6 +41,11 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_send_message_length", -1),
     ("grpc.max_receive_message_length", -1),
     ("grpc.use_local_subchannel_pool", 1),
+    # the emulator's refusal of a large batch names every rule it evaluated, in the
+    # trailers: past gRPC's default limits the call would end RESOURCE_EXHAUSTED (a
+    # retried "transient" failure) instead of PERMISSION_DENIED
+    ("grpc.max_metadata_size", 1 << 20),
+    ("grpc.absolute_max_metadata_size", 1 << 20),
 ]
 
 

@@ -36,7 +36,9 @@ refusal is an ``AuthError`` (sign in again), never a loop. ``AuthError`` and
 ``OfflineError`` from the source end the call as they are. A
 ``PERMISSION_DENIED`` answer is an :class:`~replicator.errors.AccessDeniedError`
 naming the call and the root: the rules refused a signed-in user, which
-signing in again does not change. Dirty rows stay dirty in every case.
+signing in again does not change. Dirty rows stay dirty in every case; an upload
+batch refused so is split to find the refused writes, which are set aside
+(``sync/isolate.py``).
 """
 
 from __future__ import annotations

@@ -48,7 +48,9 @@ def apply_page(ctx: SyncContext, model: type[peewee.Model], docs: list[RemoteDoc
         ctx.local.unpark(coll, [d.id for d, _, _ in plain])
         if slow_at is None:
             break
-        out.add(apply_or_set_aside(ctx, model, chunk[slow_at]))
+        # a row whose write the rules refused stays as the app wrote it (``denied.py``)
+        if not ctx.local.has_denied(coll, chunk[slow_at].id):
+            out.add(apply_or_set_aside(ctx, model, chunk[slow_at]))
         start += slow_at + 1
     return out
 

@@ -16,11 +16,13 @@ acknowledgement was lost is recognised as its own (the journal of sends), not
 counted as a conflict (``_Retries``).
 After the commit a row is marked clean, and gets its ``serverId``, only if its
 ``syncRev`` is unchanged, i.e. nobody wrote it while the upload was in flight.
+A batch the remote's rules refuse is split to find the refused writes, which are
+set aside while the others go on (``isolate.py``); a row set aside is not read
+again until it changes (``denied.py``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 from collections import defaultdict
@@ -31,7 +33,9 @@ import attrs
 import peewee
 
 from ..codec import ROW_ID_RULE, encode_json, is_row_id, missing_value
+from ..denied import aside_clause
 from ..errors import (
+    AccessDeniedError,
     ConflictError,
     DocumentTooLargeError,
     PreconditionFailed,
@@ -42,7 +46,9 @@ from ..report import Applied, RowError, Tally
 from ..sql import select_in
 from ..stores.base import PushResult, SizedDocuments, Write
 from .apply import apply_remote
+from .commits import Commits
 from .context import SyncContext
+from .isolate import isolate
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +103,12 @@ def _pending_rows(ctx: SyncContext, model: type[peewee.Model], page: int) -> Ite
     dirty ids), each page read on its own: memory holds one page, whatever the backlog."""
     coll = collection_name(model)
     names = ", ".join(f'"{c}"' for c in remote_columns(model))
+    table = f'"{coll}"'
+    # rows set aside (the rules refused them, unchanged since) are not sent again
     select = (
         f'SELECT {names}, "syncVersion", "syncRev" FROM "{coll}"'
         f' INDEXED BY "replicator_{coll}_dirty_ids" WHERE "isDirty" = 1'
+        f" AND {aside_clause(coll, table)}"
     )
     # the first page from the lowest id (an empty or a numeric one included: the upload
     # reports it rather than leave it dirty unseen), the next ones after the last read
@@ -250,8 +259,9 @@ def _deletes(ctx: SyncContext, model: type[peewee.Model], page: int) -> Iterator
         unnamable = [r[0] for r in found if not is_row_id(r[0])]
         if unnamable:  # a row no store could hold was never uploaded: nothing to delete there
             ctx.local.ack_tombstones(coll, unnamable)
+        aside = ctx.local.denied_deletes(coll, [r[0] for r in found])
         for doc_id, deleted_on, deleted_by in found:
-            if doc_id in unnamable:
+            if doc_id in unnamable or doc_id in aside:
                 continue
             if shift is not None and deleted_on:
                 deleted_on = shift_time(deleted_on, shift)
@@ -292,9 +302,9 @@ def upload(ctx: SyncContext) -> Uploaded:
         waiting: dict[tuple[str, str], RowError] = {}
         pushed = 0
         try:
-            with _Commits(ctx) as commits:
+            with Commits(ctx) as commits:
                 for batch in _batches(ctx, per_batch, waiting):
-                    last = _push(ctx, batch, commits)
+                    last = _push(ctx, batch, commits, waiting) or last
                     pushed += len(batch)
                     done += len(batch)
                     commits.after_commit(functools.partial(_told, ctx, done, total))
@@ -337,55 +347,14 @@ def _told(ctx: SyncContext, done: int, total: int) -> None:
     ctx.progress("upload", None, done, max(total, done))
 
 
-class _Commits:
-    """The upload's local transactions, one write to disk per batch rather than two.
-
-    What a batch needs before its push (the sent journal) must be committed
-    before the push; marking the batch synced after it may wait. So the mark of
-    one batch stays open while the next batch is read and its journal written,
-    and both commit together: a crash in between loses the mark, which the
-    journal, committed before that batch's push, recovers like any lost
-    acknowledgement. Progress is told after the commit, so an app acting on it
-    never waits for a lock the upload holds.
-    """
-
-    def __init__(self, ctx: SyncContext) -> None:
-        self.ctx = ctx
-        self.open: Any = None
-        self.told: list[Callable[[], None]] = []
-
-    def __enter__(self) -> _Commits:
-        return self
-
-    def __exit__(self, kind: object, *exc: object) -> None:
-        if kind is None:
-            self.commit()
-            return
-        # keep what the open transaction marked; the error on its way out is the news
-        with contextlib.suppress(Exception):
-            self.commit()
-
-    def begin(self) -> None:
-        if self.open is None:
-            self.open = self.ctx.db.atomic(lock_type="IMMEDIATE")
-            self.open.__enter__()
-
-    def commit(self) -> None:
-        txn, self.open = self.open, None
-        if txn is not None:
-            txn.__exit__(None, None, None)  # peewee rolls back and raises if COMMIT fails
-        told, self.told = self.told, []
-        for tell in told:
-            tell()
-
-    def after_commit(self, tell: Callable[[], None]) -> None:
-        if self.open is None:
-            tell()
-        else:
-            self.told.append(tell)
-
-
-def _push(ctx: SyncContext, batch: list[Outgoing], commits: _Commits) -> PushResult:
+def _push(
+    ctx: SyncContext,
+    batch: list[Outgoing],
+    commits: Commits,
+    waiting: dict[tuple[str, str], RowError],
+) -> PushResult | None:
+    """Journal the batch, push it and mark it synced; a batch the rules refuse is
+    isolated (``isolate.py``). None when the rules refused every write of it."""
     commits.begin()
     with ctx.db.atomic():  # a savepoint: a failed journal write leaves the open mark whole
         span = ctx.local.record_sent(
@@ -396,6 +365,21 @@ def _push(ctx: SyncContext, batch: list[Outgoing], commits: _Commits) -> PushRes
             ]
         )
     commits.commit()
+    try:
+        return _push_part(ctx, batch, commits, span)
+    except AccessDeniedError as exc:
+        part = functools.partial(_push_part, ctx, commits=commits, span=None)
+        return isolate(ctx, batch, exc, part, waiting)
+
+
+def _push_part(
+    ctx: SyncContext,
+    batch: list[Outgoing],
+    commits: Commits,
+    span: tuple[int, int] | None,
+) -> PushResult:
+    """Push journalled writes and mark them synced; ``span``: the journal rowids the
+    whole batch took, or None for a part of it (its sends are forgotten row by row)."""
     before = ctx.clock()
     try:
         result = ctx.remote.push([o.write for o in batch], ctx.device_record())
@@ -418,7 +402,7 @@ def _push(ctx: SyncContext, batch: list[Outgoing], commits: _Commits) -> PushRes
 
 
 def _mark_synced(
-    ctx: SyncContext, batch: list[Outgoing], result: PushResult, span: tuple[int, int]
+    ctx: SyncContext, batch: list[Outgoing], result: PushResult, span: tuple[int, int] | None
 ) -> None:
     """Mark each pushed row clean, only if it is unchanged since it was read."""
     conn = ctx.db.connection()
@@ -467,14 +451,26 @@ def _mark_synced(
                     ],
                 )
                 ctx.tally.bump(ctx.tally.uploaded, coll, len(rows))
-        ctx.local.forget_sends(
-            span,
-            {
-                coll: [o.write.id for o in items if not o.write.deleted]
-                for coll, items in by_coll.items()
-            },
-        )
+        _forget(ctx, by_coll, span)
         ctx.local.record_upload(registered=1)
+
+
+def _forget(
+    ctx: SyncContext, by_coll: Mapping[str, list[Outgoing]], span: tuple[int, int] | None
+) -> None:
+    """Forget the journalled sends of a committed batch (row by row for a part of one:
+    ``span`` None) and the refusals of the rows the remote took now."""
+    acked = {
+        coll: [o.write.id for o in items if not o.write.deleted] for coll, items in by_coll.items()
+    }
+    if span is None:
+        for coll, ids in acked.items():
+            ctx.local.forget_sent(coll, ids)
+    else:
+        ctx.local.forget_sends(span, acked)
+    if ctx.local.any_denied():  # rows taken now are no longer aside
+        for coll, items in by_coll.items():
+            ctx.local.undeny(coll, [o.write.id for o in items])
 
 
 class _Retries:

@@ -61,8 +61,11 @@ class TokenGate:
         self.users: collections.Counter[str] = collections.Counter()
         self._refuse = 0
         self._lock = threading.Lock()
-        self._channel = grpc.insecure_channel(upstream)
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
+        # the emulator's refusal of a large batch names every rule it evaluated: its
+        # trailers pass gRPC's default 8 KiB metadata limit
+        big = [("grpc.max_metadata_size", 1 << 20), ("grpc.absolute_max_metadata_size", 1 << 20)]
+        self._channel = grpc.insecure_channel(upstream, options=big)
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=32), options=big)
         self._server.add_generic_rpc_handlers((_Handler(self),))
         self.port = self._server.add_insecure_port("127.0.0.1:0")
         self.host = f"127.0.0.1:{self.port}"
