@@ -207,6 +207,9 @@ class Runner:
         due = time.monotonic()
         self._seen = self._data_version()
         while self._wait(due, retrying=failures > 0):
+            # read before the sync: an app's commit after this point, even one landing
+            # as the sync ends, is seen as a change afterwards (its rows may still wait)
+            before = self._data_version()
             try:
                 self.rep.sync(timeout=self.timeout)
             except SyncStopped:
@@ -219,7 +222,7 @@ class Runner:
                 due = time.monotonic() + self.delay(failures, exc)
                 continue
             failures = 0
-            self._seen = self._data_version()  # what this sync read is synced
+            self._seen = before
             due = time.monotonic() + self.interval
 
     def delay(self, failures: int, exc: ReplicatorError) -> float:
