@@ -62,7 +62,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class _ProcessGroup:
+class ProcessGroup:
     """An emulator running in a process group of its own: paused, resumed and stopped
     whole (a launcher's children included)."""
 
@@ -76,6 +76,35 @@ class _ProcessGroup:
         assert self.proc is not None
         os.killpg(self.proc.pid, signal.SIGCONT)
 
+    def _launch(self, command: list[str], folder: Path, log: str, what: str, timeout: float,
+                ready: Any) -> None:  # fmt: skip
+        """Start ``command`` in ``folder`` in a process group of its own, its output in
+        ``folder/log``, and return once ``ready()`` is true; if it exits first or is not
+        ready within ``timeout`` s, stop it and raise RuntimeError naming ``what`` (with
+        the end of its log). ``ready`` may raise OSError or ValueError: not yet."""
+        with open(folder / log, "wb") as out:
+            self.proc = subprocess.Popen(
+                command,
+                cwd=folder,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                tail = (folder / log).read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{what} exited with {self.proc.returncode}:\n{tail}")
+            try:
+                if ready():
+                    return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"{what} did not answer within {timeout}s")
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGCONT)
@@ -87,7 +116,7 @@ class _ProcessGroup:
                 self.proc.wait()
 
 
-class FirestoreEmulator(_ProcessGroup):
+class FirestoreEmulator(ProcessGroup):
     """The official Cloud Firestore emulator on a free 127.0.0.1 port (``start()``, ``stop()``),
     for tests and benchmarks of code that syncs through Firestore. ``pause()`` and
     ``resume()`` freeze it, the way a network partition would."""
@@ -174,7 +203,7 @@ def find_firebase_cli() -> str | None:
     return shutil.which("firebase")
 
 
-class AuthEmulator(_ProcessGroup):
+class AuthEmulator(ProcessGroup):
     """The Firebase Authentication emulator (``firebase emulators:start --only auth``)
     on free 127.0.0.1 ports, in a process group of its own, run from a scratch folder
     holding its ``firebase.json`` (and the CLI's debug log). It signs users up and in
@@ -205,33 +234,14 @@ class AuthEmulator(_ProcessGroup):
             }
         }
         (self.folder / "firebase.json").write_text(json.dumps(config))
-        with open(self.folder / "emulator.log", "wb") as out:
-            self.proc = subprocess.Popen(
-                [self.cli, "emulators:start", "--only", "auth", "--project", self.project],
-                cwd=self.folder,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        self._wait(timeout)
+        command = [self.cli, "emulators:start", "--only", "auth", "--project", self.project]
+        self._launch(command, self.folder, "emulator.log", "the Auth emulator", timeout,
+                     self._ready)  # fmt: skip
         return self
 
-    def _wait(self, timeout: float) -> None:
-        assert self.proc is not None and self.folder is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                log = (self.folder / "emulator.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"the Auth emulator exited with {self.proc.returncode}:\n{log}")
-            try:
-                with urllib.request.urlopen(f"http://{self.host}/", timeout=1) as r:
-                    if json.loads(r.read()).get("authEmulator", {}).get("ready"):
-                        return
-            except (OSError, ValueError):
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"the Auth emulator did not answer within {timeout}s")
+    def _ready(self) -> bool:
+        with urllib.request.urlopen(f"http://{self.host}/", timeout=1) as r:
+            return bool(json.loads(r.read()).get("authEmulator", {}).get("ready"))
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         req = urllib.request.Request(

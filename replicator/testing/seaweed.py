@@ -16,13 +16,13 @@ access key, a secret key and actions such as ``"Read:bucket/users/A/*"``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -31,7 +31,7 @@ from typing import Any
 
 import attrs
 
-from .emulators import _ProcessGroup, free_port
+from .emulators import ProcessGroup, free_port
 
 
 @attrs.frozen
@@ -71,7 +71,7 @@ def find_weed() -> str | None:
     return shutil.which("weed")
 
 
-class SeaweedS3(_ProcessGroup):
+class SeaweedS3(ProcessGroup):
     """``weed mini`` on free 127.0.0.1 ports: its S3 API at :attr:`endpoint`."""
 
     def __init__(self, weed: str, identities: Sequence[Identity] = ()) -> None:
@@ -104,34 +104,14 @@ class SeaweedS3(_ProcessGroup):
             f"-s3.config={config}",
             *ports,
         ]
-        with open(self.folder / "weed.log", "wb") as out:
-            self.proc = subprocess.Popen(
-                command,
-                cwd=self.folder,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        self._wait(timeout)
+        self._launch(command, self.folder, "weed.log", "SeaweedFS", timeout, self._ready)
         return self
 
-    def _wait(self, timeout: float) -> None:
-        assert self.proc is not None and self.folder is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                log = (self.folder / "weed.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"SeaweedFS exited with {self.proc.returncode}:\n{log}")
-            try:
-                urllib.request.urlopen(self.endpoint, timeout=1).close()
-                return
-            except urllib.error.HTTPError:
-                return  # an S3 answer (403 to an unsigned request): it serves
-            except OSError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"SeaweedFS did not answer within {timeout}s")
+    def _ready(self) -> bool:
+        # an S3 answer, even a 403 to an unsigned request, says it serves
+        with contextlib.suppress(urllib.error.HTTPError):
+            urllib.request.urlopen(self.endpoint, timeout=1).close()
+        return True
 
     def client(self, identity: Identity = ADMIN) -> Any:
         """A boto3 S3 client acting as ``identity``."""
