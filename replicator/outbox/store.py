@@ -124,10 +124,14 @@ class OutboxFile:
     def conn(self) -> sqlite3.Connection:
         """This thread's connection (in autocommit mode: transactions are explicit)."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if self._closed:
+            if conn is not None:  # left open by close(): this thread may have been using it
+                self._local.conn = None
+                with contextlib.suppress(*ERRORS):
+                    conn.close()
+            raise ConfigurationError("the outbox is closed", hint="open a new Outbox")
         if conn is not None:
             return conn
-        if self._closed:
-            raise ConfigurationError("the outbox is closed", hint="open a new Outbox")
         try:
             conn = connect_file(
                 str(self.path),
@@ -230,13 +234,19 @@ class OutboxFile:
             self.counts.removed(type_, (row[0], row[1]))
 
     def close(self) -> None:
-        """Close every thread's connection; later use raises ``ConfigurationError``."""
+        """Close this thread's connection and those of ended threads; later use
+        raises ``ConfigurationError``. A connection of another live thread is left
+        to it (closed at its next use, or when the thread ends): closing a
+        connection while another thread runs a statement on it crashes the process."""
         self._closed = True
         with self._registry:
-            for _thread, conn in self._connections:
-                with contextlib.suppress(*ERRORS):
-                    conn.close()
+            me = threading.current_thread()
+            for thread, conn in self._connections:
+                if thread is me or not thread.is_alive():
+                    with contextlib.suppress(*ERRORS):
+                        conn.close()
             self._connections.clear()
+        self._local.conn = None
 
     # -- configurations --------------------------------------------------------------------
 
