@@ -70,7 +70,7 @@ Reach = Literal["none", "own", "all"]
 MEMBERS = "members"
 ROLE = "role"
 #: the fields an admin may write in a member's document
-MEMBER_FIELDS = (ROLE, "addedBy", "changedAt")
+MEMBER_FIELDS = (ROLE, "uid", "kind", "addedBy", "changedAt")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 

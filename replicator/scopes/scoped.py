@@ -21,15 +21,19 @@ single request).
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import re
 from collections.abc import Sequence
 
 import peewee
 
 from ..model import collection_name, remote_columns
+from .members import UID
 from .roles import MEMBER_FIELDS, MEMBERS, ROLE, Operation, Reach, Scopes
 from .rules import (
+    CHANGED_AT,
     DEFAULT_RETENTION,
+    DELETED,
     FirestoreRules,
     collection_function,
     firestore_rules,
@@ -79,7 +83,39 @@ def scoped_rules(
         member_fields=rules_list(MEMBER_FIELDS),
     )
     end = base.rules.rindex("  }\n}\n")
-    return FirestoreRules(base.rules[:end] + section + base.rules[end:], base.indexes)
+    return FirestoreRules(
+        base.rules[:end] + section + base.rules[end:], _indexes(base.indexes, scopes)
+    )
+
+
+def _indexes(base: str, scopes: Scopes) -> str:
+    """The users' roots' indexes, plus what scopes query: the discovery
+    (``members`` by ``uid``, across scopes: a collection-group field index) and, for a
+    table some role reads ``:own``, its download filtered on the owner column and
+    ordered by change time, and the purge's query so filtered."""
+    spec = json.loads(base)
+    for table, owner in sorted(scopes.owners.items()):
+        if not _with(scopes, table, "read", "own"):
+            continue
+        for fields in ((owner, CHANGED_AT), (owner, DELETED, CHANGED_AT)):
+            spec["indexes"].append(
+                {
+                    "collectionGroup": table,
+                    "queryScope": "COLLECTION",
+                    "fields": [{"fieldPath": f, "order": "ASCENDING"} for f in fields],
+                }
+            )
+    spec["fieldOverrides"].append(
+        {
+            "collectionGroup": MEMBERS,
+            "fieldPath": UID,
+            "indexes": [
+                {"order": "ASCENDING", "queryScope": "COLLECTION"},
+                {"order": "ASCENDING", "queryScope": "COLLECTION_GROUP"},
+            ],
+        }
+    )
+    return json.dumps(spec, indent=2) + "\n"
 
 
 def _places(scopes: Scopes) -> list[str]:
@@ -205,16 +241,26 @@ _SECTION = """\
         && resource.data.changedAt < request.time - duration.value({seconds}, 's');
     }}
 
-    // a member's document as a scope's admin writes it: a role of the scope's kind;
+    // a member's document as a scope's admin writes it: a role of the scope's kind, the
+    // member's uid and the scope's kind (what a device's discovery query reads);
     // addedBy and changedAt, when written, the admin and the request's time
-    function isMemberDocument(scopeId) {{
+    function isMemberDocument(scopeId, uid) {{
       let d = request.resource.data;
       let kind = get(/databases/$(database)/documents/scopes/$(scopeId)).data.get('kind', '');
       return d.keys().hasOnly({member_fields})
+        && d.keys().hasAll(['role', 'uid', 'kind'])
         && d.role is string
+        && d.uid == uid
+        && d.kind == kind
         && (kind + '/' + d.role) in {places}
         && (!('addedBy' in changedKeys()) || d.addedBy == request.auth.uid)
         && (!('changedAt' in changedKeys()) || d.changedAt == request.time);
+    }}
+
+    // Discovery: a signed-in user lists their own member documents, in every scope at
+    // once (a collection-group query on members where uid is theirs); nothing else.
+    match /{{path=**}}/members/{{member}} {{
+      allow list: if request.auth != null && resource.data.uid == request.auth.uid;
     }}
 
     // A scope: its document (kind) is a server's; its members' documents its admins'.
@@ -240,7 +286,7 @@ _SECTION = """\
           && (request.auth.uid == uid || placeIn(scopeId) in {admins});
         allow list: if placeIn(scopeId) in {admins};
         allow create, update: if placeIn(scopeId) in {admins}
-          && request.auth.uid != uid && isMemberDocument(scopeId);
+          && request.auth.uid != uid && isMemberDocument(scopeId, uid);
         allow delete: if placeIn(scopeId) in {admins} && request.auth.uid != uid;
       }}
     }}

@@ -157,6 +157,7 @@ class FirestoreRemote:
         timeout: float = 20.0,
         attempts: int = 5,
         settle: float = 2.0,
+        owned: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:
         parts = [p for p in root.split("/") if p]
         if len(parts) % 2:
@@ -175,6 +176,10 @@ class FirestoreRemote:
         self._unreachable = False
         #: calls retried after Aborted/Unavailable/deadline errors (for monitoring)
         self.retries = 0
+        #: collections read only where a column holds a value, ``{collection: (column,
+        #: value)}``: a role granted ``read:own`` downloads the rows whose owner column is
+        #: its uid (the rules refuse any query not so filtered)
+        self.owned = dict(owned or {})
 
     def __repr__(self) -> str:
         return f"FirestoreRemote(root={self.root!r})"
@@ -185,6 +190,15 @@ class FirestoreRemote:
         if self.root:
             return self.client.document(self.root).collection(name)
         return self.client.collection(name)
+
+    def _filtered(self, name: str) -> Any:
+        """A query of the collection ``name``, kept to the caller's rows when ``owned``
+        names it."""
+        ref = self._collection(name)
+        if name in self.owned:
+            column, value = self.owned[name]
+            return ref.where(filter=firestore.FieldFilter(column, "==", value))
+        return ref
 
     def set_deadline(self, at: float | None) -> None:
         """Give up (``OfflineError``) once ``time.monotonic()`` passes ``at``; None: no deadline."""
@@ -317,7 +331,7 @@ class FirestoreRemote:
         catch_up: bool = False,
     ) -> Page:
         ref = self._collection(collection)
-        query = ref.order_by(CHANGED_AT).order_by("__name__")
+        query = self._filtered(collection).order_by(CHANGED_AT).order_by("__name__")
         if after:
             stamp, _, name = after.partition("|")
             when = _parse_ts(stamp)
@@ -345,7 +359,7 @@ class FirestoreRemote:
     def count_after(self, collection: str, after: str | None) -> int:
         """Changes of ``collection`` at or after the cursor's time (see ``Countable``): one
         aggregation query, billed one read per 1,000 documents counted."""
-        query: Any = self._collection(collection)
+        query: Any = self._filtered(collection)
         if after:
             when = _parse_ts(after.partition("|")[0])
             query = query.where(filter=firestore.FieldFilter(CHANGED_AT, ">=", when))
@@ -497,7 +511,7 @@ class FirestoreRemote:
         Production needs the composite index ``(deleted, changedAt)`` of
         ``firestore.indexes.json``."""
         query = (
-            self._collection(collection)
+            self._filtered(collection)
             .where(filter=firestore.FieldFilter(DELETED, "==", True))
             .where(filter=firestore.FieldFilter(CHANGED_AT, "<", before))
             .order_by(CHANGED_AT)

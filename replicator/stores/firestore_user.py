@@ -46,8 +46,9 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import json
+import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -58,11 +59,14 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.services.firestore.transports.grpc import FirestoreGrpcTransport
 
 from ..errors import AccessDeniedError, AuthError, ConfigurationError, ReplicatorError
+from ..scopes.members import UID, Membership, parse_membership
+from ..scopes.roles import MEMBERS
 from .base import DeviceRecord, IdTokens
 from .firestore import FirestoreRemote
 from .firestore_dial import CHANNEL_OPTIONS
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class IdTokenCredentials(gauth.Credentials):
@@ -216,6 +220,7 @@ class UserFirestoreRemote(FirestoreRemote):
         timeout: float = 20.0,
         attempts: int = 5,
         settle: float = 2.0,
+        owned: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:
         if client is None:
             client = UserClient(tokens, project, database=database)
@@ -226,6 +231,7 @@ class UserFirestoreRemote(FirestoreRemote):
             timeout=timeout,
             attempts=attempts,
             settle=settle,
+            owned=owned,
         )
         self.tokens = tokens
         self.credentials: IdTokenCredentials = client._credentials
@@ -236,6 +242,28 @@ class UserFirestoreRemote(FirestoreRemote):
 
     def _device_fields(self, device: DeviceRecord) -> dict[str, Any]:
         return {**super()._device_fields(device), "owner": self.tokens.uid}
+
+    def memberships(self) -> list[Membership]:
+        """Every scope the user is a member of, with its kind and the user's role, in
+        scope order: one collection-group query (``members`` where ``uid`` is the
+        user's), billed a read per scope (one when none). A member document that is
+        not a scope's, or is damaged, is logged and skipped."""
+        uid = self.tokens.uid
+        query = self.client.collection_group(MEMBERS).where(
+            filter=firestore.FieldFilter(UID, "==", uid)
+        )
+        snaps = self._call(
+            "the discovery of the user's scopes", lambda: list(query.stream(**self._opts()))
+        )
+        self.usage.reads += max(1, len(snaps))
+        found: dict[str, Membership] = {}
+        for snap in snaps:
+            got = parse_membership(snap.reference.path, snap.to_dict() or {}, uid)
+            if isinstance(got, str):
+                log.warning("a member document skipped: %s", got)
+            else:
+                found[got.scope] = got
+        return [found[k] for k in sorted(found)]
 
     def _call(self, what: str, fn: Callable[[], T], *, conditional: bool = False) -> T:
         """One call as the user: the token asked for first (typed errors); after an

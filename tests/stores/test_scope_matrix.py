@@ -18,6 +18,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from replicator import AccessDeniedError
+from replicator.scopes.members import member_document
 from replicator.stores.base import DeviceRecord
 from tests.scope_models import MODELS, SCOPES
 from tests.stores.test_rules_matrix import (
@@ -77,9 +78,12 @@ def world(as_scope_users):
     admin = users.service_client()
     admin.document(C).set({"kind": "campaign"})
     admin.document(G).set({"kind": "group"})
-    for scope, members in ((C, {**CAMPAIGN, "ex": "collector"}), (G, GROUP)):
+    for scope, kind, members in (
+        (C, "campaign", {**CAMPAIGN, "ex": "collector"}),
+        (G, "group", GROUP),
+    ):
         for uid, role in members.items():
-            admin.document(f"{scope}/members/{uid}").set({"role": role})
+            admin.document(f"{scope}/members/{uid}").set(member_document(uid, kind, role))
             users.remote(uid, root=scope).register(DeviceRecord(f"{uid}-phone", "p", "t", "1"))
     admin.document(f"{C}/forms/f1").set({"name": "f", "version": 1, "deleted": False})
     clients = {uid: users.client(uid) for uid in [*CAMPAIGN, *GROUP, "ex", "out"]}
@@ -103,6 +107,7 @@ def test_the_scope_rules_matrix(world):
         *_supervisor_and_admin(c),
         *_outsiders(c),
         *_members(c),
+        *_discovery(c),
         *_learning_group(c),
         *_purge_and_horizons(c),
     ):
@@ -111,7 +116,7 @@ def test_the_scope_rules_matrix(world):
     wrong = [r for r in m.rows if r[4] != r[5]]
     assert not wrong, "\n" + m.table()
     allowed = sum(1 for r in m.rows if r[5])
-    assert (allowed, len(m.rows) - allowed) == (27, 47)
+    assert (allowed, len(m.rows) - allowed) == (29, 53)
     assert users.gate.refused == {}  # every refusal above came from the rules
 
 
@@ -212,7 +217,11 @@ def _device(installation_id: str, owner: str) -> dict[str, Any]:
 
 def _members(c: dict[str, Any]) -> list[Case]:
     a, s, ad, mem = c["col-a"], c["sup"], c["adm"], f"{C}/members"
-    added = {"role": "collector", "addedBy": "adm", "changedAt": NOW}
+    added = {**member_document("new", "campaign", "collector", added_by="adm"), "changedAt": NOW}
+
+    def member(uid: str, role: str = "collector", kind: str = "campaign") -> dict[str, Any]:
+        return member_document(uid, kind, role)
+
     return [
         ("col-a", "members", "read", "her own member document", True, get(a, f"{mem}/col-a")),
         ("col-a", "members", "read", "another member's", False, get(a, f"{mem}/col-b")),
@@ -220,7 +229,7 @@ def _members(c: dict[str, Any]) -> list[Case]:
         ("col-a", "members", "update", "promote herself to admin", False,
          merge(a, f"{mem}/col-a", {"role": "admin"})),
         ("col-a", "members", "create", "add a member", False,
-         merge(a, f"{mem}/new", {"role": "collector"})),
+         merge(a, f"{mem}/new", member("new"))),
         ("sup", "members", "update", "promote herself", False,
          merge(s, f"{mem}/sup", {"role": "admin"})),
         ("sup", "members", "update", "promote a collector", False,
@@ -228,17 +237,42 @@ def _members(c: dict[str, Any]) -> list[Case]:
         ("adm", "members", "list", "the members", True, lambda: ad.collection(mem).get()),
         ("adm", "members", "create", "add a collector", True, merge(ad, f"{mem}/new", added)),
         ("adm", "members", "create", "a role of another kind (teacher)", False,
-         merge(ad, f"{mem}/new2", {"role": "teacher"})),
+         merge(ad, f"{mem}/new2", member("new2", "teacher"))),
         ("adm", "members", "create", "an unknown field", False,
-         merge(ad, f"{mem}/new3", {"role": "collector", "admin": True})),
+         merge(ad, f"{mem}/new3", {**member("new3"), "admin": True})),
         ("adm", "members", "create", "addedBy another user", False,
-         merge(ad, f"{mem}/new4", {"role": "collector", "addedBy": "sup"})),
+         merge(ad, f"{mem}/new4", {**member("new4"), "addedBy": "sup"})),
         ("adm", "members", "update", "her own role (demote herself)", False,
          merge(ad, f"{mem}/adm", {"role": "collector"})),
         ("adm", "members", "update", "make a collector supervisor", True,
          merge(ad, f"{mem}/new", {"role": "supervisor"})),
+        ("adm", "members", "create", "uid not the document's", False,
+         merge(ad, f"{mem}/new5", member("col-b"))),
+        ("adm", "members", "create", "kind not the scope's", False,
+         merge(ad, f"{mem}/new6", member("new6", kind="group"))),
+        ("adm", "members", "create", "no uid nor kind", False,
+         merge(ad, f"{mem}/new7", {"role": "collector"})),
         ("adm", "members", "delete", "remove a member", True, delete(ad, f"{mem}/new")),
         ("adm", "members", "delete", "remove herself", False, delete(ad, f"{mem}/adm")),
+    ]  # fmt: skip
+
+
+def _discovery(c: dict[str, Any]) -> list[Case]:
+    """The one query a device learns its scopes with: members across scopes by uid."""
+
+    def mine(client: Any, uid: str | None) -> Any:
+        group = client.collection_group("members")
+        if uid is not None:
+            group = group.where(filter=firestore.FieldFilter("uid", "==", uid))
+        return lambda: group.get()
+
+    a, out = c["col-a"], c["out"]
+    return [
+        ("col-a", "members*", "list", "her own, in every scope", True, mine(a, "col-a")),
+        ("col-a", "members*", "list", "another user's", False, mine(a, "col-b")),
+        ("col-a", "members*", "list", "everyone's", False, mine(a, None)),
+        ("out", "members*", "list", "her own (none)", True, mine(out, "out")),
+        ("adm", "members*", "list", "everyone's, as an admin", False, mine(c["adm"], None)),
     ]  # fmt: skip
 
 

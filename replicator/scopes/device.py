@@ -1,0 +1,419 @@
+"""A device of a user in many scopes: :class:`ScopedReplicator`.
+
+Each sync:
+
+1. **discovers** the user's scopes: one query (``memberships()`` of the directory,
+   the user's remote), a read per scope. Offline, the scopes of the last sync are
+   synced as they were (a loss waits for the next discovery);
+2. keeps at most ``max_scopes`` of them (those already on the device first), and only
+   those ``only`` accepts; the rest are skipped with a warning, before anything of
+   them is downloaded;
+3. **loses** the scopes the user left (and any scope file no membership covers): the
+   writes not uploaded are set aside in a JSON-lines file with the reason, then the
+   scope's file is deleted: its rows go without a tombstone, no other scope is
+   touched, listeners get a ``removed`` change;
+4. **gains** the new scopes: a file of their own, restored from the scope's snapshot
+   when blob storage is configured and one exists (``login()``), then pulled;
+   listeners get an ``added`` change;
+5. **syncs** every scope (the private one first), each on its own: a scope that fails
+   is reported in ``failed`` and the others go on.
+
+The scope files live in ``folder`` (``scope-<id>.db``), beside ``scopes.json`` (the
+scopes of the last sync) and ``set-aside/``. Each is an ordinary database synced by a
+:class:`~replicator.Replicator` with the scope's root (``scopes/<id>``), so cursors,
+Devices records, snapshots and denied writes are per scope. An app writes into one
+scope at a time: ``with device.scope("campaign-1").bound(): Registration.create(...)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import attrs
+import peewee
+
+from ..engine import Replicator
+from ..errors import ConfigurationError, OfflineError, ReplicatorError
+from ..model import SyncModel
+from ..report import SyncReport
+from ..snapshots.crypto import SnapshotSecret
+from ..stores.base import BlobStore, IdTokens, RemoteStore
+from ..sync.listeners import Change
+from .members import Membership, checked_cap
+from .plan import (
+    database_path,
+    plan,
+    read_state,
+    remove_files,
+    scope_files,
+    set_aside,
+    write_state,
+)
+from .roles import Scopes
+
+log = logging.getLogger(__name__)
+
+
+class Directory(Protocol):
+    """Who the user is and which scopes they belong to (a ``UserFirestoreRemote``)."""
+
+    def memberships(self) -> list[Membership]: ...
+
+
+@attrs.frozen
+class ScopeChange:
+    """A scope added to the device or removed from it. For a removal, ``set_aside`` is
+    the file holding the writes that had not been uploaded (None when there were
+    none) and ``pending`` their number; for an addition, ``restored`` the snapshot the
+    scope started from (None: pulled from the remote)."""
+
+    event: Literal["added", "removed"]
+    scope: str
+    kind: str
+    role: str
+    restored: str | None = None
+    set_aside: Path | None = None
+    pending: int = 0
+
+
+@attrs.frozen
+class ScopedReport:
+    """One sync of every scope: each scope's report, the failures (the other scopes
+    synced), the scopes added and removed, those left out (``max_scopes``, ``only``),
+    and whether the discovery was offline (the last sync's scopes were used)."""
+
+    reports: Mapping[str, SyncReport]
+    failed: Mapping[str, ReplicatorError]
+    added: tuple[ScopeChange, ...] = ()
+    removed: tuple[ScopeChange, ...] = ()
+    skipped: tuple[str, ...] = ()
+    discovery_offline: bool = False
+    discovery_reads: int = 0
+
+    @property
+    def reads(self) -> int:
+        """Remote reads of the whole sync, the discovery's included."""
+        return self.discovery_reads + sum(r.usage.reads for r in self.reports.values())
+
+    @property
+    def idle(self) -> bool:
+        """Nothing moved in any scope, and no scope came or went."""
+        return (
+            not self.failed
+            and not self.added
+            and not self.removed
+            and all(r.idle for r in self.reports.values())
+        )
+
+
+class ScopedReplicator:
+    """Syncs every scope a signed-in user belongs to, each in a database file of its own
+    under ``folder``.
+
+    ``models`` are every SyncModel a scope may hold; per membership, ``scopes`` (the
+    declaration the rules were compiled from) picks the tables the role reads, the
+    download-only ones and those read ``:own``. ``directory`` discovers the user's
+    memberships; ``remote_for(root, owned)`` makes the remote of a scope's root (the
+    user's, with ``owned`` passed to it). ``private`` is the Replicator of the user's
+    own root, synced first (an app of the per-user layout keeps its database and remote
+    as they are: they become the private scope). ``blobs_for`` and ``key_for`` give a
+    scope's snapshot storage and key (None: no snapshots). ``database_for`` opens a
+    scope's file (default: plain SQLite, foreign keys on). Other keyword arguments go to
+    every scope's Replicator.
+    """
+
+    def __init__(
+        self,
+        folder: str | Path,
+        models: Sequence[type[SyncModel]],
+        scopes: Scopes,
+        *,
+        uid: str,
+        directory: Directory,
+        remote_for: Callable[[str, Mapping[str, tuple[str, str]]], RemoteStore],
+        private: Replicator | None = None,
+        blobs_for: Callable[[Membership], BlobStore | None] | None = None,
+        key_for: Callable[[Membership], SnapshotSecret | None] | None = None,
+        database_for: Callable[[Path], peewee.SqliteDatabase] | None = None,
+        max_scopes: int = 50,
+        only: Callable[[Membership], bool] | None = None,
+        on_scope: Callable[[ScopeChange], None] | None = None,
+        on_change: Callable[[str, Change], None] | None = None,
+        **options: Any,
+    ) -> None:
+        self.folder = Path(folder)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot make the scopes' folder {self.folder}: {exc.strerror or exc}",
+                hint="give a folder the app may write",
+            ) from exc
+        self.models = list(models)
+        self.scopes = scopes
+        self.uid = uid
+        self.directory = directory
+        self.remote_for = remote_for
+        self.private = private
+        self.blobs_for = blobs_for
+        self.key_for = key_for
+        self.database_for = database_for or _plain
+        self.max_scopes = checked_cap(max_scopes)
+        self.only = only
+        self.on_scope = on_scope
+        self.on_change = on_change
+        self.options = options
+        self._open: dict[str, tuple[Membership, Replicator]] = {}
+        #: one sync at a time; ``_state`` guards the maps, held briefly (an app's
+        #: ``scope()`` never waits for a sync)
+        self._syncing = threading.Lock()
+        self._state = threading.RLock()
+        self._known = read_state(self.folder)
+
+    @classmethod
+    def for_user(
+        cls,
+        folder: str | Path,
+        models: Sequence[type[SyncModel]],
+        scopes: Scopes,
+        tokens: IdTokens,
+        project: str | None = None,
+        *,
+        timeout: float = 20.0,
+        private: Callable[[RemoteStore], Replicator] | None = None,
+        **kw: Any,
+    ) -> ScopedReplicator:
+        """The device of the signed-in user of ``tokens`` (a sign-in session) in Firestore
+        project ``project``: discovery and every scope through one client acting as the
+        user. ``private(remote)`` makes the Replicator of the user's own root, given its
+        remote (e.g. ``lambda remote: Replicator(db, MODELS, remote)``)."""
+        from ..stores.firestore_user import UserClient, UserFirestoreRemote
+
+        client = UserClient(tokens, project)
+        own = UserFirestoreRemote(tokens, project, client=client, timeout=timeout)
+
+        def remote_for(root: str, owned: Mapping[str, tuple[str, str]]) -> RemoteStore:
+            return UserFirestoreRemote(
+                tokens, project, root=root, client=client, owned=owned, timeout=timeout
+            )
+
+        return cls(
+            folder,
+            models,
+            scopes,
+            uid=tokens.uid,
+            directory=own,
+            remote_for=remote_for,
+            private=None if private is None else private(own),
+            **kw,
+        )
+
+    # -- what the app uses ---------------------------------------------------------------
+
+    def memberships(self) -> list[Membership]:
+        """The scopes this device synced at its last sync."""
+        with self._state:
+            return [self._known[k] for k in sorted(self._known)]
+
+    def scope(self, scope: str) -> Replicator:
+        """The Replicator of ``scope`` (to write in it: ``.bound()``); a scope this device
+        does not sync (never discovered, or lost) is a ``ConfigurationError``."""
+        with self._state:
+            member = self._known.get(scope)
+            if member is None:
+                raise ConfigurationError(
+                    f"this device does not sync the scope {scope!r}",
+                    hint="sync() first; the user may not be (or no longer be) its member",
+                )
+            return self._replicator(member)
+
+    def close(self) -> None:
+        """Close every scope's database."""
+        with self._syncing, self._state:
+            for _member, rep in self._open.values():
+                rep.database.close()
+            self._open.clear()
+
+    # -- the sync ------------------------------------------------------------------------
+
+    @property
+    def private_key(self) -> str:
+        """The private scope's name in reports: the user's own root."""
+        return f"users/{self.uid}"
+
+    def sync(self) -> ScopedReport:
+        """Discover, lose, gain, then sync every scope (see the module's docstring)."""
+        with self._syncing:
+            found, offline, reads = self._discover()
+            chosen, skipped = self._choose(found)
+            with self._state:
+                lost = self._to_lose(chosen)
+                removed = tuple(self._lose(s) for s in lost)
+                added = [m for s, m in chosen.items() if s not in self._known]
+                self._known = dict(chosen)
+                write_state(self.folder, self._known.values())
+            reports: dict[str, SyncReport] = {}
+            failed: dict[str, ReplicatorError] = {}
+            if self.private is not None:
+                self._run(self.private_key, self.private.sync, reports, failed)
+            gained = []
+            for member in added:
+                if self._run(member.scope, self._replicator(member).login, reports, failed):
+                    change = ScopeChange(
+                        "added", member.scope, member.kind, member.role,
+                        restored=reports[member.scope].restored,
+                    )  # fmt: skip
+                    gained.append(change)
+                    self._tell(change)
+            for scope in sorted(chosen):
+                if scope not in reports and scope not in failed:
+                    self._run(scope, self._replicator(chosen[scope]).sync, reports, failed)
+            return ScopedReport(reports, failed, tuple(gained), removed, skipped, offline, reads)
+
+    def _discover(self) -> tuple[dict[str, Membership], bool, int]:
+        """The user's memberships now; offline, those of the last sync."""
+        usage = getattr(self.directory, "usage", None)
+        before = usage.reads if usage is not None else 0
+        try:
+            found = self.directory.memberships()
+        except OfflineError as exc:
+            log.warning("scopes not discovered (%s): the last sync's are synced", exc)
+            return dict(self._known), True, 0
+        after = usage.reads if usage is not None else 0
+        return {m.scope: m for m in found}, False, after - before
+
+    def _choose(
+        self, found: dict[str, Membership]
+    ) -> tuple[dict[str, Membership], tuple[str, ...]]:
+        """The memberships to sync: those ``only`` accepts and whose kind is declared,
+        at most ``max_scopes``, the scopes already here first."""
+        accepted = []
+        for member in found.values():
+            if self.only is not None and not self.only(member):
+                continue
+            if member.kind not in {k.name for k in self.scopes.kinds}:
+                log.warning(
+                    "scope %s skipped: its kind %r is not declared", member.scope, member.kind
+                )
+                continue
+            accepted.append(member)
+        accepted.sort(key=lambda m: (m.scope not in self._known, m.scope))
+        kept, left = accepted[: self.max_scopes], accepted[self.max_scopes :]
+        if left:
+            log.warning(
+                "the user is in %d scopes; this device syncs at most %d (max_scopes):"
+                " %d left out, none of them downloaded: %s",
+                len(accepted), self.max_scopes, len(left),
+                ", ".join(m.scope for m in left[:10]),
+            )  # fmt: skip
+        return {m.scope: m for m in kept}, tuple(m.scope for m in left)
+
+    def _to_lose(self, chosen: Mapping[str, Membership]) -> list[str]:
+        """The scopes on this device no chosen membership covers: known ones, files of
+        scopes no longer known (an app write after a loss can make one again), and
+        those whose new role reads less than the old one did (rows it may no longer
+        read must go: the scope is lost, then gained afresh)."""
+        stale = {s for s in self._known if s not in chosen}
+        stale |= {s for s in scope_files(self.folder) if s not in chosen}
+        for scope, member in chosen.items():
+            old = self._known.get(scope)
+            if old is not None and old != member and self._narrower(old, member):
+                stale.add(scope)
+        return sorted(stale)
+
+    def _narrower(self, old: Membership, new: Membership) -> bool:
+        """Whether ``new`` reads a table ``old`` read no longer, or only its own rows."""
+        try:
+            before = plan(self.scopes, self.models, old, self.uid)
+            after = plan(self.scopes, self.models, new, self.uid)
+        except ConfigurationError:
+            return True
+        dropped = set(before.models) - set(after.models)
+        tighter = set(after.owned) - set(before.owned)
+        return bool(dropped or tighter) or old.kind != new.kind
+
+    def _lose(self, scope: str) -> ScopeChange:
+        """Set aside what was not uploaded, then delete the scope's file."""
+        member = self._known.get(scope) or Membership(scope, "?", "?")
+        opened = self._open.pop(scope, None)
+        path = database_path(self.folder, scope)
+        reason = f"access to scope {scope!r} ({member.kind}/{member.role}) was lost"
+        where, pending = None, 0
+        if path.exists():
+            db = opened[1].database if opened else self.database_for(path)
+            with contextlib.suppress(peewee.DatabaseError):
+                db.close()
+            db.connect()
+            try:
+                db.execute_sql("BEGIN IMMEDIATE")  # no app write slips in from now on
+                where, pending = set_aside(self.folder, db, self.models, member, reason)
+                db.execute_sql("ROLLBACK")
+            finally:
+                db.close()
+            remove_files(path)
+        if pending:
+            log.warning("%s: %d writes not uploaded set aside in %s", reason, pending, where)
+        change = ScopeChange(
+            "removed", scope, member.kind, member.role, set_aside=where, pending=pending
+        )
+        self._tell(change)
+        return change
+
+    def _replicator(self, member: Membership) -> Replicator:
+        with self._state:
+            opened = self._open.get(member.scope)
+            if opened is not None and opened[0] == member:
+                return opened[1]
+            if opened is not None:  # a new role that reads no less: the file stays
+                opened[1].database.close()
+            return self._opened(member)
+
+    def _opened(self, member: Membership) -> Replicator:
+        the_plan = plan(self.scopes, self.models, member, self.uid)
+        db = self.database_for(database_path(self.folder, member.scope))
+        rep = Replicator(
+            db,
+            the_plan.models,
+            self.remote_for(member.root, the_plan.owned),
+            self.blobs_for(member) if self.blobs_for else None,
+            self.key_for(member) if self.key_for else None,
+            download_only=the_plan.download_only,
+            **self.options,
+        )
+        if self.on_change is not None:
+            rep.subscribe(functools.partial(self.on_change, member.scope))
+        self._open[member.scope] = (member, rep)
+        return rep
+
+    def _run(
+        self,
+        scope: str,
+        call: Callable[[], SyncReport],
+        reports: dict[str, SyncReport],
+        failed: dict[str, ReplicatorError],
+    ) -> bool:
+        try:
+            reports[scope] = call()
+            return True
+        except ReplicatorError as exc:
+            log.warning("scope %s not synced: %s", scope, type(exc).__name__)
+            failed[scope] = exc
+            return False
+
+    def _tell(self, change: ScopeChange) -> None:
+        if self.on_scope is None:
+            return
+        try:
+            self.on_scope(change)
+        except Exception:  # a listener's bug never stops the sync
+            log.exception("on_scope failed for %s", change)
+
+
+def _plain(path: Path) -> peewee.SqliteDatabase:
+    return peewee.SqliteDatabase(str(path), pragmas={"foreign_keys": 1})

@@ -1,0 +1,177 @@
+"""What a device keeps per scope: which tables a member syncs and how, the scopes it
+knew at its last sync, and the writes it sets aside when its user loses a scope.
+
+Each scope a device syncs lives in a SQLite file of its own in the device's folder
+(``scope-<id>.db``), synced by an ordinary :class:`~replicator.Replicator` against the
+scope's root: its cursors, its Devices record, its snapshots are the scope's alone, and
+losing the scope is deleting the file (no tombstone, nothing left behind).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import peewee
+
+from ..codec import encode_json
+from ..errors import ConfigurationError
+from ..model import SyncModel, collection_name, remote_columns
+from .members import Membership, valid_scope_id
+from .roles import Scopes
+
+log = logging.getLogger(__name__)
+
+#: the file naming the scopes a device synced last
+STATE = "scopes.json"
+#: where the pending writes of a lost scope go, one JSON-lines file per loss
+SET_ASIDE = "set-aside"
+_PREFIX, _SUFFIX = "scope-", ".db"
+
+
+@attrs.frozen
+class ScopePlan:
+    """How a member syncs a scope: the tables its role reads, those it only reads, and
+    those it reads only its own rows of (``{table: (owner column, uid)}``)."""
+
+    models: tuple[type[SyncModel], ...]
+    download_only: tuple[type[SyncModel], ...]
+    owned: Mapping[str, tuple[str, str]]
+
+
+def plan(
+    scopes: Scopes, models: Sequence[type[SyncModel]], member: Membership, uid: str
+) -> ScopePlan:
+    """The plan of ``member`` (a membership of ``uid``): a table of the kind the role
+    may not read is not synced; one it may only read is download-only; ``read:own``
+    downloads only the rows whose owner column is ``uid``."""
+    kind = scopes.kind(member.kind)
+    chosen, readonly, owned = [], [], {}
+    for model in models:
+        table = collection_name(model)
+        grant = kind.grant(member.role, table)
+        if table not in kind.tables or grant.read == "none":
+            continue
+        chosen.append(model)
+        if grant.read == "own":
+            owned[table] = (scopes.owners[table], uid)
+        if (grant.create, grant.update, grant.delete) == ("none", "none", "none"):
+            readonly.append(model)
+    if not chosen:
+        raise ConfigurationError(
+            f"the role {member.role!r} of scope kind {member.kind!r} reads none of the"
+            " models given",
+            hint="grant the role read on a table of the kind, or pass its models",
+        )
+    return ScopePlan(tuple(chosen), tuple(readonly), owned)
+
+
+def database_path(folder: Path, scope: str) -> Path:
+    """The file of ``scope``'s rows in the device's ``folder``."""
+    if not valid_scope_id(scope):
+        raise ConfigurationError(f"{scope!r:.80} is not a scope id a device accepts")
+    return folder / f"{_PREFIX}{scope}{_SUFFIX}"
+
+
+def scope_files(folder: Path) -> dict[str, Path]:
+    """The scopes whose files are in ``folder`` (an app's write after a loss can make
+    one again: the sync treats it as a scope lost)."""
+    out = {}
+    for path in folder.glob(f"{_PREFIX}*{_SUFFIX}"):
+        scope = path.name[len(_PREFIX) : -len(_SUFFIX)]
+        if valid_scope_id(scope):
+            out[scope] = path
+    return out
+
+
+def remove_files(path: Path) -> None:
+    """Delete a scope's database with its journal files."""
+    for extra in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{extra}").unlink(missing_ok=True)
+
+
+def read_state(folder: Path) -> dict[str, Membership]:
+    """The memberships a device synced at its last sync (none when never, or when the
+    file is damaged: a damaged file is logged, and the next discovery rewrites it)."""
+    path = folder / STATE
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return {s: Membership(s, str(v["kind"]), str(v["role"])) for s, v in raw["scopes"].items()}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("%s could not be read (%s): rewritten at the next sync", path, exc)
+        return {}
+
+
+def write_state(folder: Path, members: Iterable[Membership]) -> None:
+    """Record ``members`` as the scopes synced (written whole, then renamed)."""
+    body = {"version": 1, "scopes": {m.scope: {"kind": m.kind, "role": m.role} for m in members}}
+    tmp = folder / f"{STATE}.tmp"
+    with tmp.open("w", encoding="utf-8") as out:
+        json.dump(body, out, indent=1, sort_keys=True)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, folder / STATE)
+
+
+def set_aside(
+    folder: Path,
+    db: peewee.SqliteDatabase,
+    models: Sequence[type[SyncModel]],
+    member: Membership,
+    reason: str,
+) -> tuple[Path | None, int]:
+    """Write every write of ``db`` not uploaded yet (rows changed, deletes) to a new
+    JSON-lines file under ``folder/set-aside``, each line with the scope, the reason and
+    the row; returns the file (None when nothing was pending) and how many lines. The
+    caller holds the database's write lock, so no write slips in between."""
+    lines = list(_pending(db, models, member, reason))
+    if not lines:
+        return None, 0
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    where = folder / SET_ASIDE
+    where.mkdir(exist_ok=True)
+    path = where / f"{member.scope}-{stamp}.jsonl"
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as out:
+        for line in lines:
+            out.write(encode_json(line) + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+    return path, len(lines)
+
+
+def _pending(
+    db: peewee.SqliteDatabase,
+    models: Sequence[type[SyncModel]],
+    member: Membership,
+    reason: str,
+) -> Iterable[dict[str, Any]]:
+    head = {"scope": member.scope, "kind": member.kind, "role": member.role, "reason": reason}
+    tables = {r[0] for r in db.execute_sql("SELECT name FROM sqlite_master WHERE type='table'")}
+    for model in models:
+        table = collection_name(model)
+        if table not in tables:
+            continue
+        cols = remote_columns(model)
+        names = ", ".join(f'"{c}"' for c in cols)
+        for row in db.execute_sql(
+            f'SELECT {names} FROM "{table}" WHERE "isDirty" = 1 ORDER BY id'
+        ).fetchall():
+            values = dict(zip(cols, row, strict=True))
+            yield {**head, "collection": table, "id": values["id"], "delete": False, "row": values}
+        if "replicator_tombstones" in tables:
+            for (doc_id,) in db.execute_sql(
+                "SELECT id FROM replicator_tombstones WHERE collection = ? AND pending = 1"
+                " ORDER BY id",
+                (table,),
+            ).fetchall():
+                yield {**head, "collection": table, "id": doc_id, "delete": True, "row": None}
