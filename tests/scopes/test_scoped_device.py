@@ -78,8 +78,8 @@ def world(as_scope_users, tmp_path):
 
 
 def test_the_field_campaign_as_its_members(world, tmp_path):
-    world.scope(C1, "campaign", {"col-a": "collector", "col-b": "collector",
-                                 "col-c": "collector", "sup": "supervisor", "adm": "admin"})  # fmt: skip
+    crew = {"col-a": "collector", "col-b": "collector", "col-c": "collector"}
+    world.scope(C1, "campaign", {**crew, "sup": "supervisor", "adm": "admin"})
     world.scope(C2, "campaign", {"col-a": "collector"})
     world.forms(C1, "household")
     world.forms(C2, "clinic")
@@ -149,7 +149,10 @@ def test_the_field_campaign_as_its_members(world, tmp_path):
 def test_the_learning_group_learners_see_their_own(world):
     world.scope(G, "group", {"l1": "learner", "l2": "learner", "teach": "teacher"})
     l1a, l1b, l2, teach = (
-        world.device("l1", "a"), world.device("l1", "b"), world.device("l2"), world.device("teach")
+        world.device("l1", "a"),
+        world.device("l1", "b"),
+        world.device("l2"),
+        world.device("teach"),
     )
     for device in (l1a, l1b, l2, teach):
         report = device.sync()
