@@ -43,6 +43,7 @@ from ..errors import ConfigurationError, OfflineError, ReplicatorError
 from ..model import SyncModel
 from ..report import SyncReport
 from ..snapshots.crypto import SnapshotSecret
+from ..sql import local_error
 from ..stores.base import BlobStore, IdTokens, RemoteStore
 from ..sync.listeners import Change
 from .members import Membership, checked_cap
@@ -51,8 +52,8 @@ from .plan import (
     plan,
     read_state,
     remove_files,
+    retire,
     scope_files,
-    set_aside,
     write_state,
 )
 from .roles import Scopes
@@ -252,19 +253,24 @@ class ScopedReplicator:
         with self._syncing:
             found, offline, reads = self._discover()
             chosen, skipped = self._choose(found)
+            failed: dict[str, ReplicatorError] = {}
             with self._state:
-                lost = self._to_lose(chosen)
-                removed = tuple(self._lose(s) for s in lost)
+                removed = []
+                for scope in self._to_lose(chosen):
+                    try:
+                        removed.append(self._lose(scope))
+                    except peewee.DatabaseError as exc:  # kept, and tried at the next sync
+                        failed[scope] = local_error(f"scope {scope!r} could not be removed", exc)
                 added = [m for s, m in chosen.items() if s not in self._known]
                 self._known = dict(chosen)
                 write_state(self.folder, self._known.values())
             reports: dict[str, SyncReport] = {}
-            failed: dict[str, ReplicatorError] = {}
             if self.private is not None:
                 self._run(self.private_key, self.private.sync, reports, failed)
             gained = []
             for member in added:
-                if self._run(member.scope, self._replicator(member).login, reports, failed):
+                login = functools.partial(self._call, member, "login")
+                if self._run(member.scope, login, reports, failed):
                     change = ScopeChange(
                         "added", member.scope, member.kind, member.role,
                         restored=reports[member.scope].restored,
@@ -273,8 +279,11 @@ class ScopedReplicator:
                     self._tell(change)
             for scope in sorted(chosen):
                 if scope not in reports and scope not in failed:
-                    self._run(scope, self._replicator(chosen[scope]).sync, reports, failed)
-            return ScopedReport(reports, failed, tuple(gained), removed, skipped, offline, reads)
+                    sync = functools.partial(self._call, chosen[scope], "sync")
+                    self._run(scope, sync, reports, failed)
+            return ScopedReport(
+                reports, failed, tuple(gained), tuple(removed), skipped, offline, reads
+            )
 
     def _discover(self) -> tuple[dict[str, Membership], bool, int]:
         """The user's memberships now; offline, those of the last sync."""
@@ -349,11 +358,8 @@ class ScopedReplicator:
             db = opened[1].database if opened else self.database_for(path)
             with contextlib.suppress(peewee.DatabaseError):
                 db.close()
-            db.connect()
             try:
-                db.execute_sql("BEGIN IMMEDIATE")  # no app write slips in from now on
-                where, pending = set_aside(self.folder, db, self.models, member, reason)
-                db.execute_sql("ROLLBACK")
+                where, pending = retire(self.folder, db, self.models, member, reason)
             finally:
                 db.close()
             remove_files(path)
@@ -390,6 +396,13 @@ class ScopedReplicator:
             rep.subscribe(functools.partial(self.on_change, member.scope))
         self._open[member.scope] = (member, rep)
         return rep
+
+    def _call(self, member: Membership, what: str) -> SyncReport:
+        """``login`` or ``sync`` of ``member``'s scope (its opening failing is its own
+        failure, as the sync's is)."""
+        rep = self._replicator(member)
+        report: SyncReport = rep.login() if what == "login" else rep.sync()
+        return report
 
     def _run(
         self,

@@ -149,6 +149,34 @@ def set_aside(
     return path, len(lines)
 
 
+def retire(
+    folder: Path,
+    db: peewee.SqliteDatabase,
+    models: Sequence[type[SyncModel]],
+    member: Membership,
+    reason: str,
+) -> tuple[Path | None, int]:
+    """Empty the database of a scope lost: in one write transaction, set aside what was
+    not uploaded (:func:`set_aside`) and drop every table, so that an app connection
+    still open on the file (another thread's) fails loudly on its next write instead of
+    writing into a file about to be deleted. Returns what :func:`set_aside` does."""
+    db.connect(reuse_if_open=True)
+    db.execute_sql("PRAGMA foreign_keys = OFF")  # this connection only: any drop order
+    db.execute_sql("BEGIN IMMEDIATE")  # no app write slips in from now on
+    try:
+        kept = set_aside(folder, db, models, member, reason)
+        tables = db.execute_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        ).fetchall()
+        for (name,) in tables:
+            db.execute_sql(f'DROP TABLE IF EXISTS "{name}"')
+        db.execute_sql("COMMIT")
+    except BaseException:
+        db.execute_sql("ROLLBACK")
+        raise
+    return kept
+
+
 def _pending(
     db: peewee.SqliteDatabase,
     models: Sequence[type[SyncModel]],

@@ -90,5 +90,5 @@ def test_the_compiled_rules_keep_the_users_roots_and_add_the_scopes():
     assert "getAfter(/databases/$(database)/documents/scopes/$(scopeId)/devices/$(device))" in rules
     assert "request.resource.data['collector'] == request.auth.uid" in rules
     assert "!('collector' in changedKeys())" in rules
-    assert "request.auth.uid != uid && isMemberDocument(scopeId)" in rules
+    assert "request.auth.uid != uid && isMemberDocument(scopeId, uid)" in rules
     assert rules.endswith("    }\n  }\n}\n")
