@@ -90,7 +90,7 @@ def main(directory: Path, firestore: FirestoreEmulator) -> None:
         raise SystemExit("the rules let another user in")
 
 
-def _emulators(stack: ExitStack) -> FirestoreEmulator:
+def start_emulators(stack: ExitStack) -> FirestoreEmulator:
     """The emulators the environment names, or started here."""
     host = os.environ.get("FIRESTORE_EMULATOR_HOST")
     jar = find_jar()
@@ -116,7 +116,7 @@ def _emulators(stack: ExitStack) -> FirestoreEmulator:
 
 def run(directory: Path) -> None:
     with ExitStack() as stack:
-        main(directory, _emulators(stack))
+        main(directory, start_emulators(stack))
 
 
 if __name__ == "__main__":

@@ -52,6 +52,8 @@ from .model import SyncModel, new_id
 from .outbox import Outbox, OutboxReport, SyncConfiguration, TypeStatus
 from .reference import ReferenceFiles, localizations
 from .report import Progress, Resolution, RowError, SyncReport
+from .scopes.device import ScopeChange, ScopedReplicator, ScopedReport
+from .scopes.members import Membership
 from .snapshots.crypto import Passphrase, SnapshotKey
 from .status import LastError, SyncStatus
 from .stores.base import BlobStore, DeviceRecord, RemoteDoc, RemoteStore, Usage, Write
@@ -110,6 +112,7 @@ __all__ = [
     "LastError",
     "LastWriterWins",
     "LocalDatabaseError",
+    "Membership",
     "MemoryTokenStore",
     "Never",
     "OfflineError",
@@ -129,6 +132,9 @@ __all__ = [
     "Resolution",
     "RowError",
     "SchemaError",
+    "ScopeChange",
+    "ScopedReplicator",
+    "ScopedReport",
     "ServerWins",
     "Session",
     "SnapshotDecision",

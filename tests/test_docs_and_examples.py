@@ -59,7 +59,7 @@ def test_examples_run(script, tmp_path):
 
         if find_jar() is None:
             pytest.skip("FIRESTORE EMULATOR MISSING: install google-cloud-cli-firestore-emulator")
-    if script in ("sign_in.py", "firestore_sync.py") and not os.environ.get(
+    if (script == "sign_in.py" or "firestore" in script) and not os.environ.get(
         "FIREBASE_AUTH_EMULATOR_HOST"
     ):
         from replicator.testing import find_firebase_cli
