@@ -4,8 +4,8 @@ Data shared by a team lives in a **scope**: a campaign, a group, a reference-dat
 scope. In Firestore a scope is the root ``scopes/{scopeId}``: its synced collections
 are under it, its kind is the scope document's ``kind`` field (written by a server),
 and its members are ``scopes/{scopeId}/members/{uid}``, each holding the member's
-``role``. Today's engine syncs one root per ``Replicator``, so a device of a campaign
-syncs ``UserFirestoreRemote(session, project, root="scopes/campaign-1")``.
+``role``, ``uid`` and ``kind`` (``members.member_document``). A device syncs every
+scope of its user with a :class:`~replicator.scopes.device.ScopedReplicator`.
 
 An app declares its scope kinds once::
 
@@ -39,9 +39,8 @@ to it; a table no kind names is nobody's in scopes.
 Deletes travel as tombstones: an update setting ``deleted`` to true needs the
 ``delete`` grant (any other update the ``update`` grant), and so does the purge of an
 expired tombstone. ``read:own`` lets a role read only the rows it owns: Firestore
-then refuses any query not filtered on the owner column, which today's engine does
-not make (it downloads whole collections): give it to roles of scopes the multi-scope
-engine syncs, or to apps that query themselves.
+then refuses any query not filtered on the owner column; a ``ScopedReplicator``
+downloads such a table so filtered.
 
 Members: only the kind's ``admins`` roles create, change and remove members' documents,
 never their own (nobody promotes themselves, and an admin cannot lock the scope by
