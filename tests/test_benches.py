@@ -12,7 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from replicator.testing import find_jar
+
 BENCH = Path(__file__).resolve().parent.parent / "bench"
+NEEDS_EMULATOR = pytest.mark.skipif(
+    find_jar() is None, reason="FIRESTORE EMULATOR MISSING (google-cloud-cli-firestore-emulator)"
+)
 
 
 @pytest.mark.parametrize(
@@ -34,6 +39,8 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
         ("bench_ingest_signed_in.py", ["--requests", "3", "--rows", "2", "--runs", "1"],
          "signed-in / operator tokens"),
         ("bench_granted.py", ["--mb", "1", "--runs", "1"], "service requests per publishing"),
+        pytest.param("bench_scopes.py", ["--scopes", "1,3", "--runs", "1", "--repeat", "1"],
+                     "| 3 | 6 (3 + 3) |", marks=NEEDS_EMULATOR),
     ],
 )  # fmt: skip
 def test_a_bench_runs_to_its_end(script, args, expect, tmp_path):
