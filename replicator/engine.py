@@ -327,9 +327,9 @@ class Replicator(Continuous, DeniedWrites):
         snapshot, snapshot_error = self._publish(ctx, tally, uploaded=up.pushed is not None)
         ctx.changed("download")  # anything a step told no one yet (an app upgrade's fill)
         finished = _dt.datetime.now(_dt.timezone.utc)
-        self.local.set_device(last_sync=finished.isoformat(timespec="seconds"))
-        self.local.record_rejected(
-            [(r.collection, r.id, f"{type(r.error).__name__}: {r.error}") for r in tally.rejected]
+        self.local.record_rejected(  # one write for both: an idle sync commits once
+            [(r.collection, r.id, f"{type(r.error).__name__}: {r.error}") for r in tally.rejected],
+            last_sync=finished.isoformat(timespec="seconds"),
         )
         return tally.report(
             installation_id=ctx.me,

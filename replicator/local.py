@@ -164,10 +164,11 @@ class LocalState(BundleLedger, DeniedLedger):
         now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         self.set_device(last_upload=now, **also)
 
-    def record_rejected(self, rows: Sequence[tuple[str, str, str]]) -> None:
+    def record_rejected(self, rows: Sequence[tuple[str, str, str]], **also: Any) -> None:
         """Keep (collection, id, why) of the rows the sync just ended could not upload,
-        replacing the previous sync's, for ``replicator status``."""
-        self.set_device(rejected=encode_rejected(rows))
+        replacing the previous sync's, for ``replicator status`` (with the other device
+        values ``also``, in the same statement)."""
+        self.set_device(rejected=encode_rejected(rows), **also)
 
     def set_device(self, **values: Any) -> None:
         sets = ", ".join(f"{k} = ?" for k in values)
