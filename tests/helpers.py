@@ -120,7 +120,13 @@ def assert_converged(devices: list[Replicator], models: Any = None, rounds: int 
             device.sync()
     views = [snapshot_rows(d, models) for d in devices]
     for i, view in enumerate(views[1:], 1):
-        assert view == views[0], f"device {i} differs from device 0"
+        diff = {
+            t: {"only here": sorted(set(view[t]) - set(views[0][t]))[:4],
+                "only on device 0": sorted(set(views[0][t]) - set(view[t]))[:4]}
+            for t in view
+            if view[t] != views[0][t]
+        }  # fmt: skip
+        assert view == views[0], f"device {i} differs from device 0: {diff}"
     for device in devices:
         assert sum(device.dirty_counts().values()) == 0, "dirty rows left"
     return views

@@ -123,7 +123,12 @@ def test_a_device_killed_at_random_moments_loses_nothing(tmp_path, retention):
              "victim", "60", str(logs[0]), *extra],
             stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        time.sleep(0.4 + rng.random())
+        # the random moment counts from when the victim is at work (its log open), so a
+        # slow start under load cannot have every kill land before it wrote anything
+        ready = time.monotonic() + 30
+        while not logs[0].exists() and victim.poll() is None and time.monotonic() < ready:
+            time.sleep(0.02)
+        time.sleep(0.2 + rng.random())
         victim.kill()  # SIGKILL: no cleanup, wherever it is
         victim.wait()
     _, err = peer.communicate(timeout=120)
