@@ -81,11 +81,14 @@ def download(ctx: SyncContext, *, catch_up_only: bool = False) -> Downloaded:
             ctx.local.start_recovery(coll)
             cursor, again = None, ctx.local.recovery(coll)
         plans.append(_Plan(model, coll, cursor, again))
+    started = {p.coll: p.cursor for p in plans if p.again is None}
     for plan, page in _pages(ctx, plans):
         if page is None:
             _finish(ctx, plan)
         else:
             _apply(ctx, plan, page)
+    if isinstance(ctx.remote, Compactable):
+        _purged_meanwhile(ctx, started, horizons)
     if not catch_up_only:  # (the sync's own download has retried them already)
         _settle(ctx)
     if latest is not None:
@@ -129,6 +132,22 @@ def _finish(ctx: SyncContext, plan: _Plan) -> None:
         ctx.changed("download")
         if again[0]:
             ctx.tally.recovered.append(plan.coll)
+
+
+def _purged_meanwhile(
+    ctx: SyncContext, started: dict[str, str | None], before: dict[str, str]
+) -> None:
+    """Tombstones another device purged while this download ran may have gone between
+    the horizons read and the page that would have held them: a collection whose
+    horizon moved past the cursor it started from is downloaded again from its start
+    and reconciled, from the next sync (one more read of the horizons per download)."""
+    assert isinstance(ctx.remote, Compactable)
+    after = ctx.remote.horizons()
+    for coll, cursor in started.items():
+        moved = after.get(coll) != before.get(coll)
+        if moved and stale(cursor, after.get(coll)) and ctx.local.recovery(coll) is None:
+            log.info("%s: tombstones purged during the download; reconciled next sync", coll)
+            ctx.local.start_recovery(coll)
 
 
 def _settle(ctx: SyncContext) -> None:

@@ -260,3 +260,34 @@ def test_a_failed_purge_is_reported_and_tried_again(make_device, remote):
     assert isinstance(report.purge_error, OfflineError) and report.purged == {}
     assert "not purged" in report.summary()
     assert a.sync().purged == {"note": 1}  # the next sync tries again
+
+
+def test_tombstones_purged_while_a_device_downloads_are_reconciled(make_device, remote):
+    """Another device purges a tombstone between this device's read of the horizons and
+    its read of the page that held it: the page comes without it, and the cursor moves
+    past it on later documents. The download sees the horizon moved past where it
+    started, and the next sync reconciles (without that, the row lived on for ever)."""
+    a = make_device("a")
+    faulty = FaultyRemote(remote)
+    b = make_device("b", store=faulty)
+    with a.bound():
+        gone = Note.create(title="deleted by a")
+    a.sync()
+    b.sync()
+    with a.bound():
+        Note.delete_by_id(gone.id)
+        Note.create(title="written after the delete")  # the cursor moves past the tombstone
+    a.sync()
+
+    def purge_first() -> None:
+        faulty.hooks.pop("pull")
+        purge(remote, ["note", "comment"], FUTURE)
+
+    faulty.hooks["pull"] = lambda *args, **kw: purge_first()
+    first = b.sync()
+    assert first.downloaded == {"note": 1}  # the new note only: the tombstone was gone
+    assert _note(b, gone.id) is not None
+    second = b.sync()
+    assert second.recovered == ("note",)
+    assert _note(b, gone.id) is None
+    assert_converged([a, b])
