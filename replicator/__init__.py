@@ -52,7 +52,7 @@ from .model import SyncModel, new_id
 from .outbox import Outbox, OutboxReport, SyncConfiguration, TypeStatus
 from .reference import ReferenceFiles, localizations
 from .report import Progress, Resolution, RowError, SyncReport
-from .snapshots.crypto import Passphrase, SnapshotKey
+from .snapshots.crypto import KeyRing, Passphrase, SnapshotKey
 from .status import LastError, SyncStatus
 from .stores.base import BlobStore, DeviceRecord, RemoteDoc, RemoteStore, Usage, Write
 from .stores.directory import DirectoryBlobStore
@@ -106,6 +106,7 @@ __all__ = [
     "IngestRequest",
     "IngestResult",
     "Ingestor",
+    "KeyRing",
     "KeyringTokenStore",
     "LastError",
     "LastWriterWins",
