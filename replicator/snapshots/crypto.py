@@ -197,6 +197,10 @@ def _generations(value: Iterable[int]) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _ring_keys(value: Iterable[SnapshotKey]) -> tuple[SnapshotKey, ...]:
+    return tuple(value)
+
+
 @attrs.frozen(repr=False)
 class KeyRing:
     """Generations of a :class:`SnapshotKey`, oldest first: the newest seals what is
@@ -209,7 +213,7 @@ class KeyRing:
     scope never gets the keys made after the removal). Its repr never shows a key.
     """
 
-    keys: tuple[SnapshotKey, ...] = attrs.field(converter=tuple)
+    keys: tuple[SnapshotKey, ...] = attrs.field(converter=_ring_keys)
     generations: tuple[int, ...] = attrs.field(default=(), converter=_generations)
 
     def __attrs_post_init__(self) -> None:
