@@ -78,6 +78,7 @@ def test_a_removed_member_reads_the_keys_no_more_and_the_removal_rotated(users):
     made = users.client("adm").document(f"scopes/{C1}/keys/{generation_id(2)}").get()
     assert made.get("createdBy") == "adm"
     assert ScopeKeyRing(users.client("col-a"), C1).ring().generations == (1, 2)
+    assert sorted(read_generations(users.client("col-a"), C1, after=1)) == [2]  # newer only
 
 
 @pytest.mark.parametrize("uid", ["col-a", "sup", "out"])
@@ -216,7 +217,9 @@ def test_a_removed_collector_opens_no_snapshot_published_after_her_removal(users
     assert her_ring.held().generations == (1,)
 
     assert remove_member(users.client("adm"), C1, "col-b") == 2
+    queries = campaign.rings["col-a"].queries
     second = campaign.write(col_a, "col-a", "registered after the removal")
+    assert campaign.rings["col-a"].queries == queries + 1  # one read of the ring per sync
     assert second is not None and second != first
     keys = read_generations(users.service_client(), C1)
     assert read_manifest(campaign.blobs, keys[2]).snapshot_id == second  # generation 2's
