@@ -210,7 +210,9 @@ def remove_member(
     (both or neither); return the new generation. The member's devices lose the scope
     at their next sync; the key they last read opens no snapshot published after this.
     ``client`` is a scope admin's (not ``uid``'s own: the rules refuse it) or a server's."""
-    member = client.collection("scopes", scope, MEMBERS).document(uid)
+    if not isinstance(uid, str) or not uid or "/" in uid or len(uid) > 128:
+        raise ConfigurationError(f"{uid!r:.80} is not a user's uid", hint="pass the member's uid")
+    member = _keys(client, scope).parent.collection(MEMBERS).document(uid)
     what = f"the removal of {uid!r} from scope {scope!r} with a key rotation"
     return _committed(client, scope, what, lambda batch: batch.delete(member), by, timeout)
 

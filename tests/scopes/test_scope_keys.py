@@ -16,7 +16,12 @@ import pytest
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from replicator.errors import AccessDeniedError, SnapshotNotFoundError, WrongKeyError
+from replicator.errors import (
+    AccessDeniedError,
+    ConfigurationError,
+    SnapshotNotFoundError,
+    WrongKeyError,
+)
 from replicator.scopes.device import ScopedReplicator
 from replicator.scopes.keys import (
     ScopeKeyRing,
@@ -147,6 +152,13 @@ def test_nobody_changes_or_deletes_a_generation(users, uid):
     with pytest.raises(gexc.PermissionDenied):
         ref.delete()
     assert users.service_client().document(ref.path).get().get("createdBy") == "server"
+
+
+@pytest.mark.parametrize("scope, uid", [("../x", "col-b"), (C1, "a/b"), (C1, ""), ("", "x")])
+def test_a_malformed_scope_or_uid_is_refused_before_anything_is_written(users, scope, uid):
+    with pytest.raises(ConfigurationError):
+        remove_member(users.client("adm"), scope, uid)
+    assert sorted(read_generations(users.service_client(), C1)) == [1]
 
 
 def test_a_scope_with_no_key_yet_is_told(users):
