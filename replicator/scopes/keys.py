@@ -236,6 +236,7 @@ class ScopeKeyRing:
         #: queries made (each is billed at least one read)
         self.queries = 0
         self._held: dict[int, SnapshotKey] = {}
+        self._ring: KeyRing | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -246,10 +247,11 @@ class ScopeKeyRing:
         with self._lock:
             after = max(self._held, default=0)
             self.queries += 1
-            self._held.update(
-                read_generations(self.client, self.scope, after=after, timeout=self.timeout)
-            )
-            held = self.held()
+            fresh = read_generations(self.client, self.scope, after=after, timeout=self.timeout)
+            if fresh or self._ring is None:  # a ring is rebuilt only when it grew
+                self._held.update(fresh)
+                self._ring = self.held()
+            held = self._ring
         if held is None:
             raise SnapshotNotFoundError(
                 f"scope {self.scope!r} has no snapshot key yet",

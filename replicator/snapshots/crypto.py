@@ -215,6 +215,8 @@ class KeyRing:
 
     keys: tuple[SnapshotKey, ...] = attrs.field(converter=_ring_keys)
     generations: tuple[int, ...] = attrs.field(default=(), converter=_generations)
+    #: each generation by its key check value (public: every header carries it)
+    _by_check: dict[str, SnapshotKey] = attrs.field(init=False, factory=dict, eq=False)
 
     def __attrs_post_init__(self) -> None:
         if not self.keys or not all(isinstance(k, SnapshotKey) for k in self.keys):
@@ -230,6 +232,7 @@ class KeyRing:
                 "a key ring's generations are one strictly increasing number per key",
                 hint="give the keys oldest first, with their generations in the same order",
             )
+        self._by_check.update((key.check_value(), key) for key in self.keys)
 
     def __repr__(self) -> str:
         return f"KeyRing(<generations {', '.join(map(str, self.generations))} hidden>)"
@@ -241,10 +244,7 @@ class KeyRing:
 
     def find(self, kcv: str) -> SnapshotKey | None:
         """The generation whose key check value is ``kcv``, or None."""
-        for key in self.keys:
-            if hmac.compare_digest(key.check_value(), kcv):
-                return key
-        return None
+        return self._by_check.get(kcv)
 
     def ring(self) -> KeyRing:
         """This ring (a :class:`KeySource` that never changes)."""
