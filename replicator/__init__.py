@@ -54,7 +54,7 @@ from .reference import ReferenceFiles, localizations
 from .report import Progress, Resolution, RowError, SyncReport
 from .scopes.device import ScopeChange, ScopedReplicator, ScopedReport
 from .scopes.members import Membership
-from .snapshots.crypto import Passphrase, SnapshotKey
+from .snapshots.crypto import KeyRing, Passphrase, SnapshotKey
 from .status import LastError, SyncStatus
 from .stores.base import BlobStore, DeviceRecord, RemoteDoc, RemoteStore, Usage, Write
 from .stores.directory import DirectoryBlobStore
@@ -108,6 +108,7 @@ __all__ = [
     "IngestRequest",
     "IngestResult",
     "Ingestor",
+    "KeyRing",
     "KeyringTokenStore",
     "LastError",
     "LastWriterWins",

@@ -46,6 +46,12 @@ SCOPES = "scopes"
 #: the scope document's field naming its kind
 KIND = "kind"
 PLACE = "placeIn(scopeId)"
+#: a scope's snapshot key generations (``replicator.scopes.keys``): the collection,
+#: the fields of a generation, the digits of its zero-padded id, a key's base64 length
+KEYS = "keys"
+KEY_FIELDS = ("key", "createdBy", "changedAt")
+GENERATION_DIGITS = 10
+KEY_CHARS = 44
 
 
 def scoped_rules(
@@ -81,6 +87,10 @@ def scoped_rules(
         purgers=rules_list(_purgers(scopes), 12),
         places=rules_list(_places(scopes), 10),
         member_fields=rules_list(MEMBER_FIELDS),
+        keys=KEYS,
+        key_fields=rules_list(list(KEY_FIELDS)),
+        digits=GENERATION_DIGITS,
+        key_body=KEY_CHARS - 1,
     )
     end = base.rules.rindex("  }\n}\n")
     return FirestoreRules(
@@ -289,7 +299,21 @@ _SECTION = """\
           && request.auth.uid != uid && isMemberDocument(scopeId, uid);
         allow delete: if placeIn(scopeId) in {admins} && request.auth.uid != uid;
       }}
+
+      // the scope's snapshot keys (replicator.scopes.keys): its members read every
+      // generation; only its admins add the next one (a removal rotates it in the same
+      // batch), its fields those three only, each required by its test (the key: 32
+      // bytes in base64, 44 characters); nobody changes or deletes a generation
+      match /{keys}/{{generation}} {{
+        allow read: if isMember(scopeId);
+        allow create: if placeIn(scopeId) in {admins}
+          && generation.matches('[0-9]{{{digits}}}')
+          && request.resource.data.keys().hasOnly({key_fields})
+          && request.resource.data.key.matches('[A-Za-z0-9+/]{{{key_body}}}=')
+          && request.resource.data.createdBy == request.auth.uid
+          && request.resource.data.changedAt == request.time;
+      }}
     }}
 """
 
-__all__ = ["KIND", "MEMBERS", "ROLE", "SCOPES", "scoped_rules"]
+__all__ = ["KEYS", "KEY_FIELDS", "KIND", "MEMBERS", "ROLE", "SCOPES", "scoped_rules"]

@@ -6,7 +6,10 @@ Keys
     ``SnapshotKey(raw32)`` is a 32-byte key-encryption key (KEK). A
     ``Passphrase("...")`` becomes one through scrypt (memory-hard; n=2**15, r=8,
     p=1), with a random salt stored beside the snapshots so every device derives
-    the same KEK.
+    the same KEK. A ``KeyRing`` holds several generations of a KEK: the newest
+    seals what is published, and a snapshot opens with the generation whose key
+    check value its header carries (a scope's keys, rotated when a member is
+    removed: ``replicator.scopes.keys``).
 
 Format, version 1 (all integers big-endian)::
 
@@ -34,12 +37,13 @@ import base64
 import functools
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import pathlib
 import struct
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any, BinaryIO
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 import attrs
 import zstandard
@@ -187,6 +191,103 @@ class SnapshotKey:
 
     def check_value(self) -> str:
         return hmac.new(self.raw, _KCV_LABEL, hashlib.sha256).hexdigest()[:16]
+
+
+def _generations(value: Iterable[int]) -> tuple[int, ...]:
+    return tuple(value)
+
+
+def _ring_keys(value: Iterable[SnapshotKey]) -> tuple[SnapshotKey, ...]:
+    return tuple(value)
+
+
+@attrs.frozen(repr=False)
+class KeyRing:
+    """Generations of a :class:`SnapshotKey`, oldest first: the newest seals what is
+    published; a snapshot or manifest opens with the generation whose key check value
+    it carries (the format is unchanged: a header always names its key's check value).
+
+    ``generations`` numbers the keys (default 1, 2, ...; strictly increasing). A
+    snapshot sealed under a generation the ring lacks is ``WrongKeyError``: the device
+    must read the newer keys (a scope member syncs them; a member removed from the
+    scope never gets the keys made after the removal). Its repr never shows a key.
+    """
+
+    keys: tuple[SnapshotKey, ...] = attrs.field(converter=_ring_keys)
+    generations: tuple[int, ...] = attrs.field(default=(), converter=_generations)
+    #: each generation by its key check value (public: every header carries it)
+    _by_check: dict[str, SnapshotKey] = attrs.field(init=False, factory=dict, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.keys or not all(isinstance(k, SnapshotKey) for k in self.keys):
+            raise ConfigurationError(
+                "a key ring holds one SnapshotKey or more",
+                hint="KeyRing([SnapshotKey(...), ...]), oldest generation first",
+            )
+        if not self.generations:
+            object.__setattr__(self, "generations", tuple(range(1, len(self.keys) + 1)))
+        numbers = self.generations
+        if len(numbers) != len(self.keys) or any(a >= b for a, b in itertools.pairwise(numbers)):
+            raise ConfigurationError(
+                "a key ring's generations are one strictly increasing number per key",
+                hint="give the keys oldest first, with their generations in the same order",
+            )
+        self._by_check.update((key.check_value(), key) for key in self.keys)
+
+    def __repr__(self) -> str:
+        return f"KeyRing(<generations {', '.join(map(str, self.generations))} hidden>)"
+
+    @property
+    def newest(self) -> SnapshotKey:
+        """The key that seals what is published."""
+        return self.keys[-1]
+
+    def find(self, kcv: str) -> SnapshotKey | None:
+        """The generation whose key check value is ``kcv``, or None."""
+        return self._by_check.get(kcv)
+
+    def ring(self) -> KeyRing:
+        """This ring (a :class:`KeySource` that never changes)."""
+        return self
+
+
+@runtime_checkable
+class KeySource(Protocol):
+    """A key ring that may grow: read again (``ring()``) each time a snapshot is
+    published or restored, so a rotation is picked up without reopening anything
+    (:class:`~replicator.scopes.keys.ScopeKeyRing` reads a scope's keys from
+    Firestore). ``ring()`` raises a ``ReplicatorError`` when it cannot be read."""
+
+    def ring(self) -> KeyRing: ...
+
+
+#: a key resolved for one publish or restore: one key, or the generations of a ring
+Kek = SnapshotKey | KeyRing
+
+
+def publishing_key(kek: Kek) -> SnapshotKey:
+    """The key that seals a snapshot and its manifest: a ring's newest generation."""
+    return kek.newest if isinstance(kek, KeyRing) else kek
+
+
+def opening_key(kek: Kek, kcv: str, mismatch: str) -> SnapshotKey:
+    """The key whose check value is ``kcv``: ``kek`` itself (else ``WrongKeyError``
+    saying ``mismatch``), or the ring's generation that has it (else ``WrongKeyError``
+    saying the device lacks that generation)."""
+    if isinstance(kek, SnapshotKey):
+        if not hmac.compare_digest(kcv, kek.check_value()):
+            raise WrongKeyError(mismatch)
+        return kek
+    found = kek.find(kcv)
+    if found is None:
+        held = ", ".join(map(str, kek.generations))
+        raise WrongKeyError(
+            f"this was sealed under a key generation this device does not hold (key check"
+            f" value {kcv[:16]!r}; the device holds generations {held})",
+            hint="sync to read the scope's newest keys; a member removed from the scope"
+            " never gets the keys made after the removal",
+        )
+    return found
 
 
 @attrs.frozen(repr=False)
@@ -340,7 +441,7 @@ def _b64field(header: Mapping[str, Any], name: str, size: int | None = None) -> 
 def decrypt_stream(
     src: BinaryIO,
     dst: BinaryIO,
-    key: SnapshotKey | Passphrase,
+    key: Kek | Passphrase,
     *,
     on_bytes: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
@@ -376,10 +477,10 @@ class _Sealing:
     data_key: bytes
 
 
-def _open_header(header: Mapping[str, Any], key: SnapshotKey | Passphrase) -> _Sealing:
-    """Check the header's fields, then unwrap its data key with ``key``: a wrong key
-    is ``WrongKeyError`` (by the key check value), an altered header
-    ``TamperedSnapshotError``."""
+def _open_header(header: Mapping[str, Any], key: Kek | Passphrase) -> _Sealing:
+    """Check the header's fields, then unwrap its data key with ``key`` (a ring's
+    generation whose check value the header names): a wrong key is ``WrongKeyError``
+    (by the key check value), an altered header ``TamperedSnapshotError``."""
     if header.get("cipher") != "AES-256-GCM" or header.get("compression") != "zstd":
         raise TamperedSnapshotError("the snapshot header names an unknown cipher or compression")
     chunk_size = _field(header, "chunk", int)
@@ -394,14 +495,13 @@ def _open_header(header: Mapping[str, Any], key: SnapshotKey | Passphrase) -> _S
     if isinstance(key, Passphrase):
         if not header.get("kdf"):
             raise WrongKeyError("this snapshot was made with a raw key, not a passphrase")
-        key = key.derive(header["kdf"])
+        kek: Kek = key.derive(header["kdf"])
         what = "passphrase"
     else:
-        what = "key"
-    if not hmac.compare_digest(kcv, key.check_value()):
-        raise WrongKeyError(f"the {what} does not open this snapshot")
+        kek, what = key, "key"
+    opener = opening_key(kek, kcv, f"the {what} does not open this snapshot")
     try:
-        data_key = AESGCM(key.raw).decrypt(wrap_nonce, wrapped, _KCV_LABEL)
+        data_key = AESGCM(opener.raw).decrypt(wrap_nonce, wrapped, _KCV_LABEL)
     except InvalidTag as exc:
         raise TamperedSnapshotError("the snapshot header was altered") from exc
     return _Sealing(chunk_size, prefix, data_key)
@@ -455,5 +555,6 @@ def _open_chunk(
         raise TamperedSnapshotError(f"chunk {index} of the snapshot fails authentication") from None
 
 
-#: what a Replicator accepts as its snapshot key: a raw 32-byte key, or a passphrase
-SnapshotSecret = SnapshotKey | Passphrase | bytes
+#: what a Replicator accepts as its snapshot key: a raw 32-byte key, a passphrase, a
+#: key ring, or a source of one read at each publish and restore (a scope's keys)
+SnapshotSecret = SnapshotKey | Passphrase | KeyRing | KeySource | bytes

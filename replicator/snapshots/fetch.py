@@ -34,7 +34,7 @@ from ..errors import (
     WrongKeyError,
 )
 from ..stores.base import BlobStore
-from .crypto import Passphrase, SnapshotKey, SnapshotSecret, decrypt_stream
+from .crypto import Kek, Passphrase, SnapshotSecret, decrypt_stream
 from .manifest import MANIFEST, Manifest, check_claims, read_manifest, resolve_key
 
 
@@ -67,7 +67,7 @@ class _HashingReader:
 
 def open_latest(
     blobs: BlobStore, key: SnapshotSecret
-) -> tuple[Manifest, SnapshotKey, dict[str, Any] | None]:
+) -> tuple[Manifest, Kek, dict[str, Any] | None]:
     """Plan a restore: the KEK (kdf.json checked), and the authenticated manifest."""
     try:
         kek, kdf = resolve_key(blobs, key, create=False)
@@ -159,7 +159,7 @@ def fetch_and_decrypt(
 def _download(
     stream: BinaryIO,
     manifest: Manifest,
-    kek: SnapshotKey,
+    kek: Kek,
     dest: Path | BinaryIO,
     on_bytes: Callable[[int], None] | None,
 ) -> tuple[dict[str, Any], _HashingReader]:

@@ -51,11 +51,16 @@ from ..errors import (
 )
 from ..stores.base import BlobStore, DeviceRecord
 from .crypto import (
+    Kek,
+    KeyRing,
+    KeySource,
     Passphrase,
     SnapshotKey,
     check_kdf,
     mac_key,
     new_kdf_params,
+    opening_key,
+    publishing_key,
     require,
 )
 
@@ -123,17 +128,22 @@ class Manifest:
         keyed = attrs.evolve(self, kcv=kek.check_value())
         return attrs.evolve(keyed, mac=_mac(kek, keyed.claims()))
 
-    def verify(self, kek: SnapshotKey) -> None:
-        if self.kcv and not hmac.compare_digest(self.kcv, kek.check_value()):
-            raise WrongKeyError(
-                "the key does not open these snapshots (or the manifest's key check was altered)"
+    def verify(self, kek: Kek) -> None:
+        """Authenticate the claims under ``kek`` (a ring: the generation the manifest's
+        key check value names); ``WrongKeyError`` or ``TamperedSnapshotError``."""
+        if self.kcv:
+            kek = opening_key(
+                kek,
+                self.kcv,
+                "the key does not open these snapshots (or the manifest's key check was altered)",
             )
+        key = publishing_key(kek)
         if not self.mac:
             raise TamperedSnapshotError(
                 "the snapshot manifest carries no MAC (altered, or made by an older replicator)",
                 hint="publish a new snapshot from a device, or sync from scratch",
             )
-        if not hmac.compare_digest(self.mac, _mac(kek, self.claims())):
+        if not hmac.compare_digest(self.mac, _mac(key, self.claims())):
             raise TamperedSnapshotError(
                 "the snapshot manifest fails authentication: it was altered, or was not made"
                 " with this key"
@@ -232,7 +242,7 @@ def _read_small(blobs: BlobStore, key: str) -> tuple[bytes, str] | None:
     return buf.getvalue(), info.etag
 
 
-def read_manifest(blobs: BlobStore, kek: SnapshotKey | None = None) -> Manifest | None:
+def read_manifest(blobs: BlobStore, kek: Kek | None = None) -> Manifest | None:
     """The manifest, parsed strictly and, given the KEK, authenticated; None if there is none."""
     found = _read_small(blobs, MANIFEST)
     if found is None:
@@ -252,7 +262,7 @@ class Current:
     problem: str | None = None
 
 
-def read_current(blobs: BlobStore, kek: SnapshotKey) -> Current:
+def read_current(blobs: BlobStore, kek: Kek) -> Current:
     """The manifest for a publish decision; an unreadable or unauthentic one is reported,
     not trusted, and replaced by the next publish (with a conditional write on its etag)."""
     found = _read_small(blobs, MANIFEST)
@@ -299,15 +309,23 @@ def check_claims(manifest: Manifest, header: Mapping[str, Any], kdf: Any) -> Non
 
 def resolve_key(
     blobs: BlobStore, key: object, *, create: bool
-) -> tuple[SnapshotKey, dict[str, Any] | None]:
-    """The KEK for ``key`` (raw bytes, SnapshotKey or Passphrase) and the kdf params, if any."""
+) -> tuple[Kek, dict[str, Any] | None]:
+    """The KEK for ``key`` (raw bytes, a SnapshotKey, a Passphrase, a KeyRing, or a
+    KeySource, whose ring is read now) and the kdf params, if any."""
     if isinstance(key, bytes):
         key = SnapshotKey(key)
     if isinstance(key, SnapshotKey):
         return key, None
+    if not isinstance(key, Passphrase) and isinstance(key, KeySource):
+        ring = key.ring()
+        if not isinstance(ring, KeyRing):
+            raise ConfigurationError(
+                f"{type(key).__name__}.ring() gave a {type(ring).__name__}, not a KeyRing"
+            )
+        return ring, None
     if not isinstance(key, Passphrase):
         raise ConfigurationError(
-            "snapshot key must be 32 bytes, a SnapshotKey or a Passphrase",
+            "snapshot key must be 32 bytes, a SnapshotKey, a Passphrase or a KeyRing",
             hint="pass key=SnapshotKey(...) or key=Passphrase('...') to Replicator",
         )
     found = _read_small(blobs, KDF)

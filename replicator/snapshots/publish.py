@@ -37,6 +37,7 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -50,7 +51,7 @@ from ..strategies.snapshot import (
     snapshots_kept,
 )
 from ..sync.context import SyncContext
-from .crypto import SnapshotKey, SnapshotSecret
+from .crypto import Kek, SnapshotSecret
 from .manifest import Current, Manifest, read_current, resolve_key
 from .write import write_snapshot
 
@@ -60,11 +61,14 @@ PUBLISH_ATTEMPTS = 5
 
 @attrs.frozen
 class Due:
-    """A publish the strategy may want: the key, and the manifest as read before
-    deciding (the conditional write of the new manifest is against it)."""
+    """A publish the strategy may want: the key (a ring as read for this sync: the
+    publish seals under its newest generation without reading it again), the
+    passphrase parameters if any, and the manifest as read before deciding (the
+    conditional write of the new manifest is against it)."""
 
-    kek: SnapshotKey
+    kek: Kek
     current: Current
+    kdf: dict[str, Any] | None = None
 
 
 def snapshot_due(
@@ -83,14 +87,14 @@ def snapshot_due(
     """
     if not ever_publishes(strategy) or ctx.local.pending_total(tables):
         return None
-    kek, _kdf = resolve_key(blobs, key, create=True)
+    kek, kdf = resolve_key(blobs, key, create=True)
     current = read_current(blobs, kek)
     manifest = current.manifest
     seen = None if manifest is None else manifest.snapshot_id
     if seen != ctx.local.manifest_seen:
         # a new snapshot appeared (ours or another device's): count afresh from it
         ctx.local.set_device(manifest_seen=seen, changes_since_snapshot=0)
-    return Due(kek, current)
+    return Due(kek, current, kdf)
 
 
 def publish_due(
@@ -125,7 +129,7 @@ def publish_due(
                 connection=ctx.db.connection(),
                 db_path=db_path,
                 blobs=blobs,
-                key=key,
+                key=key if due.kdf is not None else due.kek,  # a passphrase: its params
                 watermarks=decision.watermarks,
                 seen_position=ctx.local.seen_position,
                 device_name=ctx.local.device_name,

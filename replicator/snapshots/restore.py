@@ -188,14 +188,16 @@ def prepare(
                 hint="restore into a new file, or into a database a Replicator has opened",
             )
     check(found, force=force, path=path)
-    manifest, _kek, _kdf = open_latest(blobs, key)
+    manifest, kek, kdf = open_latest(blobs, key)
     if devices is not None:
         check_not_rolled_back(manifest, devices)
     is_older = snapshot_id is not None and snapshot_id != manifest.snapshot_id
     if is_older:
         manifest = older(blobs, manifest, str(snapshot_id))
+    # a key ring read now serves the fetch too (a scope's keys are read once per restore)
+    resolved = key if kdf is not None else kek
     return Restore(
-        db, path, blobs, key, manifest, None if tables is None else tuple(tables), is_older
+        db, path, blobs, resolved, manifest, None if tables is None else tuple(tables), is_older
     )
 
 

@@ -41,7 +41,7 @@ import attrs
 
 from ..errors import RemoteError, SnapshotError
 from ..stores.base import BlobStore
-from .crypto import SnapshotKey, SnapshotSecret, encrypt_stream
+from .crypto import Kek, SnapshotKey, SnapshotSecret, encrypt_stream, publishing_key
 from .files import plain_source, temp_beside
 from .manifest import MANIFEST, SNAPSHOT_ID, Current, Manifest, read_current, resolve_key
 
@@ -77,6 +77,7 @@ def write_snapshot(
     plaintext copy lives only inside this call.
     """
     kek, kdf = resolve_key(blobs, key, create=True)
+    sealer = publishing_key(kek)  # a ring's newest generation seals the snapshot and manifest
     created = now or _dt.datetime.now(_dt.timezone.utc)
     manifest, dropped = _draft(
         current,
@@ -88,10 +89,10 @@ def write_snapshot(
         keep=keep,
     )
     with temp_beside(db_path, "snapshot") as plain, temp_beside(db_path, "sealed") as sealed:
-        _seal(connection, tables, plain, sealed, kek, kdf, manifest.header_claims(), on_bytes)
+        _seal(connection, tables, plain, sealed, sealer, kdf, manifest.header_claims(), on_bytes)
         with open(sealed, "rb") as src:
             info = blobs.put(manifest.key, src)
-    manifest = attrs.evolve(manifest, sha256=info.sha256, size=info.size).signed(kek)
+    manifest = attrs.evolve(manifest, sha256=info.sha256, size=info.size).signed(sealer)
     manifest = _swap_manifest(blobs, manifest, current, kek)
     try:
         for old in dropped:
@@ -153,9 +154,7 @@ def _seal(
         encrypt_stream(src, dst, kek, claims, kdf=kdf, on_bytes=on_bytes)
 
 
-def _swap_manifest(
-    blobs: BlobStore, manifest: Manifest, current: Current, kek: SnapshotKey
-) -> Manifest:
+def _swap_manifest(blobs: BlobStore, manifest: Manifest, current: Current, kek: Kek) -> Manifest:
     """Point the manifest at ``manifest`` if it is still ``current``, and return it.
 
     When the write fails (``PreconditionFailed``, or no answer), the manifest read back
