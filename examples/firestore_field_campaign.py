@@ -10,8 +10,9 @@ the same way.
 * Collectors register households; the supervisor sees her campaign's, never the
   other campaign's. A collector of both campaigns syncs both.
 * The campaign's admin (a signed-in user) removes a collector who has a registration
-  not uploaded yet: her next sync sets it aside in a file, with the reason, and
-  purges the campaign from her device.
+  not uploaded yet, rotating the campaign's snapshot key in the same batch: her next
+  sync sets the registration aside in a file, with the reason, and purges the
+  campaign from her device.
 * A collector added later starts from the campaign's snapshot, then catches up.
 
 If FIRESTORE_EMULATOR_HOST / FIREBASE_AUTH_EMULATOR_HOST are not set, the script
@@ -36,13 +37,13 @@ from google.cloud import firestore as gfs
 from replicator import (
     DirectoryBlobStore,
     FirebaseAuth,
-    Passphrase,
     Replicator,
     ScopedReplicator,
     SyncModel,
 )
 from replicator.auth import MemoryTokenStore
 from replicator.scopes import ScopeKind, Scopes, scoped_rules
+from replicator.scopes.keys import remove_member, rotate
 from replicator.scopes.members import member_document
 from replicator.stores.firestore import FirestoreRemote
 from replicator.stores.firestore_user import UserClient
@@ -93,6 +94,7 @@ def main(directory: Path, emulator: FirestoreEmulator) -> None:
         (south, {"ada": "collector"}),
     ):
         server.document(f"scopes/{scope}").set({"kind": "campaign"})
+        rotate(server, scope, by="server")  # the campaign's first snapshot key
         for name, role in members.items():
             doc = member_document(uid[name], "campaign", role)
             server.document(f"scopes/{scope}/members/{uid[name]}").set(doc)
@@ -113,7 +115,7 @@ def main(directory: Path, emulator: FirestoreEmulator) -> None:
             people[name],
             PROJECT,
             blobs_for=lambda m: DirectoryBlobStore(directory / "bucket" / m.scope),
-            key_for=lambda m: Passphrase(f"the snapshot passphrase of {m.scope}"),
+            scope_keys=True,  # snapshots sealed with the campaign's key generations
             device_name=f"{name}-phone",
         )
 
@@ -134,7 +136,10 @@ def main(directory: Path, emulator: FirestoreEmulator) -> None:
     # the campaign's admin, signed in, removes bea, who has a household not uploaded
     with phones["bea"].scope(north).bound():
         Household.create(head="registered after her removal", collector=uid["bea"])
-    UserClient(people["ines"], PROJECT).document(f"scopes/{north}/members/{uid['bea']}").delete()
+    # removing her writes the campaign's next key generation in the same batch: she
+    # cannot open the snapshots published after her removal
+    generation = remove_member(UserClient(people["ines"], PROJECT), north, uid["bea"])
+    print(f"ines removed bea from north; snapshot key generation {generation} from now on")
     (removed,) = phones["bea"].sync().removed
     print(f"bea lost north: {removed.pending} write set aside in {removed.set_aside.name}")
     assert phones["bea"].memberships() == []

@@ -188,13 +188,18 @@ class ScopedReplicator:
         *,
         timeout: float = 20.0,
         private: Callable[[RemoteStore], Replicator] | None = None,
+        scope_keys: bool = False,
         **kw: Any,
     ) -> ScopedReplicator:
         """The device of the signed-in user of ``tokens`` (a sign-in session) in Firestore
         project ``project``: discovery and every scope through one client acting as the
         user. ``private(remote)`` makes the Replicator of the user's own root, given its
-        remote (e.g. ``lambda remote: Replicator(db, MODELS, remote)``)."""
+        remote (e.g. ``lambda remote: Replicator(db, MODELS, remote)``). With
+        ``scope_keys``, each scope's snapshots are sealed with the scope's own key
+        generations (:class:`~replicator.scopes.keys.ScopeKeyRing`, through the same
+        client) unless ``key_for`` is given."""
         from ..stores.firestore_user import UserClient, UserFirestoreRemote
+        from .keys import ScopeKeyRing
 
         client = UserClient(tokens, project)
         own = UserFirestoreRemote(tokens, project, client=client, timeout=timeout)
@@ -204,6 +209,8 @@ class ScopedReplicator:
                 tokens, project, root=root, client=client, owned=owned, timeout=timeout
             )
 
+        if scope_keys and "key_for" not in kw:
+            kw["key_for"] = lambda m: ScopeKeyRing(client, m.scope, timeout=timeout)
         return cls(
             folder,
             models,
