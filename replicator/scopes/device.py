@@ -39,15 +39,17 @@ import attrs
 import peewee
 
 from ..engine import Replicator
-from ..errors import ConfigurationError, OfflineError, ReplicatorError
+from ..errors import ConfigurationError, LocalDatabaseError, OfflineError, ReplicatorError
 from ..model import SyncModel
 from ..report import SyncReport
 from ..snapshots.crypto import SnapshotSecret
 from ..sql import local_error
 from ..stores.base import BlobStore, IdTokens, RemoteStore
 from ..sync.listeners import Change
-from .members import Membership, checked_cap
+from .members import Membership, acceptable, checked_cap
 from .plan import (
+    SET_ASIDE,
+    STATE,
     database_path,
     plan,
     read_state,
@@ -261,16 +263,7 @@ class ScopedReplicator:
             found, offline, reads = self._discover()
             chosen, skipped = self._choose(found)
             failed: dict[str, ReplicatorError] = {}
-            with self._state:
-                removed = []
-                for scope in self._to_lose(chosen):
-                    try:
-                        removed.append(self._lose(scope))
-                    except peewee.DatabaseError as exc:  # kept, and tried at the next sync
-                        failed[scope] = local_error(f"scope {scope!r} could not be removed", exc)
-                added = [m for s, m in chosen.items() if s not in self._known]
-                self._known = dict(chosen)
-                write_state(self.folder, self._known.values())
+            removed, added = self._settle(chosen, failed)
             reports: dict[str, SyncReport] = {}
             if self.private is not None:
                 self._run(self.private_key, self.private.sync, reports, failed)
@@ -278,6 +271,9 @@ class ScopedReplicator:
             for member in added:
                 login = functools.partial(self._call, member, "login")
                 if self._run(member.scope, login, reports, failed):
+                    with self._state:  # known from its first login on, not before
+                        self._known[member.scope] = member
+                        self._save()
                     change = ScopeChange(
                         "added", member.scope, member.kind, member.role,
                         restored=reports[member.scope].restored,
@@ -292,6 +288,50 @@ class ScopedReplicator:
                 reports, failed, tuple(gained), tuple(removed), skipped, offline, reads
             )
 
+    def _settle(
+        self, chosen: Mapping[str, Membership], failed: dict[str, ReplicatorError]
+    ) -> tuple[list[ScopeChange], list[Membership]]:
+        """Lose the scopes no longer chosen (or whose role narrowed); returns the scopes
+        removed and those to gain. A scope to gain is recorded as known only once its
+        first login succeeds (a gain that failed, or a kill in it, is a gain again at
+        the next sync, told then); a loss that failed keeps the scope known with its
+        old role, so the next sync tries the loss again before anything else."""
+        with self._state:
+            removed = []
+            for scope in self._to_lose(chosen):
+                try:
+                    removed.append(self._lose(scope))
+                except peewee.DatabaseError as exc:  # kept, and tried at the next sync
+                    failed[scope] = local_error(f"scope {scope!r} could not be removed", exc)
+                except OSError as exc:  # the set-aside file: the emptying rolled back
+                    failed[scope] = LocalDatabaseError(
+                        f"scope {scope!r} could not be removed: its writes not uploaded"
+                        f" could not be set aside ({exc.strerror or exc})",
+                        hint=f"free space or fix the folder {self.folder / SET_ASIDE};"
+                        " the scope is kept and its removal tried at the next sync",
+                        retryable=True,
+                        orig=exc,
+                    )
+            lost = {c.scope for c in removed}
+            stuck = {s: self._known[s] for s in failed if s in self._known}
+            known = {s: m for s, m in chosen.items() if s in self._known and s not in lost}
+            added = [
+                m for s, m in chosen.items() if s not in known and s not in failed
+            ]  # fmt: skip
+            self._known = {**known, **stuck}
+            self._save()
+        return removed, added
+
+    def _save(self) -> None:
+        try:
+            write_state(self.folder, self._known.values())
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot write {self.folder / STATE}: {exc.strerror or exc}",
+                hint="give the scopes' folder back to the app (a writable folder, no"
+                " directory named like the file); nothing was lost",
+            ) from exc
+
     def _discover(self) -> tuple[dict[str, Membership], bool, int]:
         """The user's memberships now; offline, those of the last sync."""
         usage = getattr(self.directory, "usage", None)
@@ -302,7 +342,13 @@ class ScopedReplicator:
             log.warning("scopes not discovered (%s): the last sync's are synced", exc)
             return dict(self._known), True, 0
         after = usage.reads if usage is not None else 0
-        return {m.scope: m for m in found}, False, after - before
+        kept = {}
+        for member in found:
+            if acceptable(member):
+                kept[member.scope] = member
+            else:  # the directory is the server's answer: never trusted to name a file
+                log.warning("a membership skipped: %s", f"{member!r:.120}")
+        return kept, False, after - before
 
     def _choose(
         self, found: dict[str, Membership]

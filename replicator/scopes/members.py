@@ -57,6 +57,19 @@ def valid_scope_id(scope: str) -> bool:
     return bool(_SCOPE_ID.match(scope)) and ".." not in scope
 
 
+def acceptable(member: object) -> bool:
+    """Whether ``member`` (from a directory: the server's answer) is a membership a
+    device takes: a scope id it accepts, a kind and a role that are strings."""
+    return (
+        isinstance(member, Membership)
+        and isinstance(member.scope, str)
+        and valid_scope_id(member.scope)
+        and isinstance(member.kind, str)
+        and isinstance(member.role, str)
+        and bool(member.kind and member.role)
+    )
+
+
 def parse_membership(path: str, data: Mapping[str, Any], uid: str) -> Membership | str:
     """The membership a member document at ``path`` (``scopes/{id}/members/{uid}``)
     gives ``uid``, or why it gives none (a document elsewhere, of another user, or

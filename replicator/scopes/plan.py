@@ -23,7 +23,7 @@ import peewee
 from ..codec import encode_json
 from ..errors import ConfigurationError
 from ..model import SyncModel, collection_name, remote_columns
-from .members import Membership, valid_scope_id
+from .members import Membership, acceptable, valid_scope_id
 from .roles import Scopes
 
 log = logging.getLogger(__name__)
@@ -102,12 +102,16 @@ def read_state(folder: Path) -> dict[str, Membership]:
     path = folder / STATE
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-        return {s: Membership(s, str(v["kind"]), str(v["role"])) for s, v in raw["scopes"].items()}
+        found = {s: Membership(s, v["kind"], v["role"]) for s, v in raw["scopes"].items()}
     except FileNotFoundError:
         return {}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         log.warning("%s could not be read (%s): rewritten at the next sync", path, exc)
         return {}
+    kept = {s: m for s, m in found.items() if acceptable(m)}
+    if len(kept) < len(found):  # never trusted to name a file: rewritten at the next sync
+        log.warning("%s names %d scopes a device does not accept", path, len(found) - len(kept))
+    return kept
 
 
 def write_state(folder: Path, members: Iterable[Membership]) -> None:
