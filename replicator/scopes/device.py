@@ -173,6 +173,9 @@ class ScopedReplicator:
         self.on_change = on_change
         self.options = options
         self._open: dict[str, tuple[Membership, Replicator]] = {}
+        #: the file each open scope's database was opened on (device, inode): another
+        #: device on the folder may delete it (a loss) or make it anew (a gain)
+        self._files: dict[str, tuple[int, int] | None] = {}
         #: one sync at a time; ``_state`` guards the maps, held briefly (an app's
         #: ``scope()`` never waits for a sync)
         self._syncing = threading.Lock()
@@ -249,6 +252,7 @@ class ScopedReplicator:
             for _member, rep in self._open.values():
                 rep.database.close()
             self._open.clear()
+            self._files.clear()
 
     # -- the sync ------------------------------------------------------------------------
 
@@ -314,7 +318,11 @@ class ScopedReplicator:
                     )
             lost = {c.scope for c in removed}
             stuck = {s: self._known[s] for s in failed if s in self._known}
-            known = {s: m for s, m in chosen.items() if s in self._known and s not in lost}
+            known = {
+                s: m
+                for s, m in chosen.items()
+                if s in self._known and s not in lost and database_path(self.folder, s).exists()
+            }  # a file gone (another device on the folder lost the scope): a gain again
             added = [
                 m for s, m in chosen.items() if s not in known and s not in failed
             ]  # fmt: skip
@@ -404,6 +412,7 @@ class ScopedReplicator:
         """Set aside what was not uploaded, then delete the scope's file."""
         member = self._known.get(scope) or Membership(scope, "?", "?")
         opened = self._open.pop(scope, None)
+        self._files.pop(scope, None)
         path = database_path(self.folder, scope)
         reason = f"access to scope {scope!r} ({member.kind}/{member.role}) was lost"
         where, pending = None, 0
@@ -427,11 +436,20 @@ class ScopedReplicator:
     def _replicator(self, member: Membership) -> Replicator:
         with self._state:
             opened = self._open.get(member.scope)
-            if opened is not None and opened[0] == member:
+            if opened is not None and opened[0] == member and self._same_file(member.scope):
                 return opened[1]
             if opened is not None:  # a new role that reads no less: the file stays
                 opened[1].database.close()
             return self._opened(member)
+
+    def _same_file(self, scope: str) -> bool:
+        """Whether the open database of ``scope`` is still on the scope's file (another
+        device on the folder may have deleted it, or deleted and made it anew)."""
+        now = _identity(database_path(self.folder, scope))
+        if self._files.get(scope) is None:  # not made yet when it was opened
+            self._files[scope] = now
+            return True
+        return self._files[scope] == now
 
     def _opened(self, member: Membership) -> Replicator:
         the_plan = plan(self.scopes, self.models, member, self.uid)
@@ -448,6 +466,7 @@ class ScopedReplicator:
         if self.on_change is not None:
             rep.subscribe(functools.partial(self.on_change, member.scope))
         self._open[member.scope] = (member, rep)
+        self._files[member.scope] = _identity(database_path(self.folder, member.scope))
         return rep
 
     def _call(self, member: Membership, what: str) -> SyncReport:
@@ -479,6 +498,14 @@ class ScopedReplicator:
             self.on_scope(change)
         except Exception:  # a listener's bug never stops the sync
             log.exception("on_scope failed for %s", change)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 def _plain(path: Path) -> peewee.SqliteDatabase:

@@ -122,3 +122,24 @@ def test_a_role_that_narrows_is_a_loss_then_a_gain_both_told(tmp_path):
     assert [c.scope for c in report.removed] == ["g"] and [c.scope for c in report.added] == ["g"]
     assert told == [("added", "teacher"), ("removed", "teacher"), ("added", "learner")]
     assert [m.role for m in phone.memberships()] == ["learner"]
+
+
+def test_a_scope_another_device_on_the_folder_removed_is_gained_again(tmp_path):
+    """Two devices on one folder (two processes of an app: the app and its background
+    sync): one loses a scope, the other, still a member (the user was added again
+    meanwhile), syncs it. Before: the second kept its connection to the deleted,
+    emptied file and failed every sync with "no such table" until restarted."""
+    mine, theirs = Directory("a"), Directory("a")
+    app, background = device(tmp_path, mine), device(tmp_path, theirs)
+    app.sync()
+    background.sync()
+    with app.scope("a").bound():
+        Registration.create(head="before", collector="u1")
+    theirs.scopes = []
+    (change,) = background.sync().removed  # the app's write is set aside, not lost
+    assert change.pending == 1
+    report = app.sync()
+    assert not report.failed and [c.scope for c in report.added] == ["a"]
+    with app.scope("a").bound():
+        Registration.create(head="after", collector="u1")
+    assert app.sync().reports["a"].uploaded == {"registrations": 1}
