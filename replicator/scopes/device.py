@@ -14,7 +14,8 @@ Each sync:
    touched, listeners get a ``removed`` change;
 4. **gains** the new scopes: a file of their own, restored from the scope's snapshot
    when blob storage is configured and one exists (``login()``), then pulled;
-   listeners get an ``added`` change;
+   listeners get an ``added`` change. A scope is recorded in ``scopes.json`` only
+   once its first login succeeded: a gain that failed or was killed is a gain again;
 5. **syncs** every scope (the private one first), each on its own: a scope that fails
    is reported in ``failed`` and the others go on.
 
@@ -350,13 +351,28 @@ class ScopedReplicator:
             log.warning("scopes not discovered (%s): the last sync's are synced", exc)
             return dict(self._known), True, 0
         after = usage.reads if usage is not None else 0
-        kept = {}
+        return self._one_each(found), False, after - before
+
+    def _one_each(self, found: Sequence[Membership]) -> dict[str, Membership]:
+        """One membership per scope, of those a device accepts (the directory is the
+        server's answer: never trusted to name a file). A scope listed twice with two
+        roles keeps the membership the device knows, else the first by kind and role:
+        never the last listed, or an order changing between syncs would flip the
+        role, and each flip to a narrower one would be a loss."""
+        kept: dict[str, Membership] = {}
         for member in found:
-            if acceptable(member):
-                kept[member.scope] = member
-            else:  # the directory is the server's answer: never trusted to name a file
+            if not acceptable(member):
                 log.warning("a membership skipped: %s", f"{member!r:.120}")
-        return kept, False, after - before
+                continue
+            other = kept.setdefault(member.scope, member)
+            if other != member:
+                log.warning("scope %s listed twice: %s and %s", member.scope, other, member)
+                if other != self._known.get(member.scope) and (
+                    member == self._known.get(member.scope)
+                    or (member.kind, member.role) < (other.kind, other.role)
+                ):
+                    kept[member.scope] = member
+        return kept
 
     def _choose(
         self, found: dict[str, Membership]

@@ -6,6 +6,12 @@ fixed (or, marked ``xfail``, one left open, described in its reason)."""
 from __future__ import annotations
 
 import json
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +19,7 @@ import pytest
 from replicator import EmbeddedRemote, OfflineError, ReplicatorError
 from replicator.scopes.device import ScopeChange, ScopedReplicator
 from replicator.scopes.members import Membership
+from tests.helpers import ROOT
 from tests.scope_models import MODELS, SCOPES, Registration
 from tests.scopes.test_scoped_device_logic import Directory, device
 
@@ -143,3 +150,66 @@ def test_a_scope_another_device_on_the_folder_removed_is_gained_again(tmp_path):
     with app.scope("a").bound():
         Registration.create(head="after", collector="u1")
     assert app.sync().reports["a"].uploaded == {"registrations": 1}
+
+
+def test_a_directory_listing_a_scope_twice_does_not_flip_its_role_each_sync(tmp_path):
+    """A buggy directory lists a scope twice, with two roles, in any order. Before: the
+    last one listed won, so the role flipped from sync to sync, and each flip to the
+    narrower role was a loss: the writes not uploaded were set aside every other sync,
+    never uploaded."""
+    teacher, learner = Membership("g", "group", "teacher"), Membership("g", "group", "learner")
+    directory = Hostile(teacher)
+    phone = device(tmp_path, directory)
+    phone.sync()
+    for order in ([learner, teacher], [teacher, learner], [learner, teacher]):
+        directory.members = order
+        report = phone.sync()
+        assert not report.removed and not report.failed
+    assert [m.role for m in phone.memberships()] == ["teacher"]
+
+
+GAIN = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[2])
+    from tests.scopes.test_scoped_device_logic import Directory, device
+    print("ready", flush=True)
+    device(Path(sys.argv[1]), Directory("a")).sync()  # the first login: killed in it
+    print("done", flush=True)
+    """
+)
+
+
+def test_a_kill_in_the_middle_of_a_gain_is_a_gain_again_at_the_restart(tmp_path):
+    """Before: scopes.json named the scope before its first login, so the restart only
+    synced it: no ``added`` change, no snapshot restore."""
+    writer = device(tmp_path / "writer", Directory("a"))
+    writer.sync()
+    with writer.scope("a").bound(), writer.scope("a").database.atomic():
+        for i in range(2000):
+            Registration.create(head=f"w{i}", collector="u2")
+    writer.sync()
+    phone = tmp_path / "phone"
+    phone.mkdir()
+    (phone / "remotes").symlink_to(tmp_path / "writer" / "remotes")
+    killed_in_gain = 0
+    for delay in (0.0, 0.03, 0.06, 0.1):
+        shutil.rmtree(phone / "device", ignore_errors=True)
+        child = subprocess.Popen(
+            [sys.executable, "-c", GAIN, str(phone), str(ROOT)], stdout=subprocess.PIPE, text=True
+        )
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        time.sleep(delay)
+        child.send_signal(signal.SIGKILL)
+        finished = "done" in child.communicate()[0]
+        restart = device(phone, Directory("a"))
+        report = restart.sync()
+        assert not report.failed, report.failed
+        if not finished and not report.added:
+            pytest.fail(f"killed after {delay}s: the restart did not gain the scope")
+        killed_in_gain += not finished
+        with restart.scope("a").bound():
+            assert Registration.select().count() == 2000
+        restart.close()
+    assert killed_in_gain, "no kill landed in the gain: shorten the delays"
