@@ -19,7 +19,7 @@ Each sync:
 5. **syncs** every scope (the private one first), each on its own: a scope that fails
    is reported in ``failed`` and the others go on.
 
-The scope files live in ``folder`` (``scope-<id>.db``), beside ``scopes.json`` (the
+The scope files live in ``folder`` (``scope-<id>.<tag>.db``), beside ``scopes.json`` (the
 scopes of the last sync) and ``set-aside/``. Each is an ordinary database synced by a
 :class:`~replicator.Replicator` with the scope's root (``scopes/<id>``), so cursors,
 Devices records, snapshots and denied writes are per scope. An app writes into one

@@ -2,7 +2,7 @@
 knew at its last sync, and the writes it sets aside when its user loses a scope.
 
 Each scope a device syncs lives in a SQLite file of its own in the device's folder
-(``scope-<id>.db``), synced by an ordinary :class:`~replicator.Replicator` against the
+(``scope-<id>.<tag>.db``), synced by an ordinary :class:`~replicator.Replicator` against the
 scope's root: its cursors, its Devices record, its snapshots are the scope's alone, and
 losing the scope is deleting the file (no tombstone, nothing left behind).
 """
@@ -10,6 +10,7 @@ losing the scope is deleting the file (no tombstone, nothing left behind).
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import logging
 import os
@@ -72,20 +73,28 @@ def plan(
     return ScopePlan(tuple(chosen), tuple(readonly), owned)
 
 
+def _tag(scope: str) -> str:
+    """Eight hex digits of the id's hash: file names differ even where the file system
+    folds case (scopes ``A`` and ``a`` are two scopes, and two files, on macOS too)."""
+    return hashlib.sha256(scope.encode()).hexdigest()[:8]
+
+
 def database_path(folder: Path, scope: str) -> Path:
-    """The file of ``scope``'s rows in the device's ``folder``."""
+    """The file of ``scope``'s rows in the device's ``folder``:
+    ``scope-<id>.<tag>.db``."""
     if not valid_scope_id(scope):
         raise ConfigurationError(f"{scope!r:.80} is not a scope id a device accepts")
-    return folder / f"{_PREFIX}{scope}{_SUFFIX}"
+    return folder / f"{_PREFIX}{scope}.{_tag(scope)}{_SUFFIX}"
 
 
 def scope_files(folder: Path) -> dict[str, Path]:
     """The scopes whose files are in ``folder`` (an app's write after a loss can make
-    one again: the sync treats it as a scope lost)."""
+    one again: the sync treats it as a scope lost); a name whose tag does not match its
+    id is not a scope's file."""
     out = {}
     for path in folder.glob(f"{_PREFIX}*{_SUFFIX}"):
-        scope = path.name[len(_PREFIX) : -len(_SUFFIX)]
-        if valid_scope_id(scope):
+        scope, _, tag = path.name[len(_PREFIX) : -len(_SUFFIX)].rpartition(".")
+        if valid_scope_id(scope) and tag == _tag(scope):
             out[scope] = path
     return out
 

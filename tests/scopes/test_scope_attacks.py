@@ -213,3 +213,16 @@ def test_a_kill_in_the_middle_of_a_gain_is_a_gain_again_at_the_restart(tmp_path)
             assert Registration.select().count() == 2000
         restart.close()
     assert killed_in_gain, "no kill landed in the gain: shorten the delays"
+
+
+def test_scopes_whose_ids_differ_only_in_case_have_files_that_differ_folded_too(tmp_path):
+    """``A`` and ``a`` are two Firestore documents: on a file system that folds case
+    (macOS, Windows) their files must still be two."""
+    from replicator.scopes.plan import database_path, scope_files
+
+    upper, lower = database_path(tmp_path, "A"), database_path(tmp_path, "a")
+    assert upper.name.lower() != lower.name.lower()
+    upper.write_bytes(b"")
+    lower.write_bytes(b"")
+    (tmp_path / "scope-a.00000000.db").write_bytes(b"")  # a name whose tag is not its id's
+    assert scope_files(tmp_path) == {"A": upper, "a": lower}

@@ -25,6 +25,7 @@ import pytest
 from replicator import EmbeddedRemote
 from replicator.scopes.device import ScopedReplicator
 from replicator.scopes.members import Membership
+from replicator.scopes.plan import database_path
 from tests.scope_models import MODELS, SCOPES, Registration
 
 SCOPE_IDS = ["s1", "s2", "s3"]
@@ -134,8 +135,8 @@ def test_random_grants_revocations_writes_and_syncs_converge(tmp_path, seed):
         uid = name.split("-")[0]
         mine = sorted(s for s, roles in world.members.items() if uid in roles)
         assert [m.scope for m in device.memberships()] == mine, (name, world.steps)
-        files = sorted(p.name for p in (tmp_path / name).glob("scope-*.db"))
-        assert files == [f"scope-{s}.db" for s in mine], (name, world.steps)
+        files = sorted((tmp_path / name).glob("scope-*.db"))
+        assert files == [database_path(tmp_path / name, s) for s in mine], (name, world.steps)
         for scope in mine:
             with device.scope(scope).bound():
                 held = {r.head for r in Registration.select()}

@@ -17,6 +17,7 @@ import pytest
 from replicator import Replicator
 from replicator.scopes.device import ScopeChange, ScopedReplicator
 from replicator.scopes.members import member_document
+from replicator.scopes.plan import database_path
 from replicator.snapshots.crypto import Passphrase
 from replicator.stores.directory import DirectoryBlobStore
 from replicator.stores.firestore import FirestoreRemote
@@ -109,7 +110,7 @@ def test_the_field_campaign_as_its_members(world, tmp_path):
     )
     assert rows(phones["sup"], C1, Form, "name") == ["household"]
     assert rows(phones["col-a"], C2, Form, "name") == ["clinic"]
-    assert not (tmp_path / "sup-phone" / f"scope-{C2}.db").exists()  # not hers
+    assert not database_path(tmp_path / "sup-phone", C2).exists()  # not hers
 
     outsider = world.device("out")
     alone = outsider.sync()
@@ -129,7 +130,7 @@ def test_the_field_campaign_as_its_members(world, tmp_path):
         ("registrations", "written after the removal")
     ]
     assert "lost" in kept[0]["reason"]
-    assert not (tmp_path / "col-c-phone" / f"scope-{C1}.db").exists()
+    assert not database_path(tmp_path / "col-c-phone", C1).exists()
     assert phones["col-c"].memberships() == []
     assert world.changes["col-c-phone"][-1] == removed
 

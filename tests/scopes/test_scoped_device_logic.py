@@ -20,6 +20,7 @@ import pytest
 from replicator import ConfigurationError, EmbeddedRemote, OfflineError
 from replicator.scopes.device import ScopedReplicator
 from replicator.scopes.members import Membership
+from replicator.scopes.plan import database_path
 from tests.helpers import ROOT
 from tests.scope_models import MODELS, SCOPES, Registration
 
@@ -56,9 +57,9 @@ def test_scopes_past_the_cap_are_left_out_with_a_warning_before_any_download(tmp
         report = phone.sync()
     assert sorted(report.reports) == ["a", "b", "c"] and report.skipped == ("d", "e")
     assert "at most 3" in caplog.text and "d, e" in caplog.text
-    assert sorted(p.name for p in (tmp_path / "device").glob("scope-*.db")) == [
-        "scope-a.db", "scope-b.db", "scope-c.db",
-    ]  # fmt: skip
+    assert sorted((tmp_path / "device").glob("scope-*.db")) == [
+        database_path(tmp_path / "device", s) for s in "abc"
+    ]
     directory.scopes = ["0", "a", "b", "c"]  # a new scope sorts first: the known ones stay
     again = phone.sync()
     assert sorted(again.reports) == ["a", "b", "c"] and again.skipped == ("0",)
@@ -111,7 +112,7 @@ def test_a_scope_file_damaged_is_that_scopes_failure(tmp_path):
     phone = device(tmp_path, Directory("a", "b"))
     phone.sync()
     phone.close()
-    (tmp_path / "device" / "scope-b.db").write_bytes(b"not a database" * 100)
+    database_path(tmp_path / "device", "b").write_bytes(b"not a database" * 100)
     again = device(tmp_path, Directory("a", "b"))
     report = again.sync()
     assert "a" in report.reports and "b" in report.failed
