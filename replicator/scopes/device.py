@@ -177,8 +177,8 @@ class ScopedReplicator:
         #: the file each open scope's database was opened on (device, inode): another
         #: device on the folder may delete it (a loss) or make it anew (a gain)
         self._files: dict[str, tuple[int, int] | None] = {}
-        #: one sync at a time; ``_state`` guards the maps, held briefly (an app's
-        #: ``scope()`` never waits for a sync)
+        #: one sync at a time; ``_state`` guards the maps, held while scopes lost or
+        #: gained are recorded (an app's ``scope()`` waits for that only)
         self._syncing = threading.Lock()
         self._state = threading.RLock()
         self._known = read_state(self.folder)
