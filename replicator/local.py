@@ -297,6 +297,13 @@ class LocalState(BundleLedger, DeniedLedger):
             [(collection, i) for i in ids],
         )
 
+    def holds_synced(self, collection: str) -> bool:
+        """Whether a row of ``collection`` was ever on the remote (``serverId`` set)."""
+        found = self.db.execute_sql(
+            f'SELECT 1 FROM "{collection}" WHERE "serverId" IS NOT NULL LIMIT 1'
+        ).fetchone()
+        return found is not None
+
     def synced_but_unseen(self, collection: str) -> list[tuple[str, bool]]:
         """(id, isDirty) of the rows the remote once held that the recovery did not see."""
         rows = self.db.execute_sql(

@@ -77,7 +77,12 @@ def download(ctx: SyncContext, *, catch_up_only: bool = False) -> Downloaded:
         coll = collection_name(model)
         cursor = ctx.local.tracker(coll)
         again = ctx.local.recovery(coll)
-        if stale(cursor, horizons.get(coll)) and not (again and again[0]):
+        behind = stale(cursor, horizons.get(coll)) or (
+            # never downloaded, yet holding rows the remote once held (its own uploads):
+            # deletes of them purged since cannot come down, only a reconcile finds them
+            cursor is None and horizons.get(coll) is not None and ctx.local.holds_synced(coll)
+        )
+        if behind and not (again and again[0]):
             ctx.local.start_recovery(coll)
             cursor, again = None, ctx.local.recovery(coll)
         plans.append(_Plan(model, coll, cursor, again))

@@ -27,6 +27,7 @@ from ..sql import select_in
 from ..stores.base import RemoteDoc
 from .apply import apply_remote
 from .context import SyncContext
+from .retention import gone_remotely
 from .rows import decode_doc
 
 #: a document the bulk path writes: the document, its decoded values, whether the row exists
@@ -139,12 +140,25 @@ def settle(ctx: SyncContext, just_set_aside: set[tuple[str, str]]) -> Applied:
             continue
         docs = ctx.remote.get(coll, ids)
         with ctx.local.applying():
-            ctx.local.unpark(coll, [i for i in ids if i not in docs])  # gone remotely
+            gone = [i for i in ids if i not in docs]
+            ctx.local.unpark(coll, gone)
+            # gone remotely: deleted, and the tombstone purged since it was set aside
+            states, _ = ctx.local.row_states(coll, gone)
+            synced = _synced(ctx, coll, gone)
+            for doc_id in gone:
+                if doc_id in synced:
+                    gone_remotely(ctx, model, doc_id, states.get(doc_id, False), out)
             found = [ctx.codec.incoming(model, docs[i]) for i in ids if i in docs]
             for doc in self_parents_first(model, found):
                 out.add(apply_or_set_aside(ctx, model, doc))
         ctx.changed("download")
     return out
+
+
+def _synced(ctx: SyncContext, table: str, ids: list[str]) -> set[str]:
+    """The ids of ``ids`` whose rows the remote once held (``serverId`` set)."""
+    sql = f'SELECT id FROM "{table}" WHERE "serverId" IS NOT NULL AND id IN ({{}})'
+    return {r[0] for r in select_in(ctx.db.execute_sql, sql, ids)}
 
 
 def _existing(ctx: SyncContext, table: str, ids: list[str]) -> set[str]:

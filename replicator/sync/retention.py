@@ -117,35 +117,43 @@ def reconcile(ctx: SyncContext, model: type[peewee.Model]) -> Applied:
     go, unless they were edited here since (kept, and created again remotely).
     The caller holds an ``applying()`` transaction and ends the recovery in it;
     returns what was deleted and kept, for the caller to fold once it committed."""
-    coll = collection_name(model)
     out = Applied()
-    for doc_id, dirty in ctx.local.synced_but_unseen(coll):
-        row = fetch_row(ctx, model, doc_id)
-        if row is None:  # a cascade of this reconciliation removed it already
-            continue
-        if not dirty and not blockers(ctx, model, doc_id):
-            delete_local(ctx, model, doc_id, out, pending=False)
-            continue
-        # edited here since (or still needed by a RESTRICT child): it goes up as new
-        if not dirty:
-            mark_engine_edit(ctx, model, doc_id, {})
-        ctx.db.execute_sql(
-            f'UPDATE "{coll}" SET "serverId" = NULL, "syncVersion" = NULL WHERE id = ?', (doc_id,)
-        )
-        ctx.local.drop_base(coll, doc_id)
-        ctx.local.forget_sent(coll, [doc_id])
-        local = {c: row[c] for c in remote_columns(model)}
-        out.resolved(
-            Resolution(
-                coll,
-                doc_id,
-                "restored",
-                local,
-                None,
-                None,
-                local,
-                "retention: deleted remotely longer ago than the tombstone retention;"
-                " kept because this device still needs it",
-            )
-        )
+    for doc_id, dirty in ctx.local.synced_but_unseen(collection_name(model)):
+        gone_remotely(ctx, model, doc_id, dirty, out)
     return out
+
+
+def gone_remotely(
+    ctx: SyncContext, model: type[peewee.Model], doc_id: str, dirty: bool, out: Applied
+) -> None:
+    """The row ``doc_id``, which the remote once held, is no longer there (its delete's
+    tombstone was purged): it goes, unless it was edited here since (``dirty``) or a
+    ``RESTRICT`` child still needs it; then it is kept and created again remotely."""
+    coll = collection_name(model)
+    row = fetch_row(ctx, model, doc_id)
+    if row is None:  # a cascade removed it already
+        return
+    if not dirty and not blockers(ctx, model, doc_id):
+        delete_local(ctx, model, doc_id, out, pending=False)
+        return
+    if not dirty:
+        mark_engine_edit(ctx, model, doc_id, {})
+    ctx.db.execute_sql(
+        f'UPDATE "{coll}" SET "serverId" = NULL, "syncVersion" = NULL WHERE id = ?', (doc_id,)
+    )
+    ctx.local.drop_base(coll, doc_id)
+    ctx.local.forget_sent(coll, [doc_id])
+    local = {c: row[c] for c in remote_columns(model)}
+    out.resolved(
+        Resolution(
+            coll,
+            doc_id,
+            "restored",
+            local,
+            None,
+            None,
+            local,
+            "retention: deleted remotely longer ago than the tombstone retention;"
+            " kept because this device still needs it",
+        )
+    )

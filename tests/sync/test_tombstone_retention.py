@@ -291,3 +291,75 @@ def test_tombstones_purged_while_a_device_downloads_are_reconciled(make_device, 
     assert second.recovered == ("note",)
     assert _note(b, gone.id) is None
     assert_converged([a, b])
+
+
+class _DamagingTombstones:
+    """The remote, except that the tombstones of ``note`` the next pulls return come
+    damaged (the engine sets each aside instead of applying it)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.damage = True
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def pull(self, collection, *args, **kw):
+        import attrs
+
+        page = self.inner.pull(collection, *args, **kw)
+        if not self.damage or collection != "note":
+            return page
+        docs = [
+            attrs.evolve(d, problem="damaged on the way") if d.deleted else d for d in page.docs
+        ]
+        return attrs.evolve(page, docs=docs)
+
+
+def test_a_delete_set_aside_then_purged_still_deletes_the_row(make_device, remote):
+    """A tombstone this device set aside (it could not be applied) and the remote purged
+    since: the retry finds the document gone, which means deleted; the row goes (it
+    lived on for ever, the set-aside entry simply dropped)."""
+    a = make_device("a")
+    damaging = _DamagingTombstones(remote)
+    b = make_device("b", store=damaging)
+    with a.bound():
+        gone = Note.create(title="deleted by a")
+        Note.create(title="stays")
+    a.sync()
+    b.sync()
+    with a.bound():
+        Note.delete_by_id(gone.id)
+    a.sync()
+    report = b.sync()
+    assert [e.id for e in report.set_aside] == [gone.id]
+    assert _note(b, gone.id) is not None
+    purge(remote, ["note", "comment"], FUTURE)
+    damaging.damage = False
+    b.sync()
+    assert _note(b, gone.id) is None
+    assert_converged([a, b])
+
+
+def test_a_device_that_uploaded_before_it_ever_downloaded_learns_of_purged_deletes(
+    make_device, remote
+):
+    """A device's first sync finds nothing to download (no cursor) and uploads its rows;
+    another device deletes one, and the tombstone is purged. With no cursor, the device
+    was not "behind the horizon", downloaded from the start, never met the delete, and
+    kept the row for ever; now it reconciles."""
+    b = make_device("b")
+    with b.bound():
+        gone = Note.create(title="b's, deleted by a")
+        Note.create(title="b's, kept")
+    b.sync()
+    a = make_device("a")
+    a.sync()
+    with a.bound():
+        Note.delete_by_id(gone.id)
+    a.sync()
+    purge(remote, ["note", "comment"], FUTURE)
+    report = b.sync()
+    assert "note" in report.recovered
+    assert _note(b, gone.id) is None
+    assert_converged([a, b])
