@@ -261,7 +261,7 @@ class Ingestor:
         A ``caller`` who is a signed-in user is served by that user's ingestor
         (:meth:`for_user`): their root, their folder of the bucket; one naming a scope,
         by that user's ingestor in the scope (``scopes=``)."""
-        if self.user is None and request.scope is not None:
+        if self.user is None and (request.scope is not None or (self.scopes and not self.users)):
             return self._into_scope(request, caller)
         if request.scope != self.scope_id:
             raise ConfigurationError(f"{self!r} serves no other scope than {self.scope_id}")
@@ -388,10 +388,10 @@ class Ingestor:
         from .auth import FirstOf, SignedInCallers
 
         parts = auth.authenticators if isinstance(auth, FirstOf) else (auth,)
-        if any(isinstance(a, SignedInCallers) for a in parts) and self.users is None:
+        if any(isinstance(a, SignedInCallers) for a in parts) and not (self.users or self.scopes):
             raise ConfigurationError(
-                "signed-in callers need an ingestor with users=: each user's rows go to"
-                " that user's root",
+                "signed-in callers need an ingestor with users= (or scopes=): each user's"
+                " rows go to that user's root (or to the scope a request names)",
                 hint="Ingestor(..., users=lambda uid: <the remote store of users/<uid>>)",
             )
         return IngestServer(self, host, port, auth=auth, **options)

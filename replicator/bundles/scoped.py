@@ -111,6 +111,8 @@ class ScopeRoots:
         ``BundleRejected`` with why when the caller is not a signed-in user, the id
         cannot be a scope's, the scope does not exist, its kind is not declared, or the
         user is not its member."""
+        if not scope:
+            raise BundleRejected("this service takes bundles into scopes only: name one")
         if uid is None or not names_a_document(uid):
             raise BundleRejected("bundles into a scope come from its signed-in members only")
         if not valid_scope_id(scope):
