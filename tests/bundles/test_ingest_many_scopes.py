@@ -66,12 +66,14 @@ class Field:
             )
 
     def device(self, uid: str) -> ScopedReplicator:
-        """``uid``'s phone: every scope's registrations bundled to the one service,
-        each request naming its scope."""
+        """``uid``'s phone: a collector's registrations of every scope bundled to the
+        one service, each request naming its scope."""
         tokens = self.users.tokens(uid)
         mine = DirectoryBlobStore(self.tmp / "bucket" / "users" / uid)
 
-        def bundles_for(member: Any) -> Bundles:
+        def bundles_for(member: Any) -> Bundles | None:
+            if member.role != "collector":  # a supervisor downloads the registrations
+                return None
             service = HttpIngest(self.server.url, tokens=tokens, scope=member.scope)
             return Bundles(mine, service, [Registration])
 
