@@ -175,11 +175,11 @@ def test_a_collector_in_two_campaigns_bundles_into_each_through_one_service(fiel
 def test_a_non_members_bundle_is_refused_whole_and_recorded_nowhere(field):
     before = _paths(field.admin)
     result = field.send("outsider", C1, [_row(1, "outsider")])
+    assert _paths(field.admin) == before  # no row, no queue document in the campaign
     assert (result.state, result.reason) == (
         "rejected",
         f"user outsider is not a member of campaign {C1}",
     )
-    assert _paths(field.admin) == before  # no row, no queue document in the campaign
 
 
 def test_a_removed_collectors_next_bundle_is_refused(field):
@@ -188,11 +188,11 @@ def test_a_removed_collectors_next_bundle_is_refused(field):
     field.admin.document(f"scopes/{C1}/members/col-b").delete()
     before = _paths(field.admin)
     result = field.send("col-b", C1, [_row(3, "col-b")])
+    assert _paths(field.admin) == before
     assert (result.state, result.reason) == (
         "rejected",
         f"user col-b is not a member of campaign {C1}",
     )
-    assert _paths(field.admin) == before
     assert list(field.stored(C1)) == [_row(2, "col-b")["id"]]
 
 
