@@ -23,8 +23,9 @@ from replicator.errors import ConfigurationError
 from replicator.model import remote_columns
 from replicator.scopes.device import ScopedReplicator
 from replicator.scopes.members import member_document
+from replicator.stores.base import DeviceRecord
 from replicator.stores.firestore import FirestoreRemote
-from replicator.stores.ingest import IngestRequest
+from replicator.stores.ingest import IngestRequest, StoreIngest
 from tests.bundles.kit import WHEN, bundle_bytes
 from tests.scope_models import MODELS, SCOPES, Registration
 
@@ -290,3 +291,35 @@ def test_bundles_for_and_bundles_together_are_refused(tmp_path):
             bundles_for=lambda m: bundles,
             bundles=bundles,
         )
+
+
+def test_a_queued_request_naming_a_scope_is_rejected(tmp_path):
+    """Through a user's queue the rules prove the user, not the scope: a request naming
+    one is not ingested into the user's root."""
+    root = EmbeddedRemote(tmp_path / "u.db")
+    ingestor = Ingestor(
+        DirectoryBlobStore(tmp_path / "bucket"), root, [Registration], users=lambda uid: root
+    )
+    plain = IngestRequest("b", "bundles/d/b.ndjson.gz", "0" * 64, 1, 1, "registrations", "d")
+    device = DeviceRecord(installation_id="d", name="d", platform="test")
+    root.register(device)
+    StoreIngest(root).submit(IngestRequest(**{**plain.to_json(), "scope": C1}), device)
+    (result,) = ingestor.for_user("u").poll()
+    assert (result.state, result.reason) == (
+        "rejected",
+        "a request naming a scope is taken over HTTP only",
+    )
+
+
+def test_a_service_of_scopes_only_refuses_a_request_naming_none(tmp_path):
+    top = EmbeddedRemote(tmp_path / "top.db")
+    roots = ScopeRoots(SCOPES, top, lambda scope: EmbeddedRemote(tmp_path / f"{scope}.db"))
+    ingestor = Ingestor(DirectoryBlobStore(tmp_path / "bucket"), top, [Registration], scopes=roots)
+    request = IngestRequest("b", "bundles/d/b.ndjson.gz", "0" * 64, 1, 1, "registrations", "d")
+    for caller in (Caller("d", "u"), Caller("d"), None):
+        result = ingestor.submit(request, caller)
+        assert (result.state, result.reason) == (
+            "rejected",
+            "this service takes bundles into scopes only: name one",
+        )
+    assert top.all_docs("ingest_requests") == {}
