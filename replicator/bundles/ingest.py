@@ -149,9 +149,8 @@ class Ingestor:
     ) -> None:
         self.blobs = blobs
         self.store, self.users, self.scope, self.scopes = store, users, scope, scopes
-        #: the signed-in user this ingestor works for (``for_user``), or None
+        #: the signed-in user, and the scope, this ingestor works for (``for_user``), or None
         self.user: str | None = None
-        #: the scope this ingestor works in (a request names it), or None
         self.scope_id: str | None = None
         #: where this ingestor's bundle keys are, in the bucket (a user's folder)
         self.folder = ""
@@ -173,10 +172,8 @@ class Ingestor:
                     hint="rename the column",
                 )
         self.name = name or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
-        self.lease = lease
-        self.max_bundle_bytes = max_bundle_bytes
-        self.max_bundle_rows = max_bundle_rows
-        self.max_row_bytes = max_row_bytes
+        self.max_bundle_bytes, self.max_bundle_rows = max_bundle_bytes, max_bundle_rows
+        self.max_row_bytes, self.lease = max_row_bytes, lease
         self.max_clock_skew = _dt.timedelta(seconds=max_clock_skew)
         #: requests may name objects under this prefix only (``Bundles.prefix``)
         self.prefix = prefix
