@@ -42,7 +42,8 @@ a request whose caller is a user is handled by that user's ingestor
 (:meth:`Ingestor.for_user`), which takes bundles only from the user's folder of the
 bucket, ``users/<uid>/`` (a request's key is relative to it:
 ``bundles/<device>/...``), and writes rows, queue documents and results only into
-that user's root. Within it, a device still writes only rows it created. Through a
+that user's root. Within it, a device still writes only rows it created. A request
+naming a scope (``scopes=``, ``scoped.py``) goes to that user's ingestor in the scope. Through a
 user's queue (``for_user(uid).poll()``) the rules prove the user, not the device:
 the ingestor takes a request only from a device registered in that root.
 
@@ -57,7 +58,6 @@ import contextlib
 import copy
 import datetime as _dt
 import itertools
-import json
 import logging
 import socket
 import tempfile
@@ -71,12 +71,7 @@ from typing import Any, BinaryIO, cast
 import peewee
 
 from ..codec import RowCodec
-from ..errors import (
-    BlobNotFoundError,
-    ConfigurationError,
-    PreconditionFailed,
-    ReplicatorError,
-)
+from ..errors import BlobNotFoundError, ConfigurationError, PreconditionFailed, ReplicatorError
 from ..model import SyncModel, collection_name, remote_columns
 from ..stores.base import (
     BlobStore,
@@ -90,9 +85,10 @@ from ..stores.base import (
 )
 from ..stores.ingest import QUEUE, IngestRequest, IngestResult, result_of
 from .auth import Authenticator, Caller, is_device_name
+from .events import apply_events
 from .format import EVENTS, BundleReader, read_message
-from .rows import OWNER, BundleRejected, RowIntake, batch_size, check_header, write_batches
-from .scoped import ScopeAccess
+from .rows import OWNER, BundleRejected, RowIntake, check_header
+from .scoped import ScopeAccess, ScopeRoots
 from .service import IngestServer
 
 log = logging.getLogger(__name__)
@@ -129,6 +125,8 @@ class Ingestor:
     is kept (the :data:`MAX_USERS` most recent). ``scope`` makes the roots scopes
     (``users`` then maps each user to the scope's root): a user's rows land only where
     the scope's declaration lets the user's role write them (``bundles/scoped.py``).
+    ``scopes`` (a :class:`~replicator.bundles.scoped.ScopeRoots`) serves every scope
+    at once: each request names its scope, whose root and kind the service looks up.
     """
 
     def __init__(
@@ -147,14 +145,16 @@ class Ingestor:
         clock: Callable[[], float] = time.time,
         users: Callable[[str], RemoteStore] | None = None,
         scope: ScopeAccess | None = None,
+        scopes: ScopeRoots | None = None,
     ) -> None:
         self.blobs = blobs
-        self.store, self.users, self.scope = store, users, scope
-        #: the signed-in user this ingestor works for (``for_user``), or None
+        self.store, self.users, self.scope, self.scopes = store, users, scope, scopes
+        #: the signed-in user, and the scope, this ingestor works for (``for_user``), or None
         self.user: str | None = None
+        self.scope_id: str | None = None
         #: where this ingestor's bundle keys are, in the bucket (a user's folder)
         self.folder = ""
-        self._clones: OrderedDict[str, Ingestor] = OrderedDict()
+        self._clones: OrderedDict[tuple[str, str | None], Ingestor] = OrderedDict()
         self._clones_lock = threading.Lock()
         wrong = [m for m in collections if not (isinstance(m, type) and issubclass(m, SyncModel))]
         if wrong:
@@ -172,10 +172,8 @@ class Ingestor:
                     hint="rename the column",
                 )
         self.name = name or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
-        self.lease = lease
-        self.max_bundle_bytes = max_bundle_bytes
-        self.max_bundle_rows = max_bundle_rows
-        self.max_row_bytes = max_row_bytes
+        self.max_bundle_bytes, self.max_bundle_rows = max_bundle_bytes, max_bundle_rows
+        self.max_row_bytes, self.lease = max_row_bytes, lease
         self.max_clock_skew = _dt.timedelta(seconds=max_clock_skew)
         #: requests may name objects under this prefix only (``Bundles.prefix``)
         self.prefix = prefix
@@ -193,7 +191,8 @@ class Ingestor:
 
     def __repr__(self) -> str:
         user = f", user={self.user!r}" if self.user is not None else ""
-        return f"Ingestor({self.name!r}{user})"
+        scope = f", scope={self.scope_id!r}" if self.scope_id is not None else ""
+        return f"Ingestor({self.name!r}{user}{scope})"
 
     def for_user(self, uid: str) -> Ingestor:
         """The ingestor of signed-in user ``uid``: this service's collections and limits,
@@ -207,23 +206,49 @@ class Ingestor:
             )
         if not uid or "/" in uid or uid in (".", ".."):
             raise ConfigurationError(f"{uid[:64]!r} cannot name a user's folder and root")
+        return self._clone(uid, None, self.users, self.scope)
+
+    def _clone(
+        self,
+        uid: str,
+        scope: str | None,
+        root: Callable[[str], RemoteStore],
+        access: ScopeAccess | None,
+    ) -> Ingestor:
+        """The (kept) ingestor of ``uid`` in ``root(uid)``, or in ``scope`` judged by
+        ``access``; the :data:`MAX_USERS` most recent are kept."""
+        key = (uid, scope)
         with self._clones_lock:
-            clone = self._clones.get(uid)
-            if clone is not None:
-                self._clones.move_to_end(uid)
-                return clone
-        store = self.users(uid)
+            if key in self._clones and self._clones[key].scope == access:
+                self._clones.move_to_end(key)
+                return self._clones[key]
+        store = root(uid)
         clone = copy.copy(self)
-        clone.store, clone.users, clone.user = store, None, uid
-        clone.folder = f"users/{uid}/"
+        clone.store, clone.users, clone.scopes, clone.user = store, None, None, uid
+        clone.scope, clone.scope_id, clone.folder = access, scope, f"users/{uid}/"
         clone.codec = RowCodec(native=keeps_native_types(store))
         clone._cursor, clone._held, clone._lock = None, {}, threading.Lock()
         clone._clones, clone._clones_lock = OrderedDict(), threading.Lock()
         with self._clones_lock:
-            clone = self._clones.setdefault(uid, clone)
+            if key not in self._clones or self._clones[key].scope != access:
+                self._clones[key] = clone
+            self._clones.move_to_end(key)
             while len(self._clones) > MAX_USERS:
                 self._clones.popitem(last=False)
-        return clone
+            return self._clones[key]
+
+    def _into_scope(self, request: IngestRequest, caller: Caller | None) -> IngestResult:
+        """A request naming a scope, served by its user's ingestor in that scope; refused,
+        and recorded nowhere, unless the caller may send bundles into it (``scoped.py``)."""
+        scope, uid = request.scope or "", caller.user if caller is not None else None
+        try:
+            if self.scopes is None:
+                raise BundleRejected("this service takes no bundles into scopes")
+            uid, store, access = self.scopes.admit(scope, uid)
+        except BundleRejected as exc:
+            log.info("bundle %s into scope %.64r refused: %s", request.bundle, scope, exc)
+            return IngestResult(request.bundle, "rejected", str(exc))
+        return self._clone(uid, scope, lambda _: store, access).submit(request)
 
     # -- the two ways in -------------------------------------------------------------
 
@@ -231,7 +256,12 @@ class Ingestor:
         """Handle a request that arrived over HTTP: record it in the queue if it is new,
         and ingest it now unless it is decided already or another ingestor holds it.
         A ``caller`` who is a signed-in user is served by that user's ingestor
-        (:meth:`for_user`): their root, their folder of the bucket."""
+        (:meth:`for_user`): their root, their folder of the bucket; one naming a scope,
+        by that user's ingestor in the scope (``scopes=``)."""
+        if self.user is None and (request.scope is not None or (self.scopes and not self.users)):
+            return self._into_scope(request, caller)
+        if request.scope != self.scope_id:
+            raise ConfigurationError(f"{self!r} serves no other scope than {self.scope_id}")
         if caller is not None and caller.user != self.user:
             if self.user is not None or caller.user is None:
                 raise ConfigurationError(f"user {self.user}'s ingestor serves that user only")
@@ -314,6 +344,8 @@ class Ingestor:
     def _unregistered(self, request: IngestRequest) -> str:
         """In a user's queue, why the request's device is not one registered in that
         user's root (the rules proved who wrote the request, not which device)."""
+        if request.scope is not None:
+            return "a request naming a scope is taken over HTTP only"
         if self.user is None or request.device in {d.installation_id for d in self.store.devices()}:
             return ""
         return f"device {request.device[:64]!r} is not registered to user {self.user}"
@@ -353,10 +385,10 @@ class Ingestor:
         from .auth import FirstOf, SignedInCallers
 
         parts = auth.authenticators if isinstance(auth, FirstOf) else (auth,)
-        if any(isinstance(a, SignedInCallers) for a in parts) and self.users is None:
+        if any(isinstance(a, SignedInCallers) for a in parts) and not (self.users or self.scopes):
             raise ConfigurationError(
-                "signed-in callers need an ingestor with users=: each user's rows go to"
-                " that user's root",
+                "signed-in callers need an ingestor with users= (or scopes=): each user's"
+                " rows go to that user's root (or to the scope a request names)",
                 hint="Ingestor(..., users=lambda uid: <the remote store of users/<uid>>)",
             )
         return IngestServer(self, host, port, auth=auth, **options)
@@ -557,31 +589,7 @@ class Ingestor:
             raise BundleRejected(
                 f"the message holds {len(events)} events, the request says {request.count}"
             )
-        coll = f"outbox_{type_.lower()}"
-        docs = [{"id": f"{request.bundle}.{n}", "data": _event_doc(request, type_, e)}
-                for n, e in enumerate(events)]  # fmt: skip
-        refused: dict[str, str] = {}
-
-        def plan(batch: list[dict[str, Any]], there: dict[str, RemoteDoc]) -> list[Write]:
-            return [Write(coll, d["id"], d["data"]) for d in batch if d["id"] not in there]
-
-        size = batch_size(self.store)
-        batches = (docs[i : i + size] for i in range(0, len(docs), size))
-        write_batches(self.store, self.device, coll, batches, plan, refused.__setitem__)
-        return len(docs) - len(refused), refused
-
-
-def _event_doc(request: IngestRequest, type_: str, event: Any) -> dict[str, Any]:
-    """The document one outbox event is kept as."""
-    known = isinstance(event, dict)
-    return {
-        "type": type_,
-        "device": request.device,
-        "msg_id": request.bundle,
-        "key": event.get("key") if known else None,
-        "timestamp": event.get("timestamp") if known else None,
-        "data": json.dumps(event.get("data") if known else event),
-    }
+        return apply_events(self.store, self.device, request, type_, events)
 
 
 def _request_of(doc: RemoteDoc) -> IngestRequest:

@@ -39,6 +39,7 @@ from typing import Any, Literal, Protocol
 import attrs
 import peewee
 
+from ..bundles.send import Bundles
 from ..engine import Replicator
 from ..errors import ConfigurationError, LocalDatabaseError, OfflineError, ReplicatorError
 from ..model import SyncModel
@@ -127,9 +128,12 @@ class ScopedReplicator:
     user's, with ``owned`` passed to it). ``private`` is the Replicator of the user's
     own root, synced first (an app of the per-user layout keeps its database and remote
     as they are: they become the private scope). ``blobs_for`` and ``key_for`` give a
-    scope's snapshot storage and key (None: no snapshots). ``database_for`` opens a
-    scope's file (default: plain SQLite, foreign keys on). Other keyword arguments go to
-    every scope's Replicator.
+    scope's snapshot storage and key (None: no snapshots). ``bundles_for`` gives a
+    scope's upload-only collections (``bundles=`` of its Replicator; None: none), e.g.
+    ``lambda m: Bundles(blobs, HttpIngest(url, tokens=tokens, scope=m.scope),
+    [Registration])``: one ingest service for every scope, each request naming its
+    scope. ``database_for`` opens a scope's file (default: plain SQLite, foreign keys
+    on). Other keyword arguments go to every scope's Replicator.
     """
 
     def __init__(
@@ -144,6 +148,7 @@ class ScopedReplicator:
         private: Replicator | None = None,
         blobs_for: Callable[[Membership], BlobStore | None] | None = None,
         key_for: Callable[[Membership], SnapshotSecret | None] | None = None,
+        bundles_for: Callable[[Membership], Bundles | None] | None = None,
         database_for: Callable[[Path], peewee.SqliteDatabase] | None = None,
         max_scopes: int = 50,
         only: Callable[[Membership], bool] | None = None,
@@ -167,6 +172,12 @@ class ScopedReplicator:
         self.private = private
         self.blobs_for = blobs_for
         self.key_for = key_for
+        if bundles_for is not None and "bundles" in options:
+            raise ConfigurationError(
+                "give bundles_for or bundles, not both",
+                hint="bundles_for=lambda membership: Bundles(...) gives each scope its own",
+            )
+        self.bundles_for = bundles_for
         self.database_for = database_for or _plain
         self.max_scopes = checked_cap(max_scopes)
         self.only = only
@@ -203,7 +214,8 @@ class ScopedReplicator:
         remote (e.g. ``lambda remote: Replicator(db, MODELS, remote)``). With
         ``scope_keys``, each scope's snapshots are sealed with the scope's own key
         generations (:class:`~replicator.scopes.keys.ScopeKeyRing`, through the same
-        client) unless ``key_for`` is given."""
+        client) unless ``key_for`` is given. Other keyword arguments (``bundles_for``,
+        ``blobs_for``, ...) go to the constructor."""
         from ..stores.firestore_user import UserClient, UserFirestoreRemote
         from .keys import ScopeKeyRing
 
@@ -470,6 +482,9 @@ class ScopedReplicator:
     def _opened(self, member: Membership) -> Replicator:
         the_plan = plan(self.scopes, self.models, member, self.uid)
         db = self.database_for(database_path(self.folder, member.scope))
+        options = dict(self.options)
+        if self.bundles_for is not None:
+            options["bundles"] = self.bundles_for(member)
         rep = Replicator(
             db,
             the_plan.models,
@@ -477,7 +492,7 @@ class ScopedReplicator:
             self.blobs_for(member) if self.blobs_for else None,
             self.key_for(member) if self.key_for else None,
             download_only=the_plan.download_only,
-            **self.options,
+            **options,
         )
         if self.on_change is not None:
             rep.subscribe(functools.partial(self.on_change, member.scope))

@@ -43,6 +43,7 @@ import zlib
 from collections.abc import Iterator, Mapping
 from urllib.parse import quote, unquote
 
+import attrs
 import httpx
 
 from ..errors import AuthError, DeliveryRejected, OfflineError, RemoteError, TransientError
@@ -210,6 +211,10 @@ class HttpIngest:
     second 401 is an :class:`AuthError` with the service's reason. The session's own
     errors (``AuthError``: sign in again; ``OfflineError``) end the call as they are.
 
+    ``scope``: the scope every request names (``IngestRequest.scope``), for a device of
+    a scope (``ScopedReplicator``'s ``bundles_for``): the service ingests into that
+    scope's root, as the scope's declaration lets the user's role write.
+
     ``headers`` go with every request: the operators' way, a service-to-service
     secret (``Authorization: Bearer <token>`` of the service's ``DeviceTokens``), for
     programs that sign in as no user. A device needs none.
@@ -227,16 +232,19 @@ class HttpIngest:
         client: httpx.Client | None = None,
         timeout: float = 120.0,
         headers: Mapping[str, str] | None = None,
+        scope: str | None = None,
     ) -> None:
         self.url = url
         self.tokens = tokens
+        self.scope = scope
         self._owns_client = client is None
         self._client = client or httpx.Client(timeout=timeout)
         self._headers = dict(headers or {})
 
     def __repr__(self) -> str:
         user = f", uid={self.tokens.uid!r}" if self.tokens is not None else ""
-        return f"HttpIngest({self.url!r}{user})"
+        scope = f", scope={self.scope!r}" if self.scope is not None else ""
+        return f"HttpIngest({self.url!r}{user}{scope})"
 
     def _post(self, request: IngestRequest, refreshed: bool) -> httpx.Response:
         headers = dict(self._headers)
@@ -249,6 +257,8 @@ class HttpIngest:
 
     def submit(self, request: IngestRequest, device: DeviceRecord | None = None) -> IngestResult:
         # (``device`` is not sent: the request itself names the device)
+        if self.scope is not None:
+            request = attrs.evolve(request, scope=self.scope)
         response = self._post(request, refreshed=False)
         if response.status_code == 401 and self.tokens is not None:
             response = self._post(request, refreshed=True)

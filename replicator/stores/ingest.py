@@ -54,7 +54,9 @@ def _count(data: Mapping[str, Any], name: str) -> int:
 
 @attrs.frozen
 class IngestRequest:
-    """What a device asks the service to ingest: one bundle, by key and checksum."""
+    """What a device asks the service to ingest: one bundle, by key and checksum.
+    ``scope`` names the scope whose root the rows go to (``HttpIngest(scope=...)``
+    sets it), None for the sender's own root; its JSON form has no ``scope`` then."""
 
     bundle: str
     key: str
@@ -63,9 +65,13 @@ class IngestRequest:
     count: int
     collection: str
     device: str
+    scope: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return attrs.asdict(self)
+        data = attrs.asdict(self)
+        if self.scope is None:
+            del data["scope"]
+        return data
 
     @classmethod
     def from_json(cls, data: Any) -> IngestRequest:
@@ -83,6 +89,7 @@ class IngestRequest:
             count=_count(data, "count"),
             collection=_text(data, "collection", limit=256),
             device=_text(data, "device", limit=256),
+            scope=None if data.get("scope") is None else _text(data, "scope", limit=256),
         )
 
 
