@@ -5,8 +5,9 @@ under uvicorn, and devices that hold no bucket keys.
 service's own identity (:data:`SERVICE`: object rights on ``{bucket}/users/*`` and
 ``{bucket}/scopes/*``, read-only rights on the shared folders, nothing else), makes the
 bucket as admin, and serves ``replicator.grants``' route beside an ingest API
-(``IngestServer``) on 127.0.0.1, verifying ID tokens as the Auth emulator makes them (unsigned). ``store(uid)`` is a
-device's :class:`~replicator.stores.granted.GrantedBlobStore` for user ``uid``
+(``IngestServer``) on 127.0.0.1, verifying ID tokens as the Auth emulator makes them
+(unsigned). ``store(uid)`` is a device's
+:class:`~replicator.stores.granted.GrantedBlobStore` for user ``uid``
 (:class:`~replicator.testing.tokens.MockIdTokens`); ``admin(uid)`` the same folder
 through bucket credentials, to look behind a device's back.
 """
