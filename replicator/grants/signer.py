@@ -46,6 +46,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 #: how long a signed request stays valid, by default (seconds)
 EXPIRES = 900
+#: most scopes one request may name (each costs a membership read; a device's store
+#: names one)
+MAX_SCOPES = 10
 
 _METHODS = {
     "put": ("put_object", "PUT"),
@@ -153,6 +156,8 @@ class Signer:
             return {}
         if self.members is None:
             raise BadOp("this service grants no scopes' folders")
+        if len(named) > MAX_SCOPES:
+            raise BadOp(f"a grant request names at most {MAX_SCOPES} scopes")
         for scope in named:
             if not valid_scope_id(scope):
                 raise BadOp(f"{scope[:80]!r} is not a scope id")

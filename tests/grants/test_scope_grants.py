@@ -16,7 +16,7 @@ import peewee
 import pytest
 
 from replicator import AccessDeniedError, ConfigurationError, Replicator
-from replicator.grants import Signer
+from replicator.grants import Refused, Signer
 from replicator.grants.members import FirestoreMembers
 from replicator.scopes.device import ScopedReplicator
 from replicator.scopes.members import member_document, valid_scope_id
@@ -310,6 +310,13 @@ def test_the_signer_refuses_scopes_it_cannot_grant():
             signer.sign(uid, [Op("get", "k", scope=A)])
     with pytest.raises(BadOp, match="not a scope id"):
         signer.sign("u", [Op("get", "k", scope="a.b..c")])
+    many = [Op("get", "k", scope=f"s{n}") for n in range(11)]
+    with pytest.raises(BadOp, match="at most 10 scopes"):
+        signer.sign("u", many)
     assert calls == []
+    with pytest.raises(Refused, match="not a member of the scope 's0'"):
+        signer.sign("u", many[:10])
+    assert len(calls) == 10
+    calls.clear()
     signer.sign("u", [Op("get", "k", scope=A), Op("head", "k", scope=A)])
     assert calls == [("u", A)]  # one lookup per scope per request
