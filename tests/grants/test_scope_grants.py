@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 from typing import Any
 
 import httpx
@@ -35,6 +36,8 @@ class ScopeWorld:
 
     def __init__(self, storage: Any, users: Any, tmp: Any, **signer: Any) -> None:
         self.storage, self.users, self.tmp = storage, users, tmp
+        tag = os.urandom(4).hex()  # the bucket is the session's: fresh folders per test
+        self.a, self.b = f"{A}-{tag}", f"{B}-{tag}"
         self.admin = users.service_client()
         self.members = FirestoreMembers(self.admin, cache_seconds=signer.pop("cache", 0))
         self.signer = Signer(storage.service_client, storage.bucket, members=self.members, **signer)
@@ -106,47 +109,49 @@ def _rows(device: ScopedReplicator, scope: str) -> list[str]:
 
 def test_a_member_publishes_and_another_restores_through_grants(scopes):
     for uid in ("col-a", "col-b"):
-        scopes.add(A, uid)
+        scopes.add(scopes.a, uid)
     db = peewee.SqliteDatabase(str(scopes.tmp / "server.db"))
-    server = Replicator(db, [Form], FirestoreRemote(scopes.admin, f"scopes/{A}"))
+    server = Replicator(db, [Form], FirestoreRemote(scopes.admin, f"scopes/{scopes.a}"))
     with server.bound():
         Form.create(name="household")
     server.sync()
     phones = {uid: _device(scopes, uid) for uid in ("col-a", "col-b")}
     for uid, phone in phones.items():
         assert not phone.sync().failed
-        with phone.scope(A).bound():
+        with phone.scope(scopes.a).bound():
             Registration.create(head=f"{uid}'s household", collector=uid)
     for _ in range(2):
         for phone in phones.values():
             report = phone.sync()
             assert not report.failed, report.failed
-            assert report.reports[A].snapshot_error is None, report.reports[A].snapshot_error
-    stored = scopes.bucket(f"scopes/{A}/")
-    assert f"scopes/{A}/snapshots/manifest.json" in stored, sorted(stored)
+            assert report.reports[scopes.a].snapshot_error is None, report.reports[
+                scopes.a
+            ].snapshot_error
+    stored = scopes.bucket(f"scopes/{scopes.a}/")
+    assert f"scopes/{scopes.a}/snapshots/manifest.json" in stored, sorted(stored)
     assert any(key.endswith(".snap") for key in stored)
     assert not scopes.bucket("users/"), "a scope's snapshot landed in a user's folder"
 
-    scopes.add(A, "col-d")
+    scopes.add(scopes.a, "col-d")
     newcomer = _device(scopes, "col-d")
     joined = newcomer.sync()
     assert not joined.failed, joined.failed
     (added,) = joined.added
-    assert added.scope == A and added.restored is not None  # from the snapshot, granted
+    assert added.scope == scopes.a and added.restored is not None  # from the snapshot, granted
     assert (
-        _rows(newcomer, A)
-        == _rows(phones["col-a"], A)
+        _rows(newcomer, scopes.a)
+        == _rows(phones["col-a"], scopes.a)
         == ["col-a's household", "col-b's household"]
     )
 
 
 def test_a_non_member_and_a_removed_member_are_refused(scopes, caplog):
-    scopes.add(A, "col-a")
-    scopes.add(A, "col-b")
-    scopes.store("col-a", A).put("snapshots/x.snap", io.BytesIO(b"the campaign's"))
-    outsider, removed = scopes.store("out", A), scopes.store("col-b", A)
+    scopes.add(scopes.a, "col-a")
+    scopes.add(scopes.a, "col-b")
+    scopes.store("col-a", scopes.a).put("snapshots/x.snap", io.BytesIO(b"the campaign's"))
+    outsider, removed = scopes.store("out", scopes.a), scopes.store("col-b", scopes.a)
     assert [i.key for i in removed.list("snapshots/")] == ["snapshots/x.snap"]
-    scopes.remove(A, "col-b")
+    scopes.remove(scopes.a, "col-b")
     caplog.set_level(logging.INFO, "replicator.grants")
     for store, uid in ((outsider, "out"), (removed, "col-b")):
         for attempt in (
@@ -155,55 +160,74 @@ def test_a_non_member_and_a_removed_member_are_refused(scopes, caplog):
             lambda s: s.list(""),
             lambda s: s.delete("snapshots/x.snap"),
         ):
-            with pytest.raises(AccessDeniedError, match=f"not a member of the scope '{A}'"):
+            with pytest.raises(AccessDeniedError, match=f"not a member of the scope '{scopes.a}'"):
                 attempt(store)
         logged = [
             r.getMessage() for r in caplog.records if f"refused a grant to {uid}" in r.getMessage()
         ]
-        assert logged and all(f"HTTP 403: not a member of the scope '{A}'" in m for m in logged)
-    assert scopes.bucket(f"scopes/{A}/") == {f"scopes/{A}/snapshots/x.snap": b"the campaign's"}
+        assert logged and all(
+            f"HTTP 403: not a member of the scope '{scopes.a}'" in m for m in logged
+        )
+    assert scopes.bucket(f"scopes/{scopes.a}/") == {
+        f"scopes/{scopes.a}/snapshots/x.snap": b"the campaign's"
+    }
 
 
 def test_a_member_of_one_scope_never_reaches_another(scopes):
-    scopes.add(A, "col-a")
-    scopes.add(B, "col-b")
-    scopes.store("col-b", B).put("secret", io.BytesIO(b"B's"))
-    mine = scopes.store("col-a", A)
-    before = scopes.bucket(f"scopes/{B}/")
-    for key in (f"../{B}/secret", f"a/../../{B}/secret", f"/{B}/secret", f"..\\{B}\\secret"):
+    scopes.add(scopes.a, "col-a")
+    scopes.add(scopes.b, "col-b")
+    scopes.store("col-b", scopes.b).put("secret", io.BytesIO(b"B's"))
+    mine = scopes.store("col-a", scopes.a)
+    before = scopes.bucket(f"scopes/{scopes.b}/")
+    for key in (
+        f"../{scopes.b}/secret",
+        f"a/../../{scopes.b}/secret",
+        f"/{scopes.b}/secret",
+        f"..\\{scopes.b}\\secret",
+    ):
         with pytest.raises(ConfigurationError):
             mine.get(key, io.BytesIO())
-        answer = scopes.sign("col-a", [{"op": "get", "key": key, "scope": A}])
+        answer = scopes.sign("col-a", [{"op": "get", "key": key, "scope": scopes.a}])
         assert answer.status_code == 400, (key, answer.text)
-    literal = [f"..%2f{B}/secret", f"%2e%2e/{B}/secret", f"scopes/{B}/secret", B, f"{B}/secret"]
+    literal = [
+        f"..%2f{scopes.b}/secret",
+        f"%2e%2e/{scopes.b}/secret",
+        f"scopes/{scopes.b}/secret",
+        scopes.b,
+        f"{scopes.b}/secret",
+    ]
     for key in literal:  # stays inside A's folder, named as it is
         mine.put(key, io.BytesIO(b"A's"))
-    assert sorted(scopes.bucket(f"scopes/{A}/")) == sorted(f"scopes/{A}/{k}" for k in literal)
+    assert sorted(scopes.bucket(f"scopes/{scopes.a}/")) == sorted(
+        f"scopes/{scopes.a}/{k}" for k in literal
+    )
     tricks = [
-        B,  # a member of A only
-        f"{A}/../{B}",
-        f"{A}%2F..%2F{B}",
-        f"{A}/{B}",
+        scopes.b,  # a member of scopes.a only
+        f"{scopes.a}/../{scopes.b}",
+        f"{scopes.a}%2F..%2F{scopes.b}",
+        f"{scopes.a}/{scopes.b}",
         "..",
-        f"{B}\n",
-        f"{B}\u200b",
+        f"{scopes.b}\n",
+        f"{scopes.b}\u200b",
         "",
         ["x"],
     ]
     for scope in tricks:
         answer = scopes.sign("col-a", [{"op": "get", "key": "secret", "scope": scope}])
-        assert answer.status_code == (403 if scope == B else 400), (scope, answer.text)
-    both = {"op": "get", "key": "secret", "scope": A, "space": "reference"}
+        assert answer.status_code == (403 if scope == scopes.b else 400), (scope, answer.text)
+    both = {"op": "get", "key": "secret", "scope": scopes.a, "space": "reference"}
     assert scopes.sign("col-a", [both]).status_code == 400
-    (get,) = mine.sign([Op("get", "secret", scope=A)])
-    tampered = get.url.replace(f"scopes/{A}/secret", f"scopes/{B}/secret")
+    (get,) = mine.sign([Op("get", "secret", scope=scopes.a)])
+    tampered = get.url.replace(f"scopes/{scopes.a}/secret", f"scopes/{scopes.b}/secret")
     assert tampered != get.url
     answer = httpx.get(tampered)
     assert answer.status_code == 403 and b"SignatureDoesNotMatch" in answer.content
-    (listing,) = mine.sign([Op("list", "", scope=A)])
-    assert httpx.get(listing.url.replace(f"%2F{A}%2F", f"%2F{B}%2F")).status_code == 403
+    (listing,) = mine.sign([Op("list", "", scope=scopes.a)])
+    assert (
+        httpx.get(listing.url.replace(f"%2F{scopes.a}%2F", f"%2F{scopes.b}%2F")).status_code == 403
+    )
     assert mine.head("secret") is None  # A's own folder: B's secret is not there
-    assert scopes.bucket(f"scopes/{B}/") == before
+    assert scopes.bucket(f"scopes/{scopes.b}/") == before
 
 
 def test_readers_only_read_when_write_roles_are_given(granted_storage, as_scope_users, tmp_path):
@@ -211,10 +235,10 @@ def test_readers_only_read_when_write_roles_are_given(granted_storage, as_scope_
         granted_storage, as_scope_users(MODELS, SCOPES), tmp_path, write_roles={"collector"}
     )
     try:
-        world.add(A, "col-a")
-        world.add(A, "sup", "supervisor")
-        world.store("col-a", A).put("snapshots/x.snap", io.BytesIO(b"x"))
-        reader = world.store("sup", A)
+        world.add(world.a, "col-a")
+        world.add(world.a, "sup", "supervisor")
+        world.store("col-a", world.a).put("snapshots/x.snap", io.BytesIO(b"x"))
+        reader = world.store("sup", world.a)
         out = io.BytesIO()
         reader.get("snapshots/x.snap", out)
         assert out.getvalue() == b"x"
@@ -229,12 +253,12 @@ def test_readers_only_read_when_write_roles_are_given(granted_storage, as_scope_
 def test_the_membership_is_cached_for_at_most_its_time(granted_storage, as_scope_users, tmp_path):
     world = ScopeWorld(granted_storage, as_scope_users(MODELS, SCOPES), tmp_path, cache=30)
     try:
-        world.add(A, "col-a")
-        store = world.store("col-a", A)
+        world.add(world.a, "col-a")
+        store = world.store("col-a", world.a)
         for n in range(3):
             store.put(f"k{n}", io.BytesIO(b"x"))
         assert world.members.reads == 1
-        world.remove(A, "col-a")
+        world.remove(world.a, "col-a")
         store.put("k3", io.BytesIO(b"x"))  # within the cache time: still a member
         world.members.forget()
         with pytest.raises(AccessDeniedError):
@@ -244,11 +268,13 @@ def test_the_membership_is_cached_for_at_most_its_time(granted_storage, as_scope
 
 
 def test_a_member_document_must_be_the_users_own(scopes):
-    scopes.admin.document(f"scopes/{A}/members/col-a").set({"role": "collector"})  # no uid
-    scopes.admin.document(f"scopes/{A}/members/col-b").set(member_document("col-a", "c", "x"))
-    scopes.admin.document(f"scopes/{A}/members/col-c").set(member_document("col-c", "c", ""))
+    scopes.admin.document(f"scopes/{scopes.a}/members/col-a").set({"role": "collector"})  # no uid
+    scopes.admin.document(f"scopes/{scopes.a}/members/col-b").set(
+        member_document("col-a", "c", "x")
+    )
+    scopes.admin.document(f"scopes/{scopes.a}/members/col-c").set(member_document("col-c", "c", ""))
     for uid in ("col-a", "col-b", "col-c", "nobody"):
-        assert scopes.members(uid, A) is None, uid
+        assert scopes.members(uid, scopes.a) is None, uid
     assert scopes.members("col-a", "a/b") is None
 
 
