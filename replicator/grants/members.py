@@ -26,6 +26,7 @@ from ..scopes.members import UID, valid_scope_id
 
 try:
     from google.api_core import exceptions as gexc
+    from google.api_core.retry import Retry
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "reading scopes' members needs google-cloud-firestore: pip install 'replicator[firestore]'"
@@ -42,7 +43,8 @@ class FirestoreMembers:
     """``members(uid, scope)``: ``uid``'s role in ``scope`` now, or ``None``, read with
     ``client`` (a ``google.cloud.firestore.Client`` of the service's; see the module's
     docstring for the cache). A read that fails is ``TransientError`` (the service
-    answers 503), or ``ConfigurationError`` when Firestore refuses the service itself.
+    answers 503), or ``ConfigurationError`` when Firestore refuses the service itself;
+    ``timeout`` bounds a read, its retries included (seconds).
     """
 
     def __init__(
@@ -88,7 +90,8 @@ class FirestoreMembers:
     def _read(self, uid: str, scope: str) -> str | None:
         path = f"scopes/{scope}/members/{uid}"
         try:
-            snap = self.client.document(path).get(timeout=self.timeout)
+            ref = self.client.document(path)
+            snap = ref.get(timeout=self.timeout, retry=Retry(timeout=self.timeout))
         except _SERVICE_REFUSED as exc:
             raise ConfigurationError(
                 f"Firestore refused the service's read of {path}: {exc.message}",

@@ -10,13 +10,14 @@ import io
 import json
 import logging
 import os
+import time
 from typing import Any
 
 import httpx
 import peewee
 import pytest
 
-from replicator import AccessDeniedError, ConfigurationError, Replicator
+from replicator import AccessDeniedError, ConfigurationError, Replicator, TransientError
 from replicator.grants import Refused, Signer
 from replicator.grants.members import FirestoreMembers
 from replicator.scopes.device import ScopedReplicator
@@ -276,6 +277,22 @@ def test_a_member_document_must_be_the_users_own(scopes):
     for uid in ("col-a", "col-b", "col-c", "nobody"):
         assert scopes.members(uid, scopes.a) is None, uid
     assert scopes.members("col-a", "a/b") is None
+
+
+def test_a_membership_out_of_reach_is_a_transient_refusal(granted_storage, monkeypatch):
+    from google.cloud import firestore
+
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", "127.0.0.1:1")  # nothing listens there
+    members = FirestoreMembers(firestore.Client(project="demo-nowhere"), timeout=1.0)
+    signer = Signer(granted_storage.service_client, granted_storage.bucket, members=members)
+    with granted_storage.serve(signer) as server:
+        store = GrantedBlobStore(server.base_url, granted_storage.tokens("u1"), scope=A)
+        start = time.monotonic()
+        with pytest.raises(TransientError, match="HTTP 503: cannot sign now: cannot read"):
+            store.head("snapshots/manifest.json")
+        assert time.monotonic() - start < 10  # the read's retries are bounded
+        own = GrantedBlobStore(server.base_url, granted_storage.tokens("u1"))
+        assert own.head("nothing") is None  # a user's own folder needs no membership
 
 
 # -- the wire format and the signer's checks, without servers ------------------------
