@@ -13,7 +13,10 @@ requests rather than STS credentials, and docs/guides/deploy-aws.md for AWS.
   ``generate_presigned_url`` with the service's client);
 * :func:`storage_routes`: the Starlette route, for the ingest service's app
   (``IngestServer(..., routes=storage_routes(signer, verifier))``);
-* :func:`grants_app`: an app serving only the grants.
+* :func:`grants_app`: an app serving only the grants;
+* ``replicator.grants.members.FirestoreMembers``: the ``members`` of a Signer that
+  grants scopes' folders (``scopes/{scopeId}/``) to their members, read from Firestore
+  (it needs ``replicator[firestore]`` too).
 
 It needs boto3 and starlette/uvicorn: ``pip install 'replicator[s3,service]'``. The
 device side needs neither (httpx only).

@@ -10,9 +10,11 @@ Bearer <token>``, checked by an ``IdTokenVerifier``); the body is
   (nothing is signed); 408: the body did not arrive within ``body_timeout`` seconds;
   413: a body over ``max_body`` bytes or more than ``MAX_OPS`` ops;
 * 401: no token, or not a valid ID token of the project;
-* 403: an op the user may not do (a write in a read-only shared folder);
+* 403: an op the user may not do (a write in a read-only shared folder, any op in a
+  scope's folder the user is not a member of now);
 * 503: the tokens or the requests cannot be checked or signed now (Google's
-  certificates or the service's credentials out of reach): ask again later;
+  certificates, the service's credentials or a scope's membership out of reach): ask
+  again later;
 * 500: the service is set up wrong (no S3 credentials), logged with its trace.
 
 Each decision is one log line (logger ``replicator.grants``): the user, the client's
@@ -125,9 +127,15 @@ async def _read_ops(request: Any, limit: int) -> list[Op] | tuple[int, str]:
 
 def _summary(ops: Sequence[Op]) -> str:
     """The ops of a grant in a few words: ``put snapshots/1.snap, head manifest.json``."""
-    named = [f"{op.op} {op.space + ':' if op.space else ''}{op.key!r}" for op in ops[:_LOGGED]]
+    named = [f"{op.op} {_where(op)}{op.key!r}" for op in ops[:_LOGGED]]
     more = f" (+{len(ops) - _LOGGED} more)" if len(ops) > _LOGGED else ""
     return ", ".join(named) + more
+
+
+def _where(op: Op) -> str:
+    if op.scope is not None:
+        return f"scope {op.scope}:"
+    return f"{op.space}:" if op.space else ""
 
 
 def _answer(respond: Any, status: int, error: str, client: str, uid: str | None = None) -> Any:

@@ -54,7 +54,7 @@ def member_document(
 
 def valid_scope_id(scope: str) -> bool:
     """Whether a device accepts ``scope`` as a scope's id (it names a file too)."""
-    return bool(_SCOPE_ID.match(scope)) and ".." not in scope
+    return bool(_SCOPE_ID.fullmatch(scope)) and ".." not in scope
 
 
 def acceptable(member: object) -> bool:

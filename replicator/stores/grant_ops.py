@@ -11,7 +11,10 @@ to the caller's own folder* (the service alone decides where that folder is)::
     {"op": "list", "prefix": "snapshots/", "continuation": "<token>"}  (token optional)
 
 ``"space": "<name>"`` on a get, head or list addresses one of the service's read-only
-shared folders (reference data) instead of the caller's own.
+shared folders (reference data) instead of the caller's own. ``"scope": "<scopeId>"``
+on any op addresses the folder of a scope the caller is a member of
+(``scopes/{scopeId}/``; the service checks the membership on every request). An op
+names at most one of them; an op naming neither is the caller's own folder, as before.
 
 The answer is ``{"expires_in": <seconds>, "requests": [<signed>, ...]}``, one signed
 request per op, in order: ``{"method", "url", "headers"}``, the headers being exactly
@@ -44,6 +47,8 @@ MAX_TOKEN = 1024
 MAX_OPS = 1000
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _SPACE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+#: most characters of a scope's id (``replicator.scopes.members.valid_scope_id``'s limit)
+MAX_SCOPE = 128
 
 
 class BadOp(ValueError):
@@ -87,6 +92,19 @@ def key_problem(key: object, *, prefix: bool = False) -> str | None:
     return None
 
 
+def scope_problem(scope: object) -> str | None:
+    """Why ``scope`` cannot name a scope's folder (one segment of a key, at most
+    :data:`MAX_SCOPE` characters), or ``None``. The service checks more
+    (``replicator.scopes.members.valid_scope_id``) and the membership."""
+    if not isinstance(scope, str):
+        return "a scope id is text"
+    if len(scope) > MAX_SCOPE:
+        return f"a scope id is at most {MAX_SCOPE} characters"
+    if "/" in scope:
+        return "a scope id has no '/'"
+    return key_problem(scope)
+
+
 @attrs.frozen
 class Op:
     """One operation a device asks to have signed (see the module's docstring)."""
@@ -98,11 +116,12 @@ class Op:
     if_match: str | None = None
     continuation: str | None = None
     space: str | None = None
+    scope: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"op": self.op}
         out["prefix" if self.op == "list" else "key"] = self.key
-        for name in ("sha256", "if_match", "continuation", "space"):
+        for name in ("sha256", "if_match", "continuation", "space", "scope"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
         if self.if_none_match:
@@ -118,7 +137,7 @@ class Op:
         if op not in OPS:
             raise BadOp(f"op is one of {', '.join(OPS)}")
         name = "prefix" if op == "list" else "key"
-        allowed = {"op", name, "space"} | _EXTRA[op]
+        allowed = {"op", name, "space", "scope"} | _EXTRA[op]
         unknown = sorted(str(k)[:40] for k in data if k not in allowed)
         if unknown:
             raise BadOp(f"a {op} takes no {', '.join(unknown)}")
@@ -146,6 +165,14 @@ def _options(op: str, data: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(space, str) or not _SPACE.fullmatch(space):
             raise BadOp("space is the name of one of the service's shared folders")
         out["space"] = space
+    scope = data.get("scope")
+    if scope is not None:
+        problem = scope_problem(scope)
+        if problem:
+            raise BadOp(f"scope {str(scope)[:80]!r}: {problem}")
+        if space is not None:
+            raise BadOp("an op names a space or a scope, not both")
+        out["scope"] = scope
     if op == "put":
         sha = data.get("sha256")
         if not isinstance(sha, str) or not _SHA256.fullmatch(sha):

@@ -51,7 +51,7 @@ from ..errors import (
     TransientError,
 )
 from .base import BlobInfo, BlobStore, IdTokens, hash_rest
-from .grant_ops import MAX_OPS, READ_OPS, Op, OpName, Signed, key_problem
+from .grant_ops import MAX_OPS, READ_OPS, Op, OpName, Signed, key_problem, scope_problem
 from .http import RETRYABLE_STATUSES, kept_text, retry_after, transport_errors
 
 T = TypeVar("T")
@@ -77,7 +77,12 @@ class GrantedBlobStore:
     ``service_url`` is the service's root (``https://ingest.example.org``);
     ``tokens`` the signed-in user's ID tokens (a ``replicator.auth.Session``).
     ``space`` names one of the service's read-only shared folders (reference data)
-    instead of the user's own: then only get, open, head and list work. ``client``
+    instead of the user's own: then only get, open, head and list work. ``scope`` names
+    a scope's folder instead (``scopes/{scope}/`` in the bucket), which the service
+    grants while the user is a member of the scope
+    (``blobs_for=lambda m: GrantedBlobStore(url, session, scope=m.scope)`` for a
+    ``ScopedReplicator``); a non-member's every operation is ``AccessDeniedError``.
+    ``client``
     may be an ``httpx.Client`` of the app's (proxies, certificates); ``timeout``
     bounds each network operation. The cost of minting, for benchmarks: ``grants``
     counts the requests to the service, ``signed`` the operations signed and
@@ -90,6 +95,7 @@ class GrantedBlobStore:
         tokens: IdTokens,
         *,
         space: str | None = None,
+        scope: str | None = None,
         client: httpx.Client | None = None,
         timeout: float = 60.0,
     ) -> None:
@@ -99,10 +105,17 @@ class GrantedBlobStore:
                 f"the storage service {service_url!r} is not an http(s) URL",
                 hint="give its root, such as https://ingest.example.org",
             )
+        if scope is not None and (space is not None or scope_problem(scope)):
+            raise ConfigurationError(
+                f"cannot reach the scope {str(scope)[:80]!r}: "
+                + (scope_problem(scope) or "a store has a space or a scope, not both"),
+                hint="give a scope's id (Membership.scope), and no space",
+            )
         self.service_url = service_url.rstrip("/")
         self.sign_url = f"{self.service_url}/storage/sign"
         self.tokens = tokens
         self.space = space
+        self.scope = scope
         self._owns_client = client is None
         self._http = client or httpx.Client(timeout=httpx.Timeout(timeout, connect=10.0))
         self.grants = 0
@@ -114,6 +127,7 @@ class GrantedBlobStore:
 
     def __repr__(self) -> str:
         where = f", space={self.space!r}" if self.space else ""
+        where += f", scope={self.scope!r}" if self.scope else ""
         return f"GrantedBlobStore({self.service_url!r}{where})"
 
     def close(self) -> None:
@@ -133,7 +147,7 @@ class GrantedBlobStore:
                 f"the shared space {self.space!r} is read-only: no {op} of {key[:80]!r}",
                 hint="write under the user's own folder (a GrantedBlobStore without space)",
             )
-        return Op(op, key, space=self.space, **options)
+        return Op(op, key, space=self.space, scope=self.scope, **options)
 
     def sign(self, ops: Sequence[Op]) -> list[Signed]:
         """The service's signed requests for ``ops``, in order (several per request)."""
@@ -155,7 +169,8 @@ class GrantedBlobStore:
         if status == 403:
             raise AccessDeniedError(
                 f"the storage service refused: {error}",
-                hint="this user may not do that (a write in a read-only shared space)",
+                hint="this user may not do that (a write in a read-only shared space; a"
+                " scope the user is not, or no longer, a member of)",
             )
         if status in RETRYABLE_STATUSES:
             raise TransientError(

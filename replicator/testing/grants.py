@@ -2,11 +2,12 @@
 under uvicorn, and devices that hold no bucket keys.
 
 :class:`GrantedStorage` starts :class:`~replicator.testing.seaweed.SeaweedS3` with the
-service's own identity (:data:`SERVICE`: object rights on ``{bucket}/users/*`` and the
-shared folders, read-only there, nothing else), makes the bucket as admin, and serves
-``replicator.grants``' route beside an ingest API (``IngestServer``) on 127.0.0.1,
-verifying ID tokens as the Auth emulator makes them (unsigned). ``store(uid)`` is a
-device's :class:`~replicator.stores.granted.GrantedBlobStore` for user ``uid``
+service's own identity (:data:`SERVICE`: object rights on ``{bucket}/users/*`` and
+``{bucket}/scopes/*``, read-only rights on the shared folders, nothing else), makes the
+bucket as admin, and serves ``replicator.grants``' route beside an ingest API
+(``IngestServer``) on 127.0.0.1, verifying ID tokens as the Auth emulator makes them
+(unsigned). ``store(uid)`` is a device's
+:class:`~replicator.stores.granted.GrantedBlobStore` for user ``uid``
 (:class:`~replicator.testing.tokens.MockIdTokens`); ``admin(uid)`` the same folder
 through bucket credentials, to look behind a device's back.
 """
@@ -47,7 +48,7 @@ class GrantedStorage:
     ) -> None:
         self.bucket = bucket
         self.shared = dict(shared or {"reference": "reference"})
-        folders = [f"{bucket}/users/*"]
+        folders = [f"{bucket}/users/*", f"{bucket}/scopes/*"]
         readonly = [f"{bucket}/{folder}/*" for folder in self.shared.values()]
         self.identity = Identity(
             SERVICE.name,
@@ -90,13 +91,14 @@ class GrantedStorage:
         self.url: str = self.server.base_url
         return self
 
-    def serve(self, signer: Any) -> Any:
+    def serve(self, signer: Any, project: str = PROJECT) -> Any:
         """The ingest API with ``signer``'s grant route, under uvicorn on 127.0.0.1
-        (an ``IngestServer``: its ``base_url`` is a device's ``service_url``; close it)."""
+        (an ``IngestServer``: its ``base_url`` is a device's ``service_url``; close it),
+        taking the (unsigned, emulator's) ID tokens of ``project``."""
         from ..auth.verify import IdTokenVerifier
         from ..grants import storage_routes
 
-        verifier = IdTokenVerifier(PROJECT, emulator=True)
+        verifier = IdTokenVerifier(project, emulator=True)
         return self.ingestor.serve(routes=storage_routes(signer, verifier))
 
     def tokens(self, uid: str, **options: Any) -> MockIdTokens:
