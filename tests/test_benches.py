@@ -41,6 +41,8 @@ NEEDS_EMULATOR = pytest.mark.skipif(
         ("bench_granted.py", ["--mb", "1", "--runs", "1"], "service requests per publishing"),
         pytest.param("bench_scopes.py", ["--scopes", "1,3", "--runs", "1", "--repeat", "1"],
                      "| 3 | 6 (3 + 3) |", marks=NEEDS_EMULATOR),
+        pytest.param("bench_scope_grants.py", ["--runs", "1", "--requests", "5"],
+                     "scope, uncached", marks=NEEDS_EMULATOR),
     ],
 )  # fmt: skip
 def test_a_bench_runs_to_its_end(script, args, expect, tmp_path):
