@@ -47,6 +47,7 @@ from ..errors import (
     TransientError,
 )
 from ..snapshots.crypto import KeyRing, SnapshotKey
+from ..stores.firestore import OFFLINE_ERRORS, TRANSIENT_ERRORS
 from .members import valid_scope_id
 from .roles import MEMBERS
 from .scoped import GENERATION_DIGITS, KEYS
@@ -67,8 +68,6 @@ SERVER = "server"
 #: tries of a rotation that lose a race to another rotation of the same scope
 ROTATE_ATTEMPTS = 5
 _GENERATION = re.compile(rf"[0-9]{{{GENERATION_DIGITS}}}")
-_OFFLINE = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.RetryError)
-_TRANSIENT = (gexc.Aborted, gexc.InternalServerError, gexc.TooManyRequests, gexc.Unknown)
 
 
 def generation_id(generation: int) -> str:
@@ -103,9 +102,9 @@ def _mapped(what: str, exc: gexc.GoogleAPICallError, conditional: bool) -> Repli
         )
     if isinstance(exc, gexc.Unauthenticated):
         return AuthError(f"Firestore refused the user's ID token for {what}", orig=exc)
-    if isinstance(exc, _OFFLINE):
+    if isinstance(exc, OFFLINE_ERRORS):
         return OfflineError(f"Firestore did not answer {what}", orig=exc)
-    if isinstance(exc, _TRANSIENT):
+    if isinstance(exc, TRANSIENT_ERRORS):
         return TransientError(f"Firestore failed {what} ({type(exc).__name__})", orig=exc)
     if conditional and isinstance(exc, gexc.AlreadyExists | gexc.FailedPrecondition):
         return PreconditionFailed(f"{what}: another write came first", orig=exc)

@@ -93,8 +93,9 @@ MAX_DOCUMENT_BYTES = 1_048_576
 
 log = logging.getLogger(__name__)
 
-_OFFLINE = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.RetryError)
-_TRANSIENT = (gexc.Aborted, gexc.InternalServerError, gexc.TooManyRequests, gexc.Unknown)
+#: Firestore's answers that mean it could not be reached, and those worth asking again
+OFFLINE_ERRORS = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.RetryError)
+TRANSIENT_ERRORS = (gexc.Aborted, gexc.InternalServerError, gexc.TooManyRequests, gexc.Unknown)
 # (Aborted is a Conflict too: it is matched first, as transient)
 _PRECONDITION = (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.NotFound)
 # asking again changes nothing: a credential, a rule or a request at fault
@@ -243,10 +244,10 @@ class FirestoreRemote:
             self._redial_if_unreachable()
             try:
                 return fn()
-            except (*_OFFLINE, *_TRANSIENT) as exc:
-                self._unreachable = isinstance(exc, _OFFLINE)
+            except (*OFFLINE_ERRORS, *TRANSIENT_ERRORS) as exc:
+                self._unreachable = isinstance(exc, OFFLINE_ERRORS)
                 if attempt == self.attempts:
-                    if isinstance(exc, _OFFLINE):
+                    if isinstance(exc, OFFLINE_ERRORS):
                         raise OfflineError(
                             f"Firestore did not answer {what} after {attempt} attempts", orig=exc
                         ) from exc
