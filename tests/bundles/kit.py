@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import io
 import itertools
+import time
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,34 @@ def bundle_bytes(
             line = line.encode()
         out.append(line if isinstance(line, bytes) else encode_json(line).encode())
     return gzip.compress(b"\n".join(out) + b"\n", mtime=0)
+
+
+def put_registrations(
+    bucket: Any, folder: str, device: str, rows: list[dict[str, Any]]
+) -> IngestRequest:
+    """A bundle of ``rows`` of tests/scope_models.py's registrations from ``device``, put
+    in ``bucket`` under ``folder`` (a user's, ``users/<uid>/``); its request."""
+    from tests.scope_models import Registration
+
+    bundle = f"b-{time.time_ns()}"
+    data = bundle_bytes(
+        rows,
+        bundle=bundle,
+        device=device,
+        collection="registrations",
+        columns=remote_columns(Registration),
+    )
+    key = f"bundles/{device}/{bundle}.ndjson.gz"
+    bucket.put(f"{folder}{key}", io.BytesIO(data))
+    return IngestRequest(
+        bundle=bundle,
+        key=key,
+        sha256=hashlib.sha256(data).hexdigest(),
+        size=len(data),
+        count=len(rows),
+        collection="registrations",
+        device=device,
+    )
 
 
 class Desk:

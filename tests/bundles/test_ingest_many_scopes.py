@@ -7,9 +7,6 @@ credentials, so only its own checks stand between a bundle and a scope."""
 
 from __future__ import annotations
 
-import hashlib
-import io
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +17,12 @@ from replicator.auth.verify import IdTokenVerifier
 from replicator.bundles.auth import Caller, SignedInCallers
 from replicator.bundles.scoped import ScopeRoots
 from replicator.errors import ConfigurationError
-from replicator.model import remote_columns
 from replicator.scopes.device import ScopedReplicator
 from replicator.scopes.members import member_document
 from replicator.stores.base import DeviceRecord
 from replicator.stores.firestore import FirestoreRemote
 from replicator.stores.ingest import IngestRequest, StoreIngest
-from tests.bundles.kit import WHEN, bundle_bytes
+from tests.bundles.kit import WHEN, put_registrations
 from tests.scope_models import MODELS, SCOPES, Registration
 
 C1, C2 = "campaign-1", "campaign-2"
@@ -100,25 +96,7 @@ class Field:
             service.close()
 
     def request(self, uid: str, rows: list[dict[str, Any]]) -> IngestRequest:
-        device, bundle = f"{uid}-laptop", f"b-{time.time_ns()}"
-        data = bundle_bytes(
-            rows,
-            bundle=bundle,
-            device=device,
-            collection="registrations",
-            columns=remote_columns(Registration),
-        )
-        key = f"bundles/{device}/{bundle}.ndjson.gz"
-        self.bucket.put(f"users/{uid}/{key}", io.BytesIO(data))
-        return IngestRequest(
-            bundle=bundle,
-            key=key,
-            sha256=hashlib.sha256(data).hexdigest(),
-            size=len(data),
-            count=len(rows),
-            collection="registrations",
-            device=device,
-        )
+        return put_registrations(self.bucket, f"users/{uid}/", f"{uid}-laptop", rows)
 
     def stored(self, scope: str, collection: str = "registrations") -> dict[str, Any]:
         root = FirestoreRemote(self.admin, root=f"scopes/{scope}", timeout=10.0)

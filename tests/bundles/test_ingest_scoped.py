@@ -7,9 +7,6 @@ so only its own checks stand between a bundle and the scope)."""
 
 from __future__ import annotations
 
-import hashlib
-import io
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +18,8 @@ from replicator.auth.verify import IdTokenVerifier
 from replicator.bundles.auth import DEVICE_HEADER, SignedInCallers
 from replicator.bundles.scoped import ScopeAccess
 from replicator.errors import ConfigurationError
-from replicator.model import remote_columns
 from replicator.testing import mock_id_token
-from tests.bundles.kit import WHEN, bundle_bytes
+from tests.bundles.kit import WHEN, put_registrations
 from tests.helpers import FIRESTORE_PROJECT
 from tests.scope_models import SCOPES, Registration
 
@@ -63,26 +59,7 @@ class Service:
 
     def request(self, uid: str, rows: list[dict[str, Any]], folder: str) -> IngestRequest:
         """A bundle of ``rows`` from ``uid``'s phone, put under ``folder``; its request."""
-        device = f"{uid}-phone"
-        bundle = f"b-{time.time_ns()}"
-        data = bundle_bytes(
-            rows,
-            bundle=bundle,
-            device=device,
-            collection="registrations",
-            columns=remote_columns(Registration),
-        )
-        key = f"bundles/{device}/{bundle}.ndjson.gz"
-        self.bucket.put(f"{folder}{key}", io.BytesIO(data))
-        return IngestRequest(
-            bundle=bundle,
-            key=key,
-            sha256=hashlib.sha256(data).hexdigest(),
-            size=len(data),
-            count=len(rows),
-            collection="registrations",
-            device=device,
-        )
+        return put_registrations(self.bucket, folder, f"{uid}-phone", rows)
 
     def send(self, uid: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         """Post a bundle of ``uid``'s over HTTP, signed in as ``uid``; the answer."""
