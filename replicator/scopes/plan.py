@@ -126,12 +126,17 @@ def read_state(folder: Path) -> dict[str, Membership]:
 def write_state(folder: Path, members: Iterable[Membership]) -> None:
     """Record ``members`` as the scopes synced (written whole, then renamed)."""
     body = {"version": 1, "scopes": {m.scope: {"kind": m.kind, "role": m.role} for m in members}}
-    tmp = folder / f"{STATE}.tmp"
+    _write_whole(folder / STATE, json.dumps(body, indent=1, sort_keys=True))
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all: ``<name>.tmp`` written, synced, renamed."""
+    tmp = path.with_name(f"{path.name}.tmp")
     with tmp.open("w", encoding="utf-8") as out:
-        json.dump(body, out, indent=1, sort_keys=True)
+        out.write(text)
         out.flush()
         os.fsync(out.fileno())
-    os.replace(tmp, folder / STATE)
+    os.replace(tmp, path)
 
 
 def set_aside(
@@ -152,13 +157,7 @@ def set_aside(
     where = folder / SET_ASIDE
     where.mkdir(exist_ok=True)
     path = where / f"{member.scope}-{stamp}.jsonl"
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", encoding="utf-8") as out:
-        for line in lines:
-            out.write(encode_json(line) + "\n")
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
+    _write_whole(path, "".join(encode_json(line) + "\n" for line in lines))
     return path, len(lines)
 
 
