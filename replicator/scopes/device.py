@@ -392,10 +392,11 @@ class ScopedReplicator:
         """The memberships to sync: those ``only`` accepts and whose kind is declared,
         at most ``max_scopes``, the scopes already here first."""
         accepted = []
+        declared = {k.name for k in self.scopes.kinds}
         for member in found.values():
             if self.only is not None and not self.only(member):
                 continue
-            if member.kind not in {k.name for k in self.scopes.kinds}:
+            if member.kind not in declared:
                 log.warning(
                     "scope %s skipped: its kind %r is not declared", member.scope, member.kind
                 )
